@@ -1,0 +1,58 @@
+# Taskfan: `make run` shows the pipeline working, `make test` proves it. Both install what they need.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SCORERS ?= 1
+
+.PHONY: help deps venv runtime up down run status test unit e2e lint schemas clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## the Python virtualenv with Taskfan and its pinned Dapr SDK
+
+runtime: ## the Dapr runtime (built once per machine into ~/.cache/taskfan) and redis-server
+	bash deploy/install-dapr.sh >/dev/null
+	bash deploy/install-redis.sh >/dev/null
+
+deps: venv runtime ## everything above
+
+up: deps ## start the stack in the background, return when ready (SCORERS=N for N scorers)
+	$(BIN)/taskfan stack up --scorers $(SCORERS)
+
+down: ## stop everything `make up` started
+	@if [[ -x $(BIN)/taskfan ]]; then $(BIN)/taskfan stack down; else echo "no stack is running"; fi
+
+status: ## show the stack's processes
+	$(BIN)/taskfan stack status
+
+run: deps ## start the stack, publish examples/batch.json, print its outcome, stop the stack
+	trap '$(BIN)/taskfan stack down' EXIT; \
+	$(BIN)/taskfan stack up --scorers $(SCORERS); \
+	$(BIN)/taskfan publish examples/batch.json --wait
+
+test: deps ## unit tests, then end-to-end tests against the real stack
+	$(BIN)/pytest
+
+unit: venv ## unit tests only (no stack)
+	$(BIN)/pytest tests/unit
+
+e2e: deps ## end-to-end tests only
+	$(BIN)/pytest tests/e2e
+
+lint: venv
+	$(BIN)/ruff check services tests
+
+schemas: venv ## regenerate schemas/*.schema.json from the pydantic models
+	$(BIN)/taskfan schemas
+
+clean: down
+	rm -rf $(VENV) .taskfan

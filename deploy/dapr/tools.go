@@ -1,0 +1,10 @@
+//go:build tools
+
+// Package daprbuild only pins the Dapr runtime commands that deploy/install-dapr.sh builds.
+package daprbuild
+
+import (
+	_ "github.com/dapr/dapr/cmd/daprd"
+	_ "github.com/dapr/dapr/cmd/placement"
+	_ "github.com/dapr/dapr/cmd/scheduler"
+)

@@ -1,0 +1,1 @@
+"""Taskfan: publish a batch of tasks, get one outcome per batch, on the Dapr runtime."""

@@ -1,0 +1,128 @@
+"""Event contracts shared by every Taskfan service: names, limits and pydantic models.
+
+The JSON Schema files under ``schemas/`` are generated from these models (``taskfan schemas``);
+a unit test fails when they drift.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+PUBSUB = "pubsub"
+TASKS_TOPIC = "tasks"
+OUTCOMES_TOPIC = "outcomes"
+DEADLETTER_TOPIC = "tasks-deadletter"
+
+TASK_BATCH_EVENT_TYPE = "io.taskfan.task-batch.v1"
+OUTCOME_EVENT_TYPE = "io.taskfan.batch-outcome.v1"
+DEADLETTER_EVENT_TYPE = "io.taskfan.dead-letter.v1"
+
+
+class AppId(StrEnum):
+    INGEST = "ingest"
+    WORKFLOW = "workflow"
+    VALIDATOR = "validator"
+    ENRICHER = "enricher"
+    SCORER = "scorer"
+
+
+# Limits keep one batch (and so one workflow input) well under the 4 MiB gRPC message cap
+# between the workflow SDK and its sidecar.
+MAX_TASKS_PER_BATCH = 10_000
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+MAX_TASK_ID_CHARS = 128
+MAX_TITLE_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2_000
+BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+BatchId = Annotated[str, StringConstraints(pattern=BATCH_ID_PATTERN)]
+
+
+class _Model(BaseModel):
+    # Unknown fields are an error: a misspelt "titel" must not silently become an empty title.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task(_Model):
+    task_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TASK_ID_CHARS)]
+    title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)]
+    description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)]
+
+
+class _TaskList(_Model):
+    tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS_PER_BATCH)
+
+    @model_validator(mode="after")
+    def _unique_task_ids(self) -> _TaskList:
+        seen: set[str] = set()
+        duplicates: list[str] = []
+        for task in self.tasks:
+            if task.task_id in seen and task.task_id not in duplicates:
+                duplicates.append(task.task_id)
+            seen.add(task.task_id)
+        if duplicates:
+            shown = ", ".join(repr(d) for d in duplicates[:5])
+            raise ValueError(f"task ids must be unique within a batch; repeated: {shown}")
+        return self
+
+
+class BatchRequest(_TaskList):
+    """What a client sends to ingest: the batch id is optional and assigned when missing."""
+
+    batch_id: BatchId | None = None
+
+
+class TaskBatch(_TaskList):
+    """Data of the task-batch CloudEvent on topic ``tasks``."""
+
+    batch_id: BatchId
+
+
+TaskStatus = Literal["completed", "rejected", "failed"]
+
+
+class TaskResult(_Model):
+    task_id: str
+    status: TaskStatus
+    score: int | None = Field(description="0 when rejected, null when failed")
+    tags: list[str] = []
+    issues: list[str] = Field(default=[], description="why validation rejected the task")
+    error: str | None = Field(default=None, description="why the task failed after retries")
+
+
+class Outcome(_Model):
+    """Data of the outcome CloudEvent on topic ``outcomes``: one per batch."""
+
+    batch_id: str
+    total: int
+    completed: int
+    rejected: int
+    failed: int
+    average_score: float | None = Field(description="mean score of completed tasks; null if none")
+    results: list[TaskResult] = Field(description="one per task, in input order")
+    started_at: str
+    finished_at: str
+
+
+class DeadLetter(_Model):
+    """Data of the CloudEvent on ``tasks-deadletter``: an event the workflow service refused."""
+
+    reason: str
+    event: object = Field(description="the refused event: parsed JSON where possible, else text")
+    received_at: str
+
+
+def describe_validation_error(error: Exception) -> str:
+    """One readable line naming every problem pydantic found, e.g. ``tasks.0.title: ...``."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)

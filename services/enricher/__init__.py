@@ -1,0 +1,1 @@
+"""enricher app: tags tasks from their text."""

@@ -1,0 +1,27 @@
+"""enricher transport: service invocation method ``enrich``."""
+
+from typing import Any
+
+from dapr.ext.grpc import App
+
+from taskfan.contracts import AppId, Task
+from taskfan.dapr_app import json_method, serve
+from taskfan.enricher.rules import tags_for
+from taskfan.settings import Settings
+
+
+def enrich(body: dict[str, Any]) -> dict[str, Any]:
+    task = Task.model_validate(body)
+    return {"tags": tags_for(task.title, task.description)}
+
+
+def configure(app: App, settings: Settings) -> None:
+    app.method("enrich")(json_method(enrich))
+
+
+def main() -> None:
+    serve(AppId.ENRICHER, configure)
+
+
+if __name__ == "__main__":
+    main()

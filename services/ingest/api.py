@@ -1,0 +1,103 @@
+"""ingest transport: the HTTP API (``POST /batches``) in front of the ``tasks`` topic."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dapr.aio.clients import DaprClient
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from taskfan import events
+from taskfan.contracts import (
+    MAX_BATCH_BYTES,
+    PUBSUB,
+    TASK_BATCH_EVENT_TYPE,
+    TASKS_TOPIC,
+    AppId,
+    BatchRequest,
+    TaskBatch,
+    describe_validation_error,
+)
+
+log = logging.getLogger(__name__)
+
+
+def new_batch_id() -> str:
+    return f"batch-{uuid.uuid4().hex}"
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class RejectedBatch(ValueError):
+    """A batch refused with an HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_batch(body: bytes) -> TaskBatch:
+    """Decode a request body into a batch, assigning a batch id when the client gave none."""
+    if len(body) > MAX_BATCH_BYTES:
+        raise RejectedBatch(413, f"batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} bytes")
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RejectedBatch(400, f"request body is not valid JSON: {exc}") from None
+    if isinstance(document, list):  # a bare list of tasks is accepted as a batch
+        document = {"tasks": document}
+    try:
+        request = BatchRequest.model_validate(document)
+    except ValidationError as exc:
+        raise RejectedBatch(422, describe_validation_error(exc)) from None
+    return TaskBatch(batch_id=request.batch_id or new_batch_id(), tasks=request.tasks)
+
+
+def create_api(publisher: DaprClient | None = None) -> FastAPI:
+    """The ingest API; pass a publisher to test it without a sidecar."""
+    state: dict[str, DaprClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["dapr"] = publisher or DaprClient()
+        yield
+        if publisher is None:
+            await state["dapr"].close()
+
+    api = FastAPI(title="Taskfan ingest", lifespan=lifespan)
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.post("/batches", status_code=202)
+    async def submit(request: Request) -> JSONResponse:
+        if request.headers.get("content-type", "application/json").split(";")[0] not in (
+            "application/json", "text/json"
+        ):
+            return error(415, "send the batch as application/json")
+        body = await request.body()
+        try:
+            batch = parse_batch(body)
+        except RejectedBatch as exc:
+            return error(exc.status, str(exc))
+        data = events.encode(TASK_BATCH_EVENT_TYPE, batch, source=AppId.INGEST, subject=batch.batch_id)
+        try:
+            await state["dapr"].publish_event(
+                PUBSUB, TASKS_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE
+            )
+        except Exception as exc:  # noqa: BLE001 - the sidecar's error is passed on as a 503
+            log.error("publish failed", extra={"batch_id": batch.batch_id, "error": str(exc)})
+            return error(503, f"could not publish the batch to pub/sub: {exc}")
+        log.info("batch published", extra={"batch_id": batch.batch_id, "tasks": len(batch.tasks)})
+        return JSONResponse({"batch_id": batch.batch_id, "tasks": len(batch.tasks)}, status_code=202)
+
+    return api

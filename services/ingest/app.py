@@ -1,0 +1,19 @@
+"""ingest process: serves the HTTP API; its sidecar (app id ``ingest``) publishes to pub/sub."""
+
+import uvicorn
+
+from taskfan import logs
+from taskfan.contracts import AppId
+from taskfan.ingest.api import create_api
+from taskfan.settings import Settings
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logs.configure(AppId.INGEST, settings.log_level)
+    uvicorn.run(create_api(), host=settings.ingest_host, port=settings.ingest_port,
+                log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""scorer app: gives each enriched task a priority score (an emulated slow model)."""

@@ -1,0 +1,78 @@
+"""Every tunable of Taskfan, read from environment variables with defaults, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _versions() -> dict[str, str]:
+    pairs = {}
+    for line in (REPO_ROOT / "deploy" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            pairs[key] = value
+    return pairs
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8080
+    # Scorer behaviour: a slow model emulated with a non-blocking delay and a per-replica cap.
+    score_delay_ms: int = 0
+    scorer_concurrency: int = 8
+    # Fault injection for tests and drills: task ids matching this glob fail in the scorer.
+    scorer_fail_tasks: str = ""
+    max_in_flight: int = 100
+    scorers: int = 1
+    log_level: str = "INFO"
+    run_dir: str = str(REPO_ROOT / ".taskfan")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise SettingsError(f"{f.name.upper()} must be a whole number, got {raw!r}") from None
+            else:
+                values[f.name] = raw
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for name in ("score_delay_ms",):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()} must be >= 0")
+        for name in ("scorer_concurrency", "max_in_flight", "scorers", "redis_port", "ingest_port"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()} must be >= 1")
+
+    @property
+    def redis_address(self) -> str:
+        return f"{self.redis_host}:{self.redis_port}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://{self.ingest_host}:{self.ingest_port}"
+
+
+DAPR_VERSION = _versions()["DAPR_VERSION"]

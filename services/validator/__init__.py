@@ -1,0 +1,1 @@
+"""validator app: rejects tasks that do not meet the minimum content rules."""

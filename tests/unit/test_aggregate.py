@@ -1,0 +1,47 @@
+import pytest
+
+from taskfan.contracts import Outcome
+from taskfan.workflow import aggregate
+
+
+def test_aggregate_counts_and_average_over_completed_only():
+    results = [
+        aggregate.completed("a", 85, ["high-priority", "backend"]),
+        aggregate.rejected("b", ["Title too short (min 5 characters)"]),
+        aggregate.failed("c", "score_task", "boom", ["backend"]),
+        aggregate.completed("d", 50, []),
+    ]
+    outcome = aggregate.aggregate("batch-1", results, "t0", "t1")
+    Outcome.model_validate(outcome)
+    assert outcome["total"] == 4
+    assert (outcome["completed"], outcome["rejected"], outcome["failed"]) == (2, 1, 1)
+    assert outcome["average_score"] == 67.5
+    assert [r["task_id"] for r in outcome["results"]] == ["a", "b", "c", "d"]
+    assert outcome["results"][1] == {
+        "task_id": "b", "status": "rejected", "score": 0, "tags": [],
+        "issues": ["Title too short (min 5 characters)"], "error": None,
+    }
+    assert outcome["results"][2]["score"] is None
+    assert outcome["results"][2]["error"] == "score_task: boom"
+
+
+def test_average_is_null_when_nothing_completed():
+    outcome = aggregate.aggregate("b", [aggregate.rejected("x", ["nope"])], "t0", "t1")
+    assert outcome["average_score"] is None
+
+
+def test_long_errors_are_cut():
+    result = aggregate.failed("x", "score_task", "e" * 5000)
+    assert len(result["error"]) == aggregate.MAX_ERROR_CHARS
+
+
+@pytest.mark.parametrize(("n", "size", "lengths"), [(0, 3, []), (5, 2, [2, 2, 1]), (4, 4, [4]), (4, 10, [4])])
+def test_chunk_keeps_order(n, size, lengths):
+    chunks = aggregate.chunk(list(range(n)), size)
+    assert [len(c) for c in chunks] == lengths
+    assert [x for c in chunks for x in c] == list(range(n))
+
+
+def test_chunk_rejects_zero():
+    with pytest.raises(ValueError):
+        aggregate.chunk([1], 0)

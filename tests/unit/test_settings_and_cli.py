@@ -1,0 +1,48 @@
+import pytest
+
+from taskfan import cli
+from taskfan.settings import Settings, SettingsError
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert (s.redis_port, s.max_in_flight, s.scorer_concurrency, s.score_delay_ms) == (6379, 100, 8, 0)
+
+
+def test_env_overrides():
+    s = Settings.from_env({"REDIS_PORT": "6400", "SCORERS": "3"})
+    assert s.redis_address == "127.0.0.1:6400"
+    assert s.scorers == 3
+
+
+@pytest.mark.parametrize("env", [{"REDIS_PORT": "abc"}, {"MAX_IN_FLIGHT": "0"}, {"SCORE_DELAY_MS": "-1"}])
+def test_bad_settings_fail_fast(env):
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
+
+
+def test_publish_missing_file_exits_2(tmp_path, capsys):
+    assert cli.main(["publish", str(tmp_path / "nope.json")]) == cli.EXIT_BAD_INPUT
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_publish_bad_json_exits_2(tmp_path, capsys):
+    path = tmp_path / "b.json"
+    path.write_text("{oops")
+    assert cli.main(["publish", str(path)]) == cli.EXIT_BAD_INPUT
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_publish_to_unreachable_stack_exits_3(tmp_path, capsys):
+    path = tmp_path / "b.json"
+    path.write_text('[{"task_id": "t", "title": "Hello", "description": "0123456789"}]')
+    assert cli.main(["publish", str(path), "--url", "http://127.0.0.1:9"]) == cli.EXIT_UNREACHABLE
+    assert "cannot reach the ingest API" in capsys.readouterr().err
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("publish", "outcomes", "status", "stack"):
+        assert command in out
