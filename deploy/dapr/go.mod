@@ -5,7 +5,11 @@ module taskfan.local/daprbuild
 
 go 1.26.4
 
-require github.com/dapr/dapr v1.18.1
+require (
+	github.com/dapr/dapr v1.18.1
+	// v0.12.5, which dapr v1.18.1 asks for, is refused by the module proxy; v0.12.6 is its patch successor.
+	github.com/diagridio/go-etcd-cron v0.12.6
+)
 
 replace (
 	dubbo.apache.org/dubbo-go/v3 => dubbo.apache.org/dubbo-go/v3 v3.0.3-0.20230118042253-4f159a2b38f3

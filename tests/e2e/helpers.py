@@ -1,0 +1,54 @@
+"""Helpers of the end-to-end tests: they read what the stack wrote with a raw Redis client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC
+from taskfan.settings import Settings
+from taskfan.stack import Stack, iter_log_records
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    """Poll until ``check`` returns something truthy; fail with ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def stream_events(client: redis.Redis, topic: str) -> list[dict[str, Any]]:
+    """Every CloudEvent Dapr stored on a topic's Redis stream (field ``data``)."""
+    return [json.loads(fields[b"data"]) for _, fields in client.xrange(topic)]
+
+
+def outcomes_for(client: redis.Redis, batch_id: str) -> list[dict[str, Any]]:
+    return [e["data"] for e in stream_events(client, OUTCOMES_TOPIC) if e["data"]["batch_id"] == batch_id]
+
+
+def wait_outcome(client: redis.Redis, batch_id: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_for(lambda: outcomes_for(client, batch_id), f"the outcome of {batch_id}", timeout)[0]
+
+
+def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
+    return [e["data"] for e in stream_events(client, DEADLETTER_TOPIC)]
+
+
+def post_batch(settings: Settings, body: Any) -> httpx.Response:
+    return httpx.post(f"{settings.ingest_url}/batches", json=body, timeout=30)
+
+
+def log_records(stack: Stack, process: str) -> list[dict[str, Any]]:
+    path = Path(stack.logs_dir) / f"{process}.log"
+    return list(iter_log_records(path)) if path.exists() else []

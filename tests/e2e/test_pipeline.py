@@ -1,0 +1,192 @@
+"""The pipeline on the real stack, driven the ways the README documents.
+
+Outcomes and dead letters are read straight from the Redis streams Dapr writes, with a raw Redis
+client: what a user's own tooling would see.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import httpx
+import pytest
+
+from taskfan.contracts import TASK_BATCH_EVENT_TYPE, Outcome
+from taskfan.stack import INGEST, WORKFLOW
+
+from .helpers import dead_letters, log_records, outcomes_for, post_batch, wait_for, wait_outcome
+
+pytestmark = pytest.mark.e2e
+
+LESSON_TASK = {"task_id": "t-1", "title": "Urgent: fix login API", "description": "The login api returns 500 errors"}
+
+
+def cloudevent(batch_id: str, tasks: list[dict]) -> dict:
+    return {
+        "specversion": "1.0", "type": TASK_BATCH_EVENT_TYPE, "source": "e2e-test",
+        "id": str(uuid.uuid4()), "datacontenttype": "application/json",
+        "data": {"batch_id": batch_id, "tasks": tasks},
+    }
+
+
+def test_known_batch_gives_the_exact_outcome(settings, redis_client, batch_id):
+    tasks = [
+        LESSON_TASK,
+        {"task_id": "t-2", "title": "Fix", "description": "short"},
+        {"task_id": "t-3", "title": "Update docs", "description": "Refresh the getting-started guide"},
+    ]
+    response = post_batch(settings, {"batch_id": batch_id, "tasks": tasks})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"batch_id": batch_id, "tasks": 3}
+
+    outcome = wait_outcome(redis_client, batch_id)
+    Outcome.model_validate(outcome)
+    assert outcome["results"] == [
+        {"task_id": "t-1", "status": "completed", "score": 85, "tags": ["high-priority", "backend"],
+         "issues": [], "error": None},
+        {"task_id": "t-2", "status": "rejected", "score": 0, "tags": [],
+         "issues": ["Title too short (min 5 characters)", "Description too short (min 10 characters)"],
+         "error": None},
+        {"task_id": "t-3", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None},
+    ]
+    assert (outcome["total"], outcome["completed"], outcome["rejected"], outcome["failed"]) == (3, 2, 1, 0)
+    assert outcome["average_score"] == 67.5
+    assert outcome["started_at"] <= outcome["finished_at"]
+
+
+def test_outcome_is_a_cloudevent(settings, redis_client, batch_id):
+    post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
+    wait_outcome(redis_client, batch_id)
+    event = next(json.loads(f[b"data"]) for _, f in redis_client.xrange("outcomes")
+                 if json.loads(f[b"data"])["data"]["batch_id"] == batch_id)
+    assert event["specversion"] == "1.0"
+    assert event["type"] == "io.taskfan.batch-outcome.v1"
+    assert event["datacontenttype"] == "application/json"
+    assert event["id"] == f"outcome:{batch_id}"
+
+
+def test_partial_failure_still_completes_the_batch(settings, redis_client, batch_id):
+    tasks = [LESSON_TASK, {**LESSON_TASK, "task_id": "t-2-fail-me"}]
+    post_batch(settings, {"batch_id": batch_id, "tasks": tasks})
+    outcome = wait_outcome(redis_client, batch_id)
+    assert (outcome["completed"], outcome["failed"]) == (1, 1)
+    failed = outcome["results"][1]
+    assert failed["status"] == "failed"
+    assert failed["score"] is None
+    assert failed["tags"] == ["high-priority", "backend"]
+    assert "score_task" in failed["error"] and "scoring failed" in failed["error"]
+    assert outcome["average_score"] == 85
+
+
+def test_duplicate_batch_gives_one_workflow_and_one_outcome(stack, settings, redis_client, batch_id):
+    body = {"batch_id": batch_id, "tasks": [LESSON_TASK]}
+    post_batch(settings, body)
+    wait_outcome(redis_client, batch_id)
+    assert post_batch(settings, body).status_code == 202  # ingest accepts; the workflow ignores it
+    wait_for(lambda: any(r.get("msg") == "duplicate batch ignored" and r.get("batch_id") == batch_id
+                         for r in log_records(stack, "workflow")), "the duplicate to be ignored")
+    assert len(outcomes_for(redis_client, batch_id)) == 1
+
+
+def test_publish_through_the_dapr_http_api(redis_client, batch_id):
+    # Any Dapr client can publish: here Dapr's own HTTP API on the ingest sidecar, plain JSON data.
+    url = f"http://127.0.0.1:{INGEST.http_port}/v1.0/publish/pubsub/tasks"
+    response = httpx.post(url, json={"batch_id": batch_id, "tasks": [LESSON_TASK]})
+    assert response.status_code == 204, response.text
+    assert wait_outcome(redis_client, batch_id)["completed"] == 1
+
+
+def test_publish_a_raw_cloudevent_on_the_redis_stream(redis_client, batch_id):
+    redis_client.xadd("tasks", {"data": json.dumps(cloudevent(batch_id, [LESSON_TASK]))})
+    assert wait_outcome(redis_client, batch_id)["results"][0]["score"] == 85
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("this is not json", "not JSON"),
+        (json.dumps({"batch_id": "x", "tasks": []}), "not a CloudEvent"),
+        ("CE_EMPTY", "tasks"),
+    ],
+)
+def test_malformed_event_goes_to_dead_letter_and_next_batch_completes(redis_client, batch_id, raw, reason):
+    marker = str(uuid.uuid4())
+    if raw == "CE_EMPTY":
+        event = cloudevent(f"{batch_id}-bad", [])
+        event["id"] = marker
+        raw = json.dumps(event)
+    else:
+        raw = raw + " " * 1 + marker if raw.startswith("this") else json.dumps({**json.loads(raw), "m": marker})
+    redis_client.xadd("tasks", {"data": raw})
+    letter = wait_for(lambda: [d for d in dead_letters(redis_client) if marker in json.dumps(d)],
+                      "the dead letter")[0]
+    assert reason in letter["reason"]
+    assert letter["received_at"]
+
+    redis_client.xadd("tasks", {"data": json.dumps(cloudevent(batch_id, [LESSON_TASK]))})
+    assert wait_outcome(redis_client, batch_id)["completed"] == 1
+
+
+def test_three_scorers_share_one_batch(stack, settings, redis_client, batch_id):
+    tasks = [{**LESSON_TASK, "task_id": f"share-{i}"} for i in range(60)]
+    post_batch(settings, {"batch_id": batch_id, "tasks": tasks})
+    assert wait_outcome(redis_client, batch_id)["completed"] == 60
+    ids = {t["task_id"] for t in tasks}
+    per_replica = {
+        replica: sum(1 for r in log_records(stack, f"scorer-{replica}")
+                     if r.get("msg") == "scored" and r.get("task_id") in ids)
+        for replica in range(3)
+    }
+    assert sum(per_replica.values()) == 60
+    assert all(count > 0 for count in per_replica.values()), per_replica
+
+
+def test_cli_publish_wait_and_status(batch_id, tmp_path):
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps({"tasks": [LESSON_TASK]}))
+    done = subprocess.run([sys.executable, "-m", "taskfan.cli", "publish", str(path), "--batch-id", batch_id,
+                           "--wait", "--timeout", "120"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["average_score"] == 85
+    status = subprocess.run([sys.executable, "-m", "taskfan.cli", "status", batch_id],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    summary = json.loads(status.stdout)
+    assert summary["state"] == "COMPLETED"
+    assert (summary["done"], summary["total"], summary["completed"]) == (1, 1, 1)
+
+
+def test_status_through_the_dapr_workflow_api(settings, redis_client, batch_id):
+    post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
+    wait_outcome(redis_client, batch_id)
+    state = httpx.get(f"http://127.0.0.1:{WORKFLOW.http_port}/v1.0/workflows/dapr/{batch_id}").json()
+    assert state["runtimeStatus"] == "COMPLETED"
+
+
+def test_cli_follow_prints_outcomes_as_they_arrive(settings, batch_id):
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "taskfan.cli", "outcomes", "--follow", "--group", f"g-{batch_id[-8:]}",
+         "--batch", batch_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The subscription is live once the follower says so on stderr.
+        line = follower.stderr.readline()
+        assert "following" in line, line + follower.stderr.read()
+        post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
+        out, err = follower.communicate(timeout=120)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["batch_id"] == batch_id
+
+
+def test_ingest_refuses_bad_batches_with_reasons(settings):
+    url = f"{settings.ingest_url}/batches"
+    bad = httpx.post(url, content=b"{oops", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+    empty = httpx.post(url, json={"tasks": []})
+    assert empty.status_code == 422 and "tasks" in empty.json()["error"]
+    dup = httpx.post(url, json={"tasks": [LESSON_TASK, LESSON_TASK]})
+    assert dup.status_code == 422 and "unique" in dup.json()["error"]
