@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
+from dapr.clients.exceptions import DaprHttpError
 
 from taskfan import events
 from taskfan.contracts import OUTCOME_EVENT_TYPE, OUTCOMES_TOPIC, PUBSUB, AppId
@@ -62,10 +63,15 @@ def _failure_message(task: Any) -> str:
     return getattr(details, "message", None) or str(exc)
 
 
+def _now(ctx: wf.DaprWorkflowContext) -> str:
+    # The replay-safe clock; the SDK gives it without a zone, it is UTC.
+    return ctx.current_utc_datetime.replace(tzinfo=UTC).isoformat()
+
+
 def process_batch(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
     batch = inp["batch"]
     tasks = batch["tasks"]
-    started_at = ctx.current_utc_datetime.isoformat()
+    started_at = _now(ctx)
     chunk_size = min(TASKS_PER_CHUNK, inp["max_in_flight"])
     parallel_chunks = max(1, inp["max_in_flight"] // chunk_size)
     chunks = aggregate.chunk(tasks, chunk_size)
@@ -94,7 +100,7 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
 
     results = [result for chunk_result in chunk_results for result in chunk_result]
     outcome = aggregate.aggregate(
-        batch["batch_id"], results, started_at, ctx.current_utc_datetime.isoformat()
+        batch["batch_id"], results, started_at, _now(ctx)
     )
     yield ctx.call_activity(PUBLISH_OUTCOME, input=outcome, retry_policy=PUBLISH_RETRY)
     if not ctx.is_replaying:
@@ -142,12 +148,29 @@ def _client() -> DaprClient:
     return _dapr
 
 
+class StepError(RuntimeError):
+    """A step service answered with an error; the message is what the service said."""
+
+
 async def _invoke(app_id: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
     """Dapr service invocation through our own sidecar; never a direct call between services."""
-    response = await _client().invoke_method(
-        app_id, method, json.dumps(body).encode(), content_type="application/json"
-    )
+    try:
+        response = await _client().invoke_method(
+            app_id, method, json.dumps(body).encode(), content_type="application/json"
+        )
+    except DaprHttpError as exc:
+        raise StepError(f"{app_id}/{method} answered {exc.status_code}: {_said(exc)}") from None
     return json.loads(response.data)
+
+
+def _said(exc: DaprHttpError) -> str:
+    """The service's own error message from Dapr's error body, which the SDK does not surface."""
+    raw = exc.as_dict().get("raw_response_bytes") or b""
+    try:
+        body = json.loads(raw)
+    except (TypeError, ValueError):
+        return raw.decode(errors="replace") if isinstance(raw, bytes) and raw else str(exc)
+    return str(body.get("message") or body.get("error") or body) if isinstance(body, dict) else str(body)
 
 
 async def validate_task(ctx: wf.WorkflowActivityContext, task: dict[str, Any]) -> dict[str, Any]:
