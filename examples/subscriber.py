@@ -1,8 +1,8 @@
 """A minimal outcome subscriber of your own: a Dapr streaming subscription through your own sidecar.
 
 Start a sidecar for it (its app id is your consumer group), then run this file:
-    ~/.cache/taskfan/dapr/1.18.1/bin/daprd --app-id my-subscriber --dapr-grpc-port 50100 \
-        --dapr-http-port 3600 --dapr-internal-grpc-port 50101 \
+    ~/.cache/taskfan/dapr/1.18.1/bin/daprd --app-id my-subscriber --dapr-grpc-port 4600 \
+        --dapr-http-port 3600 --dapr-internal-grpc-port 5600 \
         --resources-path .taskfan/resources --config .taskfan/config.yaml &
     .venv/bin/python examples/subscriber.py
 """
@@ -12,7 +12,7 @@ import os
 
 from dapr.clients import DaprClient
 
-with DaprClient(os.environ.get("SIDECAR", "127.0.0.1:50100")) as client:
+with DaprClient(os.environ.get("SIDECAR", "127.0.0.1:4600")) as client:
     subscription = client.subscribe("pubsub", "outcomes")
     for message in subscription:
         if message is None:  # no message within the poll interval

@@ -21,9 +21,10 @@ EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int) -> None:
+    def __init__(self, message: str, code: int, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.transient = transient
 
 
 def _settings() -> Settings:
@@ -98,10 +99,12 @@ def workflow_state(batch_id: str) -> dict[str, Any] | None:
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the workflow sidecar at {url}: {exc} (is the stack up?)",
                        EXIT_UNREACHABLE) from None
-    if response.status_code in (400, 404, 500) and "not found" in response.text.lower():
+    if response.status_code == 404 or "ERR_INSTANCE_ID_NOT_FOUND" in response.text:
         return None
     if response.status_code != 200:
-        raise CliError(f"workflow API answered {response.status_code}: {response.text}", EXIT_REFUSED)
+        # A 5xx can be transient: Dapr reads a running workflow's state while the engine writes it.
+        raise CliError(f"workflow API answered {response.status_code}: {response.text}", EXIT_REFUSED,
+                       transient=response.status_code >= 500)
     return response.json()
 
 
@@ -137,15 +140,28 @@ def wait_for_outcome(batch_id: str, timeout: float) -> dict[str, Any]:
     """Poll the workflow until it completes, showing progress; return the outcome."""
     deadline = time.monotonic() + timeout
     last = None
+    transient_errors = 0
     while time.monotonic() < deadline:
-        state = workflow_state(batch_id)
+        try:
+            state = workflow_state(batch_id)
+        except CliError as exc:
+            transient_errors += 1
+            if not exc.transient or transient_errors > 20:
+                raise
+            time.sleep(0.5)
+            continue
+        transient_errors = 0
         summary = summarize(batch_id, state)
         line = f"{summary['state']}: {summary.get('done') or 0}/{summary.get('total') or '?'} tasks done"
         if line != last:
             print(line, file=sys.stderr)
             last = line
-        if summary["state"] == "COMPLETED" and state is not None:
-            return json.loads(state["properties"]["dapr.workflow.output"])
+        if summary["state"] == "COMPLETED":
+            outcome = find_outcome(batch_id)
+            if outcome is None:
+                raise CliError(f"batch {batch_id} completed but its outcome is not on the "
+                               f"{OUTCOMES_TOPIC!r} stream", EXIT_REFUSED)
+            return outcome
         if summary["state"] in ("FAILED", "TERMINATED"):
             raise CliError(f"batch {batch_id} ended {summary['state']}: {summary.get('error', '')}",
                            EXIT_REFUSED)
@@ -162,8 +178,8 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
     return recent_outcomes(args.count, args.batch)
 
 
-def recent_outcomes(count: int, batch_id: str | None) -> int:
-    """The latest outcomes, read from the Redis stream where Dapr's pub/sub stores them."""
+def stored_outcomes(count: int) -> list[dict[str, Any]]:
+    """The latest ``count`` outcomes, oldest first, from the Redis stream where Dapr's pub/sub keeps them."""
     import redis
 
     from taskfan import events
@@ -171,17 +187,32 @@ def recent_outcomes(count: int, batch_id: str | None) -> int:
     settings = _settings()
     client = redis.Redis(host=settings.redis_host, port=settings.redis_port)
     try:
-        entries = client.xrevrange(OUTCOMES_TOPIC, count=count if not batch_id else 10_000)
+        entries = client.xrevrange(OUTCOMES_TOPIC, count=count)
     except redis.RedisError as exc:
         raise CliError(f"cannot read Redis at {settings.redis_address}: {exc}", EXIT_UNREACHABLE) from None
-    shown = 0
+    outcomes = []
     for _, fields in reversed(entries):
-        outcome = events.decode(fields[b"data"], Outcome)
-        if batch_id and outcome.batch_id != batch_id:
-            continue
-        print(json.dumps(outcome.model_dump(mode="json")))
-        shown += 1
-    return 0 if shown or not batch_id else EXIT_REFUSED
+        try:
+            outcomes.append(events.decode(fields[b"data"], Outcome).model_dump(mode="json"))
+        except events.EventError:
+            continue  # something else published on the topic; not ours to show
+    return outcomes
+
+
+def find_outcome(batch_id: str, search: int = 10_000) -> dict[str, Any] | None:
+    return next((o for o in reversed(stored_outcomes(search)) if o["batch_id"] == batch_id), None)
+
+
+def recent_outcomes(count: int, batch_id: str | None) -> int:
+    if batch_id:
+        outcome = find_outcome(batch_id)
+        if outcome is None:
+            raise CliError(f"no outcome for batch {batch_id} in the last 10,000 outcomes", EXIT_REFUSED)
+        print(json.dumps(outcome))
+        return 0
+    for outcome in stored_outcomes(count):
+        print(json.dumps(outcome))
+    return 0
 
 
 def follow_outcomes(group: str, batch_id: str | None) -> int:
@@ -190,7 +221,7 @@ def follow_outcomes(group: str, batch_id: str | None) -> int:
 
     stack = Stack(_settings())
     try:
-        sidecar, process = stack.start_follower(group)
+        sidecar, process = stack.start_sidecar(group)
     except StackError as exc:
         raise CliError(str(exc), EXIT_UNREACHABLE) from None
     print(f"following {PUBSUB}/{OUTCOMES_TOPIC} as consumer group {group!r} (Ctrl-C to stop)",
@@ -221,7 +252,7 @@ def follow_outcomes(group: str, batch_id: str | None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        stack.stop_follower(process)
+        stack.stop_sidecar(process)
     return 0
 
 

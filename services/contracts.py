@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 PUBSUB = "pubsub"
+STATESTORE = "statestore"
 TASKS_TOPIC = "tasks"
 OUTCOMES_TOPIC = "outcomes"
 DEADLETTER_TOPIC = "tasks-deadletter"

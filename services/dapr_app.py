@@ -17,8 +17,10 @@ from typing import Any
 from dapr.clients.grpc._request import InvokeMethodRequest
 from dapr.clients.grpc._response import InvokeMethodResponse
 from dapr.ext.grpc import App
+from pydantic import BaseModel
 
 from taskfan import logs
+from taskfan.contracts import Task
 from taskfan.settings import Settings
 
 JsonHandler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -34,6 +36,26 @@ def json_method(fn: JsonHandler) -> Callable[[InvokeMethodRequest], InvokeMethod
 
     handler.__name__ = getattr(fn, "__name__", "handler")
     return handler
+
+
+def per_task(rule: Callable[[Any], dict[str, Any]], model: type[BaseModel] = Task) -> JsonHandler:
+    """A step method body: ``{"tasks": [...]}`` in, ``{"results": [...]}`` out, one result per task.
+
+    A task the rule cannot handle gets an ``error`` entry instead of failing the whole call, so the
+    workflow retries just that task.
+    """
+
+    def handle(body: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        for raw in body["tasks"]:
+            try:
+                results.append({"task_id": raw["task_id"], **rule(model.model_validate(raw))})
+            except Exception as exc:  # noqa: BLE001 - reported per task, the call itself succeeds
+                results.append({"task_id": raw.get("task_id"), "error": f"{type(exc).__name__}: {exc}"})
+        return {"results": results}
+
+    handle.__name__ = getattr(rule, "__name__", "handle")
+    return handle
 
 
 def create_app(threads: int) -> App:

@@ -37,6 +37,7 @@ class Settings:
     max_in_flight: int = 100
     scorers: int = 1
     log_level: str = "INFO"
+    dapr_log_level: str = "warn"
     run_dir: str = str(REPO_ROOT / ".taskfan")
 
     @classmethod

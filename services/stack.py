@@ -50,18 +50,20 @@ class Sidecar:
         return self.name or self.app_id
 
 
-INGEST = Sidecar(AppId.INGEST, 3500, 50001, 50201, None)
-WORKFLOW = Sidecar(AppId.WORKFLOW, 3501, 50002, 50202, 6001)
-VALIDATOR = Sidecar(AppId.VALIDATOR, 3502, 50003, 50203, 6002)
-ENRICHER = Sidecar(AppId.ENRICHER, 3503, 50004, 50204, 6003)
-PLACEMENT_PORT, PLACEMENT_HEALTH_PORT, PLACEMENT_RAFT_PORT = 50005, 58080, 58201
-SCHEDULER_PORT, SCHEDULER_HEALTH_PORT = 50006, 58081
-SCHEDULER_ETCD_CLIENT_PORT, SCHEDULER_ETCD_PEER_PORT = 52379, 52380
+# All fixed ports sit below Linux's ephemeral range (32768+), where an outgoing connection could
+# already hold one. Sidecar HTTP 35xx, sidecar gRPC 45xx, internal gRPC 55xx, apps 60xx.
+INGEST = Sidecar(AppId.INGEST, 3500, 4500, 5500, None)
+WORKFLOW = Sidecar(AppId.WORKFLOW, 3501, 4501, 5501, 6001)
+VALIDATOR = Sidecar(AppId.VALIDATOR, 3502, 4502, 5502, 6002)
+ENRICHER = Sidecar(AppId.ENRICHER, 3503, 4503, 5503, 6003)
+PLACEMENT_PORT, PLACEMENT_HEALTH_PORT, PLACEMENT_RAFT_PORT = 6050, 6051, 6052
+SCHEDULER_PORT, SCHEDULER_HEALTH_PORT = 6060, 6061
+SCHEDULER_ETCD_CLIENT_PORT, SCHEDULER_ETCD_PEER_PORT = 6062, 6063
 MAX_SCORERS = 16
 
 
 def scorer(index: int) -> Sidecar:
-    return Sidecar(AppId.SCORER, 3510 + index, 50010 + index, 50210 + index, 6010 + index,
+    return Sidecar(AppId.SCORER, 3510 + index, 4510 + index, 5510 + index, 6010 + index,
                    name=f"scorer-{index}")
 
 
@@ -307,7 +309,7 @@ class Stack:
             "--resources-path", str(self.resources_dir), "--config", str(self.run_dir / "config.yaml"),
             "--placement-host-address", f"127.0.0.1:{PLACEMENT_PORT}",
             "--scheduler-host-address", f"127.0.0.1:{SCHEDULER_PORT}",
-            "--enable-metrics=false", "--log-as-json", "--log-level", "warn",
+            "--enable-metrics=false", "--log-as-json", "--log-level", self.settings.dapr_log_level,
         ]
         if sidecar.app_port:
             cmd += ["--app-port", str(sidecar.app_port), "--app-protocol", "grpc"]
@@ -378,16 +380,16 @@ class Stack:
         self.state_path.unlink(missing_ok=True)
         progress(f"stack stopped ({len(state.processes)} processes)")
 
-    def start_follower(self, app_id: str) -> tuple[Sidecar, subprocess.Popen[bytes]]:
-        """A sidecar with no app, on free ports, for a streaming subscriber (``outcomes --follow``).
+    def start_sidecar(self, app_id: str) -> tuple[Sidecar, subprocess.Popen[bytes]]:
+        """A sidecar with no app port, on free ports, joined to the running stack's control plane.
 
-        Its app id is the consumer group: every group gets every outcome, followers of one group
-        share them.
+        For a streaming subscriber (``outcomes --follow``: the app id is its consumer group) or a
+        workflow worker of a benchmark.
         """
         if self.running() is None:
             raise StackError("no stack is running; start it with `make up`")
         bin_dir = self.dapr_bin()
-        sidecar = Sidecar(app_id, *free_ports(3), None, name=f"follower-{app_id}")
+        sidecar = Sidecar(app_id, *free_ports(3), None, name=f"sidecar-{app_id}")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.logs_dir / f"{sidecar.label}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(self.daprd_command(bin_dir, sidecar), stdout=out, stderr=subprocess.STDOUT,
@@ -399,11 +401,11 @@ class Stack:
                        alive=lambda: None if proc.poll() is None else
                        f"daprd exited:\n{tail(self.logs_dir / f'{sidecar.label}.log')}")
         except BaseException:
-            self.stop_follower(proc)
+            self.stop_sidecar(proc)
             raise
         return sidecar, proc
 
-    def stop_follower(self, proc: subprocess.Popen[bytes]) -> None:
+    def stop_sidecar(self, proc: subprocess.Popen[bytes]) -> None:
         stop_process(proc.pid)
         proc.wait()
 

@@ -1,7 +1,8 @@
 """scorer transport: service invocation method ``score``, an emulated slow model.
 
 ``SCORE_DELAY_MS`` is spent waiting (no CPU) and at most ``SCORER_CONCURRENCY`` tasks are in
-progress per replica; the rest queue. That cap is what makes adding replicas measurable.
+progress per replica, however many calls arrive; the rest queue. That cap is what makes adding
+replicas measurable.
 """
 
 from __future__ import annotations
@@ -9,18 +10,24 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dapr.ext.grpc import App
+from pydantic import BaseModel
 
 from taskfan.contracts import AppId
-from taskfan.dapr_app import json_method, serve
+from taskfan.dapr_app import json_method, per_task, serve
 from taskfan.scorer.rules import score_for
 from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ScoringRequest(BaseModel):
+    task_id: str
+    tags: list[str]
 
 
 class ScoringFault(RuntimeError):
@@ -31,20 +38,25 @@ class Scorer:
     def __init__(self, settings: Settings) -> None:
         self.delay_s = settings.score_delay_ms / 1000
         self.fail_pattern = settings.scorer_fail_tasks
-        self.slots = threading.BoundedSemaphore(settings.scorer_concurrency)
+        # The model's capacity: this many tasks in progress at once, shared by all calls.
+        self.model = ThreadPoolExecutor(max_workers=settings.scorer_concurrency, thread_name_prefix="model")
         self.replica = os.environ.get("TASKFAN_REPLICA", "0")
 
-    def score(self, body: dict[str, Any]) -> dict[str, Any]:
-        task_id = str(body["task_id"])
-        with self.slots:
-            if self.delay_s:
-                time.sleep(self.delay_s)
-            if self.fail_pattern and fnmatch.fnmatchcase(task_id, self.fail_pattern):
-                raise ScoringFault(f"scoring failed for {task_id} (SCORER_FAIL_TASKS)")
-            score = score_for(body.get("tags", []))
+    def score_one(self, request: ScoringRequest) -> dict[str, Any]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_pattern and fnmatch.fnmatchcase(request.task_id, self.fail_pattern):
+            raise ScoringFault(f"scoring failed for {request.task_id} (SCORER_FAIL_TASKS)")
+        score = score_for(request.tags)
         # One line per task: operators (and the scaling test) see how replicas share the load.
-        log.info("scored", extra={"task_id": task_id, "score": score, "replica": self.replica})
+        log.info("scored", extra={"task_id": request.task_id, "score": score, "replica": self.replica})
         return {"score": score}
+
+    def score(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Score a call's tasks concurrently, within the model's capacity."""
+        futures = [self.model.submit(per_task(self.score_one, ScoringRequest), {"tasks": [task]})
+                   for task in body["tasks"]]
+        return {"results": [f.result()["results"][0] for f in futures]}
 
 
 def configure(app: App, settings: Settings) -> None:
@@ -52,9 +64,7 @@ def configure(app: App, settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    # Enough threads that SCORER_CONCURRENCY tasks can wait out their delay at once.
-    serve(AppId.SCORER, configure, threads=settings.scorer_concurrency + 8)
+    serve(AppId.SCORER, configure, threads=16)
 
 
 if __name__ == "__main__":

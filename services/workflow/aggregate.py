@@ -34,6 +34,13 @@ def chunk(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def summary(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Counts of one chunk, for the batch's progress."""
+    statuses = [r["status"] for r in results]
+    return {"done": len(statuses), "completed": statuses.count("completed"),
+            "rejected": statuses.count("rejected"), "failed": statuses.count("failed")}
+
+
 def aggregate(
     batch_id: str, results: Sequence[dict[str, Any]], started_at: str, finished_at: str
 ) -> dict[str, Any]:

@@ -59,10 +59,12 @@ class BatchIntake:
         if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is not None:
             log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
             return TopicEventResponse("success")
+        tasks = [task.model_dump() for task in batch.tasks]
+        orchestration.store_batch(self.dapr, batch.batch_id, tasks)
         try:
             self.workflows.schedule_new_workflow(
                 orchestration.BATCH_WORKFLOW,
-                input=orchestration.workflow_input(batch.model_dump(), self.max_in_flight),
+                input=orchestration.workflow_input(batch.batch_id, len(tasks), self.max_in_flight),
                 instance_id=batch.batch_id,
             )
         except grpc.RpcError as exc:

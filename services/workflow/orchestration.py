@@ -1,14 +1,22 @@
-"""The durable batch workflow: chunked fan-out, a validate -> enrich -> score chain per task, fan-in.
+"""The durable batch workflow: chunked fan-out, validate -> enrich -> score per task, fan-in.
 
-History stays bounded for big batches: the batch workflow only schedules child workflows of at
-most ``TASKS_PER_CHUNK`` tasks, and runs just enough of them at once to keep ``max_in_flight``
-tasks in progress. Each chunk chains every task on its own (a task moves to its next step as soon
-as its previous step returns) and never fails: a step that still fails after the retry policy
-marks its task failed, so every accepted task ends up in the outcome.
+Shape, and why:
+- The batch is cut into chunks of ``TASKS_PER_CHUNK`` tasks. Each chunk is a child workflow; the batch
+  workflow runs just enough of them at once to keep ``max_in_flight`` tasks in progress.
+- Task lists and results travel through the state store, not through workflow history: the intake
+  stores each chunk's tasks before the workflow starts, a chunk stores its results when done, and the
+  final activity reads them all to build the outcome. Histories stay a few kilobytes per chunk and the
+  batch workflow's history stays small for a 10,000-task batch (payloads over 4 MiB break the SDK).
+- Inside a chunk each step is one activity for the chunk's remaining tasks, calling the step service
+  through Dapr service invocation (the scorer in several concurrent calls, so replicas share the
+  load). A task that a step rejects stops there. A task whose call fails is retried on its own, with
+  backoff, up to ``STEP_ATTEMPTS`` times, then marked failed with the error: a chunk never fails, so
+  every accepted task ends up in the outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, timedelta
@@ -17,9 +25,10 @@ from typing import Any
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
 from dapr.clients.exceptions import DaprHttpError
+from dapr.clients.grpc._state import StateItem
 
 from taskfan import events
-from taskfan.contracts import OUTCOME_EVENT_TYPE, OUTCOMES_TOPIC, PUBSUB, AppId
+from taskfan.contracts import OUTCOME_EVENT_TYPE, OUTCOMES_TOPIC, PUBSUB, STATESTORE, AppId
 from taskfan.workflow import aggregate
 
 log = logging.getLogger(__name__)
@@ -27,20 +36,22 @@ log = logging.getLogger(__name__)
 # Stable registered names: renaming a Python function must not break running instances.
 BATCH_WORKFLOW = "process_batch"
 CHUNK_WORKFLOW = "process_chunk"
-VALIDATE = "validate_task"
-ENRICH = "enrich_task"
-SCORE = "score_task"
+LOAD_CHUNK = "load_chunk"
+VALIDATE = "validate_tasks"
+ENRICH = "enrich_tasks"
+SCORE = "score_tasks"
+SAVE_RESULTS = "save_chunk_results"
 PUBLISH_OUTCOME = "publish_outcome"
+FORGET_BATCH = "forget_batch"
 
 TASKS_PER_CHUNK = 50
+SCORE_TASKS_PER_CALL = 5  # small calls spread one chunk over every scorer replica
+STEP_ATTEMPTS = 3
+STEP_BACKOFF = (timedelta(milliseconds=500), timedelta(seconds=1))
+STATE_TTL_S = 7 * 24 * 3600  # batch data left behind by a crash expires
 
-STEP_RETRY = wf.RetryPolicy(
-    first_retry_interval=timedelta(milliseconds=500),
-    max_number_of_attempts=3,
-    backoff_coefficient=2.0,
-    max_retry_interval=timedelta(seconds=5),
-)
-PUBLISH_RETRY = wf.RetryPolicy(
+# For activities that only touch Dapr itself (state store, pub/sub).
+INFRA_RETRY = wf.RetryPolicy(
     first_retry_interval=timedelta(seconds=1),
     max_number_of_attempts=10,
     backoff_coefficient=2.0,
@@ -48,13 +59,27 @@ PUBLISH_RETRY = wf.RetryPolicy(
 )
 
 
-def workflow_input(batch: dict[str, Any], max_in_flight: int) -> dict[str, Any]:
+def workflow_input(batch_id: str, total: int, max_in_flight: int) -> dict[str, Any]:
     """The batch workflow's input; settings travel in it so replays stay deterministic."""
-    return {"batch": batch, "max_in_flight": max_in_flight}
+    return {"batch_id": batch_id, "total": total, "chunks": -(-total // TASKS_PER_CHUNK),
+            "max_in_flight": max_in_flight}
 
 
-def chunk_instance_id(batch_instance_id: str, index: int) -> str:
-    return f"{batch_instance_id}:chunk-{index:05d}"
+def tasks_key(batch_id: str, index: int) -> str:
+    return f"taskfan:{batch_id}:tasks:{index:05d}"
+
+
+def results_key(batch_id: str, index: int) -> str:
+    return f"taskfan:{batch_id}:results:{index:05d}"
+
+
+def chunk_instance_id(batch_id: str, index: int) -> str:
+    return f"{batch_id}:chunk-{index:05d}"
+
+
+def _now(ctx: wf.DaprWorkflowContext) -> str:
+    # The replay-safe clock; the SDK gives it without a zone, it is UTC.
+    return ctx.current_utc_datetime.replace(tzinfo=UTC).isoformat()
 
 
 def _failure_message(task: Any) -> str:
@@ -63,78 +88,104 @@ def _failure_message(task: Any) -> str:
     return getattr(details, "message", None) or str(exc)
 
 
-def _now(ctx: wf.DaprWorkflowContext) -> str:
-    # The replay-safe clock; the SDK gives it without a zone, it is UTC.
-    return ctx.current_utc_datetime.replace(tzinfo=UTC).isoformat()
+# --- workflows (deterministic: no I/O, no clock but the context's) -------------------------------------
 
 
 def process_batch(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
-    batch = inp["batch"]
-    tasks = batch["tasks"]
+    batch_id, total, chunks = inp["batch_id"], inp["total"], inp["chunks"]
     started_at = _now(ctx)
-    chunk_size = min(TASKS_PER_CHUNK, inp["max_in_flight"])
-    parallel_chunks = max(1, inp["max_in_flight"] // chunk_size)
-    chunks = aggregate.chunk(tasks, chunk_size)
-    chunk_results: list[list[dict[str, Any]]] = [[] for _ in chunks]
+    parallel = max(1, inp["max_in_flight"] // TASKS_PER_CHUNK)
     running: dict[Any, int] = {}
-    next_chunk = done_tasks = 0
-    ctx.set_custom_status(json.dumps({"done": 0, "total": len(tasks)}))
-    while next_chunk < len(chunks) or running:
-        while next_chunk < len(chunks) and len(running) < parallel_chunks:
-            child = ctx.call_child_workflow(
-                CHUNK_WORKFLOW,
-                input={"tasks": chunks[next_chunk]},
-                instance_id=chunk_instance_id(ctx.instance_id, next_chunk),
-            )
+    next_chunk = 0
+    counts = {"done": 0, "total": total, "completed": 0, "rejected": 0, "failed": 0}
+    ctx.set_custom_status(json.dumps(counts))
+    while next_chunk < chunks or running:
+        while next_chunk < chunks and len(running) < parallel:
+            child = ctx.call_child_workflow(CHUNK_WORKFLOW, input={"batch_id": batch_id, "index": next_chunk},
+                                            instance_id=chunk_instance_id(batch_id, next_chunk))
             running[child] = next_chunk
             next_chunk += 1
         finished = yield wf.when_any(list(running))
         index = running.pop(finished)
-        if finished.is_failed:  # a chunk never fails by design; if it does, its tasks still count
-            error = _failure_message(finished)
-            chunk_results[index] = [aggregate.failed(t["task_id"], "chunk", error) for t in chunks[index]]
+        if finished.is_failed:
+            # A chunk does not fail by design; if it does, its tasks are still reported, as failed.
+            summary = yield ctx.call_activity(SAVE_RESULTS, retry_policy=INFRA_RETRY, input={
+                "batch_id": batch_id, "index": index, "failed_chunk_error": _failure_message(finished)})
         else:
-            chunk_results[index] = finished.get_result()
-        done_tasks += len(chunks[index])
-        ctx.set_custom_status(json.dumps({"done": done_tasks, "total": len(tasks)}))
+            summary = finished.get_result()
+        for key in ("done", "completed", "rejected", "failed"):
+            counts[key] += summary[key]
+        ctx.set_custom_status(json.dumps(counts))
 
-    results = [result for chunk_result in chunk_results for result in chunk_result]
-    outcome = aggregate.aggregate(
-        batch["batch_id"], results, started_at, _now(ctx)
-    )
-    yield ctx.call_activity(PUBLISH_OUTCOME, input=outcome, retry_policy=PUBLISH_RETRY)
+    outcome = yield ctx.call_activity(PUBLISH_OUTCOME, retry_policy=INFRA_RETRY, input={
+        "batch_id": batch_id, "chunks": chunks, "started_at": started_at, "finished_at": _now(ctx)})
+    yield ctx.call_activity(FORGET_BATCH, input={"batch_id": batch_id, "chunks": chunks},
+                            retry_policy=INFRA_RETRY)
     if not ctx.is_replaying:
-        log.info("batch finished", extra={"batch_id": batch["batch_id"], "total": len(tasks)})
+        log.info("batch finished", extra={"batch_id": batch_id, "total": total})
     return outcome
 
 
 def process_chunk(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
-    tasks = inp["tasks"]
-    results: list[dict[str, Any] | None] = [None] * len(tasks)
-    # pending step -> (task index, step name, tags found so far)
-    pending: dict[Any, tuple[int, str, list[str]]] = {}
-    for index, task in enumerate(tasks):
-        pending[ctx.call_activity(VALIDATE, input=task, retry_policy=STEP_RETRY)] = (index, VALIDATE, [])
-    while pending:
-        step = yield wf.when_any(list(pending))
-        index, name, tags = pending.pop(step)
-        task = tasks[index]
-        if step.is_failed:
-            results[index] = aggregate.failed(task["task_id"], name, _failure_message(step), tags)
-            continue
-        output = step.get_result()
-        if name == VALIDATE:
-            if output["issues"]:
-                results[index] = aggregate.rejected(task["task_id"], output["issues"])
-            else:
-                pending[ctx.call_activity(ENRICH, input=task, retry_policy=STEP_RETRY)] = (index, ENRICH, [])
-        elif name == ENRICH:
-            scoring = {"task_id": task["task_id"], "tags": output["tags"]}
-            nxt = ctx.call_activity(SCORE, input=scoring, retry_policy=STEP_RETRY)
-            pending[nxt] = (index, SCORE, output["tags"])
+    batch_id, index = inp["batch_id"], inp["index"]
+    tasks = yield ctx.call_activity(LOAD_CHUNK, input=inp, retry_policy=INFRA_RETRY)
+    results: dict[str, dict[str, Any]] = {}
+    tags: dict[str, list[str]] = {}
+
+    def step_failed(task_id: str, step: str, error: str) -> None:
+        results[task_id] = aggregate.failed(task_id, step, error, tags.get(task_id))
+
+    # validate: rejected tasks stop here
+    valid = []
+    for task, out in (yield from _run_step(ctx, VALIDATE, tasks, step_failed)):
+        if out["issues"]:
+            results[task["task_id"]] = aggregate.rejected(task["task_id"], out["issues"])
         else:
-            results[index] = aggregate.completed(task["task_id"], output["score"], tags)
-    return results
+            valid.append(task)
+    # enrich
+    to_score = []
+    for task, out in (yield from _run_step(ctx, ENRICH, valid, step_failed)):
+        tags[task["task_id"]] = out["tags"]
+        to_score.append({"task_id": task["task_id"], "tags": out["tags"]})
+    # score
+    for task, out in (yield from _run_step(ctx, SCORE, to_score, step_failed)):
+        results[task["task_id"]] = aggregate.completed(task["task_id"], out["score"], tags[task["task_id"]])
+
+    ordered = [results[task["task_id"]] for task in tasks]
+    summary = yield ctx.call_activity(SAVE_RESULTS, retry_policy=INFRA_RETRY,
+                                      input={"batch_id": batch_id, "index": index, "results": ordered})
+    return summary
+
+
+def _run_step(ctx: wf.DaprWorkflowContext, step: str, items: list[dict[str, Any]], on_failed: Any):
+    """Run one step for ``items``; retry the items whose call failed; return (item, output) pairs."""
+    done: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    pending = items
+    for attempt in range(STEP_ATTEMPTS):
+        if not pending:
+            break
+        if attempt:
+            yield ctx.create_timer(STEP_BACKOFF[min(attempt - 1, len(STEP_BACKOFF) - 1)])
+        call = ctx.call_activity(step, input={"tasks": pending})
+        try:
+            outputs = yield call
+        except wf.TaskFailedError as exc:  # the activity itself failed: every item failed this attempt
+            error = exc.details.message if exc.details else str(exc)
+            outputs = [{"task_id": item["task_id"], "error": error} for item in pending]
+        retry = []
+        for item, out in zip(pending, outputs, strict=True):
+            if "error" in out:
+                if attempt == STEP_ATTEMPTS - 1:
+                    on_failed(item["task_id"], step, out["error"])
+                else:
+                    retry.append(item)
+            else:
+                done.append((item, out))
+        pending = retry
+    return done
+
+
+# --- activities (I/O through the sidecar) ---------------------------------------------------------
 
 
 _dapr: DaprClient | None = None
@@ -152,15 +203,24 @@ class StepError(RuntimeError):
     """A step service answered with an error; the message is what the service said."""
 
 
-async def _invoke(app_id: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Dapr service invocation through our own sidecar; never a direct call between services."""
+async def _invoke(app_id: str, method: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One Dapr service invocation through our own sidecar; never a direct call between services.
+
+    Returns one entry per task; a failed call gives every task of the call an ``error`` entry.
+    """
     try:
         response = await _client().invoke_method(
-            app_id, method, json.dumps(body).encode(), content_type="application/json"
+            app_id, method, json.dumps({"tasks": tasks}).encode(), content_type="application/json"
         )
+        results = json.loads(response.data)["results"]
+        if len(results) != len(tasks):
+            raise StepError(f"{app_id}/{method} returned {len(results)} results for {len(tasks)} tasks")
+        return results
     except DaprHttpError as exc:
-        raise StepError(f"{app_id}/{method} answered {exc.status_code}: {_said(exc)}") from None
-    return json.loads(response.data)
+        error = f"{app_id}/{method} answered {exc.status_code}: {_said(exc)}"
+    except Exception as exc:  # noqa: BLE001 - any failure of the call is that task's error
+        error = f"{app_id}/{method}: {exc}"
+    return [{"task_id": t["task_id"], "error": error} for t in tasks]
 
 
 def _said(exc: DaprHttpError) -> str:
@@ -173,33 +233,71 @@ def _said(exc: DaprHttpError) -> str:
     return str(body.get("message") or body.get("error") or body) if isinstance(body, dict) else str(body)
 
 
-async def validate_task(ctx: wf.WorkflowActivityContext, task: dict[str, Any]) -> dict[str, Any]:
-    return await _invoke(AppId.VALIDATOR, "validate", task)
+async def validate_tasks(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> list[dict[str, Any]]:
+    return await _invoke(AppId.VALIDATOR, "validate", inp["tasks"])
 
 
-async def enrich_task(ctx: wf.WorkflowActivityContext, task: dict[str, Any]) -> dict[str, Any]:
-    return await _invoke(AppId.ENRICHER, "enrich", task)
+async def enrich_tasks(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> list[dict[str, Any]]:
+    return await _invoke(AppId.ENRICHER, "enrich", inp["tasks"])
 
 
-async def score_task(ctx: wf.WorkflowActivityContext, body: dict[str, Any]) -> dict[str, Any]:
-    return await _invoke(AppId.SCORER, "score", body)
+async def score_tasks(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> list[dict[str, Any]]:
+    tasks = inp["tasks"]
+    calls = [tasks[i : i + SCORE_TASKS_PER_CALL] for i in range(0, len(tasks), SCORE_TASKS_PER_CALL)]
+    answers = await asyncio.gather(*(_invoke(AppId.SCORER, "score", call) for call in calls))
+    return [result for answer in answers for result in answer]
 
 
-async def publish_outcome(ctx: wf.WorkflowActivityContext, outcome: dict[str, Any]) -> None:
+async def load_chunk(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> list[dict[str, Any]]:
+    item = await _client().get_state(STATESTORE, tasks_key(inp["batch_id"], inp["index"]))
+    if not item.data:
+        raise LookupError(f"tasks of chunk {inp['index']} of batch {inp['batch_id']} are not in the state store")
+    return json.loads(item.data)
+
+
+async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, int]:
+    results = inp.get("results")
+    if results is None:  # the chunk workflow itself failed: report each of its tasks as failed
+        tasks = await load_chunk(ctx, inp)
+        results = [aggregate.failed(t["task_id"], "chunk", inp["failed_chunk_error"]) for t in tasks]
+    await _client().save_state(STATESTORE, results_key(inp["batch_id"], inp["index"]), json.dumps(results),
+                               state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
+    return aggregate.summary(results)
+
+
+async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
+    batch_id = inp["batch_id"]
+    keys = [results_key(batch_id, i) for i in range(inp["chunks"])]
+    items = {item.key: item.data for item in (await _client().get_bulk_state(STATESTORE, keys, parallelism=8)).items}
+    missing = [k for k in keys if not items.get(k)]
+    if missing:
+        raise LookupError(f"results missing from the state store: {missing[:3]}")
+    results = [r for k in keys for r in json.loads(items[k])]
+    outcome = aggregate.aggregate(batch_id, results, inp["started_at"], inp["finished_at"])
     # A stable event id lets subscribers drop the rare redelivery of a retried publish.
-    data = events.encode(
-        OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
-        event_id=f"outcome:{outcome['batch_id']}", subject=outcome["batch_id"],
-    )
-    await _client().publish_event(
-        PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE
-    )
+    data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
+                         event_id=f"outcome:{batch_id}", subject=batch_id)
+    await _client().publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+    return {k: v for k, v in outcome.items() if k != "results"}
+
+
+async def forget_batch(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> None:
+    for i in range(inp["chunks"]):
+        await _client().delete_state(STATESTORE, tasks_key(inp["batch_id"], i))
+        await _client().delete_state(STATESTORE, results_key(inp["batch_id"], i))
+
+
+def store_batch(client: Any, batch_id: str, tasks: list[dict[str, Any]]) -> None:
+    """Intake side (a sync DaprClient): put each chunk's tasks in the state store before the workflow starts."""
+    items = [StateItem(tasks_key(batch_id, i), json.dumps(chunk), metadata={"ttlInSeconds": str(STATE_TTL_S)})
+             for i, chunk in enumerate(aggregate.chunk(tasks, TASKS_PER_CHUNK))]
+    client.save_bulk_state(STATESTORE, items)
 
 
 def register(runtime: wf.WorkflowRuntime) -> None:
     runtime.register_workflow(process_batch, name=BATCH_WORKFLOW)
     runtime.register_workflow(process_chunk, name=CHUNK_WORKFLOW)
-    runtime.register_activity(validate_task, name=VALIDATE)
-    runtime.register_activity(enrich_task, name=ENRICH)
-    runtime.register_activity(score_task, name=SCORE)
-    runtime.register_activity(publish_outcome, name=PUBLISH_OUTCOME)
+    for fn, name in ((load_chunk, LOAD_CHUNK), (validate_tasks, VALIDATE), (enrich_tasks, ENRICH),
+                     (score_tasks, SCORE), (save_chunk_results, SAVE_RESULTS), (publish_outcome, PUBLISH_OUTCOME),
+                     (forget_batch, FORGET_BATCH)):
+        runtime.register_activity(fn, name=name)

@@ -1,0 +1,397 @@
+"""`make bench`: Taskfan on the real stack, side by side with a Celery pipeline and an in-process floor.
+
+Every figure comes from this one run on this machine; compare ratios, not absolute times. The stack is
+started with `make up`'s code path (durable workflows, retry policy) and restarted per scenario with the
+scenario's scorer settings. A scenario that fails records its reason instead of a number.
+
+    python -m bench.run            # full run, < 20 minutes on 2 cores
+    python -m bench.run --quick    # every scenario at a tiny size, < 3 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis
+
+from bench import workload
+from bench.peers import inprocess
+from taskfan.contracts import OUTCOMES_TOPIC
+from taskfan.settings import DAPR_VERSION, REPO_ROOT, Settings
+from taskfan.stack import Stack, StackState, wait_until
+
+RESULTS = REPO_ROOT / "bench" / "results"
+CELERY_REDIS_PORT = 6390
+
+
+@dataclass(frozen=True)
+class Sizes:
+    fanout_tasks: int = 50
+    throughput_tasks: int = 2000
+    throughput_batch: int = 100
+    scaling_tasks: int = 400
+    scaling_replicas: tuple[int, ...] = (1, 2, 4)
+    big_batch_tasks: int = 10_000
+    noop_workflows: int = 200
+    timeout_s: float = 900
+
+
+QUICK = Sizes(fanout_tasks=10, throughput_tasks=100, throughput_batch=50, scaling_tasks=40,
+              big_batch_tasks=300, noop_workflows=10, timeout_s=120)
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the Taskfan stack -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def taskfan_stack(scorers: int = 1, **env: int) -> Iterator[Stack]:
+    """The real stack, started the way `make up` starts it, with scenario settings in its environment."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    stack = Stack(Settings.from_env())
+    try:
+        stack.up(scorers, progress=lambda _: None)
+        yield stack
+    finally:
+        stack.down(progress=lambda _: None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> tuple[float, list[float]]:
+    """Publish every batch through the ingest API at once; wait for each outcome on the stream.
+
+    Returns the wall time from the first publish to the last outcome, and each batch's latency.
+    """
+    settings = stack.settings
+    client = redis.Redis(host=settings.redis_host, port=settings.redis_port)
+    last_id = "$"
+    with contextlib.suppress(redis.ResponseError):
+        last_id = client.xinfo_stream(OUTCOMES_TOPIC)["last-generated-id"]
+    published: dict[str, float] = {}
+    expected = {b["batch_id"]: len(b["tasks"]) for b in batches}
+    start = time.perf_counter()
+    with httpx.Client(base_url=settings.ingest_url, timeout=60) as http:
+        for batch in batches:
+            response = http.post("/batches", json=batch)
+            response.raise_for_status()
+            published[batch["batch_id"]] = time.perf_counter()
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout
+    pending = set(expected)
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} of {len(batches)} batches had no outcome after {timeout:.0f}s")
+        for _, entries in client.xread({OUTCOMES_TOPIC: last_id}, block=1000, count=1000) or []:
+            for entry_id, fields in entries:
+                last_id = entry_id
+                outcome = json.loads(fields[b"data"])["data"]
+                batch_id = outcome["batch_id"]
+                if batch_id in pending:
+                    now = time.perf_counter()
+                    if outcome["total"] != expected[batch_id] or outcome["failed"]:
+                        raise RuntimeError(f"batch {batch_id}: unexpected outcome {outcome['total']} total, "
+                                           f"{outcome['failed']} failed")
+                    pending.discard(batch_id)
+                    latencies.append(now - published[batch_id])
+    return time.perf_counter() - start, latencies
+
+
+class RssSampler:
+    """Peak of the summed resident memory of every process of the stack, sampled twice a second."""
+
+    def __init__(self, stack: Stack) -> None:
+        state = StackState.load(stack.state_path)
+        self.pids = [p.pid for p in state.processes] if state else []
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for pid in self.pids:
+                with contextlib.suppress(psutil.Error):
+                    process = psutil.Process(pid)
+                    total += process.memory_info().rss
+                    total += sum(c.memory_info().rss for c in process.children(recursive=True))
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- scenarios -------------------------------------------------------------------------------------
+
+
+def scenario_fanout(sizes: Sizes) -> dict[str, Any]:
+    delay_ms = 2000
+    with taskfan_stack(SCORE_DELAY_MS=delay_ms, SCORER_CONCURRENCY=50) as stack:
+        batch = {"batch_id": f"bench-fanout-{time.time_ns()}", "tasks": workload.tasks(sizes.fanout_tasks)}
+        elapsed, _ = run_batches(stack, [batch], sizes.timeout_s)
+    sequential = sizes.fanout_tasks * delay_ms / 1000
+    return {"fanout_batch_s": round(elapsed, 3), "fanout_speedup": round(sequential / elapsed, 2),
+            "fanout_sequential_s": sequential}
+
+
+def scenario_throughput_big_noop(sizes: Sizes) -> dict[str, Any]:
+    """Scenarios 2, 4 and 6 share one stack: no delay, one scorer."""
+    figures: dict[str, Any] = {}
+    with taskfan_stack(SCORE_DELAY_MS=0, SCORER_CONCURRENCY=8) as stack:
+        figures.update(guard("throughput", lambda: throughput(stack, sizes)))
+        figures.update(guard("big batch", lambda: big_batch(stack, sizes)))
+        figures.update(guard("engine ceiling", lambda: noop_engine(stack, sizes)))
+    if "tasks_per_s" in figures and "dapr_noop_activities_per_s" in figures:
+        figures["engine_share"] = round(3 * figures["tasks_per_s"] / figures["dapr_noop_activities_per_s"], 3)
+    return figures
+
+
+def throughput(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    batches = workload.batches(sizes.throughput_tasks, sizes.throughput_batch, f"bench-tp-{time.time_ns()}")
+    elapsed, latencies = run_batches(stack, batches, sizes.timeout_s)
+    rate = sizes.throughput_tasks / elapsed
+    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
+    return {
+        "tasks_per_s": round(rate, 2),
+        "overhead_ms_per_task": round(1000 / rate, 2),  # no delay configured: all of it is overhead
+        "batch_latency_p50_s": round(statistics.median(latencies), 3),
+        "batch_latency_p95_s": round(quantiles[18], 3),
+    }
+
+
+def big_batch(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    batch = {"batch_id": f"bench-big-{time.time_ns()}", "tasks": workload.tasks(sizes.big_batch_tasks)}
+    with RssSampler(stack) as rss:
+        elapsed, _ = run_batches(stack, [batch], sizes.timeout_s * 2)
+    return {"big_batch_s": round(elapsed, 2), "big_batch_tasks_per_s": round(sizes.big_batch_tasks / elapsed, 2),
+            "big_batch_peak_rss_mib": round(rss.peak_bytes / 2**20, 1)}
+
+
+def noop_engine(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    """A bare Dapr workflow fanning out 5 no-op activities, many instances at once (Dapr's benchmark shape)."""
+    import dapr.ext.workflow as wf
+
+    def noop(ctx: wf.WorkflowActivityContext, value: int) -> int:
+        return value
+
+    def fan_out_five(ctx: wf.DaprWorkflowContext, _: int):
+        results = yield wf.when_all([ctx.call_activity("bench_noop", input=i) for i in range(5)])
+        return sum(results)
+
+    sidecar, daprd = stack.start_sidecar("bench-noop")
+    runtime = wf.WorkflowRuntime(host="127.0.0.1", port=str(sidecar.grpc_port), maximum_thread_pool_workers=16)
+    try:
+        runtime.register_workflow(fan_out_five, name="bench_fan_out_five")
+        runtime.register_activity(noop, name="bench_noop")
+        runtime.start()
+        runtime.wait_for_worker_ready(timeout=60)
+        client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
+        prefix = f"noop-{time.time_ns()}"
+        start = time.perf_counter()
+        ids = [client.schedule_new_workflow("bench_fan_out_five", input=0, instance_id=f"{prefix}-{i}")
+               for i in range(sizes.noop_workflows)]
+        for instance_id in ids:
+            state = client.wait_for_workflow_completion(instance_id, timeout_in_seconds=int(sizes.timeout_s))
+            if state is None or state.runtime_status.name != "COMPLETED":
+                raise RuntimeError(f"noop workflow {instance_id} ended {state and state.runtime_status.name}")
+        elapsed = time.perf_counter() - start
+    finally:
+        runtime.shutdown()
+        stack.stop_sidecar(daprd)
+    return {"dapr_noop_activities_per_s": round(5 * sizes.noop_workflows / elapsed, 2),
+            "dapr_noop_workflows_per_s": round(sizes.noop_workflows / elapsed, 2)}
+
+
+SCALING_ENV = {"SCORE_DELAY_MS": 200, "SCORER_CONCURRENCY": 4}
+
+
+def scenario_scaling(sizes: Sizes) -> dict[str, Any]:
+    rates: dict[str, float] = {}
+    for replicas in sizes.scaling_replicas:
+        with taskfan_stack(replicas, **SCALING_ENV) as stack:
+            batches = workload.batches(sizes.scaling_tasks, 100, f"bench-scale{replicas}-{time.time_ns()}")
+            elapsed, _ = run_batches(stack, batches, sizes.timeout_s)
+        rates[str(replicas)] = round(sizes.scaling_tasks / elapsed, 2)
+        say(f"scaling: {replicas} scorer(s) -> {rates[str(replicas)]} tasks/s")
+    top = str(max(sizes.scaling_replicas))
+    return {"scaling_tasks_per_s": rates, f"scaling_ratio_{top}x": round(rates[top] / rates["1"], 2)}
+
+
+@contextlib.contextmanager
+def celery_workers(replicas: int, concurrency: int, delay_ms: int) -> Iterator[None]:
+    """A Redis of its own plus Celery workers: one `steps` worker, one `score` worker per replica."""
+    redis_dir = tempfile.mkdtemp(prefix="bench-celery-redis-")
+    env = {**os.environ, "SCORE_DELAY_MS": str(delay_ms),
+           "BENCH_CELERY_BROKER": f"redis://127.0.0.1:{CELERY_REDIS_PORT}/0"}
+    procs = [subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(CELERY_REDIS_PORT),
+                               "--bind", "127.0.0.1", "--save", "", "--dir", redis_dir],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    celery = [sys.executable, "-m", "celery", "-A", "bench.peers.celery_pipeline", "worker", "--loglevel", "warning",
+              "--without-heartbeat", "--without-gossip", "--without-mingle"]
+    try:
+        wait_until(lambda: redis.Redis(port=CELERY_REDIS_PORT).ping(), "celery redis", timeout=30)
+        procs.append(subprocess.Popen([*celery, "-Q", "steps", "-c", "2", "-n", "steps@%h"], env=env,
+                                      cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for i in range(replicas):
+            procs.append(subprocess.Popen([*celery, "-Q", "score", "-c", str(concurrency), "-n", f"score{i}@%h"],
+                                          env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        from bench.peers.celery_pipeline import app
+        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= replicas + 1, "celery workers", timeout=60)
+        yield
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(redis_dir, ignore_errors=True)
+
+
+def scenario_peers(sizes: Sizes) -> dict[str, Any]:
+    os.environ["BENCH_CELERY_BROKER"] = f"redis://127.0.0.1:{CELERY_REDIS_PORT}/0"
+    from bench.peers import celery_pipeline
+
+    figures: dict[str, Any] = {}
+    tp_batches = workload.batches(sizes.throughput_tasks, sizes.throughput_batch, "peer-tp")
+    with celery_workers(1, 8, 0):
+        elapsed = celery_pipeline.run(tp_batches, sizes.timeout_s)
+    figures["celery_tasks_per_s"] = round(sizes.throughput_tasks / elapsed, 2)
+    figures["inprocess_tasks_per_s"] = round(inprocess.tasks_per_s(tp_batches, concurrency=8), 2)
+
+    celery_rates, floor_rates = {}, {}
+    for replicas in sizes.scaling_replicas:
+        batches = workload.batches(sizes.scaling_tasks, 100, f"peer-scale{replicas}")
+        with celery_workers(replicas, SCALING_ENV["SCORER_CONCURRENCY"], SCALING_ENV["SCORE_DELAY_MS"]):
+            elapsed = celery_pipeline.run(batches, sizes.timeout_s)
+        celery_rates[str(replicas)] = round(sizes.scaling_tasks / elapsed, 2)
+        floor_rates[str(replicas)] = round(inprocess.tasks_per_s(
+            batches, replicas=replicas, concurrency=SCALING_ENV["SCORER_CONCURRENCY"],
+            delay_ms=SCALING_ENV["SCORE_DELAY_MS"]), 2)
+    figures["celery_scaling_tasks_per_s"] = celery_rates
+    figures["inprocess_scaling_tasks_per_s"] = floor_rates
+    return figures
+
+
+# --- reporting -------------------------------------------------------------------------------------
+
+
+def guard(name: str, scenario: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one scenario; a failure is recorded with its reason, and the run goes on."""
+    say(f"{name}: running")
+    started = time.perf_counter()
+    try:
+        figures = scenario()
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a reported figure
+        traceback.print_exc()
+        say(f"{name}: FAILED: {exc}")
+        return {f"{name.replace(' ', '_')}_error": f"{type(exc).__name__}: {exc}"}
+    say(f"{name}: done in {time.perf_counter() - started:.0f}s: {figures}")
+    return figures
+
+
+def environment() -> dict[str, Any]:
+    import celery
+
+    return {"cores": os.cpu_count(), "dapr_runtime": DAPR_VERSION, "python": platform.python_version(),
+            "celery": celery.__version__, "machine": platform.machine()}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| key | value |", "|---|---|"]
+    for key, value in results.items():
+        lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict) else value} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = [("Taskfan (Dapr)", "scaling_tasks_per_s", "o-"), ("Celery chord", "celery_scaling_tasks_per_s", "s-"),
+              ("in-process floor", "inprocess_scaling_tasks_per_s", "^--")]
+    for label, key, style in series:
+        rates = results.get(key)
+        if isinstance(rates, dict) and rates:
+            xs = sorted(int(k) for k in rates)
+            ax.plot(xs, [rates[str(x)] for x in xs], style, label=label)
+    rates = results.get("scaling_tasks_per_s")
+    if isinstance(rates, dict) and "1" in rates:
+        xs = sorted(int(k) for k in rates)
+        ax.plot(xs, [rates["1"] * x for x in xs], ":", color="grey", label="Taskfan, linear")
+    ax.set_xlabel("scorer replicas")
+    ax.set_ylabel("tasks / s")
+    ax.set_title(f"Scorer scaling ({SCALING_ENV['SCORE_DELAY_MS']} ms/task, "
+                 f"{SCALING_ENV['SCORER_CONCURRENCY']} per replica), {results.get('cores')} cores")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="every scenario at a tiny size (< 3 minutes)")
+    parser.add_argument("--out", type=Path, default=None, help="results directory (default bench/results)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    out = args.out or (RESULTS if not args.quick else Path(tempfile.mkdtemp(prefix="bench-quick-")))
+    out.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", **environment()}
+    results.update(guard("fan-out", lambda: scenario_fanout(sizes)))
+    results.update(scenario_throughput_big_noop(sizes))
+    results.update(guard("scaling", lambda: scenario_scaling(sizes)))
+    results.update(guard("peers", lambda: scenario_peers(sizes)))
+    if "tasks_per_s" in results and "celery_tasks_per_s" in results:
+        results["vs_celery"] = round(results["tasks_per_s"] / results["celery_tasks_per_s"], 3)
+    results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "latest.png")
+    print(markdown(results))
+    say(f"wrote {out / 'latest.json'} and {out / 'latest.png'}")
+    failed = [k for k in results if k.endswith("_error")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
