@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCORERS ?= 1
 
-.PHONY: help deps venv runtime up down run status test unit e2e lint schemas clean
+.PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick lint schemas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 venv: $(VENV)/.installed ## the Python virtualenv with Taskfan and its pinned Dapr SDK
@@ -48,8 +48,14 @@ unit: venv ## unit tests only (no stack)
 e2e: deps ## end-to-end tests only
 	$(BIN)/pytest tests/e2e
 
+bench: deps ## measure Taskfan vs Celery vs in-process; writes bench/results/latest.{json,png} (< 20 min)
+	$(BIN)/python -m bench.run
+
+bench-quick: deps ## every benchmark scenario at a tiny size (< 3 min); results in a temp dir
+	$(BIN)/python -m bench.run --quick
+
 lint: venv
-	$(BIN)/ruff check services tests
+	$(BIN)/ruff check services tests bench
 
 schemas: venv ## regenerate schemas/*.schema.json from the pydantic models
 	$(BIN)/taskfan schemas

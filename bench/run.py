@@ -249,40 +249,61 @@ def scenario_scaling(sizes: Sizes) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def celery_workers(replicas: int, concurrency: int, delay_ms: int) -> Iterator[None]:
-    """A Redis of its own plus Celery workers: one `steps` worker, one `score` worker per replica."""
+def celery_redis() -> Iterator[None]:
+    """A Redis of its own for Celery (broker and results), for the whole peers scenario."""
     redis_dir = tempfile.mkdtemp(prefix="bench-celery-redis-")
-    env = {**os.environ, "SCORE_DELAY_MS": str(delay_ms),
-           "BENCH_CELERY_BROKER": f"redis://127.0.0.1:{CELERY_REDIS_PORT}/0"}
-    procs = [subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(CELERY_REDIS_PORT),
-                               "--bind", "127.0.0.1", "--save", "", "--dir", redis_dir],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    celery = [sys.executable, "-m", "celery", "-A", "bench.peers.celery_pipeline", "worker", "--loglevel", "warning",
-              "--without-heartbeat", "--without-gossip", "--without-mingle"]
+    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(CELERY_REDIS_PORT),
+                             "--bind", "127.0.0.1", "--save", "", "--dir", redis_dir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: redis.Redis(port=CELERY_REDIS_PORT).ping(), "celery redis", timeout=30)
-        procs.append(subprocess.Popen([*celery, "-Q", "steps", "-c", "2", "-n", "steps@%h"], env=env,
-                                      cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for i in range(replicas):
-            procs.append(subprocess.Popen([*celery, "-Q", "score", "-c", str(concurrency), "-n", f"score{i}@%h"],
-                                          env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-        from bench.peers.celery_pipeline import app
-        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= replicas + 1, "celery workers", timeout=60)
+        wait_until(lambda: redis_up(CELERY_REDIS_PORT), "celery redis", timeout=30)
         yield
     finally:
-        for proc in reversed(procs):
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(redis_dir, ignore_errors=True)
+
+
+def redis_up(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def celery_workers(replicas: int, concurrency: int, delay_ms: int) -> Iterator[None]:
+    """Celery workers: one `steps` worker (a process per core), one `score` worker per replica."""
+    from bench.peers.celery_pipeline import app
+
+    env = {**os.environ, "SCORE_DELAY_MS": str(delay_ms)}
+    celery = [sys.executable, "-m", "celery", "-A", "bench.peers.celery_pipeline", "worker", "--loglevel", "warning",
+              "--without-heartbeat", "--without-gossip", "--without-mingle"]
+    workers = [[*celery, "-Q", "steps", "-c", str(os.cpu_count() or 2), "-n", "steps@%h"]]
+    workers += [[*celery, "-Q", "score", "-c", str(concurrency), "-n", f"score{i}@%h"] for i in range(replicas)]
+    redis.Redis(port=CELERY_REDIS_PORT).flushall()
+    procs = [subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for cmd in workers]
+    try:
+        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= len(workers), "celery workers", timeout=60)
+        yield
+    finally:
+        for proc in procs:
             proc.terminate()
         for proc in procs:
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 def scenario_peers(sizes: Sizes) -> dict[str, Any]:
     os.environ["BENCH_CELERY_BROKER"] = f"redis://127.0.0.1:{CELERY_REDIS_PORT}/0"
+    with celery_redis():
+        return peers(sizes)
+
+
+def peers(sizes: Sizes) -> dict[str, Any]:
     from bench.peers import celery_pipeline
 
     figures: dict[str, Any] = {}
