@@ -1,0 +1,93 @@
+"""The chunk workflow's logic, driven step by step with fake activities: no sidecar, no runtime.
+
+The generator yields what it schedules; the driver answers each activity from a fake and sends the
+answer back, as the workflow engine would on replay.
+"""
+
+from collections import Counter
+
+from taskfan.workflow import orchestration as o
+
+
+class Scheduled:
+    def __init__(self, name, inp):
+        self.name, self.input = name, inp
+
+
+class FakeContext:
+    def call_activity(self, name, *, input=None, retry_policy=None):  # noqa: A002 - the SDK's name
+        return Scheduled(name, input)
+
+    def create_timer(self, fire_at):
+        return Scheduled("timer", fire_at)
+
+
+def drive(tasks, answer):
+    """Run process_chunk to completion; ``answer(step, task)`` gives one task's step output."""
+    calls = Counter()
+    saved = {}
+    gen = o.process_chunk(FakeContext(), {"batch_id": "b", "index": 0})
+    scheduled = next(gen)
+    while True:
+        calls[scheduled.name] += 1
+        if scheduled.name == o.LOAD_CHUNK:
+            reply = tasks
+        elif scheduled.name == "timer":
+            reply = None
+        elif scheduled.name == o.SAVE_RESULTS:
+            saved = scheduled.input
+            reply = {"done": len(saved["results"])}
+        else:
+            reply = [{"task_id": t["task_id"], **answer(scheduled.name, t)} for t in scheduled.input["tasks"]]
+        try:
+            scheduled = gen.send(reply)
+        except StopIteration:
+            return saved["results"], calls
+
+
+def task(task_id, title="Urgent: fix login API", description="The login api returns 500 errors"):
+    return {"task_id": task_id, "title": title, "description": description}
+
+
+def rules(step, t):
+    if step == o.VALIDATE:
+        return {"issues": [] if len(t["title"]) >= 5 else ["Title too short (min 5 characters)"]}
+    if step == o.ENRICH:
+        return {"tags": ["high-priority", "backend"]}
+    return {"score": 85}
+
+
+def test_chain_rejects_early_and_keeps_input_order():
+    results, calls = drive([task("a"), task("b", title="Fix"), task("c")], rules)
+    assert [r["task_id"] for r in results] == ["a", "b", "c"]
+    assert [r["status"] for r in results] == ["completed", "rejected", "completed"]
+    assert results[1]["issues"] == ["Title too short (min 5 characters)"]
+    assert calls[o.VALIDATE] == calls[o.ENRICH] == calls[o.SCORE] == 1
+
+
+def test_a_failing_task_is_retried_alone_then_succeeds():
+    attempts = Counter()
+
+    def flaky(step, t):
+        if step == o.SCORE and t["task_id"] == "b":
+            attempts["b"] += 1
+            if attempts["b"] < o.STEP_ATTEMPTS:
+                return {"error": "scorer unavailable"}
+        return rules(step, t)
+
+    results, calls = drive([task("a"), task("b")], flaky)
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert calls[o.SCORE] == o.STEP_ATTEMPTS
+    assert calls["timer"] == o.STEP_ATTEMPTS - 1
+
+
+def test_a_task_failing_every_attempt_is_failed_with_its_error_and_tags():
+    def broken(step, t):
+        if step == o.SCORE and t["task_id"] == "b":
+            return {"error": "model crashed"}
+        return rules(step, t)
+
+    results, _ = drive([task("a"), task("b")], broken)
+    assert results[0]["status"] == "completed"
+    assert results[1] == {"task_id": "b", "status": "failed", "score": None, "tags": ["high-priority", "backend"],
+                          "issues": [], "error": "score_tasks: model crashed"}
