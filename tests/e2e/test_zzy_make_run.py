@@ -1,0 +1,23 @@
+"""Runs after `make down` (file order): the README's first command, as a newcomer types it."""
+
+import json
+import subprocess
+
+import pytest
+
+from taskfan.settings import REPO_ROOT
+from taskfan.stack import Stack, port_open
+
+pytestmark = pytest.mark.e2e
+
+
+def test_make_run_prints_the_sample_outcome_and_stops_the_stack():
+    done = subprocess.run(["make", "run"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    start = done.stdout.index("{\n")
+    outcome, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
+    assert (outcome["total"], outcome["completed"], outcome["rejected"], outcome["failed"]) == (5, 4, 1, 0)
+    assert outcome["results"][0]["score"] == 85
+    assert "stack stopped" in done.stdout
+    assert Stack().running() is None
+    assert not port_open(8080)
