@@ -131,16 +131,16 @@ def test_malformed_event_goes_to_dead_letter_and_next_batch_completes(redis_clie
 
 
 def test_three_scorers_share_one_batch(stack, settings, redis_client, batch_id):
-    tasks = [{**LESSON_TASK, "task_id": f"share-{i}"} for i in range(60)]
+    tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(150)]
     post_batch(settings, {"batch_id": batch_id, "tasks": tasks})
-    assert wait_outcome(redis_client, batch_id)["completed"] == 60
+    assert wait_outcome(redis_client, batch_id)["completed"] == 150
     ids = {t["task_id"] for t in tasks}
     per_replica = {
         replica: sum(1 for r in log_records(stack, f"scorer-{replica}")
                      if r.get("msg") == "scored" and r.get("task_id") in ids)
         for replica in range(3)
     }
-    assert sum(per_replica.values()) == 60
+    assert sum(per_replica.values()) == 150
     assert all(count > 0 for count in per_replica.values()), per_replica
 
 
