@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Stable registered names: renaming a Python function must not break running instances.
 BATCH_WORKFLOW = "process_batch"
 CHUNK_WORKFLOW = "process_chunk"
-LOAD_CHUNK = "load_chunk"
+VALIDATE_CHUNK = "validate_chunk"
 VALIDATE = "validate_tasks"
 ENRICH = "enrich_tasks"
 SCORE = "score_tasks"
@@ -128,7 +128,9 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
 
 def process_chunk(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
     batch_id, index = inp["batch_id"], inp["index"]
-    tasks = yield ctx.call_activity(LOAD_CHUNK, input=inp, retry_policy=INFRA_RETRY)
+    # One activity loads the chunk's tasks and runs their first validation: a round trip saved per chunk.
+    first = yield ctx.call_activity(VALIDATE_CHUNK, input=inp, retry_policy=INFRA_RETRY)
+    tasks = first["tasks"]
     results: dict[str, dict[str, Any]] = {}
     tags: dict[str, list[str]] = {}
 
@@ -137,7 +139,7 @@ def process_chunk(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
 
     # validate: rejected tasks stop here
     valid = []
-    for task, out in (yield from _run_step(ctx, VALIDATE, tasks, step_failed)):
+    for task, out in (yield from _run_step(ctx, VALIDATE, tasks, step_failed, first["validation"])):
         if out["issues"]:
             results[task["task_id"]] = aggregate.rejected(task["task_id"], out["issues"])
         else:
@@ -157,21 +159,27 @@ def process_chunk(ctx: wf.DaprWorkflowContext, inp: dict[str, Any]):
     return summary
 
 
-def _run_step(ctx: wf.DaprWorkflowContext, step: str, items: list[dict[str, Any]], on_failed: Any):
-    """Run one step for ``items``; retry the items whose call failed; return (item, output) pairs."""
+def _run_step(ctx: wf.DaprWorkflowContext, step: str, items: list[dict[str, Any]], on_failed: Any,
+              first_outputs: list[dict[str, Any]] | None = None):
+    """Run one step for ``items``; retry the items whose call failed; return (item, output) pairs.
+
+    ``first_outputs``, when given, are the outputs of a first attempt already made.
+    """
     done: list[tuple[dict[str, Any], dict[str, Any]]] = []
     pending = items
     for attempt in range(STEP_ATTEMPTS):
         if not pending:
             break
-        if attempt:
-            yield ctx.create_timer(STEP_BACKOFF[min(attempt - 1, len(STEP_BACKOFF) - 1)])
-        call = ctx.call_activity(step, input={"tasks": pending})
-        try:
-            outputs = yield call
-        except wf.TaskFailedError as exc:  # the activity itself failed: every item failed this attempt
-            error = exc.details.message if exc.details else str(exc)
-            outputs = [{"task_id": item["task_id"], "error": error} for item in pending]
+        if attempt == 0 and first_outputs is not None:
+            outputs = first_outputs
+        else:
+            if attempt:
+                yield ctx.create_timer(STEP_BACKOFF[min(attempt - 1, len(STEP_BACKOFF) - 1)])
+            try:
+                outputs = yield ctx.call_activity(step, input={"tasks": pending})
+            except wf.TaskFailedError as exc:  # the activity itself failed: every item failed this attempt
+                error = exc.details.message if exc.details else str(exc)
+                outputs = [{"task_id": item["task_id"], "error": error} for item in pending]
         retry = []
         for item, out in zip(pending, outputs, strict=True):
             if "error" in out:
@@ -248,17 +256,22 @@ async def score_tasks(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> l
     return [result for answer in answers for result in answer]
 
 
-async def load_chunk(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> list[dict[str, Any]]:
-    item = await _client().get_state(STATESTORE, tasks_key(inp["batch_id"], inp["index"]))
+async def _load_tasks(batch_id: str, index: int) -> list[dict[str, Any]]:
+    item = await _client().get_state(STATESTORE, tasks_key(batch_id, index))
     if not item.data:
-        raise LookupError(f"tasks of chunk {inp['index']} of batch {inp['batch_id']} are not in the state store")
+        raise LookupError(f"tasks of chunk {index} of batch {batch_id} are not in the state store")
     return json.loads(item.data)
+
+
+async def validate_chunk(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
+    tasks = await _load_tasks(inp["batch_id"], inp["index"])
+    return {"tasks": tasks, "validation": await _invoke(AppId.VALIDATOR, "validate", tasks)}
 
 
 async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: dict[str, Any]) -> dict[str, int]:
     results = inp.get("results")
     if results is None:  # the chunk workflow itself failed: report each of its tasks as failed
-        tasks = await load_chunk(ctx, inp)
+        tasks = await _load_tasks(inp["batch_id"], inp["index"])
         results = [aggregate.failed(t["task_id"], "chunk", inp["failed_chunk_error"]) for t in tasks]
     await _client().save_state(STATESTORE, results_key(inp["batch_id"], inp["index"]), json.dumps(results),
                                state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
@@ -297,7 +310,7 @@ def store_batch(client: Any, batch_id: str, tasks: list[dict[str, Any]]) -> None
 def register(runtime: wf.WorkflowRuntime) -> None:
     runtime.register_workflow(process_batch, name=BATCH_WORKFLOW)
     runtime.register_workflow(process_chunk, name=CHUNK_WORKFLOW)
-    for fn, name in ((load_chunk, LOAD_CHUNK), (validate_tasks, VALIDATE), (enrich_tasks, ENRICH),
+    for fn, name in ((validate_chunk, VALIDATE_CHUNK), (validate_tasks, VALIDATE), (enrich_tasks, ENRICH),
                      (score_tasks, SCORE), (save_chunk_results, SAVE_RESULTS), (publish_outcome, PUBLISH_OUTCOME),
                      (forget_batch, FORGET_BATCH)):
         runtime.register_activity(fn, name=name)

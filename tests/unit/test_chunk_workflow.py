@@ -30,8 +30,8 @@ def drive(tasks, answer):
     scheduled = next(gen)
     while True:
         calls[scheduled.name] += 1
-        if scheduled.name == o.LOAD_CHUNK:
-            reply = tasks
+        if scheduled.name == o.VALIDATE_CHUNK:
+            reply = {"tasks": tasks, "validation": [{"task_id": t["task_id"], **answer(o.VALIDATE, t)} for t in tasks]}
         elif scheduled.name == "timer":
             reply = None
         elif scheduled.name == o.SAVE_RESULTS:
@@ -62,7 +62,8 @@ def test_chain_rejects_early_and_keeps_input_order():
     assert [r["task_id"] for r in results] == ["a", "b", "c"]
     assert [r["status"] for r in results] == ["completed", "rejected", "completed"]
     assert results[1]["issues"] == ["Title too short (min 5 characters)"]
-    assert calls[o.VALIDATE] == calls[o.ENRICH] == calls[o.SCORE] == 1
+    assert calls[o.VALIDATE_CHUNK] == calls[o.ENRICH] == calls[o.SCORE] == 1
+    assert calls[o.VALIDATE] == 0
 
 
 def test_a_failing_task_is_retried_alone_then_succeeds():
