@@ -45,7 +45,7 @@ PUBLISH_OUTCOME = "publish_outcome"
 FORGET_BATCH = "forget_batch"
 
 TASKS_PER_CHUNK = 50
-SCORE_TASKS_PER_CALL = 5  # small calls spread one chunk over every scorer replica
+SCORE_TASKS_PER_CALL = 2  # small calls spread one chunk over every scorer replica
 STEP_ATTEMPTS = 3
 STEP_BACKOFF = (timedelta(milliseconds=500), timedelta(seconds=1))
 STATE_TTL_S = 7 * 24 * 3600  # batch data left behind by a crash expires
