@@ -92,3 +92,18 @@ def test_a_task_failing_every_attempt_is_failed_with_its_error_and_tags():
     assert results[0]["status"] == "completed"
     assert results[1] == {"task_id": "b", "status": "failed", "score": None, "tags": ["high-priority", "backend"],
                           "issues": [], "error": "score_tasks: model crashed"}
+
+
+def test_a_task_whose_first_validation_failed_is_validated_again():
+    attempts = Counter()
+
+    def flaky_validation(step, t):
+        if step == o.VALIDATE and t["task_id"] == "b":
+            attempts["b"] += 1
+            if attempts["b"] == 1:
+                return {"error": "validator unavailable"}
+        return rules(step, t)
+
+    results, calls = drive([task("a"), task("b")], flaky_validation)
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert calls[o.VALIDATE_CHUNK] == 1 and calls[o.VALIDATE] == 1
