@@ -83,3 +83,12 @@ def serve(app_id: str, configure: Configure, *, threads: int = 16) -> None:
     finally:
         if shutdown is not None:
             shutdown()
+
+
+def serve_step(app_id: str, method: str, rule: Callable[[Task], dict[str, Any]]) -> None:
+    """Serve one pure per-task rule as the step method ``method`` of app ``app_id``."""
+
+    def configure(app: App, settings: Settings) -> None:
+        app.method(method)(json_method(per_task(rule)))
+
+    serve(app_id, configure)

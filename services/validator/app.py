@@ -2,11 +2,8 @@
 
 from typing import Any
 
-from dapr.ext.grpc import App
-
 from taskfan.contracts import AppId, Task
-from taskfan.dapr_app import json_method, per_task, serve
-from taskfan.settings import Settings
+from taskfan.dapr_app import serve_step
 from taskfan.validator.rules import validation_issues
 
 
@@ -14,12 +11,8 @@ def validate(task: Task) -> dict[str, Any]:
     return {"issues": validation_issues(task.title, task.description)}
 
 
-def configure(app: App, settings: Settings) -> None:
-    app.method("validate")(json_method(per_task(validate)))
-
-
 def main() -> None:
-    serve(AppId.VALIDATOR, configure)
+    serve_step(AppId.VALIDATOR, "validate", validate)
 
 
 if __name__ == "__main__":

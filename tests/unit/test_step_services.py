@@ -1,0 +1,61 @@
+"""The step services' request handling, called as plain functions (no sidecar)."""
+
+import threading
+
+from taskfan.dapr_app import per_task
+from taskfan.enricher.app import enrich
+from taskfan.scorer.app import Scorer
+from taskfan.settings import Settings
+from taskfan.validator.app import validate
+
+TASK = {"task_id": "t1", "title": "Urgent: fix login API", "description": "The login api returns 500 errors"}
+
+
+def test_validate_and_enrich_answer_one_result_per_task():
+    short = {"task_id": "t2", "title": "Fix", "description": "x"}
+    assert per_task(validate)({"tasks": [TASK, short]})["results"] == [
+        {"task_id": "t1", "issues": []},
+        {"task_id": "t2",
+         "issues": ["Title too short (min 5 characters)", "Description too short (min 10 characters)"]},
+    ]
+    assert per_task(enrich)({"tasks": [TASK]})["results"] == [{"task_id": "t1", "tags": ["high-priority", "backend"]}]
+
+
+def test_a_malformed_task_is_an_error_entry_not_a_failed_call():
+    results = per_task(validate)({"tasks": [{"task_id": "bad"}, TASK]})["results"]
+    assert results[0]["task_id"] == "bad" and "error" in results[0]
+    assert results[1] == {"task_id": "t1", "issues": []}
+
+
+def test_scorer_fault_injection_fails_only_matching_tasks():
+    scorer = Scorer(Settings(scorer_fail_tasks="*-fail-me"))
+    results = scorer.score({"tasks": [{"task_id": "a", "tags": ["backend"]},
+                                      {"task_id": "b-fail-me", "tags": []}]})["results"]
+    assert results[0] == {"task_id": "a", "score": 55}
+    assert "scoring failed for b-fail-me" in results[1]["error"]
+
+
+def test_scorer_keeps_at_most_its_concurrency_in_progress():
+    scorer = Scorer(Settings(score_delay_ms=50, scorer_concurrency=2))
+    active, peak, lock = 0, 0, threading.Lock()
+    original = scorer.score_one
+
+    def counting(request):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            return original(request)
+        finally:
+            with lock:
+                active -= 1
+
+    scorer.score_one = counting
+    calls = [threading.Thread(target=scorer.score, args=({"tasks": [{"task_id": f"{c}-{i}", "tags": []}
+                                                                    for i in range(3)]},)) for c in range(3)]
+    for call in calls:
+        call.start()
+    for call in calls:
+        call.join()
+    assert peak == 2
