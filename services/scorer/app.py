@@ -64,7 +64,10 @@ def configure(app: App, settings: Settings) -> None:
 
 
 def main() -> None:
-    serve(AppId.SCORER, configure, threads=16)
+    # Request threads only wait for the model's slots, so allow many calls at once: a 50-task chunk
+    # alone arrives as 25 concurrent calls.
+    settings = Settings.from_env()
+    serve(AppId.SCORER, configure, threads=max(64, 2 * settings.scorer_concurrency))
 
 
 if __name__ == "__main__":
