@@ -39,7 +39,7 @@ cp "$here/dapr/go.mod" "$here/dapr/tools.go" "$src/"
 export GOSUMDB=off GOFLAGS=-mod=mod CGO_ENABLED=0
 ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION"
 start=$(date +%s)
-echo "install-dapr: building Dapr $DAPR_VERSION from the Go module proxy (first time only; 20-40 min on 2 cores)" >&2
+echo "install-dapr: building Dapr $DAPR_VERSION from the Go module proxy (first time only; about 10 min on 2 cores)" >&2
 cd "$src"
 go mod download -x 2>&1 | grep -c '^# get' >&2 || true
 for c in "${commands[@]}"; do
