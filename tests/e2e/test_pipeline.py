@@ -7,8 +7,11 @@ client: what a user's own tooling would see.
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
+import time
 import uuid
 
 import httpx
@@ -190,3 +193,27 @@ def test_ingest_refuses_bad_batches_with_reasons(settings):
     assert empty.status_code == 422 and "tasks" in empty.json()["error"]
     dup = httpx.post(url, json={"tasks": [LESSON_TASK, LESSON_TASK]})
     assert dup.status_code == 422 and "unique" in dup.json()["error"]
+
+
+def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_id):
+    # The README's own sidecar for examples/subscriber.py, here on free ports.
+    sidecar, daprd = stack.start_sidecar(f"sub-{batch_id[-8:]}")
+    env = {**os.environ, "SIDECAR": f"127.0.0.1:{sidecar.grpc_port}"}
+    subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.run_dir.parent, env=env,
+                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([subscriber.stdout], [], [], 1)
+            line = subscriber.stdout.readline() if ready else ""
+            if line.startswith(batch_id):
+                _, completed, average = line.split()
+                assert (int(completed), float(average)) == (1, 85.0)
+                return
+            if ready and not line:
+                pytest.fail("the example subscriber exited without printing the batch")
+        pytest.fail("the example subscriber printed nothing for the batch within 120s")
+    finally:
+        subscriber.kill()
+        stack.stop_sidecar(daprd)
