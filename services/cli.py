@@ -268,6 +268,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
             stack.up(args.scorers)
         elif args.action == "down":
             stack.down()
+        elif args.action == "restart":
+            if not args.app:
+                raise CliError("restart needs --app NAME (e.g. workflow, scorer-0)", EXIT_BAD_INPUT)
+            stack.restart_app(args.app)
+            print(f"{args.app} restarted and ready")
         else:
             rows = stack.status()
             for name, pid, alive in rows:
@@ -331,7 +336,9 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
-    stk.add_argument("action", choices=["up", "down", "status"])
+    stk.add_argument("action", choices=["up", "down", "status", "restart"],
+                     help="restart kills one app (--app) and starts it again: a crash drill")
+    stk.add_argument("--app", help="with restart: the app to kill and restart (workflow, validator, scorer-0, ...)")
     stk.add_argument("--scorers", type=int, default=None, help="scorer replicas (default $SCORERS or 1)")
     stk.set_defaults(func=cmd_stack)
 

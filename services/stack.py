@@ -82,6 +82,8 @@ class Process:
     pid: int
     log: str
     ports: list[int] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -248,7 +250,7 @@ class Stack:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **(env or {})}, cwd=self.run_dir,
                                     start_new_session=True)
-        process = Process(name, proc.pid, str(log_path), ports or [])
+        process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {})
         state.processes.append(process)
         state.save(self.state_path)
         return process
@@ -408,6 +410,24 @@ class Stack:
     def stop_sidecar(self, proc: subprocess.Popen[bytes]) -> None:
         stop_process(proc.pid)
         proc.wait()
+
+    def restart_app(self, label: str) -> None:
+        """Kill one app process (not its sidecar) and start it again: a crash and recovery drill."""
+        state = self.running()
+        if state is None:
+            raise StackError("no stack is running")
+        sidecar = next((s for s in self.sidecars(state.scorers) if s.label == label), None)
+        if sidecar is None:
+            raise StackError(f"no app named {label!r}; apps: {[s.label for s in self.sidecars(state.scorers)]}")
+        old = self._find(state, label)
+        os.killpg(old.pid, signal.SIGKILL)  # no graceful shutdown: this is the crash
+        stop_process(old.pid)
+        state.processes.remove(old)
+        self._spawn(state, label, old.cmd, old.env, ports=old.ports)
+        self._wait_app(state, sidecar)
+        if sidecar.app_id == AppId.WORKFLOW:
+            self._wait_workflow_worker(state)
+        state.save(self.state_path)
 
     def status(self) -> list[tuple[str, int, bool]]:
         state = StackState.load(self.state_path)

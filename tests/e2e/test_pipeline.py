@@ -217,3 +217,21 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
     finally:
         subscriber.kill()
         stack.stop_sidecar(daprd)
+
+
+def test_a_batch_survives_a_crash_of_the_workflow_service(stack, settings, redis_client, batch_id):
+    from taskfan.cli import workflow_state
+
+    tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(3000)]
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": tasks}).status_code == 202
+
+    def progress() -> int:
+        state = workflow_state(batch_id)
+        custom = (state or {}).get("properties", {}).get("dapr.workflow.custom_status")
+        return json.loads(custom)["done"] if custom else 0
+
+    wait_for(lambda: progress() >= 200, "the batch to be under way")
+    stack.restart_app("workflow")  # SIGKILL mid-batch, then start it again
+    outcome = wait_outcome(redis_client, batch_id, timeout=300)
+    assert (outcome["total"], outcome["completed"], outcome["failed"]) == (3000, 3000, 0)
+    assert [r["task_id"] for r in outcome["results"]] == [t["task_id"] for t in tasks]
