@@ -222,8 +222,10 @@ def _invocation() -> aiohttp.ClientSession:
         headers = {"dapr-api-token": settings.DAPR_API_TOKEN} if settings.DAPR_API_TOKEN else {}
         _http = aiohttp.ClientSession(
             base_url=f"http://{settings.DAPR_RUNTIME_HOST}:{settings.DAPR_HTTP_PORT}",
-            headers=headers, timeout=aiohttp.ClientTimeout(total=60, connect=5),
-            connector=aiohttp.TCPConnector(limit=200),
+            # No total timeout: when scoring is the bottleneck a call legitimately waits in the scorer's
+            # queue. Only opening a socket is bounded; waiting for a pooled connection is not.
+            headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            connector=aiohttp.TCPConnector(limit=256),
         )
     return _http
 
