@@ -47,7 +47,7 @@ class Sizes:
     fanout_tasks: int = 50
     throughput_tasks: int = 2000
     throughput_batch: int = 100
-    scaling_tasks: int = 800
+    scaling_tasks: int = 1600
     scaling_replicas: tuple[int, ...] = (1, 2, 4)
     big_batch_tasks: int = 10_000
     noop_workflows: int = 200
