@@ -7,12 +7,14 @@ is left in use. No sleeps: every wait polls a health endpoint with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -201,10 +203,15 @@ class Stack:
         try:
             self._start_redis(state, redis_server, progress)
             self._start_control_plane(state, bin_dir, progress)
-            for sidecar in self.sidecars(scorers):
+            first, *rest = self.sidecars(scorers)
+            # The first sidecar creates the name-resolution database alone; the rest start together.
+            self._start_app(state, first, bin_dir)
+            self._wait_app(state, first, bin_dir)
+            progress(f"ready: {first.label} (sidecar http {first.http_port})")
+            for sidecar in rest:
                 self._start_app(state, sidecar, bin_dir)
-            for sidecar in self.sidecars(scorers):
-                self._wait_app(state, sidecar)
+            for sidecar in rest:
+                self._wait_app(state, sidecar, bin_dir)
                 progress(f"ready: {sidecar.label} (sidecar http {sidecar.http_port})")
             self._wait_workflow_worker(state)
         except BaseException:
@@ -329,26 +336,50 @@ class Stack:
         app_ports = [sidecar.app_port] if sidecar.app_port else [self.settings.ingest_port]
         self._spawn(state, sidecar.label, [sys.executable, "-m", APP_MODULES[sidecar.app_id]], env,
                     ports=app_ports)
-        self._spawn(state, f"{sidecar.label}-daprd", self.daprd_command(bin_dir, sidecar),
-                    {"DAPR_HOST_IP": "127.0.0.1"},
-                    ports=[sidecar.http_port, sidecar.grpc_port, sidecar.internal_grpc_port])
+        self._start_daprd(state, sidecar, bin_dir)
+
+    def _start_daprd(self, state: StackState, sidecar: Sidecar, bin_dir: Path) -> Process:
+        return self._spawn(state, f"{sidecar.label}-daprd", self.daprd_command(bin_dir, sidecar),
+                           {"DAPR_HOST_IP": "127.0.0.1"},
+                           ports=[sidecar.http_port, sidecar.grpc_port, sidecar.internal_grpc_port])
 
     def _find(self, state: StackState, name: str) -> Process:
         return next(p for p in state.processes if p.name == name)
 
-    def _wait_app(self, state: StackState, sidecar: Sidecar) -> None:
+    def _wait_app(self, state: StackState, sidecar: Sidecar, bin_dir: Path) -> None:
         app = self._find(state, sidecar.label)
-        daprd = self._find(state, f"{sidecar.label}-daprd")
 
         def both_alive() -> str | None:
-            return self._alive_check(app)() or self._alive_check(daprd)()
+            return self._alive_check(app)() or self._alive_check(self._find(state, f"{sidecar.label}-daprd"))()
 
         # daprd answers 204 on /v1.0/healthz once components are loaded and the app channel is up.
         url = f"http://127.0.0.1:{sidecar.http_port}/v1.0/healthz"
         wait_until(lambda: http_status(url) == 204, f"{sidecar.label} sidecar", alive=both_alive)
+        # Healthy is not enough: a sidecar whose name resolver failed to start cannot be called.
+        try:
+            wait_until(lambda: self.registered(sidecar), f"{sidecar.label} in name resolution", timeout=15,
+                       alive=both_alive)
+        except StackError:
+            daprd = self._find(state, f"{sidecar.label}-daprd")
+            log.warning("sidecar not registered in name resolution; restarting it",
+                        extra={"sidecar": sidecar.label, "log": tail(Path(daprd.log), 3)})
+            stop_process(daprd.pid)
+            state.processes.remove(daprd)
+            self._start_daprd(state, sidecar, bin_dir)
+            wait_until(lambda: http_status(url) == 204 and self.registered(sidecar),
+                       f"{sidecar.label} sidecar (restarted)", alive=both_alive)
         if sidecar.app_id == AppId.INGEST:
             api = f"{self.settings.ingest_url}/healthz"
             wait_until(lambda: http_status(api) == 200, "ingest API", alive=both_alive)
+
+    def registered(self, sidecar: Sidecar) -> bool:
+        """Whether Dapr's SQLite name resolver lists this sidecar (app id and internal gRPC port)."""
+        try:
+            with contextlib.closing(sqlite3.connect(self.run_dir / "name-resolution.db", timeout=1)) as db:
+                rows = db.execute("SELECT address FROM hosts WHERE app_id = ?", (sidecar.app_id,)).fetchall()
+        except sqlite3.Error:
+            return False
+        return any(address.endswith(f":{sidecar.internal_grpc_port}") for (address,) in rows)
 
     def _wait_workflow_worker(self, state: StackState) -> None:
         url = f"http://127.0.0.1:{WORKFLOW.http_port}/v1.0/metadata"
@@ -424,7 +455,7 @@ class Stack:
         stop_process(old.pid)
         state.processes.remove(old)
         self._spawn(state, label, old.cmd, old.env, ports=old.ports)
-        self._wait_app(state, sidecar)
+        self._wait_app(state, sidecar, self.dapr_bin())
         if sidecar.app_id == AppId.WORKFLOW:
             self._wait_workflow_worker(state)
         state.save(self.state_path)
