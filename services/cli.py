@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from taskfan.contracts import OUTCOMES_TOPIC, PUBSUB, Outcome, TaskBatch
+from taskfan.contracts import OUTCOMES_TOPIC, PUBSUB, DeadLetter, Outcome, TaskBatch
 from taskfan.settings import REPO_ROOT, Settings, SettingsError
 
 EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
@@ -285,14 +285,12 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
-SCHEMAS = {"task-batch.schema.json": TaskBatch, "outcome.schema.json": Outcome}
+SCHEMA_MODELS = {"task-batch.schema.json": TaskBatch, "outcome.schema.json": Outcome,
+                 "dead-letter.schema.json": DeadLetter}
 
 
 def schema_documents() -> dict[str, str]:
-    from taskfan.contracts import DeadLetter
-
-    models = {**SCHEMAS, "dead-letter.schema.json": DeadLetter}
-    return {name: json.dumps(model.model_json_schema(), indent=2) + "\n" for name, model in models.items()}
+    return {name: json.dumps(model.model_json_schema(), indent=2) + "\n" for name, model in SCHEMA_MODELS.items()}
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from taskfan.contracts import AppId
-from taskfan.settings import DAPR_VERSION, REPO_ROOT, Settings
+from taskfan.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +452,7 @@ class Stack:
             raise StackError(f"no app named {label!r}; apps: {[s.label for s in self.sidecars(state.scorers)]}")
         old = self._find(state, label)
         os.killpg(old.pid, signal.SIGKILL)  # no graceful shutdown: this is the crash
-        stop_process(old.pid)
+        wait_until(lambda: not pid_alive(old.pid), f"{label} to exit", timeout=10)
         state.processes.remove(old)
         self._spawn(state, label, old.cmd, old.env, ports=old.ports)
         self._wait_app(state, sidecar, self.dapr_bin())
@@ -540,5 +540,3 @@ def iter_log_records(path: Path) -> Iterator[dict[str, object]]:
             except json.JSONDecodeError:
                 continue
 
-
-__all__ = ["Stack", "StackError", "DAPR_VERSION", "INGEST", "WORKFLOW", "scorer"]
