@@ -30,6 +30,7 @@ from taskfan.settings import REPO_ROOT, Settings
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 120.0
+WORKER_ADMIT_TIMEOUT_S = 45.0  # a healthy sidecar admits a (re)started worker within seconds
 
 
 class StackError(RuntimeError):
@@ -213,7 +214,7 @@ class Stack:
             for sidecar in rest:
                 self._wait_app(state, sidecar, bin_dir)
                 progress(f"ready: {sidecar.label} (sidecar http {sidecar.http_port})")
-            self._wait_workflow_worker(state)
+            self._wait_workflow_worker(state, bin_dir)
         except BaseException:
             state.save(self.state_path)
             self.down(progress=lambda _: None)
@@ -360,12 +361,7 @@ class Stack:
             wait_until(lambda: self.registered(sidecar), f"{sidecar.label} in name resolution", timeout=15,
                        alive=both_alive)
         except StackError:
-            daprd = self._find(state, f"{sidecar.label}-daprd")
-            log.warning("sidecar not registered in name resolution; restarting it",
-                        extra={"sidecar": sidecar.label, "log": tail(Path(daprd.log), 3)})
-            stop_process(daprd.pid)
-            state.processes.remove(daprd)
-            self._start_daprd(state, sidecar, bin_dir)
+            self._restart_daprd(state, sidecar, bin_dir, "sidecar not registered in name resolution")
             wait_until(lambda: http_status(url) == 204 and self.registered(sidecar),
                        f"{sidecar.label} sidecar (restarted)", alive=both_alive)
         if sidecar.app_id == AppId.INGEST:
@@ -381,21 +377,56 @@ class Stack:
             return False
         return any(address.endswith(f":{sidecar.internal_grpc_port}") for (address,) in rows)
 
-    def _wait_workflow_worker(self, state: StackState) -> None:
-        url = f"http://127.0.0.1:{WORKFLOW.http_port}/v1.0/metadata"
+    def _restart_daprd(self, state: StackState, sidecar: Sidecar, bin_dir: Path, reason: str) -> None:
+        daprd = self._find(state, f"{sidecar.label}-daprd")
+        log.warning("restarting a sidecar", extra={"sidecar": sidecar.label, "reason": reason,
+                                                   "log": tail(Path(daprd.log), 3)})
+        stop_process(daprd.pid)
+        state.processes.remove(daprd)
+        self._start_daprd(state, sidecar, bin_dir)
+
+    def workflow_metadata(self) -> dict[str, object]:
+        """The workflow sidecar's view of its workers and of placement (from ``/v1.0/metadata``)."""
+        try:
+            meta = http_json(f"http://127.0.0.1:{WORKFLOW.http_port}/v1.0/metadata")
+        except (OSError, ValueError) as exc:
+            return {"error": str(exc)}
+        meta = meta if isinstance(meta, dict) else {}
+        return {"workflows": meta.get("workflows") or {}, "actorRuntime": meta.get("actorRuntime") or {}}
+
+    def _wait_workflow_worker(self, state: StackState, bin_dir: Path) -> None:
+        """Wait until the workflow sidecar has admitted a worker and joined placement.
+
+        Dapr 1.18.1 can wedge here: when the last worker dies while a work item waits for
+        dispatch, the sidecar's disconnect path halts the workflow actors while holding the lock
+        the reconnecting worker needs, and nothing times out (dapr/dapr#10408, fixed after 1.18).
+        A sidecar restart is the way out; workflow state and reminders live in Redis and the
+        scheduler, so running batches carry on.
+        """
+        last: dict[str, object] = {}
 
         def worker_connected() -> bool:
-            try:
-                meta = http_json(url)
-            except (OSError, ValueError):
-                return False
-            workflows = meta.get("workflows") or {} if isinstance(meta, dict) else {}
-            actors = meta.get("actorRuntime") or {} if isinstance(meta, dict) else {}
-            return (int(workflows.get("connectedWorkers", 0)) >= 1
-                    and "connected" in str(actors.get("placement", "")))
+            nonlocal last
+            last = self.workflow_metadata()
+            workflows, actors = last.get("workflows") or {}, last.get("actorRuntime") or {}
+            return (int(workflows.get("connectedWorkers", 0)) >= 1  # type: ignore[union-attr]
+                    and actors.get("placement") == "placement: connected")  # type: ignore[union-attr]
 
-        wait_until(worker_connected, "workflow worker connected to its sidecar",
-                   alive=self._alive_check(self._find(state, "workflow")))
+        what = "workflow worker connected to its sidecar"
+        alive = self._alive_check(self._find(state, "workflow"))
+        try:
+            wait_until(worker_connected, what, timeout=WORKER_ADMIT_TIMEOUT_S, alive=alive)
+        except StackError:
+            if alive() is not None:  # the app died: restarting its sidecar would not help
+                raise
+            self._restart_daprd(state, WORKFLOW, bin_dir,
+                                f"no worker admitted after {WORKER_ADMIT_TIMEOUT_S:.0f}s "
+                                f"(dapr/dapr#10408); sidecar metadata: {json.dumps(last)}")
+            self._wait_app(state, WORKFLOW, bin_dir)
+            try:
+                wait_until(worker_connected, what, alive=alive)
+            except StackError as again:
+                raise StackError(f"{again}; sidecar metadata: {json.dumps(last)}") from None
 
     # --- down ------------------------------------------------------------------------------------
 
@@ -404,8 +435,10 @@ class Stack:
         if state is None:
             progress("no stack is running")
             return
-        # Apps first, then their sidecars, then the control plane and Redis: reverse start order.
-        for process in reversed(state.processes):
+        # Apps first (so no app talks to a stopped sidecar), then sidecars, control plane, Redis.
+        sidecar_names = {f"{s.label}-daprd" for s in self.sidecars(state.scorers)}
+        apps = [p for p in state.processes if f"{p.name}-daprd" in sidecar_names]
+        for process in [*reversed(apps), *(p for p in reversed(state.processes) if p not in apps)]:
             stop_process(process.pid)
         busy = [p for process in state.processes for p in process.ports if port_open(p)]
         if busy:
@@ -442,22 +475,32 @@ class Stack:
         stop_process(proc.pid)
         proc.wait()
 
-    def restart_app(self, label: str) -> None:
-        """Kill one app process (not its sidecar) and start it again: a crash and recovery drill."""
+    def restart(self, name: str) -> None:
+        """SIGKILL one app or sidecar and start it again: a crash and recovery drill.
+
+        ``name`` is a process name as ``stack status`` shows it: ``workflow``, ``scorer-0``,
+        ``workflow-daprd``, ...
+        """
         state = self.running()
         if state is None:
             raise StackError("no stack is running")
-        sidecar = next((s for s in self.sidecars(state.scorers) if s.label == label), None)
+        sidecars = {s.label: s for s in self.sidecars(state.scorers)}
+        sidecar = sidecars.get(name.removesuffix("-daprd"))
         if sidecar is None:
-            raise StackError(f"no app named {label!r}; apps: {[s.label for s in self.sidecars(state.scorers)]}")
-        old = self._find(state, label)
+            choices = [n for label in sidecars for n in (label, f"{label}-daprd")]
+            raise StackError(f"no app or sidecar named {name!r}; choose from {choices}")
+        bin_dir = self.dapr_bin()
+        old = self._find(state, name)
         os.killpg(old.pid, signal.SIGKILL)  # no graceful shutdown: this is the crash
-        wait_until(lambda: not pid_alive(old.pid), f"{label} to exit", timeout=10)
+        wait_until(lambda: not pid_alive(old.pid), f"{name} to exit", timeout=10)
         state.processes.remove(old)
-        self._spawn(state, label, old.cmd, old.env, ports=old.ports)
-        self._wait_app(state, sidecar, self.dapr_bin())
+        if name == sidecar.label:
+            self._spawn(state, name, old.cmd, old.env, ports=old.ports)
+        else:
+            self._start_daprd(state, sidecar, bin_dir)
+        self._wait_app(state, sidecar, bin_dir)
         if sidecar.app_id == AppId.WORKFLOW:
-            self._wait_workflow_worker(state)
+            self._wait_workflow_worker(state, bin_dir)
         state.save(self.state_path)
 
     def status(self) -> list[tuple[str, int, bool]]:

@@ -219,7 +219,8 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
         stack.stop_sidecar(daprd)
 
 
-def test_a_batch_survives_a_crash_of_the_workflow_service(stack, settings, redis_client, batch_id):
+@pytest.mark.parametrize("process", ["workflow", "workflow-daprd"])
+def test_a_batch_survives_a_crash_of_the_workflow_service(stack, settings, redis_client, batch_id, process):
     from taskfan.cli import workflow_state
 
     tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(3000)]
@@ -231,7 +232,7 @@ def test_a_batch_survives_a_crash_of_the_workflow_service(stack, settings, redis
         return json.loads(custom)["done"] if custom else 0
 
     wait_for(lambda: progress() >= 200, "the batch to be under way")
-    stack.restart_app("workflow")  # SIGKILL mid-batch, then start it again
+    stack.restart(process)  # SIGKILL the app or its sidecar mid-batch, then start it again
     outcome = wait_outcome(redis_client, batch_id, timeout=300)
     assert (outcome["total"], outcome["completed"], outcome["failed"]) == (3000, 3000, 0)
     assert [r["task_id"] for r in outcome["results"]] == [t["task_id"] for t in tasks]
