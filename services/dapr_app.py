@@ -17,6 +17,7 @@ from typing import Any
 from dapr.clients.grpc._request import InvokeMethodRequest
 from dapr.clients.grpc._response import InvokeMethodResponse
 from dapr.ext.grpc import App
+from dapr.ext.workflow.logger import LoggerOptions
 from pydantic import BaseModel
 
 from taskfan import logs
@@ -56,6 +57,11 @@ def per_task(rule: Callable[[Any], dict[str, Any]], model: type[BaseModel] = Tas
 
     handle.__name__ = getattr(rule, "__name__", "handle")
     return handle
+
+
+def sdk_logger_options() -> LoggerOptions:
+    """For the workflow SDK: no plain-text handler of its own; its records reach our JSON root handler."""
+    return LoggerOptions(log_level=logging.WARNING, log_handler=logging.NullHandler())
 
 
 def create_app(threads: int) -> App:

@@ -26,7 +26,7 @@ from taskfan.contracts import (
     DeadLetter,
     TaskBatch,
 )
-from taskfan.dapr_app import serve
+from taskfan.dapr_app import sdk_logger_options, serve
 from taskfan.settings import Settings
 from taskfan.workflow import orchestration
 
@@ -91,10 +91,11 @@ class BatchIntake:
 
 
 def configure(app: App, settings: Settings) -> Callable[[], None]:
-    runtime = WorkflowRuntime(maximum_thread_pool_workers=16)
+    runtime = WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=sdk_logger_options())
     orchestration.register(runtime)
     runtime.start()
-    intake = BatchIntake(DaprWorkflowClient(), DaprClient(), settings.max_in_flight)
+    intake = BatchIntake(DaprWorkflowClient(logger_options=sdk_logger_options()), DaprClient(),
+                         settings.max_in_flight)
     app.subscribe(
         PUBSUB, TASKS_TOPIC,
         metadata={"rawPayload": "true"},
