@@ -67,7 +67,14 @@ def say(message: str) -> None:
 
 @contextlib.contextmanager
 def taskfan_stack(scorers: int = 1, **env: int) -> Iterator[Stack]:
-    """The real stack, started the way `make up` starts it, with scenario settings in its environment."""
+    """The real stack, started the way `make up` starts it, with scenario settings in its environment.
+
+    Each stack gets an empty run directory (Redis data, scheduler data, logs), so a figure never
+    depends on what earlier runs left in Redis; the logs stay there until the next stack starts.
+    """
+    run_dir = REPO_ROOT / ".taskfan" / "bench"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    env = {"RUN_DIR": str(run_dir), **env}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: str(v) for k, v in env.items()})
     stack = Stack(Settings.from_env())

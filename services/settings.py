@@ -34,7 +34,9 @@ class Settings:
     scorer_concurrency: int = 8
     # Fault injection for tests and drills: task ids matching this glob fail in the scorer.
     scorer_fail_tasks: str = ""
-    max_in_flight: int = 100
+    # Tasks in progress per batch: 8 chunks of 50. Measured: a 10,000-task batch runs ~30% faster than
+    # with 100 (2 chunks), at the same peak memory; 800 bought nothing more (README, Benchmarks).
+    max_in_flight: int = 400
     scorers: int = 1
     log_level: str = "INFO"
     dapr_log_level: str = "warn"

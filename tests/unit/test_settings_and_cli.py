@@ -6,7 +6,7 @@ from taskfan.settings import Settings, SettingsError
 
 def test_defaults():
     s = Settings.from_env({})
-    assert (s.redis_port, s.max_in_flight, s.scorer_concurrency, s.score_delay_ms) == (6379, 100, 8, 0)
+    assert (s.redis_port, s.max_in_flight, s.scorer_concurrency, s.score_delay_ms) == (6379, 400, 8, 0)
 
 
 def test_env_overrides():
