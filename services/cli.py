@@ -270,7 +270,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
             stack.down()
         elif args.action == "restart":
             if not args.app:
-                raise CliError("restart needs --app NAME (e.g. workflow, scorer-0, workflow-daprd)",
+                raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow)",
                                EXIT_BAD_INPUT)
             stack.restart(args.app)
             print(f"{args.app} restarted and ready")
@@ -336,9 +336,9 @@ def parser() -> argparse.ArgumentParser:
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
     stk.add_argument("action", choices=["up", "down", "status", "restart"],
-                     help="restart SIGKILLs one app or sidecar (--app) and starts it again: a crash drill")
+                     help="restart SIGKILLs one process (--app) and starts it again: a crash drill")
     stk.add_argument("--app", help="with restart: a process name from `stack status` "
-                                   "(workflow, scorer-0, workflow-daprd, ...)")
+                                   "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...)")
     stk.add_argument("--scorers", type=int, default=None, help="scorer replicas (default $SCORERS or 1)")
     stk.set_defaults(func=cmd_stack)
 

@@ -284,7 +284,7 @@ class Stack:
             "--appendonly", "yes", "--save", "", "--daemonize", "no",
         ], ports=[port])
         state.redis_started = True
-        wait_until(lambda: redis_ping(host, port), "redis", alive=self._alive_check(process))
+        wait_until(lambda: self._service_ready("redis"), "redis", alive=self._alive_check(process))
         progress(f"ready: redis on {host}:{port}")
 
     def _start_control_plane(self, state: StackState, bin_dir: Path, progress: Callable[[str], None]) -> None:
@@ -304,11 +304,17 @@ class Stack:
             "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{SCHEDULER_ETCD_PEER_PORT}",
             "--enable-metrics=false", "--log-as-json",
         ], ports=[SCHEDULER_PORT, SCHEDULER_HEALTH_PORT])
-        for process, port in ((placement, PLACEMENT_HEALTH_PORT), (scheduler, SCHEDULER_HEALTH_PORT)):
-            url = f"http://127.0.0.1:{port}/healthz"
-            wait_until(lambda url=url: http_status(url) == 200, process.name,
+        for process in (placement, scheduler):
+            wait_until(lambda name=process.name: self._service_ready(name), process.name,
                        alive=self._alive_check(process))
             progress(f"ready: {process.name}")
+
+    def _service_ready(self, name: str) -> bool:
+        """Readiness of Redis and of the control plane (apps and sidecars: ``_wait_app``)."""
+        if name == "redis":
+            return redis_ping(self.settings.redis_host, self.settings.redis_port)
+        health_port = {"placement": PLACEMENT_HEALTH_PORT, "scheduler": SCHEDULER_HEALTH_PORT}[name]
+        return http_status(f"http://127.0.0.1:{health_port}/healthz") == 200
 
     def daprd_command(self, bin_dir: Path, sidecar: Sidecar) -> list[str]:
         cmd = [
@@ -476,30 +482,34 @@ class Stack:
         proc.wait()
 
     def restart(self, name: str) -> None:
-        """SIGKILL one app or sidecar and start it again: a crash and recovery drill.
+        """SIGKILL one process of the stack and start it again: a crash and recovery drill.
 
         ``name`` is a process name as ``stack status`` shows it: ``workflow``, ``scorer-0``,
-        ``workflow-daprd``, ...
+        ``workflow-daprd``, ``redis``, ``scheduler``, ...
         """
         state = self.running()
         if state is None:
             raise StackError("no stack is running")
-        sidecars = {s.label: s for s in self.sidecars(state.scorers)}
-        sidecar = sidecars.get(name.removesuffix("-daprd"))
-        if sidecar is None:
-            choices = [n for label in sidecars for n in (label, f"{label}-daprd")]
-            raise StackError(f"no app or sidecar named {name!r}; choose from {choices}")
+        old = next((p for p in state.processes if p.name == name), None)
+        if old is None:
+            raise StackError(f"no process named {name!r}; choose from {[p.name for p in state.processes]}")
         bin_dir = self.dapr_bin()
-        old = self._find(state, name)
         os.killpg(old.pid, signal.SIGKILL)  # no graceful shutdown: this is the crash
-        wait_until(lambda: not pid_alive(old.pid), f"{name} to exit", timeout=10)
+        # Its ports too: a forked child (Redis rewriting its AOF) can hold them a moment longer.
+        wait_until(lambda: not pid_alive(old.pid) and not any(port_open(p) for p in old.ports),
+                   f"{name} to exit", timeout=10)
         state.processes.remove(old)
-        if name == sidecar.label:
-            self._spawn(state, name, old.cmd, old.env, ports=old.ports)
+        sidecar = next((s for s in self.sidecars(state.scorers) if name in (s.label, f"{s.label}-daprd")), None)
+        if sidecar is None:  # Redis or the control plane: the same command again
+            process = self._spawn(state, name, old.cmd, old.env, ports=old.ports)
+            wait_until(lambda: self._service_ready(name), name, alive=self._alive_check(process))
         else:
-            self._start_daprd(state, sidecar, bin_dir)
-        self._wait_app(state, sidecar, bin_dir)
-        if sidecar.app_id == AppId.WORKFLOW:
+            if name == sidecar.label:
+                self._spawn(state, name, old.cmd, old.env, ports=old.ports)
+            else:
+                self._start_daprd(state, sidecar, bin_dir)
+            self._wait_app(state, sidecar, bin_dir)
+        if sidecar is None or sidecar.app_id == AppId.WORKFLOW:
             self._wait_workflow_worker(state, bin_dir)
         state.save(self.state_path)
 

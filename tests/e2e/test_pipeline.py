@@ -219,8 +219,8 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
         stack.stop_sidecar(daprd)
 
 
-@pytest.mark.parametrize("process", ["workflow", "workflow-daprd"])
-def test_a_batch_survives_a_crash_of_the_workflow_service(stack, settings, redis_client, batch_id, process):
+@pytest.mark.parametrize("process", ["workflow", "workflow-daprd", "redis", "scheduler", "placement"])
+def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, batch_id, process):
     from taskfan.cli import CliError, workflow_state
 
     tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(3000)]
