@@ -385,8 +385,9 @@ class Stack:
 
     def _restart_daprd(self, state: StackState, sidecar: Sidecar, bin_dir: Path, reason: str) -> None:
         daprd = self._find(state, f"{sidecar.label}-daprd")
-        log.warning("restarting a sidecar", extra={"sidecar": sidecar.label, "reason": reason,
-                                                   "log": tail(Path(daprd.log), 3)})
+        # The message carries the reason: the CLI prints warnings without their extra fields.
+        log.warning("restarting a sidecar (%s): %s", sidecar.label, reason,
+                    extra={"sidecar": sidecar.label, "log": tail(Path(daprd.log), 3)})
         stop_process(daprd.pid)
         state.processes.remove(daprd)
         self._start_daprd(state, sidecar, bin_dir)
