@@ -370,6 +370,8 @@ class Stack:
             self._restart_daprd(state, sidecar, bin_dir, "sidecar not registered in name resolution")
             wait_until(lambda: http_status(url) == 204 and self.registered(sidecar),
                        f"{sidecar.label} sidecar (restarted)", alive=both_alive)
+        if sidecar.app_port:  # daprd stays healthy while its app restarts: ask the app itself
+            wait_until(lambda: port_open(sidecar.app_port), f"{sidecar.label} app port", alive=both_alive)
         if sidecar.app_id == AppId.INGEST:
             api = f"{self.settings.ingest_url}/healthz"
             wait_until(lambda: http_status(api) == 200, "ingest API", alive=both_alive)

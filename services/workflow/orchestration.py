@@ -230,25 +230,49 @@ def _invocation() -> aiohttp.ClientSession:
     return _http
 
 
+# A step app that cannot be reached (a replica crashed or is restarting) is asked again for about
+# 15 s before the call counts as a failed attempt: Dapr's resiliency retries do not cover a gRPC
+# app's "unavailable" answer. Step calls are pure functions of their input, so repeating is safe.
+UNREACHABLE_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0)
+UNREACHABLE_STATUSES = {502, 503, 504}
+
+
 async def _invoke(app_id: str, method: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One Dapr service invocation through our own sidecar; never a direct call between services.
 
     Returns one entry per task; a failed call gives every task of the call an ``error`` entry.
     """
+    for delay in (*UNREACHABLE_RETRY_DELAYS_S, None):
+        results, error, unreachable = await _call(app_id, method, tasks)
+        if results is not None:
+            return results
+        if not unreachable or delay is None:
+            break
+        await asyncio.sleep(delay)
+    log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(tasks), "error": error})
+    return [{"task_id": t["task_id"], "error": error} for t in tasks]
+
+
+async def _call(app_id: str, method: str,
+                tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, str, bool]:
+    """(results, "", False) or (None, error, whether the app was unreachable)."""
     try:
         async with _invocation().post(f"/v1.0/invoke/{app_id}/method/{method}", json={"tasks": tasks}) as response:
             body = await response.read()
-        if response.status >= 300:
-            error = f"{app_id}/{method} answered {response.status}: {_said(body)}"
-        else:
-            results = json.loads(body)["results"]
-            if len(results) == len(tasks):
-                return results
-            error = f"{app_id}/{method} returned {len(results)} results for {len(tasks)} tasks"
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
-        error = f"{app_id}/{method}: {type(exc).__name__}: {exc}"
-    log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(tasks), "error": error})
-    return [{"task_id": t["task_id"], "error": error} for t in tasks]
+    except aiohttp.ClientConnectionError as exc:
+        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", True
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", False
+    if response.status >= 300:
+        return (None, f"{app_id}/{method} answered {response.status}: {_said(body)}",
+                response.status in UNREACHABLE_STATUSES)
+    try:
+        results = json.loads(body)["results"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}", False
+    if len(results) != len(tasks):
+        return None, f"{app_id}/{method} returned {len(results)} results for {len(tasks)} tasks", False
+    return results, "", False
 
 
 def _said(raw: bytes) -> str:

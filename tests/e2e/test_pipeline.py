@@ -219,7 +219,8 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
         stack.stop_sidecar(daprd)
 
 
-@pytest.mark.parametrize("process", ["workflow", "workflow-daprd", "redis", "scheduler", "placement"])
+@pytest.mark.parametrize("process", ["workflow", "workflow-daprd", "validator", "scorer-1", "scorer-1-daprd",
+                                     "redis", "scheduler", "placement"])
 def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, batch_id, process):
     from taskfan.cli import CliError, workflow_state
 

@@ -107,3 +107,38 @@ def test_a_task_whose_first_validation_failed_is_validated_again():
     results, calls = drive([task("a"), task("b")], flaky_validation)
     assert [r["status"] for r in results] == ["completed", "completed"]
     assert calls[o.VALIDATE_CHUNK] == 1 and calls[o.VALIDATE] == 1
+
+
+# --- step calls: an unreachable app is asked again, other failures are not -------------------------
+
+
+def run_invoke(monkeypatch, answers):
+    """``_invoke`` against a scripted ``_call``; returns its result and how many calls it made."""
+    import asyncio
+
+    calls = []
+
+    async def fake_call(app_id, method, tasks):
+        calls.append(method)
+        return answers[min(len(calls), len(answers)) - 1]
+
+    monkeypatch.setattr(o, "_call", fake_call)
+    monkeypatch.setattr(o, "UNREACHABLE_RETRY_DELAYS_S", (0, 0, 0))
+    result = asyncio.run(o._invoke("scorer", "score", [{"task_id": "t1"}]))
+    return result, len(calls)
+
+
+def test_an_unreachable_step_app_is_asked_again_until_it_answers(monkeypatch):
+    down = (None, "scorer/score answered 503: connection refused", True)
+    result, calls = run_invoke(monkeypatch, [down, down, ([{"task_id": "t1", "score": 85}], "", False)])
+    assert (result, calls) == ([{"task_id": "t1", "score": 85}], 3)
+
+
+def test_an_app_unreachable_for_too_long_fails_the_attempt(monkeypatch):
+    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 503: refused", True)])
+    assert (result, calls) == ([{"task_id": "t1", "error": "scorer/score answered 503: refused"}], 4)
+
+
+def test_other_step_failures_are_not_repeated_by_the_call(monkeypatch):
+    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 500: boom", False)])
+    assert (result, calls) == ([{"task_id": "t1", "error": "scorer/score answered 500: boom"}], 1)
