@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench.run import Sizes, big_batch, say, taskfan_stack, throughput
+from bench.run import THROUGHPUT_ENV, Sizes, big_batch, say, taskfan_stack, throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes()
     for value in args.values:
         say(f"MAX_IN_FLIGHT={value}")
-        with taskfan_stack(SCORE_DELAY_MS=0, SCORER_CONCURRENCY=8, MAX_IN_FLIGHT=value) as stack:
+        with taskfan_stack(**THROUGHPUT_ENV, MAX_IN_FLIGHT=value) as stack:
             figures = {**throughput(stack, sizes), **big_batch(stack, sizes)}
         per_task_big = figures["big_batch_s"] / sizes.big_batch_tasks
         figures["big_vs_throughput"] = round(per_task_big * figures["tasks_per_s"], 3)

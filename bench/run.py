@@ -172,10 +172,14 @@ def scenario_fanout(sizes: Sizes) -> dict[str, Any]:
             "fanout_sequential_s": sequential}
 
 
+# Scenarios 2 and 4 (and the peers' throughput run): no delay, one scorer with 8 slots.
+THROUGHPUT_ENV = {"SCORE_DELAY_MS": 0, "SCORER_CONCURRENCY": 8}
+
+
 def scenario_throughput_big_noop(sizes: Sizes) -> dict[str, Any]:
     """Scenarios 2, 4 and 6 share one stack: no delay, one scorer."""
     figures: dict[str, Any] = {}
-    with taskfan_stack(SCORE_DELAY_MS=0, SCORER_CONCURRENCY=8) as stack:
+    with taskfan_stack(**THROUGHPUT_ENV) as stack:
         figures.update(guard("throughput", lambda: throughput(stack, sizes)))
         figures.update(guard("big batch", lambda: big_batch(stack, sizes)))
         figures.update(guard("engine ceiling", lambda: noop_engine(stack, sizes)))
@@ -315,10 +319,12 @@ def peers(sizes: Sizes) -> dict[str, Any]:
 
     figures: dict[str, Any] = {}
     tp_batches = workload.batches(sizes.throughput_tasks, sizes.throughput_batch, "peer-tp")
-    with celery_workers(1, 8, 0):
+    concurrency, delay_ms = THROUGHPUT_ENV["SCORER_CONCURRENCY"], THROUGHPUT_ENV["SCORE_DELAY_MS"]
+    with celery_workers(1, concurrency, delay_ms):
         elapsed = celery_pipeline.run(tp_batches, sizes.timeout_s)
     figures["celery_tasks_per_s"] = round(sizes.throughput_tasks / elapsed, 2)
-    figures["inprocess_tasks_per_s"] = round(inprocess.tasks_per_s(tp_batches, concurrency=8), 2)
+    figures["inprocess_tasks_per_s"] = round(
+        inprocess.tasks_per_s(tp_batches, concurrency=concurrency, delay_ms=delay_ms), 2)
 
     celery_rates, floor_rates = {}, {}
     for replicas in sizes.scaling_replicas:

@@ -394,7 +394,7 @@ class Stack:
         state.processes.remove(daprd)
         self._start_daprd(state, sidecar, bin_dir)
 
-    def workflow_metadata(self) -> dict[str, object]:
+    def _workflow_metadata(self) -> dict[str, object]:
         """The workflow sidecar's view of its workers and of placement (from ``/v1.0/metadata``)."""
         try:
             meta = http_json(f"http://127.0.0.1:{WORKFLOW.http_port}/v1.0/metadata")
@@ -416,7 +416,7 @@ class Stack:
 
         def worker_connected() -> bool:
             nonlocal last
-            last = self.workflow_metadata()
+            last = self._workflow_metadata()
             workflows, actors = last.get("workflows") or {}, last.get("actorRuntime") or {}
             return (int(workflows.get("connectedWorkers", 0)) >= 1  # type: ignore[union-attr]
                     and actors.get("placement") == "placement: connected")  # type: ignore[union-attr]

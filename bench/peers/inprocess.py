@@ -9,6 +9,7 @@ from typing import Any
 
 from taskfan.enricher.rules import tags_for
 from taskfan.scorer.rules import score_for
+from taskfan.settings import Settings
 from taskfan.validator.rules import validation_issues
 from taskfan.workflow import aggregate
 
@@ -47,6 +48,6 @@ async def _run(batches: list[dict[str, Any]], replicas: int, concurrency: int, d
 
 
 def tasks_per_s(batches: list[dict[str, Any]], *, replicas: int = 1, concurrency: int = 8,
-                delay_ms: int = 0, max_in_flight: int = 100) -> float:
+                delay_ms: int = 0, max_in_flight: int = Settings.max_in_flight) -> float:
     total = sum(len(b["tasks"]) for b in batches)
     return total / asyncio.run(_run(batches, replicas, concurrency, delay_ms / 1000, max_in_flight))
