@@ -34,10 +34,13 @@ import redis
 
 from bench import workload
 from bench.peers import inprocess
+from taskfan import runfile
 from taskfan.contracts import OUTCOMES_TOPIC
-from taskfan.settings import DAPR_VERSION, REPO_ROOT, Settings
+from taskfan.settings import Settings
 from taskfan.stack import Stack, StackState, wait_until
+from taskfan.versions import DAPR_VERSION
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
 CELERY_REDIS_PORT = 6390
 
@@ -77,7 +80,7 @@ def taskfan_stack(scorers: int = 1, **env: int) -> Iterator[Stack]:
     env = {"RUN_DIR": str(run_dir), **env}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: str(v) for k, v in env.items()})
-    stack = Stack(Settings.from_env())
+    stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
     try:
         stack.up(scorers, progress=lambda _: None)
         yield stack
@@ -103,7 +106,7 @@ def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> 
     published: dict[str, float] = {}
     expected = {b["batch_id"]: len(b["tasks"]) for b in batches}
     start = time.perf_counter()
-    with httpx.Client(base_url=settings.ingest_url, timeout=60) as http:
+    with httpx.Client(base_url=stack.ingest_url, timeout=60) as http:
         for batch in batches:
             response = http.post("/batches", json=batch)
             response.raise_for_status()

@@ -1,1 +1,1 @@
-"""Taskfan: publish a batch of tasks, get one outcome per batch, on the Dapr runtime."""
+"""The five Taskfan microservices, one package each: ingest, workflow, validator, enricher, scorer."""

@@ -13,10 +13,10 @@ from typing import Any
 
 from celery import Celery, chain, chord, group
 
-from taskfan.enricher.rules import tags_for
-from taskfan.scorer.rules import score_for
-from taskfan.validator.rules import validation_issues
-from taskfan.workflow import aggregate
+from services.enricher.rules import tags_for
+from services.scorer.rules import score_for
+from services.validator.rules import validation_issues
+from services.workflow import aggregate
 
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6390/0")
 

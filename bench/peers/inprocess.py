@@ -7,11 +7,11 @@ import random
 import time
 from typing import Any
 
-from taskfan.enricher.rules import tags_for
-from taskfan.scorer.rules import score_for
+from services.enricher.rules import tags_for
+from services.scorer.rules import score_for
+from services.validator.rules import validation_issues
+from services.workflow import aggregate
 from taskfan.settings import Settings
-from taskfan.validator.rules import validation_issues
-from taskfan.workflow import aggregate
 
 
 async def _process(task: dict[str, Any], replicas: list[asyncio.Semaphore], delay_s: float) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from typing import Any
 
+from services.enricher.rules import tags_for
 from taskfan.contracts import AppId, Task
 from taskfan.dapr_app import serve_step
-from taskfan.enricher.rules import tags_for
 
 
 def enrich(task: Task) -> dict[str, Any]:

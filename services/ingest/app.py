@@ -2,9 +2,9 @@
 
 import uvicorn
 
+from services.ingest.api import create_api
 from taskfan import logs
 from taskfan.contracts import AppId
-from taskfan.ingest.api import create_api
 from taskfan.settings import Settings
 
 

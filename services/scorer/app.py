@@ -15,19 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dapr.ext.grpc import App
-from pydantic import BaseModel
 
-from taskfan.contracts import AppId
+from services.scorer.rules import score_for
+from taskfan.contracts import AppId, ScoreRequest
 from taskfan.dapr_app import json_method, per_task, serve
-from taskfan.scorer.rules import score_for
 from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class ScoringRequest(BaseModel):
-    task_id: str
-    tags: list[str]
 
 
 class ScoringFault(RuntimeError):
@@ -42,7 +36,7 @@ class Scorer:
         self.model = ThreadPoolExecutor(max_workers=settings.scorer_concurrency, thread_name_prefix="model")
         self.replica = os.environ.get("TASKFAN_REPLICA", "0")
 
-    def score_one(self, request: ScoringRequest) -> dict[str, Any]:
+    def score_one(self, request: ScoreRequest) -> dict[str, Any]:
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail_pattern and fnmatch.fnmatchcase(request.task_id, self.fail_pattern):
@@ -54,7 +48,7 @@ class Scorer:
 
     def score(self, body: dict[str, Any]) -> dict[str, Any]:
         """Score a call's tasks concurrently, within the model's capacity."""
-        futures = [self.model.submit(per_task(self.score_one, ScoringRequest), {"tasks": [task]})
+        futures = [self.model.submit(per_task(self.score_one, ScoreRequest), {"tasks": [task]})
                    for task in body["tasks"]]
         return {"results": [f.result()["results"][0] for f in futures]}
 

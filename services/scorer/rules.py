@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from taskfan.enricher.rules import BACKEND, HIGH_PRIORITY
+from services.enricher.rules import BACKEND, HIGH_PRIORITY
 
 BASE_SCORE = 50
 TAG_BONUS = {HIGH_PRIORITY: 30, BACKEND: 5}

@@ -2,9 +2,9 @@
 
 from typing import Any
 
+from services.validator.rules import validation_issues
 from taskfan.contracts import AppId, Task
 from taskfan.dapr_app import serve_step
-from taskfan.validator.rules import validation_issues
 
 
 def validate(task: Task) -> dict[str, Any]:

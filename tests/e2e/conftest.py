@@ -6,6 +6,7 @@ skipped. Every test uses its own batch ids, so tests never see each other's outc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,8 +14,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from taskfan import runfile
 from taskfan.settings import Settings
 from taskfan.stack import Stack
+
+from .helpers import REPO_ROOT
 
 E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
@@ -25,7 +29,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     os.environ["SCORER_FAIL_TASKS"] = FAIL_PATTERN  # inherited by the scorer processes
-    stack = Stack(Settings.from_env())
+    stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
     stack.up(E2E_SCORERS, progress=lambda line: print(line, flush=True))
     yield stack
     stack.down(progress=lambda _: None)
@@ -33,7 +37,9 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> Settings:
-    return stack.settings
+    # Clients reach the stack at the addresses its run file gives, as the CLI does.
+    return dataclasses.replace(stack.settings, ingest_url=stack.ingest_url,
+                               workflow_dapr_url=stack.run_file.dapr_http_url("workflow"))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC
 from taskfan.settings import Settings
 from taskfan.stack import Stack, iter_log_records
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
     """Poll until ``check`` returns something truthy; fail with ``what`` after the deadline."""

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from taskfan.contracts import TASK_BATCH_EVENT_TYPE, Outcome
-from taskfan.stack import INGEST, WORKFLOW
+from taskfan.stack import restart
 
 from .helpers import dead_letters, log_records, outcomes_for, post_batch, wait_for, wait_outcome
 
@@ -94,9 +94,9 @@ def test_duplicate_batch_gives_one_workflow_and_one_outcome(stack, settings, red
     assert len(outcomes_for(redis_client, batch_id)) == 1
 
 
-def test_publish_through_the_dapr_http_api(redis_client, batch_id):
+def test_publish_through_the_dapr_http_api(stack, redis_client, batch_id):
     # Any Dapr client can publish: here Dapr's own HTTP API on the ingest sidecar, plain JSON data.
-    url = f"http://127.0.0.1:{INGEST.http_port}/v1.0/publish/pubsub/tasks"
+    url = f"{stack.run_file.dapr_http_url('ingest')}/v1.0/publish/pubsub/tasks"
     response = httpx.post(url, json={"batch_id": batch_id, "tasks": [LESSON_TASK]})
     assert response.status_code == 204, response.text
     assert wait_outcome(redis_client, batch_id)["completed"] == 1
@@ -162,10 +162,10 @@ def test_cli_publish_wait_and_status(batch_id, tmp_path):
     assert (summary["done"], summary["total"], summary["completed"]) == (1, 1, 1)
 
 
-def test_status_through_the_dapr_workflow_api(settings, redis_client, batch_id):
+def test_status_through_the_dapr_workflow_api(stack, settings, redis_client, batch_id):
     post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
     wait_outcome(redis_client, batch_id)
-    state = httpx.get(f"http://127.0.0.1:{WORKFLOW.http_port}/v1.0/workflows/dapr/{batch_id}").json()
+    state = httpx.get(f"{stack.run_file.dapr_http_url('workflow')}/v1.0/workflows/dapr/{batch_id}").json()
     assert state["runtimeStatus"] == "COMPLETED"
 
 
@@ -199,7 +199,7 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
     # The README's own sidecar for examples/subscriber.py, here on free ports.
     sidecar, daprd = stack.start_sidecar(f"sub-{batch_id[-8:]}")
     env = {**os.environ, "SIDECAR": f"127.0.0.1:{sidecar.grpc_port}"}
-    subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.run_dir.parent, env=env,
+    subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.root, env=env,
                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
@@ -222,7 +222,8 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
 @pytest.mark.parametrize("process", ["workflow", "workflow-daprd", "validator", "scorer-1", "scorer-1-daprd",
                                      "redis", "scheduler", "placement"])
 def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, batch_id, process):
-    from taskfan.cli import CliError, workflow_state
+    from taskfan.cli.common import CliError
+    from taskfan.cli.status import workflow_state
 
     tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(3000)]
     assert post_batch(settings, {"batch_id": batch_id, "tasks": tasks}).status_code == 202
@@ -239,7 +240,7 @@ def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, 
 
     wait_for(lambda: progress() >= 200, "the batch to be under way")
     assert not outcomes_for(redis_client, batch_id), "the batch finished before the crash: nothing was tested"
-    stack.restart(process)  # SIGKILL it mid-batch, then start it again
+    restart(stack, process)  # SIGKILL it mid-batch, then start it again
     outcome = wait_outcome(redis_client, batch_id, timeout=300)
     assert (outcome["total"], outcome["completed"], outcome["failed"]) == (3000, 3000, 0)
     assert [r["task_id"] for r in outcome["results"]] == [t["task_id"] for t in tasks]

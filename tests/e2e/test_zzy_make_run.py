@@ -5,8 +5,10 @@ import subprocess
 
 import pytest
 
-from taskfan.settings import REPO_ROOT
+from taskfan import runfile
 from taskfan.stack import Stack, port_open
+
+from .helpers import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -19,5 +21,5 @@ def test_make_run_prints_the_sample_outcome_and_stops_the_stack():
     assert (outcome["total"], outcome["completed"], outcome["rejected"], outcome["failed"]) == (5, 4, 1, 0)
     assert outcome["results"][0]["score"] == 85
     assert "stack stopped" in done.stdout
-    assert Stack().running() is None
+    assert Stack(run_file=runfile.load(REPO_ROOT / "dapr.yaml")).running() is None
     assert not port_open(8080)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from taskfan.settings import REPO_ROOT
+from .helpers import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

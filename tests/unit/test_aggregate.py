@@ -1,7 +1,7 @@
 import pytest
 
+from services.workflow import aggregate
 from taskfan.contracts import Outcome
-from taskfan.workflow import aggregate
 
 
 def test_aggregate_counts_and_average_over_completed_only():
@@ -11,7 +11,7 @@ def test_aggregate_counts_and_average_over_completed_only():
         aggregate.failed("c", "score_task", "boom", ["backend"]),
         aggregate.completed("d", 50, []),
     ]
-    outcome = aggregate.aggregate("batch-1", results, "t0", "t1")
+    outcome = aggregate.aggregate("batch-1", results, "t0", "t1").model_dump()
     Outcome.model_validate(outcome)
     assert outcome["total"] == 4
     assert (outcome["completed"], outcome["rejected"], outcome["failed"]) == (2, 1, 1)
@@ -26,13 +26,13 @@ def test_aggregate_counts_and_average_over_completed_only():
 
 
 def test_average_is_null_when_nothing_completed():
-    outcome = aggregate.aggregate("b", [aggregate.rejected("x", ["nope"])], "t0", "t1")
+    outcome = aggregate.aggregate("b", [aggregate.rejected("x", ["nope"])], "t0", "t1").model_dump()
     assert outcome["average_score"] is None
 
 
 def test_long_errors_are_cut():
     result = aggregate.failed("x", "score_task", "e" * 5000)
-    assert len(result["error"]) == aggregate.MAX_ERROR_CHARS
+    assert len(result.error) == aggregate.MAX_ERROR_CHARS
 
 
 @pytest.mark.parametrize(("n", "size", "lengths"), [(0, 3, []), (5, 2, [2, 2, 1]), (4, 4, [4]), (4, 10, [4])])
@@ -45,3 +45,8 @@ def test_chunk_keeps_order(n, size, lengths):
 def test_chunk_rejects_zero():
     with pytest.raises(ValueError):
         aggregate.chunk([1], 0)
+
+
+def test_summary_counts_a_chunk():
+    results = [aggregate.completed("a", 50, []), aggregate.rejected("b", ["x"]), aggregate.failed("c", "s", "e")]
+    assert aggregate.summary(results).model_dump() == {"done": 3, "completed": 1, "rejected": 1, "failed": 1}

@@ -1,12 +1,14 @@
 """The chunk workflow's logic, driven step by step with fake activities: no sidecar, no runtime.
 
-The generator yields what it schedules; the driver answers each activity from a fake and sends the
-answer back, as the workflow engine would on replay.
+The generator yields what it schedules; the driver answers each activity with plain JSON, as the
+workflow engine hands results back on replay.
 """
 
 from collections import Counter
 
-from taskfan.workflow import orchestration as o
+from services.workflow import names
+from services.workflow.chunk_workflow import STEP_ATTEMPTS, process_chunk
+from services.workflow.models import ChunkRef, SaveResultsInput, ScoreInput, StepInput
 
 
 class Scheduled:
@@ -23,26 +25,33 @@ class FakeContext:
 
 
 def drive(tasks, answer):
-    """Run process_chunk to completion; ``answer(step, task)`` gives one task's step output."""
+    """Run process_chunk to completion; ``answer(step, task)`` gives one task's step answer (a dict)."""
     calls = Counter()
-    saved = {}
-    gen = o.process_chunk(FakeContext(), {"batch_id": "b", "index": 0})
+    saved = None
+    gen = process_chunk(FakeContext(), ChunkRef(batch_id="b", index=0))
     scheduled = next(gen)
     while True:
         calls[scheduled.name] += 1
-        if scheduled.name == o.VALIDATE_CHUNK:
-            reply = {"tasks": tasks, "validation": [{"task_id": t["task_id"], **answer(o.VALIDATE, t)} for t in tasks]}
+        if scheduled.name == names.VALIDATE_CHUNK:
+            assert scheduled.input == ChunkRef(batch_id="b", index=0)
+            reply = {"tasks": tasks,
+                     "validation": [{"task_id": t["task_id"], **answer(names.VALIDATE, t)} for t in tasks]}
         elif scheduled.name == "timer":
             reply = None
-        elif scheduled.name == o.SAVE_RESULTS:
+        elif scheduled.name == names.SAVE_RESULTS:
+            assert isinstance(scheduled.input, SaveResultsInput)
             saved = scheduled.input
-            reply = {"done": len(saved["results"])}
+            reply = {"done": len(saved.results)}
         else:
-            reply = [{"task_id": t["task_id"], **answer(scheduled.name, t)} for t in scheduled.input["tasks"]]
+            expected = ScoreInput if scheduled.name == names.SCORE else StepInput
+            assert isinstance(scheduled.input, expected)
+            items = scheduled.input.model_dump(mode="json")["tasks"]
+            reply = {"answers": [{"task_id": t["task_id"], **answer(scheduled.name, t)} for t in items]}
         try:
             scheduled = gen.send(reply)
-        except StopIteration:
-            return saved["results"], calls
+        except StopIteration as stop:
+            assert stop.value.done == len(saved.results)
+            return [r.model_dump() for r in saved.results], calls
 
 
 def task(task_id, title="Urgent: fix login API", description="The login api returns 500 errors"):
@@ -50,10 +59,11 @@ def task(task_id, title="Urgent: fix login API", description="The login api retu
 
 
 def rules(step, t):
-    if step == o.VALIDATE:
+    if step == names.VALIDATE:
         return {"issues": [] if len(t["title"]) >= 5 else ["Title too short (min 5 characters)"]}
-    if step == o.ENRICH:
+    if step == names.ENRICH:
         return {"tags": ["high-priority", "backend"]}
+    assert t["tags"] == ["high-priority", "backend"]  # the scorer gets what enrichment gave
     return {"score": 85}
 
 
@@ -62,29 +72,31 @@ def test_chain_rejects_early_and_keeps_input_order():
     assert [r["task_id"] for r in results] == ["a", "b", "c"]
     assert [r["status"] for r in results] == ["completed", "rejected", "completed"]
     assert results[1]["issues"] == ["Title too short (min 5 characters)"]
-    assert calls[o.VALIDATE_CHUNK] == calls[o.ENRICH] == calls[o.SCORE] == 1
-    assert calls[o.VALIDATE] == 0
+    assert results[0] == {"task_id": "a", "status": "completed", "score": 85, "tags": ["high-priority", "backend"],
+                          "issues": [], "error": None}
+    assert calls[names.VALIDATE_CHUNK] == calls[names.ENRICH] == calls[names.SCORE] == 1
+    assert calls[names.VALIDATE] == 0
 
 
 def test_a_failing_task_is_retried_alone_then_succeeds():
     attempts = Counter()
 
     def flaky(step, t):
-        if step == o.SCORE and t["task_id"] == "b":
+        if step == names.SCORE and t["task_id"] == "b":
             attempts["b"] += 1
-            if attempts["b"] < o.STEP_ATTEMPTS:
+            if attempts["b"] < STEP_ATTEMPTS:
                 return {"error": "scorer unavailable"}
         return rules(step, t)
 
     results, calls = drive([task("a"), task("b")], flaky)
     assert [r["status"] for r in results] == ["completed", "completed"]
-    assert calls[o.SCORE] == o.STEP_ATTEMPTS
-    assert calls["timer"] == o.STEP_ATTEMPTS - 1
+    assert calls[names.SCORE] == STEP_ATTEMPTS
+    assert calls["timer"] == STEP_ATTEMPTS - 1
 
 
 def test_a_task_failing_every_attempt_is_failed_with_its_error_and_tags():
     def broken(step, t):
-        if step == o.SCORE and t["task_id"] == "b":
+        if step == names.SCORE and t["task_id"] == "b":
             return {"error": "model crashed"}
         return rules(step, t)
 
@@ -98,7 +110,7 @@ def test_a_task_whose_first_validation_failed_is_validated_again():
     attempts = Counter()
 
     def flaky_validation(step, t):
-        if step == o.VALIDATE and t["task_id"] == "b":
+        if step == names.VALIDATE and t["task_id"] == "b":
             attempts["b"] += 1
             if attempts["b"] == 1:
                 return {"error": "validator unavailable"}
@@ -106,39 +118,4 @@ def test_a_task_whose_first_validation_failed_is_validated_again():
 
     results, calls = drive([task("a"), task("b")], flaky_validation)
     assert [r["status"] for r in results] == ["completed", "completed"]
-    assert calls[o.VALIDATE_CHUNK] == 1 and calls[o.VALIDATE] == 1
-
-
-# --- step calls: an unreachable app is asked again, other failures are not -------------------------
-
-
-def run_invoke(monkeypatch, answers):
-    """``_invoke`` against a scripted ``_call``; returns its result and how many calls it made."""
-    import asyncio
-
-    calls = []
-
-    async def fake_call(app_id, method, tasks):
-        calls.append(method)
-        return answers[min(len(calls), len(answers)) - 1]
-
-    monkeypatch.setattr(o, "_call", fake_call)
-    monkeypatch.setattr(o, "UNREACHABLE_RETRY_DELAYS_S", (0, 0, 0))
-    result = asyncio.run(o._invoke("scorer", "score", [{"task_id": "t1"}]))
-    return result, len(calls)
-
-
-def test_an_unreachable_step_app_is_asked_again_until_it_answers(monkeypatch):
-    down = (None, "scorer/score answered 503: connection refused", True)
-    result, calls = run_invoke(monkeypatch, [down, down, ([{"task_id": "t1", "score": 85}], "", False)])
-    assert (result, calls) == ([{"task_id": "t1", "score": 85}], 3)
-
-
-def test_an_app_unreachable_for_too_long_fails_the_attempt(monkeypatch):
-    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 503: refused", True)])
-    assert (result, calls) == ([{"task_id": "t1", "error": "scorer/score answered 503: refused"}], 4)
-
-
-def test_other_step_failures_are_not_repeated_by_the_call(monkeypatch):
-    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 500: boom", False)])
-    assert (result, calls) == ([{"task_id": "t1", "error": "scorer/score answered 500: boom"}], 1)
+    assert calls[names.VALIDATE_CHUNK] == 1 and calls[names.VALIDATE] == 1

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from taskfan.cli import schema_documents
+from taskfan.cli.schemas import schema_documents
 from taskfan.contracts import MAX_TASKS_PER_BATCH, BatchRequest, TaskBatch, describe_validation_error
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"

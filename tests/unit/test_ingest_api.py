@@ -3,9 +3,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from services.ingest.api import create_api
 from taskfan import events
 from taskfan.contracts import MAX_BATCH_BYTES, TaskBatch
-from taskfan.ingest.api import create_api
 
 
 class FakePublisher:

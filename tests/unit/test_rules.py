@@ -1,8 +1,8 @@
 import pytest
 
-from taskfan.enricher.rules import tags_for
-from taskfan.scorer.rules import score_for
-from taskfan.validator.rules import validation_issues
+from services.enricher.rules import tags_for
+from services.scorer.rules import score_for
+from services.validator.rules import validation_issues
 
 
 def test_valid_task_has_no_issues():

@@ -1,6 +1,7 @@
 import pytest
 
 from taskfan import cli
+from taskfan.cli import common
 from taskfan.settings import Settings, SettingsError
 
 
@@ -22,21 +23,21 @@ def test_bad_settings_fail_fast(env):
 
 
 def test_publish_missing_file_exits_2(tmp_path, capsys):
-    assert cli.main(["publish", str(tmp_path / "nope.json")]) == cli.EXIT_BAD_INPUT
+    assert cli.main(["publish", str(tmp_path / "nope.json")]) == common.EXIT_BAD_INPUT
     assert "cannot read" in capsys.readouterr().err
 
 
 def test_publish_bad_json_exits_2(tmp_path, capsys):
     path = tmp_path / "b.json"
     path.write_text("{oops")
-    assert cli.main(["publish", str(path)]) == cli.EXIT_BAD_INPUT
+    assert cli.main(["publish", str(path)]) == common.EXIT_BAD_INPUT
     assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_publish_to_unreachable_stack_exits_3(tmp_path, capsys):
     path = tmp_path / "b.json"
     path.write_text('[{"task_id": "t", "title": "Hello", "description": "0123456789"}]')
-    assert cli.main(["publish", str(path), "--url", "http://127.0.0.1:9"]) == cli.EXIT_UNREACHABLE
+    assert cli.main(["publish", str(path), "--url", "http://127.0.0.1:9"]) == common.EXIT_UNREACHABLE
     assert "cannot reach the ingest API" in capsys.readouterr().err
 
 
@@ -46,3 +47,22 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for command in ("publish", "outcomes", "status", "stack"):
         assert command in out
+
+
+def test_status_outside_a_checkout_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TASKFAN_RUN_FILE", raising=False)
+    monkeypatch.delenv("WORKFLOW_DAPR_URL", raising=False)
+    assert cli.main(["status", "some-batch"]) == common.EXIT_BAD_INPUT
+    assert "no dapr.yaml in" in capsys.readouterr().err
+
+
+def test_the_dapr_sdk_pins_match_the_runtime_version():
+    import tomllib
+    from pathlib import Path
+
+    from taskfan.versions import DAPR_VERSION
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    pins = [d for d in project["dependencies"] if d.startswith("dapr")]
+    assert pins == [f"dapr=={DAPR_VERSION}", f"dapr-ext-workflow=={DAPR_VERSION}", f"dapr-ext-grpc=={DAPR_VERSION}"]

@@ -2,11 +2,11 @@
 
 import threading
 
+from services.enricher.app import enrich
+from services.scorer.app import Scorer
+from services.validator.app import validate
 from taskfan.dapr_app import per_task
-from taskfan.enricher.app import enrich
-from taskfan.scorer.app import Scorer
 from taskfan.settings import Settings
-from taskfan.validator.app import validate
 
 TASK = {"task_id": "t1", "title": "Urgent: fix login API", "description": "The login api returns 500 errors"}
 

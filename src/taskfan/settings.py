@@ -4,19 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _versions() -> dict[str, str]:
-    pairs = {}
-    for line in (REPO_ROOT / "deploy" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            pairs[key] = value
-    return pairs
 
 
 class SettingsError(ValueError):
@@ -27,8 +14,12 @@ class SettingsError(ValueError):
 class Settings:
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
+    # Where the ingest app listens (the stack sets INGEST_PORT from dapr.yaml).
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8080
+    # Where clients (the CLI) find a running stack; empty: from the dapr.yaml of the checkout.
+    ingest_url: str = ""
+    workflow_dapr_url: str = ""
     # Scorer behaviour: a slow model emulated with a non-blocking delay and a per-replica cap.
     score_delay_ms: int = 0
     scorer_concurrency: int = 8
@@ -39,8 +30,8 @@ class Settings:
     max_in_flight: int = 400
     scorers: int = 1
     log_level: str = "INFO"
-    dapr_log_level: str = "warn"
-    run_dir: str = str(REPO_ROOT / ".taskfan")
+    # The local stack's run directory (logs, data, rendered components); empty: .taskfan/ beside dapr.yaml.
+    run_dir: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -72,10 +63,3 @@ class Settings:
     @property
     def redis_address(self) -> str:
         return f"{self.redis_host}:{self.redis_port}"
-
-    @property
-    def ingest_url(self) -> str:
-        return f"http://{self.ingest_host}:{self.ingest_port}"
-
-
-DAPR_VERSION = _versions()["DAPR_VERSION"]

@@ -108,6 +108,23 @@ class Outcome(_Model):
     finished_at: str
 
 
+class ScoreRequest(BaseModel):
+    """What the workflow sends the scorer for a task: its id and the tags enrichment gave it."""
+
+    task_id: str
+    tags: list[str]
+
+
+class StepAnswer(BaseModel):
+    """A step app's answer for one task; ``error`` is set when the call or the rule failed for it."""
+
+    task_id: str
+    error: str | None = None
+    issues: list[str] = []  # validate
+    tags: list[str] = []  # enrich
+    score: int | None = None  # score
+
+
 class DeadLetter(_Model):
     """Data of the CloudEvent on ``tasks-deadletter``: an event the workflow service refused."""
 

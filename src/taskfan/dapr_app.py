@@ -21,7 +21,7 @@ from dapr.ext.workflow.logger import LoggerOptions
 from pydantic import BaseModel
 
 from taskfan import logs
-from taskfan.contracts import Task
+from taskfan.contracts import StepAnswer, Task
 from taskfan.settings import Settings
 
 JsonHandler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -40,7 +40,7 @@ def json_method(fn: JsonHandler) -> Callable[[InvokeMethodRequest], InvokeMethod
 
 
 def per_task(rule: Callable[[Any], dict[str, Any]], model: type[BaseModel] = Task) -> JsonHandler:
-    """A step method body: ``{"tasks": [...]}`` in, ``{"results": [...]}`` out, one result per task.
+    """A step method body: ``{"tasks": [...]}`` in, ``{"results": [StepAnswer, ...]}`` out, one per task.
 
     A task the rule cannot handle gets an ``error`` entry instead of failing the whole call, so the
     workflow retries just that task.
@@ -50,9 +50,10 @@ def per_task(rule: Callable[[Any], dict[str, Any]], model: type[BaseModel] = Tas
         results = []
         for raw in body["tasks"]:
             try:
-                results.append({"task_id": raw["task_id"], **rule(model.model_validate(raw))})
+                answer = StepAnswer(task_id=raw["task_id"], **rule(model.model_validate(raw)))
             except Exception as exc:  # noqa: BLE001 - reported per task, the call itself succeeds
-                results.append({"task_id": raw.get("task_id"), "error": f"{type(exc).__name__}: {exc}"})
+                answer = StepAnswer(task_id=str(raw.get("task_id")), error=f"{type(exc).__name__}: {exc}")
+            results.append(answer.model_dump(exclude_unset=True))
         return {"results": results}
 
     handle.__name__ = getattr(rule, "__name__", "handle")

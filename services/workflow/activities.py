@@ -1,0 +1,99 @@
+"""The activities: every piece of I/O of a batch, through the sidecar (state store, pub/sub, steps).
+
+Each takes one typed input (``models``) and returns a model; registered names are in ``names``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import dapr.ext.workflow as wf
+from dapr.aio.clients import DaprClient
+
+from services.workflow import aggregate, step_client
+from services.workflow.models import (
+    BatchRef,
+    ChunkRef,
+    ChunkSummary,
+    LoadedChunk,
+    OutcomeSummary,
+    PublishInput,
+    SaveResultsInput,
+    ScoreInput,
+    StepInput,
+    StepOutput,
+)
+from services.workflow.state_keys import STATE_TTL_S, results_key, tasks_key
+from taskfan import events
+from taskfan.contracts import OUTCOME_EVENT_TYPE, OUTCOMES_TOPIC, PUBSUB, STATESTORE, AppId, Task, TaskResult
+
+SCORE_TASKS_PER_CALL = 2  # small calls spread one chunk over every scorer replica
+
+_dapr: DaprClient | None = None
+
+
+def _client() -> DaprClient:
+    # Created on first use, inside the worker's event loop that runs async activities.
+    global _dapr
+    if _dapr is None:
+        _dapr = DaprClient()
+    return _dapr
+
+
+async def validate_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepOutput:
+    return StepOutput(answers=await step_client.invoke(AppId.VALIDATOR, "validate", inp.tasks))
+
+
+async def enrich_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepOutput:
+    return StepOutput(answers=await step_client.invoke(AppId.ENRICHER, "enrich", inp.tasks))
+
+
+async def score_tasks(ctx: wf.WorkflowActivityContext, inp: ScoreInput) -> StepOutput:
+    calls = aggregate.chunk(inp.tasks, SCORE_TASKS_PER_CALL)
+    answers = await asyncio.gather(*(step_client.invoke(AppId.SCORER, "score", call) for call in calls))
+    return StepOutput(answers=[answer for call in answers for answer in call])
+
+
+async def _load_tasks(chunk: ChunkRef) -> list[Task]:
+    item = await _client().get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
+    if not item.data:
+        raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
+    return [Task.model_validate(t) for t in json.loads(item.data)]
+
+
+async def validate_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRef) -> LoadedChunk:
+    tasks = await _load_tasks(inp)
+    return LoadedChunk(tasks=tasks, validation=await step_client.invoke(AppId.VALIDATOR, "validate", tasks))
+
+
+async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsInput) -> ChunkSummary:
+    results = inp.results
+    if results is None:  # the chunk workflow itself failed: report each of its tasks as failed
+        tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=inp.index))
+        results = [aggregate.failed(t.task_id, "chunk", inp.failed_chunk_error or "unknown error") for t in tasks]
+    await _client().save_state(STATESTORE, results_key(inp.batch_id, inp.index),
+                               json.dumps([r.model_dump(mode="json") for r in results]),
+                               state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
+    return aggregate.summary(results)
+
+
+async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
+    keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
+    items = {item.key: item.data for item in (await _client().get_bulk_state(STATESTORE, keys, parallelism=8)).items}
+    missing = [k for k in keys if not items.get(k)]
+    if missing:
+        raise LookupError(f"results missing from the state store: {missing[:3]}")
+    results = [TaskResult.model_validate(r) for k in keys for r in json.loads(items[k])]
+    outcome = aggregate.aggregate(inp.batch_id, results, inp.started_at, inp.finished_at)
+    # A stable event id lets subscribers drop the rare redelivery of a retried publish.
+    data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
+                         event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
+    await _client().publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+    return OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"}))
+
+
+async def forget_batch(ctx: wf.WorkflowActivityContext, inp: BatchRef) -> None:
+    for i in range(inp.chunks):
+        await _client().delete_state(STATESTORE, tasks_key(inp.batch_id, i))
+        await _client().delete_state(STATESTORE, results_key(inp.batch_id, i))

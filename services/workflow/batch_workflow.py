@@ -1,0 +1,89 @@
+"""``process_batch``: the durable workflow of one batch, a chunked fan-out and one fan-in.
+
+The batch is cut into chunks of ``TASKS_PER_CHUNK`` tasks. Each chunk is a child workflow
+(``process_chunk``); this workflow runs just enough of them at once to keep ``max_in_flight`` tasks
+in progress, keeps ``done``/``total`` in its custom status, then publishes one outcome.
+
+Task lists and results travel through the state store, not through workflow history: the intake
+stores each chunk's tasks before the workflow starts, a chunk stores its results when done, and
+``publish_outcome`` reads them all. Histories stay a few kilobytes per chunk even for a 10,000-task
+batch (payloads over 4 MiB break the SDK). Deterministic: no I/O, no clock but the context's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from datetime import UTC
+from typing import Any
+
+import dapr.ext.workflow as wf
+
+from services.workflow.models import (
+    BatchInput,
+    BatchProgress,
+    BatchRef,
+    ChunkRef,
+    ChunkSummary,
+    OutcomeSummary,
+    PublishInput,
+    SaveResultsInput,
+)
+from services.workflow.names import CHUNK_WORKFLOW, FORGET_BATCH, PUBLISH_OUTCOME, SAVE_RESULTS
+from services.workflow.retry import INFRA_RETRY
+from services.workflow.state_keys import chunk_instance_id
+
+log = logging.getLogger(__name__)
+
+# Measured side by side (bench.in_flight): against chunks of 50, a 10,000-task batch took ~30% less
+# time and batches of 100 ran faster too: half the child workflows, activities and history replays.
+TASKS_PER_CHUNK = 100
+
+
+def batch_input(batch_id: str, total: int, max_in_flight: int) -> BatchInput:
+    return BatchInput(batch_id=batch_id, total=total, chunks=-(-total // TASKS_PER_CHUNK),
+                      max_in_flight=max_in_flight)
+
+
+def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any, Any, OutcomeSummary]:
+    started_at = _now(ctx)
+    parallel = max(1, inp.max_in_flight // TASKS_PER_CHUNK)
+    running: dict[Any, int] = {}
+    next_chunk = 0
+    progress = BatchProgress(total=inp.total)
+    ctx.set_custom_status(progress.model_dump_json())
+    while next_chunk < inp.chunks or running:
+        while next_chunk < inp.chunks and len(running) < parallel:
+            child = ctx.call_child_workflow(CHUNK_WORKFLOW, input=ChunkRef(batch_id=inp.batch_id, index=next_chunk),
+                                            instance_id=chunk_instance_id(inp.batch_id, next_chunk))
+            running[child] = next_chunk
+            next_chunk += 1
+        finished = yield wf.when_any(list(running))
+        index = running.pop(finished)
+        if finished.is_failed:
+            # A chunk does not fail by design; if it does, its tasks are still reported, as failed.
+            summary = yield ctx.call_activity(SAVE_RESULTS, retry_policy=INFRA_RETRY, input=SaveResultsInput(
+                batch_id=inp.batch_id, index=index, failed_chunk_error=_failure_message(finished)))
+        else:
+            summary = finished.get_result()
+        progress.add(ChunkSummary.model_validate(summary))
+        ctx.set_custom_status(progress.model_dump_json())
+
+    outcome = yield ctx.call_activity(PUBLISH_OUTCOME, retry_policy=INFRA_RETRY, input=PublishInput(
+        batch_id=inp.batch_id, chunks=inp.chunks, started_at=started_at, finished_at=_now(ctx)))
+    yield ctx.call_activity(FORGET_BATCH, retry_policy=INFRA_RETRY,
+                            input=BatchRef(batch_id=inp.batch_id, chunks=inp.chunks))
+    if not ctx.is_replaying:
+        log.info("batch finished", extra={"batch_id": inp.batch_id, "total": inp.total})
+    return OutcomeSummary.model_validate(outcome)
+
+
+def _now(ctx: wf.DaprWorkflowContext) -> str:
+    # The replay-safe clock; the SDK gives it without a zone, it is UTC.
+    return ctx.current_utc_datetime.replace(tzinfo=UTC).isoformat()
+
+
+def _failure_message(task: Any) -> str:
+    exc = task.get_exception()
+    details = getattr(exc, "details", None)
+    return getattr(details, "message", None) or str(exc)

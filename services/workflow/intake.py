@@ -1,0 +1,85 @@
+"""Turns events on ``tasks`` into workflow instances, at most one per batch id.
+
+Every malformed event is answered on the dead-letter topic with the reason. A handler never
+raises: it returns success, or retry when Dapr itself is unavailable (Dapr then redelivers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+from dapr.clients import DaprClient
+from dapr.clients.grpc._response import TopicEventResponse
+from dapr.clients.grpc._state import StateItem
+from dapr.ext.workflow import DaprWorkflowClient
+
+from services.workflow.aggregate import chunk
+from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input
+from services.workflow.names import BATCH_WORKFLOW
+from services.workflow.state_keys import STATE_TTL_S, tasks_key
+from taskfan import events
+from taskfan.contracts import DEADLETTER_EVENT_TYPE, DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, DeadLetter, TaskBatch
+
+log = logging.getLogger(__name__)
+
+
+class BatchIntake:
+    def __init__(self, workflows: DaprWorkflowClient, dapr: DaprClient, max_in_flight: int) -> None:
+        self.workflows = workflows
+        self.dapr = dapr
+        self.max_in_flight = max_in_flight
+
+    def on_event(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
+        raw: bytes = event.data
+        try:
+            batch = events.decode(raw, TaskBatch)
+        except events.EventError as exc:
+            return self.dead_letter(raw, str(exc))
+        try:
+            return self.start(batch)
+        except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting
+            log.warning("could not start workflow; Dapr will redeliver",
+                        extra={"batch_id": batch.batch_id, "error": str(exc)})
+            return TopicEventResponse("retry")
+
+    def start(self, batch: TaskBatch) -> TopicEventResponse:
+        # Instance id = batch id: a batch published twice, or redelivered, runs once.
+        if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is not None:
+            log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
+            return TopicEventResponse("success")
+        self.store_tasks(batch)
+        try:
+            self.workflows.schedule_new_workflow(
+                BATCH_WORKFLOW, input=batch_input(batch.batch_id, len(batch.tasks), self.max_in_flight),
+                instance_id=batch.batch_id,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+                raise
+            log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
+            return TopicEventResponse("success")
+        log.info("batch accepted", extra={"batch_id": batch.batch_id, "tasks": len(batch.tasks)})
+        return TopicEventResponse("success")
+
+    def store_tasks(self, batch: TaskBatch) -> None:
+        """Each chunk's tasks go to the state store before the workflow starts (not into its history)."""
+        tasks = [task.model_dump(mode="json") for task in batch.tasks]
+        items = [StateItem(tasks_key(batch.batch_id, i), json.dumps(part), metadata={"ttlInSeconds": str(STATE_TTL_S)})
+                 for i, part in enumerate(chunk(tasks, TASKS_PER_CHUNK))]
+        self.dapr.save_bulk_state(STATESTORE, items)
+
+    def dead_letter(self, raw: bytes, reason: str) -> TopicEventResponse:
+        record = DeadLetter(reason=reason, event=events.loads_lenient(raw), received_at=events.utc_now())
+        try:
+            self.dapr.publish_event(
+                PUBSUB, DEADLETTER_TOPIC,
+                events.encode(DEADLETTER_EVENT_TYPE, record, source=AppId.WORKFLOW),
+                data_content_type=events.CLOUDEVENT_CONTENT_TYPE,
+            )
+        except Exception as exc:  # noqa: BLE001 - any publish failure means "try again later"
+            log.warning("dead-letter publish failed; Dapr will redeliver", extra={"error": str(exc)})
+            return TopicEventResponse("retry")
+        log.warning("event dead-lettered", extra={"reason": reason})
+        return TopicEventResponse("success")

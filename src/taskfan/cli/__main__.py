@@ -1,0 +1,5 @@
+import sys
+
+from taskfan.cli.main import main
+
+sys.exit(main())

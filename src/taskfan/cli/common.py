@@ -1,0 +1,45 @@
+"""What every ``taskfan`` command shares: exit codes, the error type, settings and the stack's addresses."""
+
+from __future__ import annotations
+
+from taskfan import runfile
+from taskfan.settings import Settings, SettingsError
+
+EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
+
+
+def settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+
+
+def run_file() -> runfile.RunFile:
+    try:
+        return runfile.load()
+    except runfile.RunFileError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+
+
+def local_stack():  # noqa: ANN201 - taskfan.stack is imported only by the commands that drive the stack
+    from taskfan.stack import Stack
+
+    return Stack(settings(), run_file())
+
+
+def ingest_url(current: Settings) -> str:
+    """``INGEST_URL``, else the ingest address in the checkout's ``dapr.yaml``."""
+    return current.ingest_url or run_file().ingest_url()
+
+
+def workflow_dapr_url(current: Settings) -> str:
+    """``WORKFLOW_DAPR_URL``, else the workflow sidecar's HTTP address in ``dapr.yaml``."""
+    return current.workflow_dapr_url or run_file().dapr_http_url("workflow")

@@ -1,0 +1,34 @@
+"""``taskfan stack``: start, stop, list and crash-drill the local stack (what `make up`/`make down` run)."""
+
+from __future__ import annotations
+
+import argparse
+
+from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, CliError, local_stack
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from taskfan.stack import StackError, restart
+
+    stack = local_stack()
+    try:
+        if args.action == "up":
+            stack.up(args.scorers)
+        elif args.action == "down":
+            stack.down()
+        elif args.action == "restart":
+            if not args.app:
+                raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow)",
+                               EXIT_BAD_INPUT)
+            restart(stack, args.app)
+            print(f"{args.app} restarted and ready")
+        else:
+            rows = stack.status()
+            for name, pid, alive in rows:
+                print(f"{name:22} pid {pid:<8} {'running' if alive else 'STOPPED'}")
+            if not rows:
+                print("no stack is running")
+            return 0 if rows and all(alive for *_, alive in rows) else EXIT_REFUSED
+    except StackError as exc:
+        raise CliError(str(exc), EXIT_REFUSED) from None
+    return 0

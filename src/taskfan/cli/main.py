@@ -1,0 +1,73 @@
+"""``taskfan``: publish batches, follow outcomes, inspect a batch, run the local stack.
+
+Exit codes: 0 success, 1 the stack refused or failed, 2 bad input (file, arguments), 3 stack unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from taskfan.cli.common import CliError
+from taskfan.cli.local_stack import cmd_stack
+from taskfan.cli.outcomes import cmd_outcomes
+from taskfan.cli.publish import cmd_publish
+from taskfan.cli.schemas import cmd_schemas
+from taskfan.cli.status import cmd_status
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="taskfan",
+        description="Taskfan: publish a batch of tasks, get one outcome per batch (Dapr + Redis).",
+        epilog="The stack's apps and ports come from dapr.yaml (this folder or above, or $TASKFAN_RUN_FILE); "
+               "settings from environment variables (REDIS_PORT, SCORERS, SCORE_DELAY_MS, INGEST_URL, ...); "
+               "see README.md.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pub = sub.add_parser("publish", help="publish a batch file through the ingest HTTP API")
+    pub.add_argument("file", help='JSON file: {"batch_id"?, "tasks": [...]} or a list of tasks; - = stdin')
+    pub.add_argument("--batch-id", help="use this batch id (default: the file's, else one is assigned)")
+    pub.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    pub.add_argument("--timeout", type=float, default=600, help="seconds to wait with --wait (default 600)")
+    pub.add_argument("--url", help="ingest API base URL (default: $INGEST_URL, else from dapr.yaml)")
+    pub.set_defaults(func=cmd_publish)
+
+    out = sub.add_parser("outcomes", help="print outcomes: recent ones, or --follow new ones as they arrive")
+    out.add_argument("--follow", "-f", action="store_true",
+                     help="subscribe through a Dapr sidecar and print outcomes as they arrive")
+    out.add_argument("--group", default="taskfan-cli",
+                     help="consumer group (Dapr app id) of the subscription (default taskfan-cli); "
+                          "followers sharing a group share the outcomes")
+    out.add_argument("--batch", help="only this batch; with --follow, exit after printing it")
+    out.add_argument("--count", type=int, default=10, help="how many recent outcomes (default 10)")
+    out.set_defaults(func=cmd_outcomes)
+
+    st = sub.add_parser("status", help="show a batch's workflow state and progress")
+    st.add_argument("batch_id")
+    st.set_defaults(func=cmd_status)
+
+    stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
+    stk.add_argument("action", choices=["up", "down", "status", "restart"],
+                     help="restart SIGKILLs one process (--app) and starts it again: a crash drill")
+    stk.add_argument("--app", help="with restart: a process name from `stack status` "
+                                   "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...)")
+    stk.add_argument("--scorers", type=int, default=None, help="scorer replicas (default $SCORERS or 1)")
+    stk.set_defaults(func=cmd_stack)
+
+    sch = sub.add_parser("schemas", help="write the JSON Schema files of the events")
+    sch.add_argument("--out", default="schemas", help="folder to write them to (default ./schemas)")
+    sch.set_defaults(func=cmd_schemas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"taskfan: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130

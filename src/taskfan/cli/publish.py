@@ -1,0 +1,66 @@
+"""``taskfan publish``: send a batch file to the ingest HTTP API; ``--wait`` prints its outcome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import httpx
+
+from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, CliError, ingest_url, settings
+from taskfan.cli.outcomes import find_outcome
+from taskfan.cli.status import wait_until_done
+from taskfan.contracts import OUTCOMES_TOPIC
+
+
+def read_batch_file(path: str) -> bytes:
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_BAD_INPUT) from None
+    try:
+        json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"{path} is not valid JSON: {exc}", EXIT_BAD_INPUT) from None
+    return raw
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    body = read_batch_file(args.file)
+    if args.batch_id:
+        document = json.loads(body)
+        document = {"tasks": document} if isinstance(document, list) else document
+        if not isinstance(document, dict):
+            raise CliError(f"{args.file} must hold a JSON object or a list of tasks", EXIT_BAD_INPUT)
+        document["batch_id"] = args.batch_id
+        body = json.dumps(document).encode()
+    url = f"{args.url or ingest_url(settings())}/batches"
+    try:
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the ingest API at {url}: {exc} (is the stack up? `make up`)",
+                       EXIT_UNREACHABLE) from None
+    if response.status_code != 202:
+        code = EXIT_BAD_INPUT if 400 <= response.status_code < 500 else EXIT_REFUSED
+        raise CliError(f"batch refused ({response.status_code}): {_error_text(response)}", code)
+    accepted = response.json()
+    print(f"published batch {accepted['batch_id']} ({accepted['tasks']} tasks)", file=sys.stderr)
+    if not args.wait:
+        print(accepted["batch_id"])
+        return 0
+    wait_until_done(accepted["batch_id"], args.timeout)
+    outcome = find_outcome(accepted["batch_id"])
+    if outcome is None:
+        raise CliError(f"batch {accepted['batch_id']} completed but its outcome is not on the "
+                       f"{OUTCOMES_TOPIC!r} stream", EXIT_REFUSED)
+    print(json.dumps(outcome, indent=2))
+    return 0
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text

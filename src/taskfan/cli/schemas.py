@@ -1,0 +1,25 @@
+"""``taskfan schemas``: the JSON Schema files of the events, generated from the pydantic models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from taskfan.contracts import DeadLetter, Outcome, TaskBatch
+
+SCHEMA_MODELS = {"task-batch.schema.json": TaskBatch, "outcome.schema.json": Outcome,
+                 "dead-letter.schema.json": DeadLetter}
+
+
+def schema_documents() -> dict[str, str]:
+    return {name: json.dumps(model.model_json_schema(), indent=2) + "\n" for name, model in SCHEMA_MODELS.items()}
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    target = Path(args.out)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in schema_documents().items():
+        (target / name).write_text(text)
+        print(target / name)
+    return 0

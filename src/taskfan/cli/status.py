@@ -1,0 +1,87 @@
+"""``taskfan status``: a batch's workflow state and progress, through Dapr's own workflow HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, settings, workflow_dapr_url
+
+
+def workflow_state(batch_id: str) -> dict[str, Any] | None:
+    """The batch's workflow as the workflow sidecar's ``/v1.0/workflows/dapr/<id>`` answers it."""
+    url = f"{workflow_dapr_url(settings())}/v1.0/workflows/dapr/{batch_id}"
+    try:
+        response = httpx.get(url, timeout=10)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the workflow sidecar at {url}: {exc} (is the stack up?)",
+                       EXIT_UNREACHABLE) from None
+    if response.status_code == 404 or "ERR_INSTANCE_ID_NOT_FOUND" in response.text:
+        return None
+    if response.status_code != 200:
+        # A 5xx can be transient: Dapr reads a running workflow's state while the engine writes it.
+        raise CliError(f"workflow API answered {response.status_code}: {response.text}", EXIT_REFUSED,
+                       transient=response.status_code >= 500)
+    return response.json()
+
+
+def summarize(batch_id: str, state: dict[str, Any] | None) -> dict[str, Any]:
+    if state is None:
+        return {"batch_id": batch_id, "state": "UNKNOWN", "detail": "no workflow with this id (yet)"}
+    props = state.get("properties", {})
+    progress = json.loads(props.get("dapr.workflow.custom_status") or "{}")
+    summary: dict[str, Any] = {
+        "batch_id": batch_id,
+        "state": state.get("runtimeStatus"),
+        "done": progress.get("done"),
+        "total": progress.get("total"),
+        "created_at": state.get("createdAt"),
+        "last_updated_at": state.get("lastUpdatedAt"),
+    }
+    output = props.get("dapr.workflow.output")
+    if output:
+        outcome = json.loads(output)
+        summary.update({k: outcome[k] for k in ("completed", "rejected", "failed", "average_score")})
+    if props.get("dapr.workflow.failure.error_message"):
+        summary["error"] = props["dapr.workflow.failure.error_message"]
+    return summary
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    summary = summarize(args.batch_id, workflow_state(args.batch_id))
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["state"] != "UNKNOWN" else EXIT_REFUSED
+
+
+def wait_until_done(batch_id: str, timeout: float) -> None:
+    """Poll the workflow until it completes, showing progress on stderr."""
+    deadline = time.monotonic() + timeout
+    last = None
+    transient_errors = 0
+    while time.monotonic() < deadline:
+        try:
+            state = workflow_state(batch_id)
+        except CliError as exc:
+            transient_errors += 1
+            if not exc.transient or transient_errors > 20:
+                raise
+            time.sleep(0.5)
+            continue
+        transient_errors = 0
+        summary = summarize(batch_id, state)
+        line = f"{summary['state']}: {summary.get('done') or 0}/{summary.get('total') or '?'} tasks done"
+        if line != last:
+            print(line, file=sys.stderr)
+            last = line
+        if summary["state"] == "COMPLETED":
+            return
+        if summary["state"] in ("FAILED", "TERMINATED"):
+            raise CliError(f"batch {batch_id} ended {summary['state']}: {summary.get('error', '')}",
+                           EXIT_REFUSED)
+        time.sleep(0.25)  # a poll interval under a deadline
+    raise CliError(f"batch {batch_id} has no outcome after {timeout:.0f}s", EXIT_REFUSED)

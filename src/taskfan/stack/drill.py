@@ -1,0 +1,43 @@
+"""The crash drill: SIGKILL one process of a running stack and start it again, ready."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from taskfan.contracts import AppId
+from taskfan.stack import readiness
+from taskfan.stack.launcher import Stack
+from taskfan.stack.processes import StackError, pid_alive, port_open, wait_until
+
+
+def restart(stack: Stack, name: str) -> None:
+    """``name`` is a process name as ``stack status`` shows it: ``workflow``, ``scorer-0``,
+    ``workflow-daprd``, ``redis``, ``scheduler``, ...
+    """
+    state = stack.running()
+    if state is None:
+        raise StackError("no stack is running")
+    old = next((p for p in state.processes if p.name == name), None)
+    if old is None:
+        raise StackError(f"no process named {name!r}; choose from {[p.name for p in state.processes]}")
+    bin_dir = stack.dapr_bin()
+    os.killpg(old.pid, signal.SIGKILL)  # no graceful shutdown: this is the crash
+    # Its ports too: a forked child (Redis rewriting its AOF) can hold them a moment longer.
+    wait_until(lambda: not pid_alive(old.pid) and not any(port_open(p) for p in old.ports),
+               f"{name} to exit", timeout=10)
+    state.processes.remove(old)
+    instance = next((i for i in stack.topology.instances(state.scorers) if name in (i.label, i.sidecar_label)), None)
+    if instance is None:  # Redis or the control plane: the same command again
+        process = stack.spawn(state, name, old.cmd, old.env, ports=old.ports, cwd=Path(old.cwd) if old.cwd else None)
+        wait_until(lambda: readiness.service_ready(stack, name), name, alive=readiness.alive_check(process))
+    else:
+        if name == instance.label:
+            stack.spawn(state, name, old.cmd, old.env, ports=old.ports, cwd=instance.app_dir)
+        else:
+            stack.start_daprd(state, instance, bin_dir)
+        readiness.wait_app(stack, state, instance, bin_dir)
+    if instance is None or instance.app_id == AppId.WORKFLOW:
+        readiness.wait_workflow_worker(stack, state, bin_dir)
+    state.save(stack.state_path)

@@ -1,0 +1,302 @@
+"""The one launcher of the local stack: Redis, Dapr placement and scheduler, the apps of ``dapr.yaml``
+and their sidecars.
+
+``taskfan stack up`` returns only when every process answers its readiness check, and records what it
+started in ``<run dir>/stack.json``; ``taskfan stack down`` stops exactly that and checks that no port
+is left in use. No sleeps: every wait polls a health endpoint with a deadline. Readiness of the apps
+and sidecars, and the crash drill, are in ``readiness`` and ``drill``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from taskfan import runfile
+from taskfan.runfile import RunFile
+from taskfan.settings import Settings
+from taskfan.stack import readiness
+from taskfan.stack.processes import (
+    Process,
+    StackError,
+    StackState,
+    free_ports,
+    http_status,
+    pid_alive,
+    port_open,
+    redis_ping,
+    stop_process,
+    tail,
+    wait_until,
+)
+from taskfan.stack.topology import MAX_SCORERS, Instance, Topology
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class Stack:
+    def __init__(self, settings: Settings | None = None, run_file: RunFile | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.run_file = run_file or runfile.load()
+        self.topology = Topology(self.run_file)
+        self.root = self.run_file.root
+        self.run_dir = Path(self.settings.run_dir) if self.settings.run_dir else self.root / ".taskfan"
+        self.logs_dir = self.run_dir / "logs"
+        self.resources_dir = self.run_dir / "resources"
+        self.config_path = self.run_dir / "config.yaml"
+        self.name_resolution_db = self.run_dir / "name-resolution.db"
+        self.state_path = self.run_dir / "stack.json"
+        self.ingest_url = self.run_file.ingest_url()
+        self.workflow = self.topology.instance("workflow")
+
+    # Installation is the project's own job: both scripts return at once when already done.
+    def _install(self, script_name: str, what: str) -> str:
+        script = self.root / "deploy" / script_name
+        if not script.is_file():
+            raise StackError(f"{script} is missing: run the stack from a Taskfan checkout")
+        result = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            raise StackError(f"{what} failed (see the lines above); script: {script}")
+        return result.stdout.strip().splitlines()[-1]
+
+    def dapr_bin(self) -> Path:
+        return Path(self._install("install-dapr.sh", "building the Dapr runtime"))
+
+    def redis_server(self) -> str:
+        return self._install("install-redis.sh", "installing redis-server")
+
+    def running(self) -> StackState | None:
+        state = StackState.load(self.state_path)
+        if state and any(pid_alive(p.pid) for p in state.processes):
+            return state
+        return None
+
+    # --- up --------------------------------------------------------------------------------------
+
+    def up(self, scorers: int | None = None, progress: Progress = print) -> StackState:
+        scorers = self.settings.scorers if scorers is None else scorers
+        if not 1 <= scorers <= MAX_SCORERS:
+            raise StackError(f"SCORERS must be between 1 and {MAX_SCORERS}, got {scorers}")
+        if self.running():
+            raise StackError(f"a stack is already running (state in {self.state_path}); "
+                             "run `make down` first")
+        bin_dir = self.dapr_bin()
+        redis_server = self.redis_server()
+        instances = self.topology.instances(scorers)
+        self.check_ports_free(instances)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.render_resources()
+
+        state = StackState(scorers=scorers)
+        try:
+            self._start_redis(state, redis_server, progress)
+            self._start_control_plane(state, bin_dir, progress)
+            first, *rest = instances
+            # The first sidecar creates the name-resolution database alone; the rest start together.
+            self.start_app(state, first, bin_dir)
+            readiness.wait_app(self, state, first, bin_dir)
+            progress(f"ready: {first.label} (sidecar http {first.http_port})")
+            for instance in rest:
+                self.start_app(state, instance, bin_dir)
+            for instance in rest:
+                readiness.wait_app(self, state, instance, bin_dir)
+                progress(f"ready: {instance.label} (sidecar http {instance.http_port})")
+            readiness.wait_workflow_worker(self, state, bin_dir)
+        except BaseException:
+            state.save(self.state_path)
+            self.down(progress=lambda _: None)
+            raise
+        state.save(self.state_path)
+        progress(f"stack is up: ingest API {self.ingest_url}, {scorers} scorer(s), logs in {self.logs_dir}")
+        return state
+
+    def check_ports_free(self, instances: list[Instance]) -> None:
+        ports = [*self.topology.placement_ports, *self.topology.scheduler_ports, self.topology.ingest_port]
+        for instance in instances:
+            ports += instance.ports + ([instance.app_port] if instance.app_port else [])
+        busy = [p for p in ports if port_open(p)]
+        if busy:
+            raise StackError(f"ports already in use: {busy}; another stack or program holds them "
+                             "(`make down` stops a Taskfan stack)")
+
+    def render_resources(self) -> None:
+        """Copy the run file's resources and configuration, pointed at this stack's Redis and run dir.
+
+        The committed files are valid as they are for `dapr run -f .` with the default Redis; the
+        launcher only sets ``redisHost`` (REDIS_HOST:REDIS_PORT) and the name-resolution database path.
+        """
+        self.resources_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.resources_dir.glob("*.yaml"):
+            old.unlink()
+        for folder in self.run_file.common.resources_paths:
+            for source in sorted(self.run_file.resolve(folder).glob("*.yaml")):
+                documents = list(yaml.safe_load_all(source.read_text()))
+                for document in documents:
+                    for item in (document.get("spec") or {}).get("metadata") or []:
+                        if item.get("name") == "redisHost":
+                            item["value"] = self.settings.redis_address
+                (self.resources_dir / source.name).write_text(yaml.safe_dump_all(documents, sort_keys=False))
+        config = yaml.safe_load(self.run_file.resolve(self.run_file.common.config_file_path).read_text())
+        resolver = config.get("spec", {}).get("nameResolution", {}).get("configuration")
+        if resolver is not None and "connectionString" in resolver:
+            resolver["connectionString"] = str(self.name_resolution_db)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.name_resolution_db.unlink(missing_ok=True)
+
+    def spawn(self, state: StackState, name: str, cmd: list[str], env: dict[str, str] | None = None,
+              ports: list[int] | None = None, cwd: Path | None = None) -> Process:
+        log_path = self.logs_dir / f"{name}.log"
+        with open(log_path, "ab") as out:
+            # Own session: the stack outlives `make up`, and `down` can stop each process group.
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **(env or {})}, cwd=cwd or self.run_dir,
+                                    start_new_session=True)
+        process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {}, str(cwd or self.run_dir))
+        state.processes.append(process)
+        state.save(self.state_path)
+        return process
+
+    def _start_redis(self, state: StackState, redis_server: str, progress: Progress) -> None:
+        host, port = self.settings.redis_host, self.settings.redis_port
+        if port_open(port, host):
+            if not redis_ping(host, port):
+                raise StackError(f"something that is not Redis listens on {host}:{port} (set REDIS_PORT)")
+            progress(f"using the Redis server already running on {host}:{port}")
+            return
+        data_dir = self.run_dir / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        process = self.spawn(state, "redis", [
+            redis_server, "--bind", host, "--port", str(port), "--dir", str(data_dir),
+            "--appendonly", "yes", "--save", "", "--daemonize", "no",
+        ], ports=[port])
+        state.redis_started = True
+        wait_until(lambda: readiness.service_ready(self, "redis"), "redis", alive=readiness.alive_check(process))
+        progress(f"ready: redis on {host}:{port}")
+
+    def _start_control_plane(self, state: StackState, bin_dir: Path, progress: Progress) -> None:
+        placement_port, placement_health, placement_raft = self.topology.placement_ports
+        scheduler_port, scheduler_health, etcd_client, etcd_peer = self.topology.scheduler_ports
+        placement = self.spawn(state, "placement", [
+            str(bin_dir / "placement"), "--port", str(placement_port),
+            "--healthz-port", str(placement_health), "--healthz-listen-address", "127.0.0.1",
+            "--listen-address", "127.0.0.1",
+            "--initial-cluster", f"dapr-placement-0=127.0.0.1:{placement_raft}",
+            "--enable-metrics=false", "--log-as-json",
+        ], ports=[placement_port, placement_health])
+        scheduler = self.spawn(state, "scheduler", [
+            str(bin_dir / "scheduler"), "--port", str(scheduler_port),
+            "--healthz-port", str(scheduler_health), "--healthz-listen-address", "127.0.0.1",
+            "--listen-address", "127.0.0.1",
+            "--etcd-data-dir", str(self.run_dir / "scheduler"),
+            "--etcd-client-port", str(etcd_client),
+            "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{etcd_peer}",
+            "--enable-metrics=false", "--log-as-json",
+        ], ports=[scheduler_port, scheduler_health])
+        for process in (placement, scheduler):
+            wait_until(lambda name=process.name: readiness.service_ready(self, name), process.name,
+                       alive=readiness.alive_check(process))
+            progress(f"ready: {process.name}")
+
+    def daprd_command(self, bin_dir: Path, instance: Instance) -> list[str]:
+        common = self.run_file.common
+        cmd = [
+            str(bin_dir / "daprd"), "--app-id", instance.app_id,
+            "--dapr-http-port", str(instance.http_port), "--dapr-grpc-port", str(instance.grpc_port),
+            "--dapr-internal-grpc-port", str(instance.internal_grpc_port),
+            "--dapr-listen-addresses", common.api_listen_addresses,
+            "--resources-path", str(self.resources_dir), "--config", str(self.config_path),
+            "--placement-host-address", common.placement_host_address,
+            "--scheduler-host-address", common.scheduler_host_address,
+            # Not expressible in the run file: no metrics listener, JSON logs.
+            "--enable-metrics=false", "--log-as-json", "--log-level", common.log_level,
+        ]
+        if instance.app_port:
+            cmd += ["--app-port", str(instance.app_port), "--app-protocol", instance.app_protocol]
+        return cmd
+
+    def start_app(self, state: StackState, instance: Instance, bin_dir: Path) -> None:
+        # The environment the Dapr CLI gives an app, plus the replica number (the scorer logs it).
+        env = {
+            **instance.env,
+            "APP_ID": instance.app_id,
+            "DAPR_HTTP_PORT": str(instance.http_port),
+            "DAPR_GRPC_PORT": str(instance.grpc_port),
+            "APP_PORT": str(instance.app_port or ""),
+            "TASKFAN_REPLICA": instance.label.rsplit("-", 1)[-1] if instance.name else "0",
+        }
+        app_ports = [instance.app_port] if instance.app_port else [self.topology.ingest_port]
+        self.spawn(state, instance.label, list(instance.command), env, ports=app_ports, cwd=instance.app_dir)
+        self.start_daprd(state, instance, bin_dir)
+
+    def start_daprd(self, state: StackState, instance: Instance, bin_dir: Path) -> Process:
+        return self.spawn(state, instance.sidecar_label, self.daprd_command(bin_dir, instance),
+                          {"DAPR_HOST_IP": "127.0.0.1"}, ports=instance.ports)
+
+    def restart_daprd(self, state: StackState, instance: Instance, bin_dir: Path, reason: str) -> None:
+        daprd = state.find(instance.sidecar_label)
+        # The message carries the reason: the CLI prints warnings without their extra fields.
+        log.warning("restarting a sidecar (%s): %s", instance.label, reason,
+                    extra={"sidecar": instance.label, "log": tail(Path(daprd.log), 3)})
+        stop_process(daprd.pid)
+        state.processes.remove(daprd)
+        self.start_daprd(state, instance, bin_dir)
+
+    # --- down ------------------------------------------------------------------------------------
+
+    def down(self, progress: Progress = print) -> None:
+        state = StackState.load(self.state_path)
+        if state is None:
+            progress("no stack is running")
+            return
+        # Apps first (so no app talks to a stopped sidecar), then sidecars, control plane, Redis.
+        sidecar_names = {p.name for p in state.processes if p.name.endswith("-daprd")}
+        apps = [p for p in state.processes if f"{p.name}-daprd" in sidecar_names]
+        for process in [*reversed(apps), *(p for p in reversed(state.processes) if p not in apps)]:
+            stop_process(process.pid)
+        busy = [p for process in state.processes for p in process.ports if port_open(p)]
+        if busy:
+            raise StackError(f"ports still in use after stopping the stack: {busy}")
+        self.state_path.unlink(missing_ok=True)
+        progress(f"stack stopped ({len(state.processes)} processes)")
+
+    def status(self) -> list[tuple[str, int, bool]]:
+        state = StackState.load(self.state_path)
+        return [(p.name, p.pid, pid_alive(p.pid)) for p in (state.processes if state else [])]
+
+    # --- a sidecar of one's own ----------------------------------------------------------------------
+
+    def start_sidecar(self, app_id: str) -> tuple[Instance, subprocess.Popen[bytes]]:
+        """A sidecar with no app port, on free ports, joined to the running stack's control plane.
+
+        For a streaming subscriber (``outcomes --follow``: the app id is its consumer group) or a
+        workflow worker of a benchmark.
+        """
+        if self.running() is None:
+            raise StackError("no stack is running; start it with `make up`")
+        bin_dir = self.dapr_bin()
+        instance = Instance(app_id, *free_ports(3), None, name=f"sidecar-{app_id}")
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.logs_dir / f"{instance.label}.log", "ab")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(self.daprd_command(bin_dir, instance), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, "DAPR_HOST_IP": "127.0.0.1"},
+                                cwd=self.run_dir, start_new_session=True)
+        url = f"http://127.0.0.1:{instance.http_port}/v1.0/healthz"
+        try:
+            wait_until(lambda: http_status(url) == 204, f"{instance.label} sidecar",
+                       alive=lambda: None if proc.poll() is None else
+                       f"daprd exited:\n{tail(self.logs_dir / f'{instance.label}.log')}")
+        except BaseException:
+            self.stop_sidecar(proc)
+            raise
+        return instance, proc
+
+    def stop_sidecar(self, proc: subprocess.Popen[bytes]) -> None:
+        stop_process(proc.pid)
+        proc.wait()

@@ -1,0 +1,99 @@
+"""Which processes the local stack runs and on which ports, derived from the run file (``dapr.yaml``).
+
+The run file names every app, its command and its ports. What the format cannot say is decided
+here, in code: scorer replicas (replica ``i`` adds ``i`` to each of the scorer's ports), the
+control plane's side ports (health, raft, etcd: the next ports after placement's and scheduler's
+own), and that ``python`` in a command means the interpreter running the launcher.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taskfan.contracts import AppId
+from taskfan.runfile import App, RunFile, port_of
+
+MAX_SCORERS = 16
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One app process and its sidecar: the ports, command and environment they start with."""
+
+    app_id: str
+    http_port: int
+    grpc_port: int
+    internal_grpc_port: int
+    app_port: int | None
+    command: tuple[str, ...] = ()
+    app_dir: Path = Path(".")
+    app_protocol: str = "grpc"
+    env: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.app_id
+
+    @property
+    def sidecar_label(self) -> str:
+        return f"{self.label}-daprd"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.http_port, self.grpc_port, self.internal_grpc_port]
+
+
+@dataclass(frozen=True)
+class Topology:
+    run_file: RunFile
+
+    @property
+    def placement_ports(self) -> tuple[int, int, int]:
+        """(gRPC, health, raft)."""
+        port = port_of(self.run_file.common.placement_host_address)
+        return port, port + 1, port + 2
+
+    @property
+    def scheduler_ports(self) -> tuple[int, int, int, int]:
+        """(gRPC, health, etcd client, etcd peer)."""
+        port = port_of(self.run_file.common.scheduler_host_address)
+        return port, port + 1, port + 2, port + 3
+
+    @property
+    def ingest_port(self) -> int:
+        return port_of(self.run_file.ingest_url().removeprefix("http://"))
+
+    def instance(self, app_id: str, replica: int | None = None) -> Instance:
+        """The app's process; ``replica`` numbers a scaled app's copies (the scorer's)."""
+        app = self.run_file.app(app_id)
+        offset = replica or 0
+        return Instance(
+            app_id=app.app_id,
+            http_port=app.dapr_http_port + offset,
+            grpc_port=app.dapr_grpc_port + offset,
+            internal_grpc_port=app.dapr_internal_grpc_port + offset,
+            app_port=app.app_port + offset if app.app_port else None,
+            command=self._command(app),
+            app_dir=self.run_file.resolve(app.app_dir_path),
+            app_protocol=app.app_protocol or self.run_file.common.app_protocol,
+            env=self.run_file.env_for(app),
+            name=f"{app.app_id}-{replica}" if replica is not None else "",
+        )
+
+    def instances(self, scorers: int) -> list[Instance]:
+        """Every app of the run file, the scorer as ``scorers`` replicas, in the file's order."""
+        result = []
+        for app in self.run_file.apps:
+            if app.app_id == AppId.SCORER:
+                result += [self.instance(app.app_id, i) for i in range(scorers)]
+            else:
+                result.append(self.instance(app.app_id))
+        return result
+
+    @staticmethod
+    def _command(app: App) -> tuple[str, ...]:
+        first, *rest = app.command
+        return (sys.executable if first in ("python", "python3") else first, *rest)

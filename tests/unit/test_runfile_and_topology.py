@@ -1,0 +1,91 @@
+"""dapr.yaml is the single source of which apps run and on which ports: the launcher follows it."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskfan import runfile
+from taskfan.contracts import AppId
+from taskfan.settings import Settings
+from taskfan.stack import Stack
+from taskfan.stack.topology import Topology
+
+RUN_FILE = Path(__file__).resolve().parents[2] / "dapr.yaml"
+
+
+def edited_run_file(tmp_path, edit) -> runfile.RunFile:
+    """A copy of the repository's dapr.yaml, changed by ``edit(document)``, beside the same folders."""
+    document = yaml.safe_load(RUN_FILE.read_text())
+    edit(document)
+    for folder in ("components", "deploy", "services"):
+        (tmp_path / folder).symlink_to(RUN_FILE.parent / folder)
+    path = tmp_path / "dapr.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return runfile.load(path)
+
+
+def test_the_run_file_lists_every_app_of_the_stack():
+    assert [app.app_id for app in runfile.load(RUN_FILE).apps] == [a.value for a in AppId]
+
+
+def test_changing_an_apps_port_in_the_run_file_moves_where_the_launcher_starts_it(tmp_path):
+    def move_validator(document):
+        validator = next(a for a in document["apps"] if a["appID"] == "validator")
+        validator.update(appPort=7002, daprHTTPPort=7502, daprGRPCPort=7503, daprInternalGRPCPort=7504)
+
+    stack = Stack(Settings(run_dir=str(tmp_path / "run")), edited_run_file(tmp_path, move_validator))
+    validator = stack.topology.instance("validator")
+    assert (validator.app_port, validator.http_port, validator.grpc_port, validator.internal_grpc_port) == (
+        7002, 7502, 7503, 7504)
+    command = stack.daprd_command(Path("/bin"), validator)
+    for flag, value in (("--app-port", "7002"), ("--dapr-http-port", "7502"), ("--dapr-grpc-port", "7503"),
+                        ("--dapr-internal-grpc-port", "7504"), ("--app-id", "validator")):
+        assert command[command.index(flag) + 1] == value
+    assert validator.command == (sys.executable, "-m", "services.validator.app")
+    assert validator.app_dir == (RUN_FILE.parent / "services" / "validator").resolve()
+
+
+def test_scorer_replicas_add_their_index_to_the_scorer_ports():
+    topology = Topology(runfile.load(RUN_FILE))
+    scorers = [i for i in topology.instances(3) if i.app_id == AppId.SCORER]
+    assert [s.label for s in scorers] == ["scorer-0", "scorer-1", "scorer-2"]
+    assert [s.http_port for s in scorers] == [3510, 3511, 3512]
+    assert [s.app_port for s in scorers] == [6010, 6011, 6012]
+
+
+def test_the_control_plane_and_ingest_ports_come_from_the_run_file(tmp_path):
+    def move(document):
+        document["common"]["placementHostAddress"] = "127.0.0.1:7050"
+        next(a for a in document["apps"] if a["appID"] == "ingest")["env"]["INGEST_PORT"] = "7080"
+
+    topology = Topology(edited_run_file(tmp_path, move))
+    assert topology.placement_ports == (7050, 7051, 7052)
+    assert topology.ingest_port == 7080
+    assert topology.run_file.ingest_url() == "http://127.0.0.1:7080"
+
+
+def test_resources_are_rendered_with_this_stacks_redis_and_run_dir(tmp_path):
+    stack = Stack(Settings(redis_port=6399, run_dir=str(tmp_path)), runfile.load(RUN_FILE))
+    stack.render_resources()
+    pubsub = yaml.safe_load((tmp_path / "resources" / "pubsub.yaml").read_text())
+    assert {"name": "redisHost", "value": "127.0.0.1:6399"} in pubsub["spec"]["metadata"]
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["spec"]["nameResolution"]["configuration"]["connectionString"] == str(
+        tmp_path / "name-resolution.db")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["apps"][1].update(metricsPort=9999), "metricsPort"),
+    (lambda d: d["apps"][1].pop("daprHTTPPort"), "daprHTTPPort"),
+    (lambda d: d["common"].update(placementHostAddress="nowhere"), "host:port"),
+])
+def test_a_run_file_the_launcher_cannot_honour_is_refused_with_the_reason(tmp_path, edit, message):
+    with pytest.raises(runfile.RunFileError, match=message):
+        Topology(edited_run_file(tmp_path, edit)).placement_ports  # noqa: B018 - the property parses
+
+
+def test_the_run_file_is_found_from_a_subfolder(monkeypatch):
+    monkeypatch.delenv(runfile.RUN_FILE_ENV, raising=False)
+    assert runfile.find(RUN_FILE.parent / "services" / "workflow") == RUN_FILE
