@@ -4,6 +4,9 @@ Every figure comes from this one run on this machine; compare ratios, not absolu
 started with `make up`'s code path (durable workflows, retry policy) and restarted per scenario with the
 scenario's scorer settings. A scenario that fails records its reason instead of a number.
 
+One file on purpose (over ~300 lines): each scenario is a short function beside the stack and peer
+plumbing it shares, and the whole benchmark reads top to bottom.
+
     python -m bench.run            # full run, < 20 minutes on 2 cores
     python -m bench.run --quick    # every scenario at a tiny size, < 3 minutes
 """

@@ -17,6 +17,7 @@ from services.enricher.rules import tags_for
 from services.scorer.rules import score_for
 from services.validator.rules import validation_issues
 from services.workflow import aggregate
+from taskfan.contracts import TaskResult
 
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6390/0")
 
@@ -44,16 +45,17 @@ def enrich(task: dict[str, Any]) -> dict[str, Any]:
 @app.task(name="bench.score")
 def score(task: dict[str, Any]) -> dict[str, Any]:
     if task["issues"]:
-        return aggregate.rejected(task["task_id"], task["issues"])
+        return aggregate.rejected(task["task_id"], task["issues"]).model_dump()
     delay_ms = int(os.environ.get("SCORE_DELAY_MS", "0"))
     if delay_ms:
         time.sleep(delay_ms / 1000)
-    return aggregate.completed(task["task_id"], score_for(task["tags"]), task["tags"])
+    return aggregate.completed(task["task_id"], score_for(task["tags"]), task["tags"]).model_dump()
 
 
 @app.task(name="bench.aggregate")
 def aggregate_batch(results: list[dict[str, Any]], batch_id: str) -> dict[str, Any]:
-    return aggregate.aggregate(batch_id, results, "", "")
+    parsed = [TaskResult.model_validate(r) for r in results]
+    return aggregate.aggregate(batch_id, parsed, "", "").model_dump(mode="json")
 
 
 def run(batches: list[dict[str, Any]], timeout: float) -> float:

@@ -11,10 +11,11 @@ from services.enricher.rules import tags_for
 from services.scorer.rules import score_for
 from services.validator.rules import validation_issues
 from services.workflow import aggregate
+from taskfan.contracts import Outcome, TaskResult
 from taskfan.settings import Settings
 
 
-async def _process(task: dict[str, Any], replicas: list[asyncio.Semaphore], delay_s: float) -> dict[str, Any]:
+async def _process(task: dict[str, Any], replicas: list[asyncio.Semaphore], delay_s: float) -> TaskResult:
     issues = validation_issues(task["title"], task["description"])
     if issues:
         return aggregate.rejected(task["task_id"], issues)
@@ -30,10 +31,10 @@ async def _run(batches: list[dict[str, Any]], replicas: int, concurrency: int, d
                max_in_flight: int) -> float:
     slots = [asyncio.Semaphore(concurrency) for _ in range(replicas)]
 
-    async def batch(b: dict[str, Any]) -> dict[str, Any]:
+    async def batch(b: dict[str, Any]) -> Outcome:
         in_flight = asyncio.Semaphore(max_in_flight)
 
-        async def one(task: dict[str, Any]) -> dict[str, Any]:
+        async def one(task: dict[str, Any]) -> TaskResult:
             async with in_flight:
                 return await _process(task, slots, delay_s)
 
@@ -43,7 +44,7 @@ async def _run(batches: list[dict[str, Any]], replicas: int, concurrency: int, d
     start = time.perf_counter()
     outcomes = await asyncio.gather(*(batch(b) for b in batches))
     elapsed = time.perf_counter() - start
-    assert sum(o["total"] for o in outcomes) == sum(len(b["tasks"]) for b in batches)
+    assert sum(o.total for o in outcomes) == sum(len(b["tasks"]) for b in batches)
     return elapsed
 
 

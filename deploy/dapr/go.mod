@@ -1,6 +1,6 @@
 // Wrapper module that builds the Dapr runtime (daprd, placement, scheduler) from the Go module proxy.
 // `go install github.com/dapr/dapr/cmd/daprd@vX` is refused because dapr's go.mod has replace lines,
-// so this module requires dapr and repeats those lines. Keep the version in step with deploy/versions.env.
+// so this module requires dapr and repeats those lines. Keep the version in step with src/taskfan/versions.env.
 module taskfan.local/daprbuild
 
 go 1.26.4

@@ -66,3 +66,12 @@ def test_the_dapr_sdk_pins_match_the_runtime_version():
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     pins = [d for d in project["dependencies"] if d.startswith("dapr")]
     assert pins == [f"dapr=={DAPR_VERSION}", f"dapr-ext-workflow=={DAPR_VERSION}", f"dapr-ext-grpc=={DAPR_VERSION}"]
+
+
+def test_the_runtime_build_module_requires_the_pinned_dapr():
+    from pathlib import Path
+
+    from taskfan.versions import DAPR_VERSION
+
+    go_mod = (Path(__file__).resolve().parents[2] / "deploy" / "dapr" / "go.mod").read_text()
+    assert f"github.com/dapr/dapr v{DAPR_VERSION}" in go_mod
