@@ -61,6 +61,26 @@ def parse_batch(body: bytes) -> TaskBatch:
     return TaskBatch(batch_id=request.batch_id or new_batch_id(), tasks=request.tasks)
 
 
+async def read_limited(request: Request) -> bytes:
+    """The body, refused (413) from its Content-Length or once it grows past the limit: never read whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+        raise RejectedBatch(413, f"batch is {declared} bytes; the limit is {MAX_BATCH_BYTES} bytes")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BATCH_BYTES:
+            raise RejectedBatch(413, f"batch is over the limit of {MAX_BATCH_BYTES} bytes")
+    return bytes(body)
+
+
+def first_line(exc: Exception) -> str:
+    """A short reason for a client: an RPC error's details, not its whole dump."""
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else str(exc)
+    return (text or type(exc).__name__).strip().splitlines()[0][:300]
+
+
 def create_api(publisher: DaprClient | None = None) -> FastAPI:
     """The ingest API; pass a publisher to test it without a sidecar."""
     state: dict[str, DaprClient] = {}
@@ -84,9 +104,8 @@ def create_api(publisher: DaprClient | None = None) -> FastAPI:
             "application/json", "text/json"
         ):
             return error(415, "send the batch as application/json")
-        body = await request.body()
         try:
-            batch = parse_batch(body)
+            batch = parse_batch(await read_limited(request))
         except RejectedBatch as exc:
             return error(exc.status, str(exc))
         data = events.encode(TASK_BATCH_EVENT_TYPE, batch, source=AppId.INGEST, subject=batch.batch_id)
@@ -96,7 +115,7 @@ def create_api(publisher: DaprClient | None = None) -> FastAPI:
             )
         except Exception as exc:  # noqa: BLE001 - the sidecar's error is passed on as a 503
             log.error("publish failed", extra={"batch_id": batch.batch_id, "error": str(exc)})
-            return error(503, f"could not publish the batch to pub/sub: {exc}")
+            return error(503, f"could not publish the batch to pub/sub, try again: {first_line(exc)}")
         log.info("batch published", extra={"batch_id": batch.batch_id, "tasks": len(batch.tasks)})
         return JSONResponse({"batch_id": batch.batch_id, "tasks": len(batch.tasks)}, status_code=202)
 

@@ -16,7 +16,7 @@ from services.workflow.models import (
     BatchRef,
     ChunkRef,
     ChunkSummary,
-    LoadedChunk,
+    FirstValidation,
     OutcomeSummary,
     PublishInput,
     SaveResultsInput,
@@ -42,11 +42,13 @@ def _client() -> DaprClient:
 
 
 async def validate_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepOutput:
-    return StepOutput(answers=await step_client.invoke(AppId.VALIDATOR, "validate", inp.tasks))
+    tasks = await _load_tasks(inp.chunk, inp.task_ids)
+    return StepOutput(answers=await step_client.invoke(AppId.VALIDATOR, "validate", tasks))
 
 
 async def enrich_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepOutput:
-    return StepOutput(answers=await step_client.invoke(AppId.ENRICHER, "enrich", inp.tasks))
+    tasks = await _load_tasks(inp.chunk, inp.task_ids)
+    return StepOutput(answers=await step_client.invoke(AppId.ENRICHER, "enrich", tasks))
 
 
 async def score_tasks(ctx: wf.WorkflowActivityContext, inp: ScoreInput) -> StepOutput:
@@ -55,16 +57,22 @@ async def score_tasks(ctx: wf.WorkflowActivityContext, inp: ScoreInput) -> StepO
     return StepOutput(answers=[answer for call in answers for answer in call])
 
 
-async def _load_tasks(chunk: ChunkRef) -> list[Task]:
+async def _load_tasks(chunk: ChunkRef, task_ids: list[str] | None = None) -> list[Task]:
+    """A chunk's tasks from the state store: all of them, or those of ``task_ids`` in that order."""
     item = await _client().get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
     if not item.data:
         raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
-    return [Task.model_validate(t) for t in json.loads(item.data)]
+    tasks = [Task.model_validate(t) for t in json.loads(item.data)]
+    if task_ids is None:
+        return tasks
+    by_id = {task.task_id: task for task in tasks}
+    return [by_id[task_id] for task_id in task_ids]
 
 
-async def validate_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRef) -> LoadedChunk:
+async def validate_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRef) -> FirstValidation:
     tasks = await _load_tasks(inp)
-    return LoadedChunk(tasks=tasks, validation=await step_client.invoke(AppId.VALIDATOR, "validate", tasks))
+    return FirstValidation(task_ids=[task.task_id for task in tasks],
+                           validation=await step_client.invoke(AppId.VALIDATOR, "validate", tasks))
 
 
 async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsInput) -> ChunkSummary:

@@ -8,9 +8,9 @@ task ends up in the outcome. Deterministic: no I/O, no clock but the context's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import dapr.ext.workflow as wf
 from pydantic import BaseModel
@@ -19,7 +19,7 @@ from services.workflow import aggregate
 from services.workflow.models import (
     ChunkRef,
     ChunkSummary,
-    LoadedChunk,
+    FirstValidation,
     SaveResultsInput,
     ScoreInput,
     StepInput,
@@ -27,58 +27,60 @@ from services.workflow.models import (
 )
 from services.workflow.names import ENRICH, SAVE_RESULTS, SCORE, VALIDATE, VALIDATE_CHUNK
 from services.workflow.retry import INFRA_RETRY
-from taskfan.contracts import ScoreRequest, StepAnswer, Task, TaskResult
+from taskfan.contracts import ScoreRequest, StepAnswer, TaskResult
 
 STEP_ATTEMPTS = 3
 STEP_BACKOFF = (timedelta(milliseconds=500), timedelta(seconds=1))
 
-Item = TypeVar("Item", Task, ScoreRequest)
 OnFailed = Callable[[str, str, str], None]
 
 
 def process_chunk(ctx: wf.DaprWorkflowContext, inp: ChunkRef) -> Generator[Any, Any, ChunkSummary]:
     # One activity loads the chunk's tasks and runs their first validation: a round trip saved per chunk.
-    first = LoadedChunk.model_validate((yield ctx.call_activity(VALIDATE_CHUNK, input=inp, retry_policy=INFRA_RETRY)))
+    first = FirstValidation.model_validate(
+        (yield ctx.call_activity(VALIDATE_CHUNK, input=inp, retry_policy=INFRA_RETRY)))
     results: dict[str, TaskResult] = {}
     tags: dict[str, list[str]] = {}
 
     def step_failed(task_id: str, step: str, error: str) -> None:
         results[task_id] = aggregate.failed(task_id, step, error, tags.get(task_id))
 
-    valid = []
-    for task, answer in (yield from _run_step(ctx, VALIDATE, first.tasks, step_failed, first.validation)):
-        if answer.issues:  # rejected: the task stops here
-            results[task.task_id] = aggregate.rejected(task.task_id, answer.issues)
-        else:
-            valid.append(task)
-    to_score = []
-    for task, answer in (yield from _run_step(ctx, ENRICH, valid, step_failed)):
-        tags[task.task_id] = answer.tags
-        to_score.append(ScoreRequest(task_id=task.task_id, tags=answer.tags))
-    for request, answer in (yield from _run_step(ctx, SCORE, to_score, step_failed)):
-        if answer.score is None:
-            step_failed(request.task_id, SCORE, "the scorer answered no score")
-        else:
-            results[request.task_id] = aggregate.completed(request.task_id, answer.score, request.tags)
+    def by_ids(task_ids: list[str]) -> StepInput:
+        return StepInput(chunk=inp, task_ids=task_ids)
 
-    ordered = [results[task.task_id] for task in first.tasks]
+    def with_tags(task_ids: list[str]) -> ScoreInput:
+        return ScoreInput(tasks=[ScoreRequest(task_id=t, tags=tags[t]) for t in task_ids])
+
+    valid = []
+    for task_id, answer in (yield from _run_step(ctx, VALIDATE, first.task_ids, by_ids, step_failed,
+                                                 first.validation)):
+        if answer.issues:  # rejected: the task stops here
+            results[task_id] = aggregate.rejected(task_id, answer.issues)
+        else:
+            valid.append(task_id)
+    for task_id, answer in (yield from _run_step(ctx, ENRICH, valid, by_ids, step_failed)):
+        tags[task_id] = answer.tags
+    for task_id, answer in (yield from _run_step(ctx, SCORE, list(tags), with_tags, step_failed)):
+        if answer.score is None:
+            step_failed(task_id, SCORE, "the scorer answered no score")
+        else:
+            results[task_id] = aggregate.completed(task_id, answer.score, tags[task_id])
+
+    ordered = [results[task_id] for task_id in first.task_ids]
     summary = yield ctx.call_activity(SAVE_RESULTS, retry_policy=INFRA_RETRY, input=SaveResultsInput(
         batch_id=inp.batch_id, index=inp.index, results=ordered))
     return ChunkSummary.model_validate(summary)
 
 
-def _step_input(step: str, items: Sequence[Item]) -> BaseModel:
-    return ScoreInput(tasks=list(items)) if step == SCORE else StepInput(tasks=list(items))
-
-
-def _run_step(ctx: wf.DaprWorkflowContext, step: str, items: Sequence[Item], on_failed: OnFailed,
-              first_answers: list[StepAnswer] | None = None) -> Generator[Any, Any, list[tuple[Item, StepAnswer]]]:
-    """Run one step for ``items``; retry the items whose call failed; return (item, answer) pairs.
+def _run_step(ctx: wf.DaprWorkflowContext, step: str, task_ids: list[str],
+              step_input: Callable[[list[str]], BaseModel], on_failed: OnFailed,
+              first_answers: list[StepAnswer] | None = None) -> Generator[Any, Any, list[tuple[str, StepAnswer]]]:
+    """Run one step for ``task_ids``; retry the tasks whose call failed; return (task id, answer) pairs.
 
     ``first_answers``, when given, are the answers of a first attempt already made.
     """
-    done: list[tuple[Item, StepAnswer]] = []
-    pending = list(items)
+    done: list[tuple[str, StepAnswer]] = []
+    pending = list(task_ids)
     for attempt in range(STEP_ATTEMPTS):
         if not pending:
             break
@@ -88,18 +90,17 @@ def _run_step(ctx: wf.DaprWorkflowContext, step: str, items: Sequence[Item], on_
             if attempt:
                 yield ctx.create_timer(STEP_BACKOFF[min(attempt - 1, len(STEP_BACKOFF) - 1)])
             try:
-                answers = StepOutput.model_validate(
-                    (yield ctx.call_activity(step, input=_step_input(step, pending)))).answers
-            except wf.TaskFailedError as exc:  # the activity itself failed: every item failed this attempt
+                answers = StepOutput.model_validate((yield ctx.call_activity(step, input=step_input(pending)))).answers
+            except wf.TaskFailedError as exc:  # the activity itself failed: every task failed this attempt
                 error = exc.details.message if exc.details else str(exc)
-                answers = [StepAnswer(task_id=item.task_id, error=error) for item in pending]
+                answers = [StepAnswer(task_id=task_id, error=error) for task_id in pending]
         retry = []
-        for item, answer in zip(pending, answers, strict=True):
+        for task_id, answer in zip(pending, answers, strict=True):
             if answer.error is None:
-                done.append((item, answer))
+                done.append((task_id, answer))
             elif attempt == STEP_ATTEMPTS - 1:
-                on_failed(item.task_id, step, answer.error)
+                on_failed(task_id, step, answer.error)
             else:
-                retry.append(item)
+                retry.append(task_id)
         pending = retry
     return done

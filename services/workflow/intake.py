@@ -66,7 +66,8 @@ class BatchIntake:
     def store_tasks(self, batch: TaskBatch) -> None:
         """Each chunk's tasks go to the state store before the workflow starts (not into its history)."""
         tasks = [task.model_dump(mode="json") for task in batch.tasks]
-        items = [StateItem(tasks_key(batch.batch_id, i), json.dumps(part), metadata={"ttlInSeconds": str(STATE_TTL_S)})
+        items = [StateItem(tasks_key(batch.batch_id, i), json.dumps(part, ensure_ascii=False),
+                           metadata={"ttlInSeconds": str(STATE_TTL_S)})
                  for i, part in enumerate(chunk(tasks, TASKS_PER_CHUNK))]
         self.dapr.save_bulk_state(STATESTORE, items)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from taskfan.contracts import ScoreRequest, StepAnswer, Task, TaskResult
+from taskfan.contracts import ScoreRequest, StepAnswer, TaskResult
 
 
 class BatchInput(BaseModel):
@@ -41,9 +41,14 @@ class PublishInput(BatchRef):
 
 
 class StepInput(BaseModel):
-    """Input of ``validate_tasks`` and ``enrich_tasks``: the tasks still in the chain."""
+    """Input of ``validate_tasks`` and ``enrich_tasks``: which of a chunk's tasks are still in the chain.
 
-    tasks: list[Task]
+    Ids only: the activity reads the tasks' text from the state store, so no task text enters workflow
+    history, whatever its size or script.
+    """
+
+    chunk: ChunkRef
+    task_ids: list[str]
 
 
 class ScoreInput(BaseModel):
@@ -58,10 +63,10 @@ class StepOutput(BaseModel):
     answers: list[StepAnswer]
 
 
-class LoadedChunk(BaseModel):
-    """Output of ``validate_chunk``: the chunk's tasks and their first validation."""
+class FirstValidation(BaseModel):
+    """Output of ``validate_chunk``: the chunk's task ids, in input order, and their first validation."""
 
-    tasks: list[Task]
+    task_ids: list[str]
     validation: list[StepAnswer]
 
 

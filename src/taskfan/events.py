@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from cloudevents.conversion import to_json
+from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent, from_dict
 from pydantic import BaseModel, ValidationError
 
@@ -30,7 +30,10 @@ def utc_now() -> str:
 
 def encode(event_type: str, data: BaseModel | dict[str, Any], *, source: str = SOURCE,
            event_id: str | None = None, subject: str | None = None) -> bytes:
-    """A structured-mode CloudEvent (JSON) ready for ``application/cloudevents+json``."""
+    """A structured-mode CloudEvent, UTF-8 JSON ready for ``application/cloudevents+json``.
+
+    No ASCII escaping: text of any script costs its UTF-8 size, not up to six bytes per character.
+    """
     attributes = {
         "type": event_type,
         "source": source,
@@ -40,7 +43,8 @@ def encode(event_type: str, data: BaseModel | dict[str, Any], *, source: str = S
     if subject:
         attributes["subject"] = subject
     payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
-    return to_json(CloudEvent(attributes, payload))
+    return json.dumps(to_dict(CloudEvent(attributes, payload)), ensure_ascii=False,
+                      separators=(",", ":")).encode()
 
 
 def decode(raw: bytes | str, model: type[M]) -> M:

@@ -244,3 +244,21 @@ def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, 
     outcome = wait_outcome(redis_client, batch_id, timeout=300)
     assert (outcome["total"], outcome["completed"], outcome["failed"]) == (3000, 3000, 0)
     assert [r["task_id"] for r in outcome["results"]] == [t["task_id"] for t in tasks]
+
+
+@pytest.mark.parametrize("text", ["Ünïcödé, 漢字とかな, مرحبا", "🎉🚀✨"])
+def test_a_batch_near_the_size_limit_in_any_script_completes(settings, redis_client, batch_id, text):
+    # Near 2 MiB of UTF-8 JSON; escaped as \uXXXX on the way it would be two to three times that.
+    description = (text * 2000)[:2000]
+    per_task = len(json.dumps({"task_id": "x" * 12, "title": text, "description": description},
+                              ensure_ascii=False).encode())
+    count = (2 * 1024 * 1024 - 1024) // (per_task + 2)
+    tasks = [{"task_id": f"t-{i:05d}", "title": f"Urgent {text}"[:200], "description": description}
+             for i in range(count)]
+    body = json.dumps({"batch_id": batch_id, "tasks": tasks}, ensure_ascii=False).encode()
+    assert 1_500_000 < len(body) <= 2 * 1024 * 1024
+    response = httpx.post(f"{settings.ingest_url}/batches", content=body,
+                          headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 202, response.text
+    outcome = wait_outcome(redis_client, batch_id, timeout=300)
+    assert (outcome["total"], outcome["completed"]) == (count, count)

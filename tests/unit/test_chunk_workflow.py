@@ -28,13 +28,14 @@ def drive(tasks, answer):
     """Run process_chunk to completion; ``answer(step, task)`` gives one task's step answer (a dict)."""
     calls = Counter()
     saved = None
+    by_id = {t["task_id"]: t for t in tasks}
     gen = process_chunk(FakeContext(), ChunkRef(batch_id="b", index=0))
     scheduled = next(gen)
     while True:
         calls[scheduled.name] += 1
         if scheduled.name == names.VALIDATE_CHUNK:
             assert scheduled.input == ChunkRef(batch_id="b", index=0)
-            reply = {"tasks": tasks,
+            reply = {"task_ids": list(by_id),
                      "validation": [{"task_id": t["task_id"], **answer(names.VALIDATE, t)} for t in tasks]}
         elif scheduled.name == "timer":
             reply = None
@@ -43,9 +44,12 @@ def drive(tasks, answer):
             saved = scheduled.input
             reply = {"done": len(saved.results)}
         else:
-            expected = ScoreInput if scheduled.name == names.SCORE else StepInput
-            assert isinstance(scheduled.input, expected)
-            items = scheduled.input.model_dump(mode="json")["tasks"]
+            if scheduled.name == names.SCORE:
+                assert isinstance(scheduled.input, ScoreInput)
+                items = scheduled.input.model_dump(mode="json")["tasks"]
+            else:  # validate and enrich get ids only: the activity reads the text from the state store
+                assert isinstance(scheduled.input, StepInput) and scheduled.input.chunk.batch_id == "b"
+                items = [by_id[task_id] for task_id in scheduled.input.task_ids]
             reply = {"answers": [{"task_id": t["task_id"], **answer(scheduled.name, t)} for t in items]}
         try:
             scheduled = gen.send(reply)

@@ -85,3 +85,48 @@ def test_publish_failure_is_503():
         response = c.post("/batches", json=[TASK])
     assert response.status_code == 503
     assert "sidecar down" in response.json()["error"]
+
+
+TEXTS = ["Ünïcödé accents", "漢字とかなのテキスト", "emoji 🎉🚀✨ everywhere", "مرحبا بالعالم",
+         "control \u0001\t chars"]
+
+
+def test_a_batch_of_any_script_within_the_limit_is_published_at_its_utf8_size(client, publisher):
+    # ~1.6 MB of UTF-8 JSON: escaped as \\uXXXX it would be ~5 MB, past the sidecar's 4 MiB gRPC limit.
+    tasks = [{"task_id": f"t{i}", "title": TEXTS[i % 5][:200],
+              "description": ((TEXTS[i % 5] + " ") * 150)[:2000]} for i in range(400)]
+    body = json.dumps({"batch_id": "b-utf8", "tasks": tasks}, ensure_ascii=False).encode()
+    assert 1_000_000 < len(body) < MAX_BATCH_BYTES
+    response = client.post("/batches", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 202, response.text
+    data = publisher.published[0][2]
+    assert b"\\u" not in data.replace(b"\\u0001", b"")  # only the control character stays escaped
+    assert len(data) < len(body) + 1024
+    assert events.decode(data, TaskBatch).tasks[2].title == TEXTS[2]
+
+
+def test_an_oversized_body_is_refused_from_its_content_length_without_reading_it(client):
+    def never_sent():
+        raise AssertionError("the body was read")
+        yield b""
+
+    response = client.post("/batches", content=never_sent(),
+                           headers={"content-type": "application/json", "content-length": str(MAX_BATCH_BYTES + 1)})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(client):
+    def chunks():  # no Content-Length: 4 MiB offered in 64 KiB pieces
+        for _ in range(64):
+            yield b" " * 65536
+
+    response = client.post("/batches", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "over the limit" in response.json()["error"]
+
+
+def test_a_publish_failure_is_one_readable_line(publisher):
+    publisher.fail = True
+    with TestClient(create_api(publisher)) as c:
+        response = c.post("/batches", json={"tasks": [TASK]})
+    assert response.status_code == 503
+    assert response.json()["error"] == "could not publish the batch to pub/sub, try again: sidecar down"
