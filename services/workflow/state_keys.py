@@ -1,6 +1,12 @@
-"""Where a batch's data lives outside workflow history: state-store keys and child instance ids."""
+"""Where a batch's data lives outside workflow history: state-store keys and child instance ids.
+
+No valid batch id can collide with another's key or with an internal instance id: keys end in a
+fixed ``:<kind>:<number>`` that parses from the right, and child instance ids contain ``~``, which
+batch ids cannot (``BATCH_ID_PATTERN``).
+"""
 
 STATE_TTL_S = 7 * 24 * 3600  # batch data left behind by a crash expires
+INTERNAL_SEPARATOR = "~"
 
 
 def tasks_key(batch_id: str, index: int) -> str:
@@ -12,4 +18,4 @@ def results_key(batch_id: str, index: int) -> str:
 
 
 def chunk_instance_id(batch_id: str, index: int) -> str:
-    return f"{batch_id}:chunk-{index:05d}"
+    return f"{batch_id}{INTERNAL_SEPARATOR}chunk-{index:05d}"

@@ -262,3 +262,12 @@ def test_a_batch_near_the_size_limit_in_any_script_completes(settings, redis_cli
     assert response.status_code == 202, response.text
     outcome = wait_outcome(redis_client, batch_id, timeout=300)
     assert (outcome["total"], outcome["completed"]) == (count, count)
+
+
+def test_a_batch_id_shaped_like_an_internal_id_is_a_batch_of_its_own(settings, redis_client, batch_id):
+    lookalike = f"{batch_id}:chunk-00000"
+    assert post_batch(settings, {"batch_id": lookalike, "tasks": [LESSON_TASK] * 1}).status_code == 202
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": [
+        {**LESSON_TASK, "task_id": "a"}, {**LESSON_TASK, "task_id": "b"}]}).status_code == 202
+    assert wait_outcome(redis_client, batch_id)["total"] == 2
+    assert wait_outcome(redis_client, lookalike)["total"] == 1
