@@ -40,12 +40,15 @@ from bench.peers import inprocess
 from taskfan import runfile
 from taskfan.contracts import OUTCOMES_TOPIC
 from taskfan.settings import Settings
-from taskfan.stack import Stack, StackState, wait_until
+from taskfan.stack import Stack, StackState, port_open, port_owner, wait_until
 from taskfan.versions import DAPR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
 CELERY_REDIS_PORT = 6390
+# The stacks of the benchmark run their own Redis here, never one they did not start (6379 may be a
+# user's): the port must be free, and everything on it is thrown away with the run directory.
+BENCH_REDIS_PORT = 6391
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ def taskfan_stack(scorers: int = 1, **env: int) -> Iterator[Stack]:
     """
     run_dir = REPO_ROOT / ".taskfan" / "bench"
     shutil.rmtree(run_dir, ignore_errors=True)
-    env = {"RUN_DIR": str(run_dir), **env}
+    refuse_busy_port(BENCH_REDIS_PORT, "the benchmark stack's Redis")
+    env = {"RUN_DIR": str(run_dir), "REDIS_PORT": BENCH_REDIS_PORT, **env}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: str(v) for k, v in env.items()})
     stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
@@ -268,17 +272,26 @@ def scenario_scaling(sizes: Sizes) -> dict[str, Any]:
 @contextlib.contextmanager
 def celery_redis() -> Iterator[None]:
     """A Redis of its own for Celery (broker and results), for the whole peers scenario."""
+    refuse_busy_port(CELERY_REDIS_PORT, "the Celery peer's Redis")
     redis_dir = tempfile.mkdtemp(prefix="bench-celery-redis-")
     proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(CELERY_REDIS_PORT),
                              "--bind", "127.0.0.1", "--save", "", "--dir", redis_dir],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: redis_up(CELERY_REDIS_PORT), "celery redis", timeout=30)
+        wait_until(lambda: redis_up(CELERY_REDIS_PORT), "celery redis", timeout=30,
+                   alive=lambda: None if proc.poll() is None else "redis-server exited")
         yield
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         shutil.rmtree(redis_dir, ignore_errors=True)
+
+
+def refuse_busy_port(port: int, what: str) -> None:
+    """The benchmark starts its own servers; it never flushes or reuses one that already listens."""
+    if port_open(port):
+        raise RuntimeError(f"port {port}, for {what}, is in use by {port_owner(port) or 'another program'}; "
+                           "the benchmark only uses servers it starts itself")
 
 
 def redis_up(port: int) -> bool:

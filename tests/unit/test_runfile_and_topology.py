@@ -89,3 +89,23 @@ def test_a_run_file_the_launcher_cannot_honour_is_refused_with_the_reason(tmp_pa
 def test_the_run_file_is_found_from_a_subfolder(monkeypatch):
     monkeypatch.delenv(runfile.RUN_FILE_ENV, raising=False)
     assert runfile.find(RUN_FILE.parent / "services" / "workflow") == RUN_FILE
+
+
+def test_an_occupied_port_is_named_with_its_owner(tmp_path):
+    import os
+    import socket
+
+    from taskfan.stack import StackError
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+
+        def squat(document):
+            next(a for a in document["apps"] if a["appID"] == "enricher")["daprHTTPPort"] = port
+
+        stack = Stack(Settings(run_dir=str(tmp_path / "run")), edited_run_file(tmp_path, squat))
+        enricher = stack.topology.instance("enricher")
+        with pytest.raises(StackError, match=rf"{port} \(pid {os.getpid()} \("):
+            stack.check_ports_free([enricher])

@@ -64,10 +64,12 @@ def follow_outcomes(group: str, batch_id: str | None) -> int:
         sidecar, process = stack.start_sidecar(group)
     except StackError as exc:
         raise CliError(str(exc), EXIT_UNREACHABLE) from None
-    print(f"following {PUBSUB}/{OUTCOMES_TOPIC} as consumer group {group!r} (Ctrl-C to stop)", file=sys.stderr)
     try:
         with DaprClient(f"127.0.0.1:{sidecar.grpc_port}") as client:
+            # subscribe() returns once the sidecar acknowledged the stream: only then is it live.
             subscription = client.subscribe(PUBSUB, OUTCOMES_TOPIC)
+            print(f"following {PUBSUB}/{OUTCOMES_TOPIC} as consumer group {group!r} (Ctrl-C to stop)",
+                  file=sys.stderr, flush=True)
             try:
                 for message in subscription:
                     if message is None:

@@ -22,6 +22,8 @@ def restart(stack: Stack, name: str) -> None:
     old = next((p for p in state.processes if p.name == name), None)
     if old is None:
         raise StackError(f"no process named {name!r}; choose from {[p.name for p in state.processes]}")
+    if not old.alive():
+        raise StackError(f"{name} (pid {old.pid}) is not running; `make down` and `make up` start afresh")
     bin_dir = stack.dapr_bin()
     os.killpg(old.pid, signal.SIGKILL)  # no graceful shutdown: this is the crash
     # Its ports too: a forked child (Redis rewriting its AOF) can hold them a moment longer.

@@ -27,9 +27,10 @@ from taskfan.stack.processes import (
     StackState,
     free_ports,
     http_status,
-    pid_alive,
     port_open,
+    port_owner,
     redis_ping,
+    start_time,
     stop_process,
     tail,
     wait_until,
@@ -74,7 +75,7 @@ class Stack:
 
     def running(self) -> StackState | None:
         state = StackState.load(self.state_path)
-        if state and any(pid_alive(p.pid) for p in state.processes):
+        if state and any(p.alive() for p in state.processes):
             return state
         return None
 
@@ -121,10 +122,10 @@ class Stack:
         ports = [*self.topology.placement_ports, *self.topology.scheduler_ports, self.topology.ingest_port]
         for instance in instances:
             ports += instance.ports + ([instance.app_port] if instance.app_port else [])
-        busy = [p for p in ports if port_open(p)]
+        busy = [f"{p} ({port_owner(p) or 'owner not visible'})" for p in ports if port_open(p)]
         if busy:
-            raise StackError(f"ports already in use: {busy}; another stack or program holds them "
-                             "(`make down` stops a Taskfan stack)")
+            raise StackError(f"ports already in use: {', '.join(busy)}; `make down` stops a Taskfan stack, "
+                             "other programs must be stopped or moved (ports are set in dapr.yaml)")
 
     def render_resources(self) -> None:
         """Copy the run file's resources and configuration, pointed at this stack's Redis and run dir.
@@ -158,7 +159,8 @@ class Stack:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **(env or {})}, cwd=cwd or self.run_dir,
                                     start_new_session=True)
-        process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {}, str(cwd or self.run_dir))
+        process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {}, str(cwd or self.run_dir),
+                          started=start_time(proc.pid))
         state.processes.append(process)
         state.save(self.state_path)
         return process
@@ -244,7 +246,7 @@ class Stack:
         # The message carries the reason: the CLI prints warnings without their extra fields.
         log.warning("restarting a sidecar (%s): %s", instance.label, reason,
                     extra={"sidecar": instance.label, "log": tail(Path(daprd.log), 3)})
-        stop_process(daprd.pid)
+        daprd.stop()
         state.processes.remove(daprd)
         self.start_daprd(state, instance, bin_dir)
 
@@ -259,7 +261,7 @@ class Stack:
         sidecar_names = {p.name for p in state.processes if p.name.endswith("-daprd")}
         apps = [p for p in state.processes if f"{p.name}-daprd" in sidecar_names]
         for process in [*reversed(apps), *(p for p in reversed(state.processes) if p not in apps)]:
-            stop_process(process.pid)
+            process.stop()
         busy = [p for process in state.processes for p in process.ports if port_open(p)]
         if busy:
             raise StackError(f"ports still in use after stopping the stack: {busy}")
@@ -268,7 +270,7 @@ class Stack:
 
     def status(self) -> list[tuple[str, int, bool]]:
         state = StackState.load(self.state_path)
-        return [(p.name, p.pid, pid_alive(p.pid)) for p in (state.processes if state else [])]
+        return [(p.name, p.pid, p.alive()) for p in (state.processes if state else [])]
 
     # --- a sidecar of one's own ----------------------------------------------------------------------
 

@@ -29,6 +29,16 @@ class Process:
     cmd: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
+    # The kernel's start time of the process: a pid reused by another program after ours exited
+    # has another, so the stack never signals a process it did not start.
+    started: int = 0
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid) and start_time(self.pid) == self.started
+
+    def stop(self) -> None:
+        if self.alive():
+            stop_process(self.pid)
 
 
 @dataclass
@@ -94,6 +104,30 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def port_owner(port: int) -> str | None:
+    """``pid N (command)`` of the process listening on a TCP port, from /proc; None if not found."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                if os.readlink(fd) in inodes:
+                    pid = fd_dir.parent.name
+                    command = (fd_dir.parent / "comm").read_text().strip()
+                    return f"pid {pid} ({command})"
+        except OSError:
+            continue
+    return None
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
@@ -112,6 +146,14 @@ def redis_ping(host: str, port: int) -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot); 0 when there is no such process."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def pid_alive(pid: int) -> bool:

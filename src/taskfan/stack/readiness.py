@@ -20,7 +20,6 @@ from taskfan.stack.processes import (
     StackState,
     http_json,
     http_status,
-    pid_alive,
     port_open,
     redis_ping,
     tail,
@@ -36,7 +35,7 @@ WORKER_ADMIT_TIMEOUT_S = 45.0  # a healthy sidecar admits a (re)started worker w
 
 def alive_check(process: Process) -> Callable[[], str | None]:
     def check() -> str | None:
-        if pid_alive(process.pid):
+        if process.alive():
             return None
         return f"{process.name} exited; last log lines:\n{tail(Path(process.log))}"
     return check
