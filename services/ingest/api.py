@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from taskfan import events
 from taskfan.contracts import (
     MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
     PUBSUB,
     TASK_BATCH_EVENT_TYPE,
     TASKS_TOPIC,
@@ -87,7 +88,7 @@ def create_api(publisher: DaprClient | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state["dapr"] = publisher or DaprClient()
+        state["dapr"] = publisher or DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
         yield
         if publisher is None:
             await state["dapr"].close()

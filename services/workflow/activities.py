@@ -26,7 +26,16 @@ from services.workflow.models import (
 )
 from services.workflow.state_keys import STATE_TTL_S, results_key, tasks_key
 from taskfan import events
-from taskfan.contracts import OUTCOME_EVENT_TYPE, OUTCOMES_TOPIC, PUBSUB, STATESTORE, AppId, Task, TaskResult
+from taskfan.contracts import (
+    MAX_MESSAGE_BYTES,
+    OUTCOME_EVENT_TYPE,
+    OUTCOMES_TOPIC,
+    PUBSUB,
+    STATESTORE,
+    AppId,
+    Task,
+    TaskResult,
+)
 
 SCORE_TASKS_PER_CALL = 2  # small calls spread one chunk over every scorer replica
 
@@ -37,7 +46,7 @@ def _client() -> DaprClient:
     # Created on first use, inside the worker's event loop that runs async activities.
     global _dapr
     if _dapr is None:
-        _dapr = DaprClient()
+        _dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
     return _dapr
 
 

@@ -14,7 +14,7 @@ from dapr.ext.workflow import DaprWorkflowClient
 
 from services.workflow.intake import BatchIntake
 from services.workflow.worker import create_runtime
-from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, TASKS_TOPIC, AppId
+from taskfan.contracts import DEADLETTER_TOPIC, MAX_MESSAGE_BYTES, PUBSUB, TASKS_TOPIC, AppId
 from taskfan.dapr_app import sdk_logger_options, serve
 from taskfan.settings import Settings
 
@@ -22,8 +22,8 @@ from taskfan.settings import Settings
 def configure(app: App, settings: Settings) -> Callable[[], None]:
     runtime = create_runtime()
     runtime.start()
-    intake = BatchIntake(DaprWorkflowClient(logger_options=sdk_logger_options()), DaprClient(),
-                         settings.max_in_flight)
+    intake = BatchIntake(DaprWorkflowClient(logger_options=sdk_logger_options()),
+                         DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES), settings.max_in_flight)
     app.subscribe(
         PUBSUB, TASKS_TOPIC,
         metadata={"rawPayload": "true"},

@@ -39,6 +39,11 @@ MAX_TITLE_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2_000
 BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
+# The message limit between every app and its sidecar (gRPC both ways, and daprd's `--max-body-size`,
+# `maxBodySize` in dapr.yaml): three times the largest outcome the limits above allow (10,000 results
+# with 128-character ids and 300-character errors, ~5 MB), so no valid batch meets a transport limit.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
 BatchId = Annotated[str, StringConstraints(pattern=BATCH_ID_PATTERN)]
 
 

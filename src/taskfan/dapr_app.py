@@ -21,7 +21,7 @@ from dapr.ext.workflow.logger import LoggerOptions
 from pydantic import BaseModel
 
 from taskfan import logs
-from taskfan.contracts import StepAnswer, Task
+from taskfan.contracts import MAX_MESSAGE_BYTES, StepAnswer, Task
 from taskfan.settings import Settings
 
 JsonHandler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -66,7 +66,7 @@ def sdk_logger_options() -> LoggerOptions:
 
 
 def create_app(threads: int) -> App:
-    return App(thread_pool=futures.ThreadPoolExecutor(max_workers=threads))
+    return App(thread_pool=futures.ThreadPoolExecutor(max_workers=threads), max_grpc_message_length=MAX_MESSAGE_BYTES)
 
 
 Configure = Callable[[App, Settings], Callable[[], None] | None]

@@ -35,6 +35,7 @@ class Common(_Strict):
     scheduler_host_address: str = Field(alias="schedulerHostAddress")
     log_level: str = Field("info", alias="logLevel")
     app_protocol: str = Field("http", alias="appProtocol")
+    max_body_size: str = Field("4Mi", alias="maxBodySize")
     env: dict[str, str] = {}
 
 

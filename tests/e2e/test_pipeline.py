@@ -271,3 +271,21 @@ def test_a_batch_id_shaped_like_an_internal_id_is_a_batch_of_its_own(settings, r
         {**LESSON_TASK, "task_id": "a"}, {**LESSON_TASK, "task_id": "b"}]}).status_code == 202
     assert wait_outcome(redis_client, batch_id)["total"] == 2
     assert wait_outcome(redis_client, lookalike)["total"] == 1
+
+
+def test_the_largest_outcome_the_contracts_allow_is_delivered(settings, redis_client, batch_id):
+    # 10,000 tasks with 128-character ids (as much as fits in a 2 MiB batch), every one failing with its
+    # error: a ~4 MB outcome, read back in one bulk state read, published in one message. The fault
+    # pattern makes the scorer fail each of them.
+    tasks = [{"task_id": f"{i:05d}".ljust(128 - len("-fail-me"), "x") + "-fail-me", "title": "Fix a",
+              "description": "0123456789"} for i in range(10_000)]
+    body = json.dumps({"batch_id": batch_id, "tasks": tasks}, separators=(",", ":")).encode()
+    response = httpx.post(f"{settings.ingest_url}/batches", content=body,
+                          headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 202, response.text
+    outcome = wait_outcome(redis_client, batch_id, timeout=600)
+    assert (outcome["total"], outcome["failed"]) == (10_000, 10_000)
+    assert all(len(r["task_id"]) == 128 and "scoring failed" in r["error"] for r in outcome["results"])
+    size = len(next(f[b"data"] for _, f in redis_client.xrevrange("outcomes", count=50)
+                    if json.loads(f[b"data"])["data"]["batch_id"] == batch_id))
+    assert size > 3_900_000

@@ -109,3 +109,12 @@ def test_an_occupied_port_is_named_with_its_owner(tmp_path):
         enricher = stack.topology.instance("enricher")
         with pytest.raises(StackError, match=rf"{port} \(pid {os.getpid()} \("):
             stack.check_ports_free([enricher])
+
+
+def test_the_sidecars_message_limit_is_the_apps():
+    from taskfan.contracts import MAX_MESSAGE_BYTES
+
+    stack = Stack(Settings(), runfile.load(RUN_FILE))
+    command = stack.daprd_command(Path("/bin"), stack.topology.instance("workflow"))
+    size = command[command.index("--max-body-size") + 1]
+    assert size.endswith("Mi") and int(size[:-2]) * 1024 * 1024 == MAX_MESSAGE_BYTES

@@ -216,6 +216,7 @@ class Stack:
             "--resources-path", str(self.resources_dir), "--config", str(self.config_path),
             "--placement-host-address", common.placement_host_address,
             "--scheduler-host-address", common.scheduler_host_address,
+            "--max-body-size", common.max_body_size,
             # Not expressible in the run file: no metrics listener, JSON logs.
             "--enable-metrics=false", "--log-as-json", "--log-level", common.log_level,
         ]
