@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from dapr.aio.clients import DaprClient
+from dapr.clients import DaprClient as SyncDaprClient
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from taskfan import events
+from taskfan import batch_records, events
+from taskfan.batch_records import Claim
 from taskfan.contracts import (
     MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
@@ -82,16 +86,19 @@ def first_line(exc: Exception) -> str:
     return (text or type(exc).__name__).strip().splitlines()[0][:300]
 
 
-def create_api(publisher: DaprClient | None = None) -> FastAPI:
-    """The ingest API; pass a publisher to test it without a sidecar."""
-    state: dict[str, DaprClient] = {}
+def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | None = None) -> FastAPI:
+    """The ingest API; pass a publisher and a batch-record client to test it without a sidecar."""
+    state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state["dapr"] = publisher or DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
+        state["records"] = records or SyncDaprClient()
         yield
         if publisher is None:
             await state["dapr"].close()
+        if records is None:
+            state["records"].close()
 
     api = FastAPI(title="Taskfan ingest", lifespan=lifespan)
 
@@ -109,6 +116,15 @@ def create_api(publisher: DaprClient | None = None) -> FastAPI:
             batch = parse_batch(await read_limited(request))
         except RejectedBatch as exc:
             return error(exc.status, str(exc))
+        try:
+            claim = await asyncio.to_thread(batch_records.claim, state["records"], batch)
+        except Exception as exc:  # noqa: BLE001 - the state store is unavailable: the client may retry
+            log.error("batch record failed", extra={"batch_id": batch.batch_id, "error": str(exc)})
+            return error(503, f"could not record the batch id, try again: {first_line(exc)}")
+        if claim is Claim.CONFLICT:
+            return error(409, batch_records.conflict_message(batch.batch_id))
+        # A batch whose content was recorded before is published again: its first publish may have failed,
+        # and the workflow service starts each batch id once.
         data = events.encode(TASK_BATCH_EVENT_TYPE, batch, source=AppId.INGEST, subject=batch.batch_id)
         try:
             await state["dapr"].publish_event(

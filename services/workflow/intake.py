@@ -19,7 +19,8 @@ from services.workflow.aggregate import chunk
 from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input
 from services.workflow.names import BATCH_WORKFLOW
 from services.workflow.state_keys import STATE_TTL_S, tasks_key
-from taskfan import events
+from taskfan import batch_records, events
+from taskfan.batch_records import Claim
 from taskfan.contracts import DEADLETTER_EVENT_TYPE, DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, DeadLetter, TaskBatch
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class BatchIntake:
         except events.EventError as exc:
             return self.dead_letter(raw, str(exc))
         try:
+            if batch_records.claim(self.dapr, batch) is Claim.CONFLICT:
+                return self.dead_letter(raw, batch_records.conflict_message(batch.batch_id))
             return self.start(batch)
         except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting
             log.warning("could not start workflow; Dapr will redeliver",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 PUBSUB = "pubsub"
 STATESTORE = "statestore"
+BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and workflow
 TASKS_TOPIC = "tasks"
 OUTCOMES_TOPIC = "outcomes"
 DEADLETTER_TOPIC = "tasks-deadletter"

@@ -289,3 +289,34 @@ def test_the_largest_outcome_the_contracts_allow_is_delivered(settings, redis_cl
     size = len(next(f[b"data"] for _, f in redis_client.xrevrange("outcomes", count=50)
                     if json.loads(f[b"data"])["data"]["batch_id"] == batch_id))
     assert size > 3_900_000
+
+
+def test_one_batch_id_runs_one_payload_whichever_way_it_comes(stack, settings, redis_client, batch_id):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def payload(name: str, count: int) -> dict:
+        return {"batch_id": batch_id, "tasks": [{**LESSON_TASK, "task_id": f"{name}-{i}"} for i in range(count)]}
+
+    a, b, c, d = payload("a", 1), payload("b", 2), payload("c", 3), payload("d", 4)
+    dapr_publish = f"{stack.run_file.dapr_http_url('ingest')}/v1.0/publish/pubsub/tasks"
+    with ThreadPoolExecutor(5) as pool:
+        via_ingest = [pool.submit(post_batch, settings, p) for p in (a, b, a)]
+        pool.submit(httpx.post, dapr_publish, json=c).result()
+        pool.submit(redis_client.xadd, "tasks", {"data": json.dumps(cloudevent(batch_id, d["tasks"]))}).result()
+        codes = [f.result().status_code for f in via_ingest]
+    outcome = wait_outcome(redis_client, batch_id)
+    winner = next(p for p in (a, b, c, d) if [t["task_id"] for t in p["tasks"]] ==
+                  [r["task_id"] for r in outcome["results"]])
+    # Ingest: 202 for the winner's content, 409 with the reason for any other.
+    assert codes == [202 if p is winner else 409 for p in (a, b, a)]
+    # The other ways: a dead-letter record naming the id, for each payload that lost.
+    losers = [p for p in (c, d) if p is not winner]
+    wait_for(lambda: len([r for r in dead_letters(redis_client)
+                          if batch_id in r["reason"] and "already in use with different content" in r["reason"]])
+             == len(losers), "a dead letter for each losing payload")
+    # After the outcome too: other content is refused, the same content is a silent duplicate.
+    assert post_batch(settings, b if winner is not b else a).status_code == 409
+    assert post_batch(settings, winner).status_code == 202
+    wait_for(lambda: any(r.get("msg") == "duplicate batch ignored" and r.get("batch_id") == batch_id
+                         for r in log_records(stack, "workflow")), "the duplicate to be ignored")
+    assert len(outcomes_for(redis_client, batch_id)) == 1

@@ -21,14 +21,34 @@ class FakePublisher:
         self.published.append((pubsub, topic, data, data_content_type))
 
 
+class FakeRecords:
+    """Stands in for the batch-record store: first write wins, as Dapr's first-write concurrency does."""
+
+    def __init__(self):
+        self.data: dict[str, bytes] = {}
+
+    def save_state(self, store, key, value, options=None, state_metadata=None):
+        if key in self.data:
+            raise RuntimeError("failed to set key: possible etag mismatch")
+        self.data[key] = value.encode()
+
+    def get_state(self, store, key):
+        return type("Item", (), {"data": self.data.get(key, b"")})()
+
+
 @pytest.fixture
 def publisher():
     return FakePublisher()
 
 
 @pytest.fixture
-def client(publisher):
-    with TestClient(create_api(publisher)) as c:
+def records():
+    return FakeRecords()
+
+
+@pytest.fixture
+def client(publisher, records):
+    with TestClient(create_api(publisher, records)) as c:
         yield c
 
 
@@ -81,7 +101,7 @@ def test_wrong_content_type_is_415(client):
 
 
 def test_publish_failure_is_503():
-    with TestClient(create_api(FakePublisher(fail=True))) as c:
+    with TestClient(create_api(FakePublisher(fail=True), FakeRecords())) as c:
         response = c.post("/batches", json=[TASK])
     assert response.status_code == 503
     assert "sidecar down" in response.json()["error"]
@@ -126,7 +146,18 @@ def test_a_chunked_body_is_cut_off_at_the_limit(client):
 
 def test_a_publish_failure_is_one_readable_line(publisher):
     publisher.fail = True
-    with TestClient(create_api(publisher)) as c:
+    with TestClient(create_api(publisher, FakeRecords())) as c:
         response = c.post("/batches", json={"tasks": [TASK]})
     assert response.status_code == 503
     assert response.json()["error"] == "could not publish the batch to pub/sub, try again: sidecar down"
+
+
+def test_one_batch_id_one_content(client, publisher):
+    first = {"batch_id": "b-same", "tasks": [TASK]}
+    assert client.post("/batches", json=first).status_code == 202
+    # The same content again (a client retry) is accepted and published again; the workflow runs it once.
+    assert client.post("/batches", json={"tasks": [TASK], "batch_id": "b-same"}).status_code == 202
+    other = client.post("/batches", json={"batch_id": "b-same", "tasks": [{**TASK, "title": "Other title"}]})
+    assert other.status_code == 409
+    assert "already in use with different content" in other.json()["error"]
+    assert len(publisher.published) == 2
