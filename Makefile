@@ -12,16 +12,13 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	touch $@
+	@PYTHON='$(PYTHON)' VENV='$(VENV)' bash deploy/install-venv.sh
 
 venv: $(VENV)/.installed ## the Python virtualenv with Taskfan and its pinned Dapr SDK
 
 runtime: ## the Dapr runtime (built once per machine into ~/.cache/taskfan) and redis-server
-	bash deploy/install-dapr.sh >/dev/null
-	bash deploy/install-redis.sh >/dev/null
+	@bash deploy/install-dapr.sh >/dev/null
+	@bash deploy/install-redis.sh >/dev/null
 
 deps: venv runtime ## everything above
 
@@ -55,7 +52,7 @@ bench-quick: deps ## every benchmark scenario at a tiny size (< 3 min); results 
 	$(BIN)/python -m bench.run --quick
 
 lint: venv
-	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff check src services tests bench
 
 schemas: venv ## regenerate schemas/*.schema.json from the pydantic models
 	$(BIN)/taskfan schemas

@@ -3,12 +3,15 @@
 #
 # The binaries live outside the clone, keyed by version, so every clone on the machine (CI's included)
 # reuses one build: ${TASKFAN_CACHE:-~/.cache/taskfan}/dapr/<version>/bin. A lock keeps two clones from
-# building at once. Prints the bin directory on stdout; progress goes to stderr.
+# building at once. Prints the bin directory on stdout (its last line); one line per step on stderr, the
+# output of go in the install log (see lib.sh). Prints nothing on stderr when the runtime is already built.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
+# shellcheck source=../src/taskfan/versions.env
+source "$here/../src/taskfan/versions.env"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
 prefix="$cache_root/dapr/$DAPR_VERSION"
@@ -22,11 +25,13 @@ built() {
 
 if built; then echo "$bin"; exit 0; fi
 
-command -v go >/dev/null || { echo "install-dapr: Go is required to build the Dapr runtime" >&2; exit 1; }
+command -v go >/dev/null || fail "Go >= 1.26.4 is required to build the Dapr runtime (README, Requirements)"
 mkdir -p "$prefix"
 exec 9>"$prefix/.lock"
-echo "install-dapr: waiting for the build lock ($prefix/.lock)" >&2
-flock 9
+if ! flock -n 9; then
+  say "another clone is building Dapr $DAPR_VERSION; waiting for its lock ($prefix/.lock)"
+  flock 9
+fi
 if built; then echo "$bin"; exit 0; fi
 
 src="$prefix/src"
@@ -38,17 +43,21 @@ cp "$here/dapr/go.mod" "$here/dapr/tools.go" "$src/"
 # sum.golang.org is not reachable here; the committed go.sum pins every module hash instead.
 export GOSUMDB=off GOFLAGS=-mod=mod CGO_ENABLED=0
 ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION"
-start=$(date +%s)
-echo "install-dapr: building Dapr $DAPR_VERSION from the Go module proxy (first time only; about 10 min on 2 cores)" >&2
+say "building Dapr $DAPR_VERSION into $bin, once per machine (about 15 min on 2 cores); output in $install_log"
 cd "$src"
-go mod download -x 2>&1 | grep -c '^# get' >&2 || true
+# allcomponents: the SQLite name resolver (several scorer replicas on one host) is only there.
+# Loading every package the builds need downloads exactly their modules (`go mod download` would fetch
+# only go.mod files and leave the ~430 module downloads to the first build); the log ends with their list.
+download_modules() {
+  go list -deps -tags allcomponents -f '{{with .Module}}{{.Path}} {{.Version}}{{end}}' \
+    "${commands[@]/#/github.com/dapr/dapr/cmd/}" | sort -u
+}
+phase "download Go modules for Dapr $DAPR_VERSION" download_modules
 for c in "${commands[@]}"; do
-  echo "install-dapr: go build $c" >&2
-  # allcomponents: the SQLite name resolver (several scorer replicas on one host) is only there.
-  go build -tags allcomponents -trimpath -ldflags "$ldflags" -o "$prefix/bin.tmp/$c" "github.com/dapr/dapr/cmd/$c"
+  phase "build $c" go build -tags allcomponents -trimpath -ldflags "$ldflags" -o "$prefix/bin.tmp/$c" \
+    "github.com/dapr/dapr/cmd/$c"
 done
 rm -rf "$bin"
 mv "$prefix/bin.tmp" "$bin"
-echo "install-dapr: built in $(( $(date +%s) - start ))s into $bin" >&2
-built || { echo "install-dapr: daprd does not report version $DAPR_VERSION" >&2; exit 1; }
+built || fail "the daprd just built does not report version $DAPR_VERSION ($bin/daprd --version)"
 echo "$bin"

@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# Sourced by deploy/install-*.sh: run each install step quietly, with one line per step on stderr.
+#
+#   phase "build daprd" go build ...
+#
+# prints `install: build daprd ... ` when the step starts and its elapsed time when it ends, and appends the
+# command's full output to the install log (.taskfan/logs/install.log, or $RUN_DIR/logs/install.log).
+# If the command fails, the line ends in FAILED, the log's path and the step's last 20 lines of output
+# follow, and the script exits with the command's status.
+#
+# errexit does not apply inside a step (bash ignores `set -e` in a function run as a condition), so a
+# step that is a shell function must chain its commands with &&.
+
+install_log=${RUN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.taskfan}/logs/install.log
+_phase_open=
+trap '[[ -z $_phase_open ]] || echo "interrupted; output in $install_log" >&2' EXIT
+
+say() { echo "install: $*" >&2; }
+
+fail() { say "$*"; exit 1; }
+
+duration() {
+  if (( $1 < 60 )); then echo "$1s"; else printf '%dm%02ds\n' $(($1 / 60)) $(($1 % 60)); fi
+}
+
+phase() {
+  local what=$1 start=$SECONDS first=0 rc=0
+  shift
+  mkdir -p "${install_log%/*}"
+  [[ ! -f $install_log ]] || first=$(wc -l <"$install_log")
+  printf '\n== %s  %s\n$ %s\n' "$(date '+%F %T')" "$what" "$*" >>"$install_log"
+  printf 'install: %s ... ' "$what" >&2
+  _phase_open=1
+  "$@" >>"$install_log" 2>&1 </dev/null || rc=$?
+  _phase_open=
+  if (( rc == 0 )); then
+    duration $((SECONDS - start)) >&2
+    return 0
+  fi
+  echo "FAILED after $(duration $((SECONDS - start))) (exit status $rc)" >&2
+  say "full output in $install_log; the step's last lines:"
+  tail -n +"$((first + 2))" "$install_log" | tail -n 20 | sed 's/^/  | /' >&2
+  exit "$rc"
+}
