@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from services.ingest import openapi
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
 from taskfan.contracts import (
@@ -106,7 +107,7 @@ def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | No
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.post("/batches", status_code=202)
+    @api.post("/batches", status_code=202, responses=openapi.RESPONSES, openapi_extra=openapi.REQUEST_BODY)
     async def submit(request: Request) -> JSONResponse:
         if request.headers.get("content-type", "application/json").split(";")[0] not in (
             "application/json", "text/json"
@@ -136,4 +137,5 @@ def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | No
         log.info("batch published", extra={"batch_id": batch.batch_id, "tasks": len(batch.tasks)})
         return JSONResponse({"batch_id": batch.batch_id, "tasks": len(batch.tasks)}, status_code=202)
 
+    openapi.install(api)
     return api

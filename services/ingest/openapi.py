@@ -1,0 +1,60 @@
+"""The ingest API's OpenAPI description: the request body and every answer ``POST /batches`` gives.
+
+The handler reads the raw body itself (size limit before parsing, its own error messages), so FastAPI
+cannot infer these; they are declared here, and a fuzzing test (schemathesis) holds the API to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from taskfan.contracts import BatchRequest
+
+
+class Accepted(BaseModel):
+    batch_id: str
+    tasks: int
+
+
+class Error(BaseModel):
+    error: str
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: _json("Accepted", "accepted and published to the `tasks` topic"),
+    400: _json("Error", "the body is not valid JSON"),
+    409: _json("Error", "the batch id is already in use with different content"),
+    413: _json("Error", "the body is over 2 MiB"),
+    415: _json("Error", "the body is not application/json"),
+    422: _json("Error", "the JSON is not a valid batch (the message names every problem)"),
+    503: _json("Error", "pub/sub or the state store is unavailable; try again"),
+}
+
+REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/BatchRequest"}}}}}
+
+
+def install(api: FastAPI) -> None:
+    """Make ``api.openapi()`` include the models the declarations above refer to."""
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            document = get_openapi(title=api.title, version=api.version, routes=api.routes)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in (BatchRequest, Accepted, Error):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            api.openapi_schema = document
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
