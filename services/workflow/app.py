@@ -14,7 +14,7 @@ from dapr.ext.workflow import DaprWorkflowClient
 
 from services.workflow.intake import BatchIntake
 from services.workflow.worker import create_runtime
-from taskfan.contracts import DEADLETTER_TOPIC, MAX_MESSAGE_BYTES, PUBSUB, TASKS_TOPIC, AppId
+from taskfan.contracts import MAX_MESSAGE_BYTES, PUBSUB, TASKS_TOPIC, UNDELIVERABLE_TOPIC, AppId
 from taskfan.dapr_app import sdk_logger_options, serve
 from taskfan.settings import Settings
 
@@ -27,9 +27,11 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     app.subscribe(
         PUBSUB, TASKS_TOPIC,
         metadata={"rawPayload": "true"},
-        # Dapr's own safety net for what never reaches this handler (e.g. retries exhausted).
-        dead_letter_topic=DEADLETTER_TOPIC,
+        # Dapr's own safety net: an event it gave up on (the `intake` retries exhausted) goes here...
+        dead_letter_topic=UNDELIVERABLE_TOPIC,
     )(intake.on_event)
+    # ... and comes back as a dead-letter record in Taskfan's shape.
+    app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
     return runtime.shutdown
 
 

@@ -47,6 +47,10 @@ class BatchIntake:
                         extra={"batch_id": batch.batch_id, "error": str(exc)})
             return TopicEventResponse("retry")
 
+    def on_undeliverable(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
+        return self.dead_letter(event.data, "the workflow service could not start this batch: Dapr's retries "
+                                            "(resiliency policy 'intake') were exhausted; publish it again")
+
     def start(self, batch: TaskBatch) -> TopicEventResponse:
         # Instance id = batch id: a batch published twice, or redelivered, runs once.
         if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is not None:

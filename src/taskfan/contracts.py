@@ -17,6 +17,9 @@ BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and wo
 TASKS_TOPIC = "tasks"
 OUTCOMES_TOPIC = "outcomes"
 DEADLETTER_TOPIC = "tasks-deadletter"
+# Where Dapr itself moves an event on `tasks` once its retries are exhausted; the workflow service
+# turns each into a record on DEADLETTER_TOPIC in Taskfan's shape.
+UNDELIVERABLE_TOPIC = "tasks-undeliverable"
 
 TASK_BATCH_EVENT_TYPE = "io.taskfan.task-batch.v1"
 OUTCOME_EVENT_TYPE = "io.taskfan.batch-outcome.v1"

@@ -320,3 +320,13 @@ def test_one_batch_id_runs_one_payload_whichever_way_it_comes(stack, settings, r
     wait_for(lambda: any(r.get("msg") == "duplicate batch ignored" and r.get("batch_id") == batch_id
                          for r in log_records(stack, "workflow")), "the duplicate to be ignored")
     assert len(outcomes_for(redis_client, batch_id)) == 1
+
+
+def test_an_event_dapr_gave_up_on_comes_back_as_a_dead_letter_in_taskfans_shape(redis_client, batch_id):
+    # What Dapr does once the `intake` retries are exhausted: the event moves to `tasks-undeliverable`.
+    redis_client.xadd("tasks-undeliverable", {"data": json.dumps(cloudevent(batch_id, [LESSON_TASK]))})
+    record = wait_for(lambda: next((r for r in dead_letters(redis_client)
+                                    if isinstance(r["event"], dict) and r["event"].get("data", {}).get("batch_id")
+                                    == batch_id), None), "a dead-letter record for the given-up event")
+    assert "retries" in record["reason"] and "were exhausted" in record["reason"]
+    assert record["received_at"]
