@@ -13,6 +13,7 @@ from dapr.aio.clients import DaprClient
 
 from services.workflow import aggregate, step_client
 from services.workflow.models import (
+    BatchFailure,
     BatchRef,
     ChunkRef,
     ChunkSummary,
@@ -27,12 +28,15 @@ from services.workflow.models import (
 from services.workflow.state_keys import STATE_TTL_S, results_key, tasks_key
 from taskfan import events
 from taskfan.contracts import (
+    DEADLETTER_EVENT_TYPE,
+    DEADLETTER_TOPIC,
     MAX_MESSAGE_BYTES,
     OUTCOME_EVENT_TYPE,
     OUTCOMES_TOPIC,
     PUBSUB,
     STATESTORE,
     AppId,
+    DeadLetter,
     Task,
     TaskResult,
 )
@@ -98,16 +102,28 @@ async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsIn
 async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
     keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
     items = {item.key: item.data for item in (await _client().get_bulk_state(STATESTORE, keys, parallelism=8)).items}
-    missing = [k for k in keys if not items.get(k)]
-    if missing:
-        raise LookupError(f"results missing from the state store: {missing[:3]}")
-    results = [TaskResult.model_validate(r) for k in keys for r in json.loads(items[k])]
+    results: list[TaskResult] = []
+    for index, key in enumerate(keys):
+        if items.get(key):
+            results += [TaskResult.model_validate(r) for r in json.loads(items[key])]
+        else:  # every task is accounted for: a chunk whose results were lost reports its tasks as failed
+            tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=index))
+            results += [aggregate.failed(t.task_id, "chunk", f"the results of chunk {index} were lost from the "
+                                                             "state store") for t in tasks]
     outcome = aggregate.aggregate(inp.batch_id, results, inp.started_at, inp.finished_at)
     # A stable event id lets subscribers drop the rare redelivery of a retried publish.
     data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
                          event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
     await _client().publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
     return OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"}))
+
+
+async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:
+    record = DeadLetter(reason=inp.reason, event={"batch_id": inp.batch_id, "total": inp.total},
+                        received_at=events.utc_now())
+    await _client().publish_event(PUBSUB, DEADLETTER_TOPIC, events.encode(DEADLETTER_EVENT_TYPE, record,
+                                                                           source=AppId.WORKFLOW),
+                                  data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
 
 
 async def forget_batch(ctx: wf.WorkflowActivityContext, inp: BatchRef) -> None:

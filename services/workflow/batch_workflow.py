@@ -20,6 +20,7 @@ from typing import Any
 import dapr.ext.workflow as wf
 
 from services.workflow.models import (
+    BatchFailure,
     BatchInput,
     BatchProgress,
     BatchRef,
@@ -29,7 +30,7 @@ from services.workflow.models import (
     PublishInput,
     SaveResultsInput,
 )
-from services.workflow.names import CHUNK_WORKFLOW, FORGET_BATCH, PUBLISH_OUTCOME, SAVE_RESULTS
+from services.workflow.names import CHUNK_WORKFLOW, DEAD_LETTER_BATCH, FORGET_BATCH, PUBLISH_OUTCOME, SAVE_RESULTS
 from services.workflow.retry import INFRA_RETRY
 from services.workflow.state_keys import chunk_instance_id
 
@@ -69,8 +70,14 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any
         progress.add(ChunkSummary.model_validate(summary))
         ctx.set_custom_status(progress.model_dump_json())
 
-    outcome = yield ctx.call_activity(PUBLISH_OUTCOME, retry_policy=INFRA_RETRY, input=PublishInput(
-        batch_id=inp.batch_id, chunks=inp.chunks, started_at=started_at, finished_at=_now(ctx)))
+    try:
+        outcome = yield ctx.call_activity(PUBLISH_OUTCOME, retry_policy=INFRA_RETRY, input=PublishInput(
+            batch_id=inp.batch_id, chunks=inp.chunks, started_at=started_at, finished_at=_now(ctx)))
+    except wf.TaskFailedError as exc:  # its retries exhausted: say so on the dead-letter topic, then fail
+        reason = f"batch {inp.batch_id}: no outcome could be published: {_failure_message_of(exc)}"
+        yield ctx.call_activity(DEAD_LETTER_BATCH, retry_policy=INFRA_RETRY, input=BatchFailure(
+            batch_id=inp.batch_id, total=inp.total, reason=reason))
+        raise
     yield ctx.call_activity(FORGET_BATCH, retry_policy=INFRA_RETRY,
                             input=BatchRef(batch_id=inp.batch_id, chunks=inp.chunks))
     if not ctx.is_replaying:
@@ -84,6 +91,9 @@ def _now(ctx: wf.DaprWorkflowContext) -> str:
 
 
 def _failure_message(task: Any) -> str:
-    exc = task.get_exception()
+    return _failure_message_of(task.get_exception())
+
+
+def _failure_message_of(exc: BaseException) -> str:
     details = getattr(exc, "details", None)
     return getattr(details, "message", None) or str(exc)

@@ -51,6 +51,14 @@ class StepInput(BaseModel):
     task_ids: list[str]
 
 
+class BatchFailure(BaseModel):
+    """Input of ``dead_letter_batch``: a batch that cannot get an outcome, and why."""
+
+    batch_id: str
+    total: int
+    reason: str
+
+
 class ScoreInput(BaseModel):
     """Input of ``score_tasks``."""
 

@@ -14,3 +14,4 @@ SCORE = "score_tasks"
 SAVE_RESULTS = "save_chunk_results"
 PUBLISH_OUTCOME = "publish_outcome"
 FORGET_BATCH = "forget_batch"
+DEAD_LETTER_BATCH = "dead_letter_batch"  # the last resort when no outcome can be published

@@ -17,6 +17,7 @@ ACTIVITIES = {
     names.SAVE_RESULTS: activities.save_chunk_results,
     names.PUBLISH_OUTCOME: activities.publish_outcome,
     names.FORGET_BATCH: activities.forget_batch,
+    names.DEAD_LETTER_BATCH: activities.dead_letter_batch,
 }
 
 

@@ -1,0 +1,96 @@
+"""The batch workflow and the outcome activity, driven with fakes: always an outcome, else a dead letter."""
+
+import asyncio
+import json
+from datetime import datetime
+
+import dapr.ext.workflow as wf
+import dapr.ext.workflow._durabletask.internal.protos as pb
+import pytest
+
+from services.workflow import activities, batch_workflow, names
+from services.workflow.models import BatchFailure, BatchInput, PublishInput
+from services.workflow.state_keys import results_key, tasks_key
+
+
+class Scheduled:
+    def __init__(self, name, inp):
+        self.name, self.input = name, inp
+
+
+class Child:
+    is_failed = False
+
+    def __init__(self, inp):
+        self.input = inp
+
+    def get_result(self):
+        return {"done": 100, "completed": 100, "rejected": 0, "failed": 0}
+
+
+class FakeContext:
+    current_utc_datetime = datetime(2026, 1, 1)
+    is_replaying = False
+
+    def set_custom_status(self, status):
+        self.status = json.loads(status)
+
+    def call_child_workflow(self, name, *, input=None, instance_id=None):  # noqa: A002 - the SDK's name
+        return Child(input)
+
+    def call_activity(self, name, *, input=None, retry_policy=None):  # noqa: A002
+        return Scheduled(name, input)
+
+
+def test_a_batch_whose_outcome_cannot_be_published_is_dead_lettered_then_fails(monkeypatch):
+    monkeypatch.setattr(wf, "when_any", lambda tasks: ("any", tasks))
+    ctx = FakeContext()
+    gen = batch_workflow.process_batch(ctx, BatchInput(batch_id="b", total=200, chunks=2, max_in_flight=400))
+    scheduled, activity_names = next(gen), []
+    with pytest.raises(wf.TaskFailedError):
+        while True:
+            if isinstance(scheduled, tuple):  # when_any: the first running chunk finishes
+                scheduled = gen.send(scheduled[1][0])
+                continue
+            activity_names.append(scheduled.name)
+            if scheduled.name == names.PUBLISH_OUTCOME:
+                error = pb.TaskFailureDetails(errorMessage="pub/sub unavailable", errorType="RuntimeError")
+                scheduled = gen.throw(wf.TaskFailedError("publish_outcome failed", error))
+            elif scheduled.name == names.DEAD_LETTER_BATCH:
+                failure = scheduled.input
+                scheduled = gen.send(None)
+    assert activity_names == [names.PUBLISH_OUTCOME, names.DEAD_LETTER_BATCH]
+    assert failure == BatchFailure(batch_id="b", total=200,
+                                   reason="batch b: no outcome could be published: pub/sub unavailable")
+    assert ctx.status["done"] == 200
+
+
+class FakeStateClient:
+    """The async DaprClient calls publish_outcome makes, over a dict of state."""
+
+    def __init__(self, state):
+        self.state, self.published = state, []
+
+    async def get_bulk_state(self, store, keys, parallelism=1):
+        items = [type("Item", (), {"key": k, "data": self.state.get(k, b"")})() for k in keys]
+        return type("Bulk", (), {"items": items})()
+
+    async def get_state(self, store, key):
+        return type("Item", (), {"data": self.state.get(key, b"")})()
+
+    async def publish_event(self, pubsub, topic, data, data_content_type=None):
+        self.published.append(json.loads(data))
+
+
+def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost(monkeypatch):
+    task = {"task_id": "t-b", "title": "Hello world", "description": "Long enough text"}
+    done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
+    client = FakeStateClient({results_key("b", 0): json.dumps([done]).encode(),
+                              tasks_key("b", 1): json.dumps([task]).encode()})
+    monkeypatch.setattr(activities, "_client", lambda: client)
+    summary = asyncio.run(activities.publish_outcome(None, PublishInput(batch_id="b", chunks=2, started_at="t0",
+                                                                        finished_at="t1")))
+    assert (summary.total, summary.completed, summary.failed) == (2, 1, 1)
+    lost = client.published[0]["data"]["results"][1]
+    assert lost["task_id"] == "t-b" and lost["status"] == "failed"
+    assert lost["error"] == "chunk: the results of chunk 1 were lost from the state store"
