@@ -75,7 +75,7 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def taskfan_stack(scorers: int = 1, **env: int) -> Iterator[Stack]:
+def taskfan_stack(scorers: int = 1, **env: int | str) -> Iterator[Stack]:
     """The real stack, started the way `make up` starts it, with scenario settings in its environment.
 
     Each stack gets an empty run directory (Redis data, scheduler data, logs), so a figure never

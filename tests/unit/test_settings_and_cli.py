@@ -16,7 +16,8 @@ def test_env_overrides():
     assert s.scorers == 3
 
 
-@pytest.mark.parametrize("env", [{"REDIS_PORT": "abc"}, {"MAX_IN_FLIGHT": "0"}, {"SCORE_DELAY_MS": "-1"}])
+@pytest.mark.parametrize("env", [{"REDIS_PORT": "abc"}, {"MAX_IN_FLIGHT": "0"}, {"SCORE_DELAY_MS": "-1"},
+                                 {"REDIS_APPENDFSYNC": "sometimes"}])
 def test_bad_settings_fail_fast(env):
     with pytest.raises(SettingsError):
         Settings.from_env(env)

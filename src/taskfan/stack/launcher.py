@@ -176,7 +176,8 @@ class Stack:
         data_dir.mkdir(parents=True, exist_ok=True)
         process = self.spawn(state, "redis", [
             redis_server, "--bind", host, "--port", str(port), "--dir", str(data_dir),
-            "--appendonly", "yes", "--save", "", "--daemonize", "no",
+            "--appendonly", "yes", "--appendfsync", self.settings.redis_appendfsync, "--save", "",
+            "--daemonize", "no",
         ], ports=[port])
         state.redis_started = True
         wait_until(lambda: readiness.service_ready(self, "redis"), "redis", alive=readiness.alive_check(process))
