@@ -31,7 +31,6 @@ from services.workflow.models import (
 from services.workflow.state_keys import STATE_TTL_S, results_key, tasks_key
 from taskfan import events
 from taskfan.contracts import (
-    DEADLETTER_EVENT_TYPE,
     DEADLETTER_TOPIC,
     MAX_MESSAGE_BYTES,
     OUTCOME_EVENT_TYPE,
@@ -39,7 +38,6 @@ from taskfan.contracts import (
     PUBSUB,
     STATESTORE,
     AppId,
-    DeadLetter,
     Task,
     TaskResult,
 )
@@ -138,11 +136,8 @@ async def check_batch(ctx: wf.WorkflowActivityContext, inp: BatchRef) -> BatchSt
 
 
 async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:
-    record = DeadLetter(reason=inp.reason, event={"batch_id": inp.batch_id, "total": inp.total},
-                        received_at=events.utc_now())
-    await _client().publish_event(PUBSUB, DEADLETTER_TOPIC, events.encode(DEADLETTER_EVENT_TYPE, record,
-                                                                           source=AppId.WORKFLOW),
-                                  data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+    data = events.dead_letter(inp.reason, {"batch_id": inp.batch_id, "total": inp.total}, source=AppId.WORKFLOW)
+    await _client().publish_event(PUBSUB, DEADLETTER_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
 
 
 async def forget_batch(ctx: wf.WorkflowActivityContext, inp: BatchRef) -> None:

@@ -22,7 +22,7 @@ from services.workflow.names import BATCH_WORKFLOW, WATCH_WORKFLOW
 from services.workflow.state_keys import STATE_TTL_S, tasks_key, watch_instance_id
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
-from taskfan.contracts import DEADLETTER_EVENT_TYPE, DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, DeadLetter, TaskBatch
+from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, TaskBatch
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,10 @@ class BatchIntake:
         self.dapr.save_bulk_state(STATESTORE, items)
 
     def dead_letter(self, raw: bytes, reason: str) -> TopicEventResponse:
-        record = DeadLetter(reason=reason, event=events.loads_lenient(raw), received_at=events.utc_now())
         try:
-            self.dapr.publish_event(
-                PUBSUB, DEADLETTER_TOPIC,
-                events.encode(DEADLETTER_EVENT_TYPE, record, source=AppId.WORKFLOW),
-                data_content_type=events.CLOUDEVENT_CONTENT_TYPE,
-            )
+            self.dapr.publish_event(PUBSUB, DEADLETTER_TOPIC,
+                                    events.dead_letter(reason, events.loads_lenient(raw), source=AppId.WORKFLOW),
+                                    data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
         except Exception as exc:  # noqa: BLE001 - any publish failure means "try again later"
             log.warning("dead-letter publish failed; Dapr will redeliver", extra={"error": str(exc)})
             return TopicEventResponse("retry")

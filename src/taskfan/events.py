@@ -12,7 +12,7 @@ from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent, from_dict
 from pydantic import BaseModel, ValidationError
 
-from taskfan.contracts import MAX_BATCH_BYTES, describe_validation_error
+from taskfan.contracts import DEADLETTER_EVENT_TYPE, MAX_BATCH_BYTES, DeadLetter, describe_validation_error
 
 CLOUDEVENT_CONTENT_TYPE = "application/cloudevents+json"
 SOURCE = "taskfan"
@@ -86,6 +86,11 @@ def decode(raw: bytes | str, model: type[M]) -> M:
     except ValidationError as exc:
         raise EventError(f"event data does not match the {model.__name__} schema: "
                          f"{describe_validation_error(exc)}") from None
+
+
+def dead_letter(reason: str, event: object, source: str) -> bytes:
+    """A dead-letter CloudEvent: why, and the refused event (or what is known of the batch)."""
+    return encode(DEADLETTER_EVENT_TYPE, DeadLetter(reason=reason, event=event, received_at=utc_now()), source=source)
 
 
 def loads_lenient(raw: bytes | str) -> object:

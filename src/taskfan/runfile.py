@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from taskfan.contracts import describe_validation_error
+from taskfan.settings import Settings
 
 RUN_FILE_NAME = "dapr.yaml"
 RUN_FILE_ENV = "TASKFAN_RUN_FILE"
@@ -75,10 +76,12 @@ class RunFile(_Strict):
                 return app
         raise RunFileError(f"{self.path}: no app with appID {app_id!r}")
 
+    def ingest_port(self) -> int:
+        """Where the ingest API listens: its ``INGEST_PORT``, else the ingest app's own default."""
+        return int(self.env_for(self.app("ingest")).get("INGEST_PORT", Settings.ingest_port))
+
     def ingest_url(self) -> str:
-        """Where the ingest API listens (its ``INGEST_PORT``)."""
-        port = self.env_for(self.app("ingest")).get("INGEST_PORT", "8080")
-        return f"http://{self.common.api_listen_addresses}:{port}"
+        return f"http://{self.common.api_listen_addresses}:{self.ingest_port()}"
 
     def dapr_http_url(self, app_id: str) -> str:
         """An app's sidecar HTTP API (the first replica's, for a scaled app)."""

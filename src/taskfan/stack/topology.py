@@ -64,7 +64,7 @@ class Topology:
 
     @property
     def ingest_port(self) -> int:
-        return port_of(self.run_file.ingest_url().removeprefix("http://"))
+        return self.run_file.ingest_port()
 
     def instance(self, app_id: str, replica: int | None = None) -> Instance:
         """The app's process; ``replica`` numbers a scaled app's copies (the scorer's)."""
