@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
-from dapr.ext.workflow import DaprWorkflowClient
 
 from services.workflow import aggregate, step_client
 from services.workflow.models import (
     BatchFailure,
     BatchRef,
-    BatchStatus,
     ChunkRef,
     ChunkSummary,
     FirstValidation,
@@ -41,7 +38,6 @@ from taskfan.contracts import (
     Task,
     TaskResult,
 )
-from taskfan.dapr_app import sdk_logger_options
 
 SCORE_TASKS_PER_CALL = 2  # small calls spread one chunk over every scorer replica
 
@@ -108,31 +104,16 @@ async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) ->
     for index, key in enumerate(keys):
         if items.get(key):
             results += [TaskResult.model_validate(r) for r in json.loads(items[key])]
-        else:  # every task is accounted for: a chunk without results reports its tasks as failed
-            reason = inp.unfinished_reason or f"the results of chunk {index} were lost from the state store"
+        else:  # every task is accounted for: a chunk whose results were lost reports its tasks as failed
             tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=index))
-            results += [aggregate.failed(t.task_id, "chunk", reason) for t in tasks]
+            results += [aggregate.failed(t.task_id, "chunk", f"the results of chunk {index} were lost from the "
+                                                             "state store") for t in tasks]
     outcome = aggregate.aggregate(inp.batch_id, results, inp.started_at, inp.finished_at)
     # A stable event id lets subscribers drop the rare redelivery of a retried publish.
     data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
                          event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
     await _client().publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
     return OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"}))
-
-
-_workflows: DaprWorkflowClient | None = None
-
-
-async def check_batch(ctx: wf.WorkflowActivityContext, inp: BatchRef) -> BatchStatus:
-    global _workflows
-    if _workflows is None:
-        _workflows = DaprWorkflowClient(logger_options=sdk_logger_options())
-    state = await asyncio.to_thread(_workflows.get_workflow_state, inp.batch_id, fetch_payloads=False)
-    if state is None:
-        return BatchStatus(state="UNKNOWN")
-    failure = state.failure_details.message if state.failure_details else None
-    return BatchStatus(state=state.runtime_status.name, created_at=state.created_at.replace(tzinfo=UTC).isoformat(),
-                       error=failure)
 
 
 async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:

@@ -17,9 +17,8 @@ from dapr.ext.workflow import DaprWorkflowClient
 
 from services.workflow.aggregate import chunk
 from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input
-from services.workflow.models import BatchInput
-from services.workflow.names import BATCH_WORKFLOW, WATCH_WORKFLOW
-from services.workflow.state_keys import STATE_TTL_S, tasks_key, watch_instance_id
+from services.workflow.names import BATCH_WORKFLOW
+from services.workflow.state_keys import STATE_TTL_S, tasks_key
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
 from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, TaskBatch
@@ -54,27 +53,22 @@ class BatchIntake:
 
     def start(self, batch: TaskBatch) -> TopicEventResponse:
         # Instance id = batch id: a batch published twice, or redelivered, runs once.
-        inp = batch_input(batch.batch_id, len(batch.tasks), self.max_in_flight)
-        if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is None:
-            self.store_tasks(batch)
-            if self._schedule(BATCH_WORKFLOW, inp, batch.batch_id):
-                log.info("batch accepted", extra={"batch_id": batch.batch_id, "tasks": len(batch.tasks)})
-                self._schedule(WATCH_WORKFLOW, inp, watch_instance_id(batch.batch_id))
-                return TopicEventResponse("success")
-        log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
-        # A redelivery after a crash between the two starts still gets its watcher.
-        self._schedule(WATCH_WORKFLOW, inp, watch_instance_id(batch.batch_id))
-        return TopicEventResponse("success")
-
-    def _schedule(self, workflow: str, inp: BatchInput, instance_id: str) -> bool:
-        """Start a workflow instance; False if one with that id exists already."""
+        if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is not None:
+            log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
+            return TopicEventResponse("success")
+        self.store_tasks(batch)
         try:
-            self.workflows.schedule_new_workflow(workflow, input=inp, instance_id=instance_id)
+            self.workflows.schedule_new_workflow(
+                BATCH_WORKFLOW, input=batch_input(batch.batch_id, len(batch.tasks), self.max_in_flight),
+                instance_id=batch.batch_id,
+            )
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
                 raise
-            return False
-        return True
+            log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
+            return TopicEventResponse("success")
+        log.info("batch accepted", extra={"batch_id": batch.batch_id, "tasks": len(batch.tasks)})
+        return TopicEventResponse("success")
 
     def store_tasks(self, batch: TaskBatch) -> None:
         """Each chunk's tasks go to the state store before the workflow starts (not into its history)."""

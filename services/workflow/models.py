@@ -38,16 +38,6 @@ class BatchRef(BaseModel):
 class PublishInput(BatchRef):
     started_at: str
     finished_at: str
-    # Why a chunk without results did not finish; None: its results were lost from the state store.
-    unfinished_reason: str | None = None
-
-
-class BatchStatus(BaseModel):
-    """Output of ``check_batch``: the batch workflow's runtime status as Dapr reports it."""
-
-    state: str  # RUNNING, COMPLETED, FAILED, TERMINATED, ..., or UNKNOWN when there is no such workflow
-    created_at: str = ""
-    error: str | None = None
 
 
 class StepInput(BaseModel):

@@ -6,8 +6,6 @@ Python function must never rename what it is registered as.
 
 BATCH_WORKFLOW = "process_batch"
 CHUNK_WORKFLOW = "process_chunk"
-WATCH_WORKFLOW = "watch_batch"  # answers for a batch whose workflow was terminated or failed
-CHECK_BATCH = "check_batch"
 
 VALIDATE_CHUNK = "validate_chunk"  # loads a chunk's tasks and runs their first validation
 VALIDATE = "validate_tasks"

@@ -19,7 +19,3 @@ def results_key(batch_id: str, index: int) -> str:
 
 def chunk_instance_id(batch_id: str, index: int) -> str:
     return f"{batch_id}{INTERNAL_SEPARATOR}chunk-{index:05d}"
-
-
-def watch_instance_id(batch_id: str) -> str:
-    return f"{batch_id}{INTERNAL_SEPARATOR}watch"

@@ -7,7 +7,6 @@ import dapr.ext.workflow as wf
 from services.workflow import activities, names
 from services.workflow.batch_workflow import process_batch
 from services.workflow.chunk_workflow import process_chunk
-from services.workflow.watch_workflow import watch_batch
 from taskfan.dapr_app import sdk_logger_options
 
 ACTIVITIES = {
@@ -19,7 +18,6 @@ ACTIVITIES = {
     names.PUBLISH_OUTCOME: activities.publish_outcome,
     names.FORGET_BATCH: activities.forget_batch,
     names.DEAD_LETTER_BATCH: activities.dead_letter_batch,
-    names.CHECK_BATCH: activities.check_batch,
 }
 
 
@@ -27,7 +25,6 @@ def create_runtime() -> wf.WorkflowRuntime:
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=sdk_logger_options())
     runtime.register_workflow(process_batch, name=names.BATCH_WORKFLOW)
     runtime.register_workflow(process_chunk, name=names.CHUNK_WORKFLOW)
-    runtime.register_workflow(watch_batch, name=names.WATCH_WORKFLOW)
     for name, fn in ACTIVITIES.items():
         runtime.register_activity(fn, name=name)
     return runtime

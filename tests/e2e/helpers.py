@@ -54,18 +54,3 @@ def post_batch(settings: Settings, body: Any) -> httpx.Response:
 def log_records(stack: Stack, process: str) -> list[dict[str, Any]]:
     path = Path(stack.logs_dir) / f"{process}.log"
     return list(iter_log_records(path)) if path.exists() else []
-
-
-def batch_progress(batch_id: str) -> int:
-    """Tasks done so far, from the batch workflow's custom status (Dapr's workflow API, through the CLI's reader)."""
-    from taskfan.cli.common import CliError
-    from taskfan.cli.status import workflow_state
-
-    try:
-        state = workflow_state(batch_id)
-    except CliError as exc:
-        if exc.transient:  # Dapr read the state while the engine wrote it; ask again
-            return 0
-        raise
-    custom = (state or {}).get("properties", {}).get("dapr.workflow.custom_status")
-    return json.loads(custom)["done"] if custom else 0

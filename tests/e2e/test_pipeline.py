@@ -20,7 +20,7 @@ import pytest
 from taskfan.contracts import TASK_BATCH_EVENT_TYPE, Outcome
 from taskfan.stack import restart
 
-from .helpers import batch_progress, dead_letters, log_records, outcomes_for, post_batch, wait_for, wait_outcome
+from .helpers import dead_letters, log_records, outcomes_for, post_batch, wait_for, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -222,9 +222,23 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
 @pytest.mark.parametrize("process", ["workflow", "workflow-daprd", "validator", "scorer-1", "scorer-1-daprd",
                                      "redis", "scheduler", "placement"])
 def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, batch_id, process):
+    from taskfan.cli.common import CliError
+    from taskfan.cli.status import workflow_state
+
     tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(3000)]
     assert post_batch(settings, {"batch_id": batch_id, "tasks": tasks}).status_code == 202
-    wait_for(lambda: batch_progress(batch_id) >= 200, "the batch to be under way")
+
+    def progress() -> int:
+        try:
+            state = workflow_state(batch_id)
+        except CliError as exc:
+            if exc.transient:  # Dapr read the state while the engine wrote it; ask again
+                return 0
+            raise
+        custom = (state or {}).get("properties", {}).get("dapr.workflow.custom_status")
+        return json.loads(custom)["done"] if custom else 0
+
+    wait_for(lambda: progress() >= 200, "the batch to be under way")
     assert not outcomes_for(redis_client, batch_id), "the batch finished before the crash: nothing was tested"
     restart(stack, process)  # SIGKILL it mid-batch, then start it again
     outcome = wait_outcome(redis_client, batch_id, timeout=300)
@@ -316,19 +330,3 @@ def test_an_event_dapr_gave_up_on_comes_back_as_a_dead_letter_in_taskfans_shape(
                                     == batch_id), None), "a dead-letter record for the given-up event")
     assert "retries" in record["reason"] and "were exhausted" in record["reason"]
     assert record["received_at"]
-
-
-def test_a_batch_terminated_from_outside_still_gets_an_outcome(stack, settings, redis_client, batch_id):
-    tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(3000)]
-    assert post_batch(settings, {"batch_id": batch_id, "tasks": tasks}).status_code == 202
-    wait_for(lambda: batch_progress(batch_id) >= 200, "the batch to be under way")
-    # Dapr's own workflow API, as an operator would use it.
-    terminate = httpx.post(f"{settings.workflow_dapr_url}/v1.0/workflows/dapr/{batch_id}/terminate", timeout=30)
-    assert terminate.status_code == 202, terminate.text
-    outcome = wait_outcome(redis_client, batch_id, timeout=120)
-    assert outcome["total"] == 3000 and outcome["completed"] + outcome["failed"] == 3000
-    assert 0 < outcome["failed"] < 3000, "the batch finished before the terminate: nothing was tested"
-    assert [r["task_id"] for r in outcome["results"]] == [t["task_id"] for t in tasks]
-    assert any("the batch's workflow was terminated before this task finished" in (r["error"] or "")
-               for r in outcome["results"])
-    assert len(outcomes_for(redis_client, batch_id)) == 1
