@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCORERS ?= 1
 
-.PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick lint schemas clean
+.PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak lint schemas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: deps ## measure Taskfan vs Celery vs in-process; writes bench/results/lat
 
 bench-quick: deps ## every benchmark scenario at a tiny size (< 3 min); results in a temp dir
 	$(BIN)/python -m bench.run --quick
+
+soak: deps ## the pipeline under load and random faults for SOAK_SECONDS (600), a ledger in bench/results/soak.json
+	$(BIN)/python -m bench.soak --seconds $(or $(SOAK_SECONDS),600)
 
 lint: venv
 	$(BIN)/ruff check src services tests bench

@@ -1,0 +1,53 @@
+"""Runs after `make down` (file order): a 90-second soak with faults on a stack of its own.
+
+`python -m bench.soak` starts its own stack on dapr.yaml's ports + 11000 with its own Redis (the session
+stack, if one runs, is never touched), publishes through all four ways while it kills and freezes processes,
+and writes its ledger. The test asserts the ledger: every accepted batch has exactly one outcome and every
+task is in its outcome.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bench.soak_ledger import WAYS
+
+from .helpers import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+SOAK_SECONDS = 90
+# Not `make soak`'s default offset: a developer's `make soak` and `make test` can run side by side.
+PORT_OFFSET = 11_000
+
+
+@pytest.mark.timeout(1200)
+def test_soak_with_faults_gives_one_outcome_per_batch(tmp_path):
+    output = tmp_path / "soak.json"
+    command = [sys.executable, "-m", "bench.soak", "--seconds", str(SOAK_SECONDS), "--output", str(output),
+               "--port-offset", str(PORT_OFFSET), "--run-dir", str(REPO_ROOT / ".taskfan" / "soak-e2e")]
+    soak = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = soak.communicate(timeout=1080)
+    except subprocess.TimeoutExpired:
+        soak.send_signal(signal.SIGINT)  # the soak stops its stack on SIGINT/SIGTERM
+        stdout, stderr = soak.communicate(timeout=120)
+        pytest.fail(f"the soak did not finish in time:\n{stderr[-4000:]}")
+    report = f"{stdout}\n{stderr[-4000:]}"
+    assert soak.returncode == 0, report
+    ledger = json.loads(output.read_text())
+    assert ledger["ok"] and ledger["problems"] == [], report
+    published = ledger["batches_published"]
+    assert published >= SOAK_SECONDS / 1.5 * 0.8, report  # one batch every 1.5 s, give or take retries
+    assert all(ledger["published_by_way"][way] > 0 for way in WAYS), report
+    assert ledger["outcomes_received"] == published, report
+    assert ledger["batches_with_exactly_one_outcome"] == published, report
+    assert ledger["missing"] == [] and ledger["duplicates"] == [], report
+    assert ledger["tasks_in"] == ledger["tasks_out"] > 0, report
+    assert ledger["wrong_results"] == [], report
+    assert ledger["faults_injected"] >= 1, report  # ~20 s apart, after the last one is recovered from
+    assert all(fault["error"] is None for fault in ledger["faults"]), report
+    assert set(ledger["rss_kib"]["start"]) >= {"redis", "workflow", "workflow-daprd", "scorer-1"}, report
