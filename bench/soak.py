@@ -150,6 +150,15 @@ def prepare_stack(run_dir: Path, offset: int) -> Stack:
     return stack
 
 
+def code_version() -> dict[str, Any]:
+    """The commit the stack's code comes from, and the files of the stack that differ from it."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        return done.stdout.rstrip() if done.returncode == 0 else ""
+    changed = git("status", "--porcelain", "--", "src", "services", "components", "deploy", "dapr.yaml")
+    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted": [line[3:] for line in changed.splitlines()]}
+
+
 def rss(stack: Stack) -> dict[str, dict[str, int | None]]:
     """VmRSS (KiB) of every process of the stack, by name, from /proc."""
     state = StackState.load(stack.state_path)
@@ -453,6 +462,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"the stack did not start: {exc}")
             return 2
         rss_start = rss(stack)
+        code = code_version()
+        if code["uncommitted"]:
+            say(f"note: the stack runs uncommitted changes of {len(code['uncommitted'])} file(s) "
+                f"on top of {str(code['commit'])[:10]}")
         collector.start()
         publisher = Publisher(stack, random.Random(seed + 1), args, abort)
         injector = FaultInjector(stack, random.Random(seed), args, end, abort)
@@ -483,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                   "freeze_s": [args.freeze_min, args.freeze_max], "port_offset": args.port_offset,
                   "started_at": iso(started), "finished_at": iso(time.time()), "dapr": DAPR_VERSION,
                   "python": platform.python_version(), "cpus": os.cpu_count(),
-                  "redis_appendfsync": stack.settings.redis_appendfsync, "logs": str(stack.logs_dir)}
+                  "redis_appendfsync": stack.settings.redis_appendfsync, "logs": str(stack.logs_dir),
+                  "code": code}
         found = problems(ledger)
         print(render(ledger, config), flush=True)
         args.output.parent.mkdir(parents=True, exist_ok=True)
