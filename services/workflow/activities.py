@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
+from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import aggregate, step_client
+from services.workflow import admission, aggregate, ledger_store, step_client
 from services.workflow.models import (
+    Admission,
+    AdmissionRequest,
     BatchFailure,
     BatchRef,
     ChunkRef,
@@ -42,6 +46,7 @@ from taskfan.contracts import (
 SCORE_TASKS_PER_CALL = 2  # small calls spread one chunk over every scorer replica
 
 _dapr: DaprClient | None = None
+_workflows: DaprWorkflowClient | None = None
 
 
 def _client() -> DaprClient:
@@ -50,6 +55,26 @@ def _client() -> DaprClient:
     if _dapr is None:
         _dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
     return _dapr
+
+
+def _workflow_client() -> DaprWorkflowClient:
+    global _workflows
+    if _workflows is None:
+        _workflows = DaprWorkflowClient()
+    return _workflows
+
+
+async def request_admission(ctx: wf.WorkflowActivityContext, inp: AdmissionRequest) -> Admission:
+    entry = admission.Entry(batch_id=inp.batch_id, slots=inp.slots, total=inp.total, chunks=inp.chunks,
+                            since=inp.since)
+
+    def change(ledger: admission.Ledger) -> tuple[list[str], int]:
+        admitted = admission.request(ledger, entry, inp.cap)
+        return admitted, ledger.position(inp.batch_id) or 0
+
+    admitted, position = await ledger_store.update(_client(), change)
+    await ledger_store.announce(_workflow_client(), [b for b in admitted if b != inp.batch_id])
+    return Admission(position=position)
 
 
 async def validate_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepOutput:
@@ -68,9 +93,10 @@ async def score_tasks(ctx: wf.WorkflowActivityContext, inp: ScoreInput) -> StepO
     return StepOutput(answers=[answer for call in answers for answer in call])
 
 
-async def _load_tasks(chunk: ChunkRef, task_ids: list[str] | None = None) -> list[Task]:
+async def _load_tasks(chunk: ChunkRef, task_ids: list[str] | None = None,
+                      client: DaprClient | None = None) -> list[Task]:
     """A chunk's tasks from the state store: all of them, or those of ``task_ids`` in that order."""
-    item = await _client().get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
+    item = await (client or _client()).get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
     if not item.data:
         raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
     tasks = [Task.model_validate(t) for t in json.loads(item.data)]
@@ -98,30 +124,44 @@ async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsIn
 
 
 async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
+    return await publish_results(_client(), inp, lambda index: f"the results of chunk {index} were lost from "
+                                                               "the state store")
+
+
+async def publish_results(client: DaprClient, inp: PublishInput, missing: Callable[[int], str]) -> OutcomeSummary:
+    """Publish the batch's outcome from its saved chunk results; a chunk without results (lost, or never
+    finished) reports each of its tasks as failed with ``missing(index)``: every task is accounted for.
+    """
     keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
-    items = {item.key: item.data for item in (await _client().get_bulk_state(STATESTORE, keys, parallelism=8)).items}
+    items = {item.key: item.data for item in (await client.get_bulk_state(STATESTORE, keys, parallelism=8)).items}
     results: list[TaskResult] = []
     for index, key in enumerate(keys):
         if items.get(key):
             results += [TaskResult.model_validate(r) for r in json.loads(items[key])]
-        else:  # every task is accounted for: a chunk whose results were lost reports its tasks as failed
-            tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=index))
-            results += [aggregate.failed(t.task_id, "chunk", f"the results of chunk {index} were lost from the "
-                                                             "state store") for t in tasks]
+        else:
+            tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=index), client=client)
+            results += [aggregate.failed(t.task_id, "chunk", missing(index)) for t in tasks]
     outcome = aggregate.aggregate(inp.batch_id, results, inp.started_at, inp.finished_at)
     # A stable event id lets subscribers drop the rare redelivery of a retried publish.
     data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
                          event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
-    await _client().publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+    await client.publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
     return OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"}))
 
 
 async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:
+    await dead_letter(_client(), inp)
+    await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
+
+
+async def dead_letter(client: DaprClient, inp: BatchFailure) -> None:
     data = events.dead_letter(inp.reason, {"batch_id": inp.batch_id, "total": inp.total}, source=AppId.WORKFLOW)
-    await _client().publish_event(PUBSUB, DEADLETTER_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+    await client.publish_event(PUBSUB, DEADLETTER_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
 
 
 async def forget_batch(ctx: wf.WorkflowActivityContext, inp: BatchRef) -> None:
+    # The outcome is out: its slots go to the next batches.
+    await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
     for i in range(inp.chunks):
         await _client().delete_state(STATESTORE, tasks_key(inp.batch_id, i))
         await _client().delete_state(STATESTORE, results_key(inp.batch_id, i))

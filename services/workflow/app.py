@@ -12,6 +12,7 @@ from dapr.clients import DaprClient
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient
 
+from services.workflow import reconciler
 from services.workflow.intake import BatchIntake
 from services.workflow.worker import create_runtime
 from taskfan.contracts import MAX_MESSAGE_BYTES, PUBSUB, TASKS_TOPIC, UNDELIVERABLE_TOPIC, AppId
@@ -23,7 +24,7 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     runtime = create_runtime()
     runtime.start()
     intake = BatchIntake(DaprWorkflowClient(logger_options=sdk_logger_options()),
-                         DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES), settings.max_in_flight)
+                         DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES), settings)
     app.subscribe(
         PUBSUB, TASKS_TOPIC,
         metadata={"rawPayload": "true"},
@@ -32,7 +33,13 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     )(intake.on_event)
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
-    return runtime.shutdown
+    stop_reconciler = reconciler.start()
+
+    def shutdown() -> None:
+        stop_reconciler()
+        runtime.shutdown()
+
+    return shutdown
 
 
 def main() -> None:

@@ -22,15 +22,16 @@ from services.workflow.state_keys import STATE_TTL_S, tasks_key
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
 from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, TaskBatch
+from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class BatchIntake:
-    def __init__(self, workflows: DaprWorkflowClient, dapr: DaprClient, max_in_flight: int) -> None:
+    def __init__(self, workflows: DaprWorkflowClient, dapr: DaprClient, settings: Settings) -> None:
         self.workflows = workflows
         self.dapr = dapr
-        self.max_in_flight = max_in_flight
+        self.settings = settings
 
     def on_event(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
         raw: bytes = event.data
@@ -59,11 +60,12 @@ class BatchIntake:
         self.store_tasks(batch)
         try:
             self.workflows.schedule_new_workflow(
-                BATCH_WORKFLOW, input=batch_input(batch.batch_id, len(batch.tasks), self.max_in_flight),
+                BATCH_WORKFLOW, input=batch_input(batch.batch_id, len(batch.tasks), self.settings.max_in_flight,
+                                                  self.settings.max_tasks_in_progress),
                 instance_id=batch.batch_id,
             )
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+            if not _already_exists(exc):
                 raise
             log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
             return TopicEventResponse("success")
@@ -88,3 +90,9 @@ class BatchIntake:
             return TopicEventResponse("retry")
         log.warning("event dead-lettered", extra={"reason": reason})
         return TopicEventResponse("success")
+
+
+def _already_exists(exc: grpc.RpcError) -> bool:
+    # Dapr 1.18 answers UNKNOWN "an active workflow with ID '...' already exists", not ALREADY_EXISTS.
+    return (exc.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
+            or "already exists" in (exc.details() or ""))  # type: ignore[attr-defined]

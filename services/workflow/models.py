@@ -19,6 +19,25 @@ class BatchInput(BaseModel):
     total: int
     chunks: int
     max_in_flight: int
+    # The global cap on tasks in progress (admission control); 0: admitted at once.
+    max_tasks_in_progress: int = 0
+
+
+class AdmissionRequest(BaseModel):
+    """Input of ``request_admission``: a batch asking for its slots under the global cap."""
+
+    batch_id: str
+    slots: int
+    total: int
+    chunks: int
+    cap: int
+    since: str
+
+
+class Admission(BaseModel):
+    """Output of ``request_admission``: 0 when admitted, else the place in the queue (1 = next)."""
+
+    position: int
 
 
 class ChunkRef(BaseModel):
@@ -100,6 +119,7 @@ class BatchProgress(ChunkSummary):
     """The batch workflow's custom status, read by ``taskfan status`` and ``publish --wait``."""
 
     total: int
+    queued: bool = False  # waiting for admission; `taskfan status` reads its place from the ledger
 
     def add(self, chunk: ChunkSummary) -> None:
         self.done += chunk.done

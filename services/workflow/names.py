@@ -15,3 +15,6 @@ SAVE_RESULTS = "save_chunk_results"
 PUBLISH_OUTCOME = "publish_outcome"
 FORGET_BATCH = "forget_batch"
 DEAD_LETTER_BATCH = "dead_letter_batch"  # the last resort when no outcome can be published
+REQUEST_ADMISSION = "request_admission"  # queue the batch, admit what fits under the global cap
+
+ADMITTED_EVENT = "admitted"  # raised to a queued batch when it is admitted

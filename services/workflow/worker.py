@@ -18,6 +18,7 @@ ACTIVITIES = {
     names.PUBLISH_OUTCOME: activities.publish_outcome,
     names.FORGET_BATCH: activities.forget_batch,
     names.DEAD_LETTER_BATCH: activities.dead_letter_batch,
+    names.REQUEST_ADMISSION: activities.request_admission,
 }
 
 

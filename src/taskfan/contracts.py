@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 PUBSUB = "pubsub"
 STATESTORE = "statestore"
 BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and workflow
+# The admission ledger (queued and running batches), in the workflow app's state store; `taskfan status`
+# reads a queued batch's place from it. "~" keeps it apart from every batch's own keys.
+ADMISSION_LEDGER_KEY = "taskfan~admission"
 TASKS_TOPIC = "tasks"
 OUTCOMES_TOPIC = "outcomes"
 DEADLETTER_TOPIC = "tasks-deadletter"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +59,30 @@ def post_batch(settings: Settings, body: Any) -> httpx.Response:
 def log_records(stack: Stack, process: str) -> list[dict[str, Any]]:
     path = Path(stack.logs_dir) / f"{process}.log"
     return list(iter_log_records(path)) if path.exists() else []
+
+
+@contextlib.contextmanager
+def frozen(stack: Stack, names: list[str]) -> Iterator[None]:
+    """SIGSTOP the named processes of the stack (hung, not dead); SIGCONT them on the way out, always."""
+    state = stack.running()
+    assert state is not None, "no stack is running"
+    pids = [p.pid for p in state.processes if p.name in names]
+    assert len(pids) == len(names), f"not all of {names} are running"
+    for pid in pids:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGCONT)
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The taskfan CLI as a user runs it (it finds the stack from dapr.yaml)."""
+    return subprocess.run([sys.executable, "-m", "taskfan.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
+
+
+def lesson_tasks(prefix: str, count: int) -> list[dict[str, str]]:
+    return [{"task_id": f"{prefix}-{i}", "title": "Urgent: fix login API",
+             "description": "The login api returns 500 errors"} for i in range(count)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,8 @@ from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, C
 from taskfan.cli.outcomes import find_outcome
 from taskfan.cli.status import wait_until_done
 from taskfan.contracts import OUTCOMES_TOPIC
+
+OUTCOME_GRACE_S = 60.0
 
 
 def read_batch_file(path: str) -> bytes:
@@ -50,11 +53,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if not args.wait:
         print(accepted["batch_id"])
         return 0
-    wait_until_done(accepted["batch_id"], args.timeout)
-    outcome = find_outcome(accepted["batch_id"])
+    ended = wait_until_done(accepted["batch_id"], args.timeout)
+    # A terminated or failed workflow's outcome comes from the workflow app within seconds, not at once.
+    deadline = time.monotonic() + OUTCOME_GRACE_S
+    while (outcome := find_outcome(accepted["batch_id"])) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
     if outcome is None:
-        raise CliError(f"batch {accepted['batch_id']} completed but its outcome is not on the "
-                       f"{OUTCOMES_TOPIC!r} stream", EXIT_REFUSED)
+        raise CliError(f"batch {accepted['batch_id']} ended {ended} but no outcome reached the "
+                       f"{OUTCOMES_TOPIC!r} stream within {OUTCOME_GRACE_S:.0f}s", EXIT_REFUSED)
     print(json.dumps(outcome, indent=2))
     return 0
 

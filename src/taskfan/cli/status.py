@@ -6,11 +6,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, settings, workflow_dapr_url
+from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE
 
 
 def workflow_state(batch_id: str) -> dict[str, Any] | None:
@@ -30,7 +32,20 @@ def workflow_state(batch_id: str) -> dict[str, Any] | None:
     return response.json()
 
 
-def summarize(batch_id: str, state: dict[str, Any] | None) -> dict[str, Any]:
+def queue_position(batch_id: str) -> int | None:
+    """A queued batch's place in the admission queue (1 = next), from the ledger the workflow keeps."""
+    url = f"{workflow_dapr_url(settings())}/v1.0/state/{STATESTORE}/{ADMISSION_LEDGER_KEY}"
+    try:
+        response = httpx.get(url, timeout=10)
+        ledger = response.json() if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    queue = [entry.get("batch_id") for entry in ledger.get("queue", [])]
+    return queue.index(batch_id) + 1 if batch_id in queue else None
+
+
+def summarize(batch_id: str, state: dict[str, Any] | None,
+              position: Callable[[str], int | None] = lambda _: None) -> dict[str, Any]:
     if state is None:
         return {"batch_id": batch_id, "state": "UNKNOWN", "detail": "no workflow with this id (yet)"}
     props = state.get("properties", {})
@@ -43,6 +58,10 @@ def summarize(batch_id: str, state: dict[str, Any] | None) -> dict[str, Any]:
         "created_at": state.get("createdAt"),
         "last_updated_at": state.get("lastUpdatedAt"),
     }
+    if progress.get("queued") and summary["state"] == "RUNNING":
+        # Waiting for admission (a global cap on tasks in progress); it starts when its turn comes.
+        summary["state"] = "QUEUED"
+        summary["position"] = position(batch_id)
     output = props.get("dapr.workflow.output")
     if output:
         outcome = json.loads(output)
@@ -53,13 +72,16 @@ def summarize(batch_id: str, state: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    summary = summarize(args.batch_id, workflow_state(args.batch_id))
+    summary = summarize(args.batch_id, workflow_state(args.batch_id), queue_position)
     print(json.dumps(summary, indent=2))
     return 0 if summary["state"] != "UNKNOWN" else EXIT_REFUSED
 
 
-def wait_until_done(batch_id: str, timeout: float) -> None:
-    """Poll the workflow until it completes, showing progress on stderr."""
+def wait_until_done(batch_id: str, timeout: float) -> str:
+    """Poll the workflow until it ends, showing progress on stderr; return how it ended.
+
+    A terminated or failed batch still gets an outcome (the workflow app answers for it).
+    """
     deadline = time.monotonic() + timeout
     last = None
     transient_errors = 0
@@ -78,10 +100,7 @@ def wait_until_done(batch_id: str, timeout: float) -> None:
         if line != last:
             print(line, file=sys.stderr)
             last = line
-        if summary["state"] == "COMPLETED":
-            return
-        if summary["state"] in ("FAILED", "TERMINATED"):
-            raise CliError(f"batch {batch_id} ended {summary['state']}: {summary.get('error', '')}",
-                           EXIT_REFUSED)
+        if summary["state"] in ("COMPLETED", "FAILED", "TERMINATED"):
+            return summary["state"]
         time.sleep(0.25)  # a poll interval under a deadline
     raise CliError(f"batch {batch_id} has no outcome after {timeout:.0f}s", EXIT_REFUSED)

@@ -1,0 +1,100 @@
+"""Always an answer: a batch whose workflow ended without publishing its outcome still gets one.
+
+Every batch is in the admission ledger from its first step until its outcome is out. A background
+loop in the workflow app looks at each of them every few seconds; a batch whose workflow was
+terminated, failed or disappeared (purged) is answered from the results its chunks saved, every
+other task ``failed`` with the reason, and its slots are released. If even that outcome cannot be
+published, a dead-letter record names the batch and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from dapr.aio.clients import DaprClient
+from dapr.ext.workflow import WorkflowStatus
+from dapr.ext.workflow.aio import DaprWorkflowClient
+
+from services.workflow import activities, ledger_store
+from services.workflow.admission import Entry
+from services.workflow.models import BatchFailure, PublishInput
+from taskfan.contracts import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 5.0
+# A ledger entry whose workflow cannot be found this long after it queued was purged, not just slow.
+MISSING_GRACE_S = 60.0
+STILL_GOING = {WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED, WorkflowStatus.STALLED}
+
+
+def unfinished_reason(status: WorkflowStatus | None, failure: str | None) -> str | None:
+    """Why the tasks a finished-but-unpublished workflow left behind failed; None: nothing to answer."""
+    if status is WorkflowStatus.TERMINATED:
+        return "the batch's workflow was terminated before this task finished"
+    if status is WorkflowStatus.FAILED:
+        return f"the batch's workflow failed before this task finished: {failure or 'no reason given'}"
+    if status is None:
+        return "the batch's workflow disappeared (purged) before this task finished"
+    return None
+
+
+def start() -> Callable[[], None]:
+    """Run the loop in a thread of its own (its own event loop and clients); return a stopper."""
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(_loop(stop)), name="reconciler", daemon=True)
+    thread.start()
+
+    def stopper() -> None:
+        stop.set()
+        thread.join(timeout=INTERVAL_S + 5)
+
+    return stopper
+
+
+async def _loop(stop: threading.Event) -> None:
+    client = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
+    workflows = DaprWorkflowClient()
+    while not stop.is_set():
+        try:
+            await reconcile(client, workflows)
+        except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting: next round
+            log.warning("reconcile round failed", extra={"error": str(exc)})
+        await asyncio.to_thread(stop.wait, INTERVAL_S)
+
+
+async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
+    ledger = await ledger_store.read(client)
+    for entry in [*ledger.running, *ledger.queue]:
+        state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=False)
+        status = state.runtime_status if state is not None else None
+        if status in STILL_GOING:
+            continue
+        if status is None and _age_s(entry) < MISSING_GRACE_S:
+            continue
+        failure = state.failure_details.message if state is not None and state.failure_details else None
+        reason = unfinished_reason(status, failure)
+        if reason is not None:
+            await answer(client, entry, reason)
+        await ledger_store.release(client, workflows, entry.batch_id)
+
+
+async def answer(client: DaprClient, entry: Entry, reason: str) -> None:
+    log.warning("answering for a batch whose workflow ended early", extra={"batch_id": entry.batch_id,
+                                                                            "reason": reason})
+    inp = PublishInput(batch_id=entry.batch_id, chunks=entry.chunks, started_at=entry.since,
+                       finished_at=datetime.now(UTC).isoformat())
+    try:
+        await activities.publish_results(client, inp, lambda _: reason)
+    except Exception as exc:  # noqa: BLE001 - the last resort: say so on the dead-letter topic
+        await activities.dead_letter(client, BatchFailure(
+            batch_id=entry.batch_id, total=entry.total,
+            reason=f"batch {entry.batch_id}: {reason}, and no outcome could be published: {exc}"))
+
+
+def _age_s(entry: Entry) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(entry.since)).total_seconds()

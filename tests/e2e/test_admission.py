@@ -1,0 +1,58 @@
+"""Admission control and "always an answer" on the real stack: queued batches, terminated batches."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from .helpers import cli, frozen, lesson_tasks, outcomes_for, post_batch, wait_for, wait_outcome
+
+pytestmark = pytest.mark.e2e
+
+
+def status(batch_id: str) -> dict:
+    done = cli("status", batch_id)
+    return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def terminate(stack, batch_id: str) -> None:
+    """Through Dapr's own workflow HTTP API, as an operator would."""
+    url = f"{stack.run_file.dapr_http_url('workflow')}/v1.0/workflows/dapr/{batch_id}/terminate"
+    assert httpx.post(url, timeout=30).status_code == 202
+
+
+def test_batches_beyond_the_cap_queue_in_arrival_order_and_terminated_ones_still_get_an_outcome(
+        stack, settings, redis_client, batch_id):
+    per_batch, cap = stack.settings.max_in_flight, stack.settings.max_tasks_in_progress
+    running = [f"{batch_id}-run{i}" for i in range(cap // per_batch)]
+    queued = [f"{batch_id}-q{i}" for i in range(3)]
+    scorers = [p.name for p in stack.running().processes if p.name.startswith("scorer-") and "daprd" not in p.name]
+    # Frozen scorers hold the running batches at their score step (for less than a step's deadline).
+    with frozen(stack, scorers):
+        for b in running:
+            assert post_batch(settings, {"batch_id": b, "tasks": lesson_tasks(b, per_batch)}).status_code == 202
+        wait_for(lambda: all(status(b).get("state") == "RUNNING" for b in running), "the first batches to run", 30)
+        for place, b in enumerate(queued, start=1):
+            assert post_batch(settings, {"batch_id": b, "tasks": lesson_tasks(b, per_batch)}).status_code == 202
+            wait_for(lambda b=b, place=place: status(b) == {**status(b), "state": "QUEUED", "position": place},
+                     f"{b} to be queued at position {place}", 30)
+
+        terminate(stack, queued[1])  # a queued batch: every task failed, with the reason
+        outcome = wait_outcome(redis_client, queued[1], timeout=60)
+        assert (outcome["total"], outcome["failed"]) == (per_batch, per_batch)
+        assert {r["error"] for r in outcome["results"]} == {
+            "chunk: the batch's workflow was terminated before this task finished"}
+        assert status(queued[2])["position"] == 2  # the queue closed up
+
+        terminate(stack, running[0])  # a running one: its slots go to the head of the queue
+        outcome = wait_outcome(redis_client, running[0], timeout=120)
+        assert (outcome["total"], outcome["completed"] + outcome["failed"]) == (per_batch, per_batch)
+        wait_for(lambda: status(queued[0]).get("state") == "RUNNING", f"{queued[0]} to be admitted", 30)
+
+    for b in [*running[1:], queued[0], queued[2]]:
+        outcome = wait_outcome(redis_client, b, timeout=180)
+        assert (outcome["total"], outcome["completed"], outcome["failed"]) == (per_batch, per_batch, 0), b
+    for b in [*running, *queued]:
+        assert len(outcomes_for(redis_client, b)) == 1, f"{b}: exactly one outcome"

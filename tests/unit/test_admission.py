@@ -1,0 +1,123 @@
+"""Admission control: the ledger's rules, and the batch workflow waiting its turn (driven with fakes)."""
+
+import json
+
+import dapr.ext.workflow as wf
+
+from services.workflow import admission, batch_workflow, names, reconciler
+from services.workflow.admission import Entry, Ledger
+from services.workflow.models import BatchInput
+
+
+def entry(batch_id: str, slots: int) -> Entry:
+    return Entry(batch_id=batch_id, slots=slots, total=slots, chunks=1, since="2026-01-01T00:00:00+00:00")
+
+
+def test_batches_are_admitted_in_arrival_order_while_their_slots_fit_under_the_cap():
+    ledger = Ledger()
+    assert admission.request(ledger, entry("a", 400), cap=1000) == ["a"]
+    assert admission.request(ledger, entry("b", 400), cap=1000) == ["b"]
+    assert admission.request(ledger, entry("c", 400), cap=1000) == []  # 1200 > 1000: waits
+    assert admission.request(ledger, entry("d", 100), cap=1000) == []  # would fit, but never overtakes c
+    assert [ledger.position(b) for b in "abcd"] == [0, 0, 1, 2]
+    assert ledger.in_progress() == 800
+    assert admission.release(ledger, "a") == ["c", "d"]
+    assert ledger.in_progress() == 900
+    assert ledger.position("a") is None
+
+
+def test_requests_and_releases_are_idempotent():
+    ledger = Ledger()
+    admission.request(ledger, entry("a", 600), cap=1000)
+    admission.request(ledger, entry("b", 600), cap=1000)
+    assert admission.request(ledger, entry("b", 600), cap=1000) == []  # asked again: still one entry
+    assert len(ledger.queue) == 1
+    assert admission.release(ledger, "a") == ["b"]
+    assert admission.release(ledger, "a") == []
+    assert admission.release(ledger, "nobody") == []
+
+
+def test_a_batch_larger_than_the_cap_runs_alone():
+    ledger = Ledger()
+    admission.request(ledger, entry("small", 10), cap=100)
+    assert admission.request(ledger, entry("huge", 400), cap=100) == []
+    assert admission.release(ledger, "small") == ["huge"]
+    assert admission.request(ledger, entry("next", 1), cap=100) == []
+
+
+def test_the_ledger_round_trips_as_json():
+    ledger = Ledger()
+    admission.request(ledger, entry("a", 5), cap=10)
+    admission.request(ledger, entry("b", 10), cap=10)
+    assert Ledger.model_validate_json(ledger.model_dump_json()) == ledger
+
+
+class Scheduled:
+    def __init__(self, name, inp):
+        self.name, self.input = name, inp
+
+
+class Waiter:
+    pass
+
+
+class FakeContext:
+    from datetime import datetime
+    current_utc_datetime = datetime(2026, 1, 1)
+    is_replaying = False
+
+    def __init__(self):
+        self.statuses, self.event = [], Waiter()
+
+    def set_custom_status(self, status):
+        self.statuses.append(json.loads(status))
+
+    def wait_for_external_event(self, name):
+        assert name == names.ADMITTED_EVENT
+        return self.event
+
+    def create_timer(self, delay):
+        return ("timer", delay)
+
+    def call_activity(self, name, *, input=None, retry_policy=None):  # noqa: A002
+        return Scheduled(name, input)
+
+    def call_child_workflow(self, name, *, input=None, instance_id=None):  # noqa: A002
+        return Scheduled(name, input)
+
+
+def test_a_queued_batch_says_so_rechecks_on_a_timer_and_starts_when_the_admitted_event_comes(monkeypatch):
+    monkeypatch.setattr(wf, "when_any", lambda tasks: ("any", tasks))
+    ctx = FakeContext()
+    gen = batch_workflow.process_batch(ctx, BatchInput(batch_id="b", total=250, chunks=3, max_in_flight=200,
+                                                       max_tasks_in_progress=1000))
+    ask = next(gen)
+    assert ask.name == names.REQUEST_ADMISSION
+    assert (ask.input.slots, ask.input.cap, ask.input.chunks) == (200, 1000, 3)
+    waiting = gen.send({"position": 3})
+    assert ctx.statuses[-1] == {"done": 0, "completed": 0, "rejected": 0, "failed": 0, "total": 250,
+                                "queued": True}
+    event, timer = waiting[1]
+    assert event is ctx.event and timer[0] == "timer"
+    assert gen.send(timer).name == names.REQUEST_ADMISSION  # the timer fired first: ask again
+    waiting = gen.send({"position": 1})
+    assert waiting[1][0] is ctx.event  # the same waiter: an event raised meanwhile is not lost
+    fan_out = gen.send(ctx.event)  # admitted: the fan-out starts, two chunks at a time
+    assert [child.name for child in fan_out[1]] == [names.CHUNK_WORKFLOW] * 2
+    assert ctx.statuses[-1]["queued"] is False
+
+
+def test_an_admitted_batch_starts_at_once(monkeypatch):
+    monkeypatch.setattr(wf, "when_any", lambda tasks: ("any", tasks))
+    ctx = FakeContext()
+    gen = batch_workflow.process_batch(ctx, BatchInput(batch_id="b", total=5, chunks=1, max_in_flight=400,
+                                                       max_tasks_in_progress=1000))
+    assert next(gen).input.slots == 5
+    assert [child.name for child in gen.send({"position": 0})[1]] == [names.CHUNK_WORKFLOW]
+
+
+def test_the_reconciler_answers_for_terminated_failed_and_vanished_workflows_only():
+    assert "terminated" in reconciler.unfinished_reason(wf.WorkflowStatus.TERMINATED, None)
+    assert "boom" in reconciler.unfinished_reason(wf.WorkflowStatus.FAILED, "boom")
+    assert "purged" in reconciler.unfinished_reason(None, None)
+    assert reconciler.unfinished_reason(wf.WorkflowStatus.COMPLETED, None) is None
