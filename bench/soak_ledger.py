@@ -268,7 +268,7 @@ def render(ledger: dict[str, Any], config: dict[str, Any]) -> str:
                      f"{fault['process']:<18} {result}")
     lines.append("  RSS (MiB)              start -> end")
     start, end = ledger["rss_kib"]["start"], ledger["rss_kib"]["end"]
-    for name in sorted(set(start) | set(end), key=lambda n: list(end).index(n) if n in end else 999):
+    for name in [*start, *(n for n in end if n not in start)]:  # launch order
         s, e = start.get(name, {}), end.get(name, {})
         restarted = " (restarted)" if s.get("pid") and e.get("pid") and s["pid"] != e["pid"] else ""
         lines.append(f"    {name:<18} {_mib(s.get('rss_kib')):>8} -> {_mib(e.get('rss_kib')):>8}{restarted}")
