@@ -11,12 +11,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from enum import Enum
 
 import aiohttp
 from dapr.conf import settings
 from pydantic import BaseModel, ValidationError
 
 from taskfan.contracts import StepAnswer
+from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,32 @@ log = logging.getLogger(__name__)
 # app's "unavailable" answer. Step calls are pure functions of their input, so repeating is safe.
 UNREACHABLE_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0)
 UNREACHABLE_STATUSES = {502, 503, 504}
+# Every call has a deadline (Settings.step_timeout_s): Dapr's resiliency policy on the step apps cuts
+# it off and answers "context deadline exceeded". A timed-out call is made once more at once: Dapr
+# picks a replica at random per call, so with several replicas it most likely lands on a live one.
+# (Dapr 1.18's circuit breaker on an app target is per app id, not per replica, measured: it would
+# stop every replica's calls because one hangs, so it is not used.)
+TIMEOUT_TRIES = 2
+DAPR_TIMED_OUT = "context deadline exceeded"
+# Our own cut-off, later than Dapr's: it only matters if the sidecar itself hangs.
+CLIENT_DEADLINE_MARGIN_S = 10.0
+
+
+class Failure(Enum):
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    TIMED_OUT = "timed out"
+
 
 _session: aiohttp.ClientSession | None = None
+_timeout_s: float | None = None
+
+
+def timeout_s() -> float:
+    global _timeout_s
+    if _timeout_s is None:
+        _timeout_s = Settings.from_env().step_timeout_s
+    return _timeout_s
 
 
 def _sidecar() -> aiohttp.ClientSession:
@@ -36,9 +62,8 @@ def _sidecar() -> aiohttp.ClientSession:
         headers = {"dapr-api-token": settings.DAPR_API_TOKEN} if settings.DAPR_API_TOKEN else {}
         _session = aiohttp.ClientSession(
             base_url=f"http://{settings.DAPR_RUNTIME_HOST}:{settings.DAPR_HTTP_PORT}",
-            # No total timeout: when scoring is the bottleneck a call legitimately waits in the scorer's
-            # queue. Only opening a socket is bounded; waiting for a pooled connection is not.
-            headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s() + CLIENT_DEADLINE_MARGIN_S, sock_connect=5),
             connector=aiohttp.TCPConnector(limit=256),
         )
     return _session
@@ -47,40 +72,56 @@ def _sidecar() -> aiohttp.ClientSession:
 async def invoke(app_id: str, method: str, tasks: Sequence[BaseModel]) -> list[StepAnswer]:
     """One step call for ``tasks``; a failed call gives every task an answer with an ``error``."""
     payload = [task.model_dump(mode="json") for task in tasks]
-    for delay in (*UNREACHABLE_RETRY_DELAYS_S, None):
-        answers, error, unreachable = await call(app_id, method, payload)
+    delays = iter(UNREACHABLE_RETRY_DELAYS_S)
+    timeouts = 0
+    while True:
+        answers, error, failure = await call(app_id, method, payload)
         if answers is not None:
             return answers
-        if not unreachable or delay is None:
-            break
-        await asyncio.sleep(delay)
+        if failure is Failure.TIMED_OUT:
+            timeouts += 1
+            if timeouts < TIMEOUT_TRIES:
+                log.info("step call timed out; trying again", extra={"app_id": app_id, "method": method,
+                                                                     "tasks": len(tasks)})
+                continue
+            error = f"{error} ({timeouts} tries)"
+        elif failure is Failure.UNREACHABLE and (delay := next(delays, None)) is not None:
+            await asyncio.sleep(delay)
+            continue
+        break
     log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(tasks), "error": error})
     return [StepAnswer(task_id=t["task_id"], error=error) for t in payload]
 
 
 async def call(app_id: str, method: str,
-               tasks: list[dict[str, object]]) -> tuple[list[StepAnswer] | None, str, bool]:
-    """(answers, "", False), or (None, error, whether the app was unreachable)."""
+               tasks: list[dict[str, object]]) -> tuple[list[StepAnswer] | None, str, Failure | None]:
+    """(answers, "", None), or (None, error, how it failed)."""
     # UTF-8 as it is: task text of any script costs its own size, not six bytes a character.
     body = json.dumps({"tasks": tasks}, ensure_ascii=False).encode()
+    timed_out = f"{app_id}/{method} timed out after {timeout_s():g}s"
     try:
         async with _sidecar().post(f"/v1.0/invoke/{app_id}/method/{method}", data=body,
                                    headers={"content-type": "application/json"}) as response:
             answer = await response.read()
     except aiohttp.ClientConnectionError as exc:
-        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", True
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", False
+        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.UNREACHABLE
+    except TimeoutError:
+        return None, timed_out, Failure.TIMED_OUT
+    except aiohttp.ClientError as exc:
+        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.FAILED
     if response.status >= 300:
-        return (None, f"{app_id}/{method} answered {response.status}: {_said(answer)}",
-                response.status in UNREACHABLE_STATUSES)
+        said = _said(answer)
+        if DAPR_TIMED_OUT in said:
+            return None, timed_out, Failure.TIMED_OUT
+        failure = Failure.UNREACHABLE if response.status in UNREACHABLE_STATUSES else Failure.FAILED
+        return None, f"{app_id}/{method} answered {response.status}: {said}", failure
     try:
         answers = [StepAnswer.model_validate(a) for a in json.loads(answer)["results"]]
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
-        return None, f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}", False
+        return None, f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}", Failure.FAILED
     if len(answers) != len(tasks):
-        return None, f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks", False
-    return answers, "", False
+        return None, f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks", Failure.FAILED
+    return answers, "", None
 
 
 def _said(raw: bytes) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+STEP_TIMEOUT_FLOOR_S = 30.0
+
 
 class SettingsError(ValueError):
     pass
@@ -34,6 +36,9 @@ class Settings:
     # Tasks in progress across all batches (admission control): a batch holds up to MAX_IN_FLIGHT of
     # them while it runs; batches beyond the cap wait in arrival order. 4 batches at full width.
     max_tasks_in_progress: int = 1600
+    # The deadline of one step call (validate, enrich, score); 0: sized from the scorer's delay, see
+    # step_timeout_s. Enforced by Dapr's resiliency policy on the step apps, and by the step client.
+    step_timeout_ms: int = 0
     scorers: int = 1
     log_level: str = "INFO"
     # The local stack's run directory (logs, data, rendered components); empty: .taskfan/ beside dapr.yaml.
@@ -61,13 +66,23 @@ class Settings:
     def check(self) -> None:
         if self.redis_appendfsync not in ("always", "everysec", "no"):
             raise SettingsError("REDIS_APPENDFSYNC must be always, everysec or no")
-        for name in ("score_delay_ms",):
+        for name in ("score_delay_ms", "step_timeout_ms"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be >= 0")
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
                      "ingest_port"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
+
+    @property
+    def step_timeout_s(self) -> float:
+        """A step call's deadline: STEP_TIMEOUT_MS, else twice the time a call can legitimately wait at one
+        scorer replica (every task in progress queued ahead of it), and never under 30 s.
+        """
+        if self.step_timeout_ms:
+            return self.step_timeout_ms / 1000
+        queued_s = self.max_tasks_in_progress * self.score_delay_ms / 1000 / self.scorer_concurrency
+        return max(STEP_TIMEOUT_FLOOR_S, 2 * queued_s)
 
     @property
     def redis_address(self) -> str:

@@ -22,6 +22,7 @@ from .helpers import REPO_ROOT
 
 E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
+STEP_TIMEOUT_MS = 15_000
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +30,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     os.environ["SCORER_FAIL_TASKS"] = FAIL_PATTERN  # inherited by the scorer processes
+    # A shorter step deadline than the default 30 s keeps the hung-app drills short; it still exceeds
+    # anything a step legitimately takes here (no scorer delay).
+    os.environ["STEP_TIMEOUT_MS"] = str(STEP_TIMEOUT_MS)
     stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
     stack.up(E2E_SCORERS, progress=lambda line: print(line, flush=True))
     yield stack

@@ -76,6 +76,15 @@ def test_resources_are_rendered_with_this_stacks_redis_and_run_dir(tmp_path):
         tmp_path / "name-resolution.db")
 
 
+def test_the_step_deadline_setting_reaches_daprs_resiliency_policy_on_every_step_app(tmp_path):
+    stack = Stack(Settings(step_timeout_ms=12_500, run_dir=str(tmp_path)), runfile.load(RUN_FILE))
+    stack.render_resources()
+    spec = yaml.safe_load((tmp_path / "resources" / "resiliency.yaml").read_text())["spec"]
+    assert spec["policies"]["timeouts"]["step"] == "12.5s"
+    assert {app: target["timeout"] for app, target in spec["targets"]["apps"].items()} == {
+        AppId.VALIDATOR: "step", AppId.ENRICHER: "step", AppId.SCORER: "step"}
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: d["apps"][1].update(metricsPort=9999), "metricsPort"),
     (lambda d: d["apps"][1].pop("daprHTTPPort"), "daprHTTPPort"),

@@ -76,3 +76,12 @@ def test_the_runtime_build_module_requires_the_pinned_dapr():
 
     go_mod = (Path(__file__).resolve().parents[2] / "deploy" / "dapr" / "go.mod").read_text()
     assert f"github.com/dapr/dapr v{DAPR_VERSION}" in go_mod
+
+
+def test_the_step_deadline_is_sized_from_the_scorers_delay_unless_set():
+    from taskfan.settings import Settings
+
+    assert Settings().step_timeout_s == 30  # no delay: the floor
+    # 1600 tasks in progress, 200 ms each, 4 at a time: a call may wait 80 s at one replica; twice that.
+    assert Settings(score_delay_ms=200, scorer_concurrency=4).step_timeout_s == 160
+    assert Settings(step_timeout_ms=2500, score_delay_ms=200).step_timeout_s == 2.5

@@ -1,8 +1,9 @@
-"""Step calls: an unreachable app is asked again, other failures are not."""
+"""Step calls: an unreachable app is asked again, a timed-out call once more, other failures are not."""
 
 import asyncio
 
 from services.workflow import step_client
+from services.workflow.step_client import Failure
 from taskfan.contracts import ScoreRequest, StepAnswer
 
 
@@ -21,17 +22,49 @@ def run_invoke(monkeypatch, answers):
 
 
 def test_an_unreachable_step_app_is_asked_again_until_it_answers(monkeypatch):
-    down = (None, "scorer/score answered 503: connection refused", True)
+    down = (None, "scorer/score answered 503: connection refused", Failure.UNREACHABLE)
     answered = [StepAnswer(task_id="t1", score=85)]
-    result, calls = run_invoke(monkeypatch, [down, down, (answered, "", False)])
+    result, calls = run_invoke(monkeypatch, [down, down, (answered, "", None)])
     assert (result, calls) == (answered, 3)
 
 
 def test_an_app_unreachable_for_too_long_fails_the_attempt(monkeypatch):
-    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 503: refused", True)])
+    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 503: refused", Failure.UNREACHABLE)])
     assert (result, calls) == ([StepAnswer(task_id="t1", error="scorer/score answered 503: refused")], 4)
 
 
 def test_other_step_failures_are_not_repeated_by_the_call(monkeypatch):
-    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 500: boom", False)])
+    result, calls = run_invoke(monkeypatch, [(None, "scorer/score answered 500: boom", Failure.FAILED)])
     assert (result, calls) == ([StepAnswer(task_id="t1", error="scorer/score answered 500: boom")], 1)
+
+
+def test_a_timed_out_call_is_made_once_more_then_fails_saying_so(monkeypatch):
+    hung = (None, "scorer/score timed out after 30s", Failure.TIMED_OUT)
+    result, calls = run_invoke(monkeypatch, [hung])
+    assert (result, calls) == ([StepAnswer(task_id="t1", error="scorer/score timed out after 30s (2 tries)")], 2)
+    answered = [StepAnswer(task_id="t1", score=85)]
+    assert run_invoke(monkeypatch, [hung, (answered, "", None)]) == (answered, 2)
+
+
+def test_dapr_cutting_a_call_off_reads_as_a_timeout(monkeypatch):
+    class Response:
+        status = 500
+
+        async def read(self):
+            return (b'{"errorCode":"ERR_DIRECT_INVOKE","message":"failed to invoke, id: validator, '
+                    b'err: context deadline exceeded"}')
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+    class Session:
+        def post(self, *args, **kwargs):
+            return Response()
+
+    monkeypatch.setattr(step_client, "_sidecar", Session)
+    monkeypatch.setattr(step_client, "_timeout_s", 12.0)
+    answers, error, failure = asyncio.run(step_client.call("validator", "validate", [{"task_id": "t1"}]))
+    assert (answers, error, failure) == (None, "validator/validate timed out after 12s", Failure.TIMED_OUT)
