@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -32,15 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import redis
 
 from bench import workload
+from bench.burst import RssSampler, burst
 from bench.peers import inprocess
 from taskfan import runfile
 from taskfan.contracts import OUTCOMES_TOPIC
 from taskfan.settings import Settings
-from taskfan.stack import Stack, StackState, port_open, port_owner, wait_until
+from taskfan.stack import Stack, port_open, port_owner, wait_until
 from taskfan.versions import DAPR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,11 +59,13 @@ class Sizes:
     scaling_replicas: tuple[int, ...] = (1, 2, 4)
     big_batch_tasks: int = 10_000
     noop_workflows: int = 200
+    burst_batches: int = 100
+    burst_tasks: int = 1000
     timeout_s: float = 900
 
 
 QUICK = Sizes(fanout_tasks=10, throughput_tasks=100, throughput_batch=50, scaling_tasks=40,
-              big_batch_tasks=300, noop_workflows=10, timeout_s=120)
+              big_batch_tasks=300, noop_workflows=10, burst_batches=10, burst_tasks=100, timeout_s=120)
 
 
 def say(message: str) -> None:
@@ -137,36 +138,6 @@ def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> 
                     pending.discard(batch_id)
                     latencies.append(now - published[batch_id])
     return time.perf_counter() - start, latencies
-
-
-class RssSampler:
-    """Peak of the summed resident memory of every process of the stack, sampled twice a second."""
-
-    def __init__(self, stack: Stack) -> None:
-        state = StackState.load(stack.state_path)
-        self.pids = [p.pid for p in state.processes] if state else []
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for pid in self.pids:
-                with contextlib.suppress(psutil.Error):
-                    process = psutil.Process(pid)
-                    total += process.memory_info().rss
-                    total += sum(c.memory_info().rss for c in process.children(recursive=True))
-            self.peak_bytes = max(self.peak_bytes, total)
-            self._stop.wait(0.5)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # --- scenarios -------------------------------------------------------------------------------------
@@ -252,6 +223,19 @@ def noop_engine(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         stack.stop_sidecar(daprd)
     return {"dapr_noop_activities_per_s": round(5 * sizes.noop_workflows / elapsed, 2),
             "dapr_noop_workflows_per_s": round(sizes.noop_workflows / elapsed, 2)}
+
+
+def scenario_burst(sizes: Sizes) -> dict[str, Any]:
+    """100 batches x 1,000 tasks published at once: admission control queues them, memory stays bounded."""
+    with taskfan_stack(**THROUGHPUT_ENV) as stack:
+        figures = burst(stack, sizes.burst_batches, sizes.burst_tasks, f"bench-burst-{time.time_ns()}",
+                        sizes.timeout_s)
+    if figures["healthz_failures"] or figures["healthz_max_ms"] >= 1000:
+        raise RuntimeError(f"ingest's /healthz was slow or failed during the burst: {figures}")
+    name = f"burst_{figures['tasks'] // 1000}k"
+    return {f"{name}_s": figures["elapsed_s"], f"{name}_tasks_per_s": figures["tasks_per_s"],
+            "burst_publish_s": figures["publish_s"], "burst_peak_rss_mib": figures["peak_rss_mib"],
+            "burst_healthz_max_ms": figures["healthz_max_ms"], "burst_max_queued": figures["max_queued"]}
 
 
 SCALING_ENV = {"SCORE_DELAY_MS": 200, "SCORER_CONCURRENCY": 4}
@@ -432,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full", **environment()}
     results.update(guard("fan-out", lambda: scenario_fanout(sizes)))
     results.update(scenario_throughput_big_noop(sizes))
+    results.update(guard("burst", lambda: scenario_burst(sizes)))
     results.update(guard("scaling", lambda: scenario_scaling(sizes)))
     results.update(guard("peers", lambda: scenario_peers(sizes)))
     if "tasks_per_s" in results and "celery_tasks_per_s" in results:

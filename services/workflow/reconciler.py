@@ -70,7 +70,11 @@ async def _loop(stop: threading.Event) -> None:
 async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
     ledger = await ledger_store.read(client)
     for entry in [*ledger.running, *ledger.queue]:
-        state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=False)
+        try:
+            state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=False)
+        except Exception as exc:  # noqa: BLE001 - Dapr read it mid-write: look again next round
+            log.debug("workflow state unreadable", extra={"batch_id": entry.batch_id, "error": str(exc)})
+            continue
         status = state.runtime_status if state is not None else None
         if status in STILL_GOING:
             continue
