@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build the pinned Dapr runtime (daprd, placement, scheduler) from the Go module proxy, once per machine.
+# Build the pinned Dapr runtime (daprd, placement, scheduler, sentry) from the Go module proxy, once per machine.
 #
 # The binaries live outside the clone, keyed by version, so every clone on the machine (CI's included)
 # reuses one build: ${TASKFAN_CACHE:-~/.cache/taskfan}/dapr/<version>/bin. A lock keeps two clones from
 # building at once. Prints the bin directory on stdout (its last line); one line per step on stderr, the
 # output of go in the install log (see lib.sh). Prints nothing on stderr when the runtime is already built.
+# A cache that lacks some commands (one built before sentry was added) gets only the missing ones built:
+# the binaries present are kept as long as their daprd reports the pinned version.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,7 +18,7 @@ source "$here/lib.sh"
 cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
 prefix="$cache_root/dapr/$DAPR_VERSION"
 bin="$prefix/bin"
-commands=(daprd placement scheduler)
+commands=(daprd placement scheduler sentry)
 
 built() {
   for c in "${commands[@]}"; do [[ -x "$bin/$c" ]] || return 1; done
@@ -34,6 +36,15 @@ if ! flock -n 9; then
 fi
 if built; then echo "$bin"; exit 0; fi
 
+# The commands to build: all of them, unless the cache holds a daprd of the pinned version, in which case
+# only those missing from it (the daprd build is by far the longest).
+missing=()
+if [[ -x "$bin/daprd" ]] && "$bin/daprd" --version 2>/dev/null | grep -qx "$DAPR_VERSION"; then
+  for c in "${commands[@]}"; do [[ -x "$bin/$c" ]] || missing+=("$c"); done
+else
+  missing=("${commands[@]}")
+fi
+
 src="$prefix/src"
 rm -rf "$src" "$prefix/bin.tmp"
 mkdir -p "$src" "$prefix/bin.tmp"
@@ -43,21 +54,31 @@ cp "$here/dapr/go.mod" "$here/dapr/tools.go" "$src/"
 # sum.golang.org is not reachable here; the committed go.sum pins every module hash instead.
 export GOSUMDB=off GOFLAGS=-mod=mod CGO_ENABLED=0
 ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION"
-say "building Dapr $DAPR_VERSION into $bin, once per machine (about 15 min on 2 cores); output in $install_log"
+if (( ${#missing[@]} == ${#commands[@]} )); then
+  say "building Dapr $DAPR_VERSION into $bin, once per machine (about 15 min on 2 cores); output in $install_log"
+else
+  say "adding ${missing[*]} of Dapr $DAPR_VERSION to $bin (about 1 min per command); output in $install_log"
+fi
 cd "$src"
 # allcomponents: the SQLite name resolver (several scorer replicas on one host) is only there.
 # Loading every package the builds need downloads exactly their modules (`go mod download` would fetch
 # only go.mod files and leave the ~430 module downloads to the first build); the log ends with their list.
 download_modules() {
   go list -deps -tags allcomponents -f '{{with .Module}}{{.Path}} {{.Version}}{{end}}' \
-    "${commands[@]/#/github.com/dapr/dapr/cmd/}" | sort -u
+    "${missing[@]/#/github.com/dapr/dapr/cmd/}" | sort -u
 }
 phase "download Go modules for Dapr $DAPR_VERSION" download_modules
-for c in "${commands[@]}"; do
+for c in "${missing[@]}"; do
   phase "build $c" go build -tags allcomponents -trimpath -ldflags "$ldflags" -o "$prefix/bin.tmp/$c" \
     "github.com/dapr/dapr/cmd/$c"
 done
-rm -rf "$bin"
-mv "$prefix/bin.tmp" "$bin"
+if (( ${#missing[@]} == ${#commands[@]} )); then
+  rm -rf "$bin"
+  mv "$prefix/bin.tmp" "$bin"
+else
+  # Each binary lands under its final name atomically (rename within one directory tree).
+  for c in "${missing[@]}"; do mv "$prefix/bin.tmp/$c" "$bin/$c"; done
+  rm -rf "$prefix/bin.tmp"
+fi
 built || fail "the daprd just built does not report version $DAPR_VERSION ($bin/daprd --version)"
 echo "$bin"
