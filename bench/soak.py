@@ -327,13 +327,15 @@ class Collector(threading.Thread):
 
     def _take(self, stream: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:
-            data = json.loads(fields[b"data"])["data"]
+            event = json.loads(fields[b"data"])
+            data = event["data"]
         except (KeyError, TypeError, ValueError):
             self.unreadable.append(f"{stream} {entry_id}")
             return
         with self.lock:
             if stream == OUTCOMES_TOPIC:
-                self.received.setdefault(data.get("batch_id"), []).append(Received(data, entry_id, time.time()))
+                self.received.setdefault(data.get("batch_id"), []).append(
+                    Received(data, entry_id, time.time(), event_id=event.get("id")))
             else:
                 self.dead_letters.append(data)
 
@@ -362,6 +364,13 @@ class FaultInjector(threading.Thread):
         names = [p.name for p in state.processes] if state else []
         self.options = [("SIGKILL", n) for n in names]
         self.options += [("SIGSTOP", n) for n in names if n.split("-")[0] in STEP_APPS and not n.endswith("-daprd")]
+        if args.fault_targets:  # e.g. "redis" or "SIGSTOP": to reproduce one kind of fault
+            wanted = set(args.fault_targets.split(","))
+            chosen = [o for o in self.options if wanted & {o[0], o[1]}]
+            if not chosen:
+                raise StackError(f"--fault-targets {args.fault_targets!r} matches no process or signal; "
+                                 f"choose from {sorted({*names, 'SIGKILL', 'SIGSTOP'})}")
+            self.options = chosen
 
     def run(self) -> None:
         while True:
@@ -417,6 +426,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--freeze-min", type=float, default=5, help="shortest SIGSTOP in seconds (default 5)")
     parser.add_argument("--freeze-max", type=float, default=15, help="longest SIGSTOP in seconds (default 15)")
     parser.add_argument("--no-faults", action="store_true", help="publish only (a baseline)")
+    parser.add_argument("--fault-targets", default="", metavar="NAMES",
+                        help="only these processes or signals, comma-separated (e.g. redis,SIGSTOP; default: all)")
     parser.add_argument("--publish-timeout", type=float, default=240,
                         help="give up on a batch no way accepted for this long (default 240)")
     parser.add_argument("--drain-seconds", type=float, default=300,
@@ -509,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         if not found:
             say("every accepted batch has exactly one outcome; every task is accounted for")
         return 1 if found else 0
+    except StackError as exc:
+        say(f"error: {exc}")
+        return 2
     except KeyboardInterrupt:
         say("interrupted: stopping the stack (no ledger written)")
         abort.set()

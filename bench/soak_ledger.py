@@ -71,6 +71,7 @@ class Received:
     outcome: dict[str, Any]
     entry_id: str
     received_at: float
+    event_id: str | None = None  # the CloudEvent's id (``outcome:<batch_id>``)
 
 
 @dataclass
@@ -117,7 +118,9 @@ def build_ledger(published: list[Published], received: dict[str, list[Received]]
             continue
         if len(events) > 1:
             duplicated.append({"batch_id": batch.batch_id, "way": batch.way, "outcomes": len(events),
-                               "entry_ids": [e.entry_id for e in events]})
+                               "entries": [{"entry_id": e.entry_id, "event_id": e.event_id,
+                                            "finished_at": e.outcome.get("finished_at"),
+                                            "failed": e.outcome.get("failed")} for e in events]})
         first = events[0]
         outcome = first.outcome
         latencies.append(first.received_at - batch.accepted_at)
@@ -249,7 +252,8 @@ def render(ledger: dict[str, Any], config: dict[str, Any]) -> str:
         lines.append(f"  missing: {item['batch_id']} ({item['way']}, {item['tasks']} tasks, "
                      f"accepted {item['accepted_at']})")
     for item in ledger["duplicates"][:20]:
-        lines.append(f"  duplicate: {item['batch_id']} ({item['outcomes']} outcomes)")
+        finished = ", ".join(str(e["finished_at"])[11:23] for e in item["entries"])
+        lines.append(f"  duplicate: {item['batch_id']} ({item['outcomes']} outcomes, finished at {finished})")
     failed = ledger["failed_tasks"]
     lines.append(f"  failed tasks           {len(failed)} "
                  f"({ledger['failed_tasks_without_fault']} with no fault active)")
