@@ -159,6 +159,13 @@ def code_version() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "uncommitted": [line[3:] for line in changed.splitlines()]}
 
 
+def stack_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that shape the soak's stack, as its processes got them from the environment."""
+    names = ("step_timeout_s", "max_tasks_in_progress", "max_in_flight", "score_delay_ms", "scorer_concurrency",
+             "scorer_fail_tasks")
+    return {name: getattr(settings, name) for name in names if hasattr(settings, name)}
+
+
 def rss(stack: Stack) -> dict[str, dict[str, int | None]]:
     """VmRSS (KiB) of every process of the stack, by name, from /proc."""
     state = StackState.load(stack.state_path)
@@ -508,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                   "started_at": iso(started), "finished_at": iso(time.time()), "dapr": DAPR_VERSION,
                   "python": platform.python_version(), "cpus": os.cpu_count(),
                   "redis_appendfsync": stack.settings.redis_appendfsync, "logs": str(stack.logs_dir),
-                  "code": code}
+                  "code": code, "settings": stack_settings(stack.settings)}
         found = problems(ledger)
         print(render(ledger, config), flush=True)
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ task is in its outcome.
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.e2e
 SOAK_SECONDS = 90
 # Not `make soak`'s default offset: a developer's `make soak` and `make test` can run side by side.
 PORT_OFFSET = 11_000
+TEST_ONLY_SETTINGS = ("SCORER_FAIL_TASKS", "STEP_TIMEOUT_MS")
 
 
 @pytest.mark.timeout(1200)
@@ -29,7 +31,11 @@ def test_soak_with_faults_gives_one_outcome_per_batch(tmp_path):
     output = tmp_path / "soak.json"
     command = [sys.executable, "-m", "bench.soak", "--seconds", str(SOAK_SECONDS), "--output", str(output),
                "--port-offset", str(PORT_OFFSET), "--run-dir", str(REPO_ROOT / ".taskfan" / "soak-e2e")]
-    soak = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The soak's stack runs the defaults, not the session stack's test settings (a shorter step deadline,
+    # a scorer that fails some task ids), which the session fixture put in this process's environment.
+    env = {k: v for k, v in os.environ.items() if k not in TEST_ONLY_SETTINGS}
+    soak = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         stdout, stderr = soak.communicate(timeout=1080)
     except subprocess.TimeoutExpired:
