@@ -107,14 +107,15 @@ def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> 
     Returns the wall time from the first publish to the last outcome, and each batch's latency.
     """
     settings = stack.settings
-    client = redis.Redis(host=settings.redis_host, port=settings.redis_port)
+    client = redis.Redis(host=settings.redis_host, port=settings.redis_port, password=stack.secrets.redis_password)
     last_id = "$"
     with contextlib.suppress(redis.ResponseError):
         last_id = client.xinfo_stream(OUTCOMES_TOPIC)["last-generated-id"]
     published: dict[str, float] = {}
     expected = {b["batch_id"]: len(b["tasks"]) for b in batches}
     start = time.perf_counter()
-    with httpx.Client(base_url=stack.ingest_url, timeout=60) as http:
+    with httpx.Client(base_url=stack.ingest_url, timeout=60,
+                      headers={"Authorization": f"Bearer {stack.secrets.ingest_token}"}) as http:
         for batch in batches:
             response = http.post("/batches", json=batch)
             response.raise_for_status()
@@ -201,6 +202,9 @@ def noop_engine(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         results = yield wf.when_all([ctx.call_activity("bench_noop", input=i) for i in range(5)])
         return sum(results)
 
+    import dapr.conf
+
+    dapr.conf.settings.DAPR_API_TOKEN = stack.secrets.dapr_api_token  # the SDK reads it at import otherwise
     sidecar, daprd = stack.start_sidecar("bench-noop")
     runtime = wf.WorkflowRuntime(host="127.0.0.1", port=str(sidecar.grpc_port), maximum_thread_pool_workers=16)
     try:

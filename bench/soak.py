@@ -222,14 +222,17 @@ class Publisher:
         self.published: list[Published] = []
         self.lock = threading.Lock()
         self.redis = redis.Redis(host=stack.settings.redis_host, port=stack.settings.redis_port,
-                                 socket_timeout=self.ATTEMPT_TIMEOUT_S)
+                                 password=stack.secrets.redis_password, socket_timeout=self.ATTEMPT_TIMEOUT_S)
+        self.ingest_auth = {"Authorization": f"Bearer {stack.secrets.ingest_token}"}
+        self.dapr_auth = {"dapr-api-token": stack.secrets.dapr_api_token}
         self.batch_dir = stack.run_dir / "batches"
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="publish")
         self.run_tag = uuid.uuid4().hex[:6]
         cli = Path(sys.executable).with_name("taskfan")
         self.cli = [str(cli)] if cli.exists() else [sys.executable, "-m", "taskfan.cli"]
-        self.cli_env = {**os.environ, "INGEST_URL": stack.ingest_url,
+        # The CLI finds the soak stack's addresses and token here (in its environment, not on its command line).
+        self.cli_env = {**os.environ, "INGEST_URL": stack.ingest_url, "INGEST_TOKEN": stack.secrets.ingest_token,
                         "WORKFLOW_DAPR_URL": stack.run_file.dapr_http_url("workflow")}
 
     def run(self, until: float) -> None:
@@ -272,7 +275,8 @@ class Publisher:
             delay = min(delay * 2, 2.0)
 
     def _via_http(self, batch: dict[str, Any]) -> tuple[str, str]:
-        response = httpx.post(f"{self.stack.ingest_url}/batches", json=batch, timeout=self.ATTEMPT_TIMEOUT_S)
+        response = httpx.post(f"{self.stack.ingest_url}/batches", json=batch, timeout=self.ATTEMPT_TIMEOUT_S,
+                              headers=self.ingest_auth)
         return _verdict(response.status_code, 202, response.text)
 
     def _via_cli(self, batch: dict[str, Any]) -> tuple[str, str]:
@@ -289,7 +293,8 @@ class Publisher:
     def _via_dapr(self, batch: dict[str, Any]) -> tuple[str, str]:
         url = f"{self.stack.run_file.dapr_http_url('ingest')}/v1.0/publish/pubsub/{TASKS_TOPIC}"
         response = httpx.post(url, content=json.dumps(batch, ensure_ascii=False).encode(),
-                              headers={"content-type": "application/json"}, timeout=self.ATTEMPT_TIMEOUT_S)
+                              headers={"content-type": "application/json", **self.dapr_auth},
+                              timeout=self.ATTEMPT_TIMEOUT_S)
         return _verdict(response.status_code, 204, response.text)
 
     def _via_redis(self, batch: dict[str, Any]) -> tuple[str, str]:
@@ -312,9 +317,10 @@ def _verdict(status: int, accepted: int, text: str) -> tuple[str, str]:
 class Collector(threading.Thread):
     """Follows the ``outcomes`` and ``tasks-deadletter`` streams; reconnects while Redis restarts."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis_password: str) -> None:
         super().__init__(name="collector", daemon=True)
         self.settings = settings
+        self.redis_password = redis_password
         self.received: dict[str, list[Received]] = {}
         self.dead_letters: list[dict[str, Any]] = []
         self.unreadable: list[str] = []
@@ -327,7 +333,7 @@ class Collector(threading.Thread):
         while not self.halt.is_set():
             try:
                 client = client or redis.Redis(host=self.settings.redis_host, port=self.settings.redis_port,
-                                               socket_timeout=10)
+                                               password=self.redis_password, socket_timeout=10)
                 for stream, entries in client.xread(self.last, block=1000, count=500) or []:
                     for entry_id, fields in entries:
                         self._take(stream.decode(), entry_id.decode(), fields)
@@ -473,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"cannot start: {exc}")
         return 2
     abort, end = threading.Event(), threading.Event()
-    collector = Collector(stack.settings)
+    collector = Collector(stack.settings, stack.secrets.redis_password)
     publisher: Publisher | None = None
     injector: FaultInjector | None = None
     try:

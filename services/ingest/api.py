@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import uuid
@@ -87,9 +88,52 @@ def first_line(exc: Exception) -> str:
     return (text or type(exc).__name__).strip().splitlines()[0][:300]
 
 
-def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | None = None) -> FastAPI:
+class Doors:
+    """Who may use the API: ``POST /batches`` needs the stack's bearer token, and every request must name
+    this server in its ``Host`` (a page in a browser that rebinds some DNS name to 127.0.0.1 cannot).
+    Refusals are logged once per client address and reason.
+    """
+
+    def __init__(self, token: str, hosts: set[str]) -> None:
+        self.token = token.encode()
+        self.hosts = hosts
+        self._logged: set[tuple[str, str]] = set()
+
+    def host_refusal(self, request: Request) -> JSONResponse | None:
+        host = request.headers.get("host", "")
+        if host in self.hosts:
+            return None
+        self._log(request, "host")
+        return error(421, f"Host {host!r} is not this server ({' or '.join(sorted(self.hosts))}); refused")
+
+    def token_refusal(self, request: Request) -> JSONResponse | None:
+        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), self.token):
+            return None
+        self._log(request, "token")
+        response = error(401, "send the stack's ingest token as `Authorization: Bearer <token>` (the CLI does; "
+                              "the token is `ingest-token` in .taskfan/secrets/secrets.json)")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    def _log(self, request: Request, reason: str) -> None:
+        client = request.client.host if request.client else "?"
+        if (client, reason) not in self._logged:
+            self._logged.add((client, reason))
+            log.warning("request refused", extra={"client": client, "reason": reason, "path": request.url.path})
+
+
+def local_hosts(port: int) -> set[str]:
+    return {f"127.0.0.1:{port}", f"localhost:{port}"}
+
+
+def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | None = None, *,
+               token: str, hosts: set[str]) -> FastAPI:
     """The ingest API; pass a publisher and a batch-record client to test it without a sidecar."""
+    if not token:
+        raise ValueError("ingest needs a token (INGEST_TOKEN); the stack's launcher generates one")
     state: dict[str, Any] = {}
+    doors = Doors(token, hosts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -103,12 +147,18 @@ def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | No
 
     api = FastAPI(title="Taskfan ingest", lifespan=lifespan)
 
+    @api.middleware("http")
+    async def only_our_host(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
+        return doors.host_refusal(request) or await call_next(request)
+
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @api.post("/batches", status_code=202, responses=openapi.RESPONSES, openapi_extra=openapi.REQUEST_BODY)
     async def submit(request: Request) -> JSONResponse:
+        if refusal := doors.token_refusal(request):
+            return refusal
         if request.headers.get("content-type", "application/json").split(";")[0] not in (
             "application/json", "text/json"
         ):

@@ -2,7 +2,7 @@
 
 import uvicorn
 
-from services.ingest.api import create_api
+from services.ingest.api import create_api, local_hosts
 from taskfan import logs
 from taskfan.contracts import AppId
 from taskfan.settings import Settings
@@ -11,8 +11,11 @@ from taskfan.settings import Settings
 def main() -> None:
     settings = Settings.from_env()
     logs.configure(AppId.INGEST, settings.log_level)
-    uvicorn.run(create_api(), host=settings.ingest_host, port=settings.ingest_port,
-                log_config=None, access_log=False)
+    if not settings.ingest_token:
+        raise SystemExit("INGEST_TOKEN is not set: ingest never runs without authentication "
+                         "(`taskfan stack up` generates the stack's token)")
+    api = create_api(token=settings.ingest_token, hosts=local_hosts(settings.ingest_port))
+    uvicorn.run(api, host=settings.ingest_host, port=settings.ingest_port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 RESPONSES: dict[int | str, dict[str, Any]] = {
     202: _json("Accepted", "accepted and published to the `tasks` topic"),
     400: _json("Error", "the body is not valid JSON"),
+    401: _json("Error", "no or a wrong bearer token (`Authorization: Bearer <the stack's ingest token>`)"),
     409: _json("Error", "the batch id is already in use with different content"),
     413: _json("Error", "the body is over 2 MiB"),
+    421: _json("Error", "the `Host` header is not this server's address (DNS rebinding protection)"),
     415: _json("Error", "the body is not application/json"),
     422: _json("Error", "the JSON is not a valid batch (the message names every problem)"),
     503: _json("Error", "pub/sub or the state store is unavailable; try again"),

@@ -33,7 +33,11 @@ UNREACHABLE_STATUSES = {502, 503, 504}
 # (Dapr 1.18's circuit breaker on an app target is per app id, not per replica, measured: it would
 # stop every replica's calls because one hangs, so it is not used.)
 TIMEOUT_TRIES = 2
-DAPR_TIMED_OUT = "context deadline exceeded"
+# How Dapr words a call it cut off at the deadline (both seen from 1.18.1).
+DAPR_TIMED_OUT = ("context deadline exceeded", "code = DeadlineExceeded")
+# Dapr's name resolution found no live replica: one is restarting, or a busy machine delayed the
+# replicas' heartbeats. Transient, like an unreachable replica.
+DAPR_NO_HOST = "no host found with the given ID"
 # Our own cut-off, later than Dapr's: it only matters if the sidecar itself hangs.
 CLIENT_DEADLINE_MARGIN_S = 10.0
 
@@ -111,9 +115,10 @@ async def call(app_id: str, method: str,
         return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.FAILED
     if response.status >= 300:
         said = _said(answer)
-        if DAPR_TIMED_OUT in said:
+        if any(words in said for words in DAPR_TIMED_OUT):
             return None, timed_out, Failure.TIMED_OUT
-        failure = Failure.UNREACHABLE if response.status in UNREACHABLE_STATUSES else Failure.FAILED
+        unreachable = response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said
+        failure = Failure.UNREACHABLE if unreachable else Failure.FAILED
         return None, f"{app_id}/{method} answered {response.status}: {said}", failure
     try:
         answers = [StepAnswer.model_validate(a) for a in json.loads(answer)["results"]]

@@ -6,6 +6,7 @@ method handlers that only decode, call a plain function, and encode.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
+import grpc
 from dapr.clients.grpc._request import InvokeMethodRequest
 from dapr.clients.grpc._response import InvokeMethodResponse
 from dapr.ext.grpc import App
@@ -65,8 +67,45 @@ def sdk_logger_options() -> LoggerOptions:
     return LoggerOptions(log_level=logging.WARNING, log_handler=logging.NullHandler())
 
 
-def create_app(threads: int) -> App:
-    return App(thread_pool=futures.ThreadPoolExecutor(max_workers=threads), max_grpc_message_length=MAX_MESSAGE_BYTES)
+class AppTokenInterceptor(grpc.ServerInterceptor):
+    """Only our own sidecar may call the app: it sends APP_API_TOKEN as ``dapr-api-token`` on every call.
+
+    dapr-ext-grpc's App does not check the token itself (1.18.1); any other caller of the app port gets
+    UNAUTHENTICATED, logged once per caller address. Two discovery calls stay open: daprd 1.18.1 makes
+    them without the token (pkg/runtime/processor/subscriber/subscriber.go:576-584 and
+    processor/binding/send.go:457-464 never add it), and they only list the app's subscriptions and
+    input bindings.
+    """
+
+    SENT_WITHOUT_TOKEN_BY_DAPRD = frozenset({"/dapr.proto.runtime.v1.AppCallback/ListTopicSubscriptions",
+                                             "/dapr.proto.runtime.v1.AppCallback/ListInputBindings"})
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._refused: set[str] = set()
+
+        def refuse(request: object, context: grpc.ServicerContext) -> None:
+            peer = context.peer()
+            if peer not in self._refused:
+                self._refused.add(peer)
+                log.warning("refused a call without our sidecar's app token", extra={"peer": peer})
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong dapr-api-token")
+
+        self._refuse = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def intercept_service(self, continuation, details):  # noqa: ANN001, ANN201 - grpc's signature
+        sent = dict(details.invocation_metadata or ()).get("dapr-api-token", "")
+        if hmac.compare_digest(str(sent).encode(), self._token) or details.method in self.SENT_WITHOUT_TOKEN_BY_DAPRD:
+            return continuation(details)
+        return self._refuse
+
+
+def create_app(threads: int, app_token: str = "") -> App:
+    # With any server argument given, App ignores max_grpc_message_length: the limits go in options.
+    return App(thread_pool=futures.ThreadPoolExecutor(max_workers=threads),
+               interceptors=[AppTokenInterceptor(app_token)] if app_token else [],
+               options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
 
 
 Configure = Callable[[App, Settings], Callable[[], None] | None]
@@ -79,7 +118,7 @@ def serve(app_id: str, configure: Configure, *, threads: int = 16) -> None:
     """
     settings = Settings.from_env()
     logs.configure(app_id, settings.log_level)
-    app = create_app(threads)
+    app = create_app(threads, settings.app_api_token)
     shutdown = configure(app, settings)
     port = int(os.environ.get("APP_PORT", "0")) or None
     signal.signal(signal.SIGTERM, lambda *_: app.stop())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 STEP_TIMEOUT_FLOOR_S = 30.0
 
@@ -41,6 +41,12 @@ class Settings:
     step_timeout_ms: int = 0
     scorers: int = 1
     log_level: str = "INFO"
+    # Secrets (never printed: repr=False). The launcher generates them per stack and gives them to its
+    # processes; clients read them from the stack's secrets file when these are empty (stack_secrets).
+    dapr_api_token: str = field(default="", repr=False)
+    app_api_token: str = field(default="", repr=False)
+    ingest_token: str = field(default="", repr=False)
+    redis_password: str = field(default="", repr=False)
     # The local stack's run directory (logs, data, rendered components); empty: .taskfan/ beside dapr.yaml.
     run_dir: str = ""
 

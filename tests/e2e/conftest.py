@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from taskfan import runfile
+from taskfan import runfile, stack_secrets
 from taskfan.settings import Settings
 from taskfan.stack import Stack
 
@@ -42,13 +42,15 @@ def stack() -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> Settings:
     # Clients reach the stack at the addresses its run file gives, as the CLI does.
-    return dataclasses.replace(stack.settings, ingest_url=stack.ingest_url,
-                               workflow_dapr_url=stack.run_file.dapr_http_url("workflow"))
+    # ... and with the stack's secrets, as the CLI reads them (stack_secrets).
+    return stack_secrets.for_clients(dataclasses.replace(
+        stack.settings, ingest_url=stack.ingest_url, workflow_dapr_url=stack.run_file.dapr_http_url("workflow")),
+        stack.run_file)
 
 
 @pytest.fixture(scope="session")
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis(host=settings.redis_host, port=settings.redis_port)
+    return redis.Redis(host=settings.redis_host, port=settings.redis_port, password=settings.redis_password)
 
 
 @pytest.fixture

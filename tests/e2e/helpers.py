@@ -53,7 +53,17 @@ def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
 
 
 def post_batch(settings: Settings, body: Any) -> httpx.Response:
-    return httpx.post(f"{settings.ingest_url}/batches", json=body, timeout=30)
+    return httpx.post(f"{settings.ingest_url}/batches", json=body, timeout=30, headers=ingest_auth(settings))
+
+
+def ingest_auth(settings: Settings) -> dict[str, str]:
+    """What the CLI sends to ingest: the stack's bearer token."""
+    return {"Authorization": f"Bearer {settings.ingest_token}"}
+
+
+def dapr_auth(settings: Settings) -> dict[str, str]:
+    """What every Dapr client of the stack sends to a sidecar: the stack's Dapr API token."""
+    return {"dapr-api-token": settings.dapr_api_token}
 
 
 def log_records(stack: Stack, process: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from .helpers import cli, frozen, lesson_tasks, outcomes_for, post_batch, wait_for, wait_outcome
+from .helpers import cli, dapr_auth, frozen, lesson_tasks, outcomes_for, post_batch, wait_for, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -17,10 +17,10 @@ def status(batch_id: str) -> dict:
     return json.loads(done.stdout) if done.stdout.strip() else {}
 
 
-def terminate(stack, batch_id: str) -> None:
+def terminate(stack, settings, batch_id: str) -> None:
     """Through Dapr's own workflow HTTP API, as an operator would."""
     url = f"{stack.run_file.dapr_http_url('workflow')}/v1.0/workflows/dapr/{batch_id}/terminate"
-    assert httpx.post(url, timeout=30).status_code == 202
+    assert httpx.post(url, timeout=30, headers=dapr_auth(settings)).status_code == 202
 
 
 def test_batches_beyond_the_cap_queue_in_arrival_order_and_terminated_ones_still_get_an_outcome(
@@ -39,14 +39,14 @@ def test_batches_beyond_the_cap_queue_in_arrival_order_and_terminated_ones_still
             wait_for(lambda b=b, place=place: status(b) == {**status(b), "state": "QUEUED", "position": place},
                      f"{b} to be queued at position {place}", 30)
 
-        terminate(stack, queued[1])  # a queued batch: every task failed, with the reason
+        terminate(stack, settings, queued[1])  # a queued batch: every task failed, with the reason
         outcome = wait_outcome(redis_client, queued[1], timeout=60)
         assert (outcome["total"], outcome["failed"]) == (per_batch, per_batch)
         assert {r["error"] for r in outcome["results"]} == {
             "chunk: the batch's workflow was terminated before this task finished"}
         assert status(queued[2])["position"] == 2  # the queue closed up
 
-        terminate(stack, running[0])  # a running one: its slots go to the head of the queue
+        terminate(stack, settings, running[0])  # a running one: its slots go to the head of the queue
         outcome = wait_outcome(redis_client, running[0], timeout=120)
         assert (outcome["total"], outcome["completed"] + outcome["failed"]) == (per_batch, per_batch)
         wait_for(lambda: status(queued[0]).get("state") == "RUNNING", f"{queued[0]} to be admitted", 30)

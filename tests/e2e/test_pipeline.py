@@ -20,7 +20,7 @@ import pytest
 from taskfan.contracts import TASK_BATCH_EVENT_TYPE, Outcome
 from taskfan.stack import restart
 
-from .helpers import dead_letters, log_records, outcomes_for, post_batch, wait_for, wait_outcome
+from .helpers import dapr_auth, dead_letters, ingest_auth, log_records, outcomes_for, post_batch, wait_for, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -94,10 +94,10 @@ def test_duplicate_batch_gives_one_workflow_and_one_outcome(stack, settings, red
     assert len(outcomes_for(redis_client, batch_id)) == 1
 
 
-def test_publish_through_the_dapr_http_api(stack, redis_client, batch_id):
+def test_publish_through_the_dapr_http_api(stack, settings, redis_client, batch_id):
     # Any Dapr client can publish: here Dapr's own HTTP API on the ingest sidecar, plain JSON data.
     url = f"{stack.run_file.dapr_http_url('ingest')}/v1.0/publish/pubsub/tasks"
-    response = httpx.post(url, json={"batch_id": batch_id, "tasks": [LESSON_TASK]})
+    response = httpx.post(url, json={"batch_id": batch_id, "tasks": [LESSON_TASK]}, headers=dapr_auth(settings))
     assert response.status_code == 204, response.text
     assert wait_outcome(redis_client, batch_id)["completed"] == 1
 
@@ -165,7 +165,8 @@ def test_cli_publish_wait_and_status(batch_id, tmp_path):
 def test_status_through_the_dapr_workflow_api(stack, settings, redis_client, batch_id):
     post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
     wait_outcome(redis_client, batch_id)
-    state = httpx.get(f"{stack.run_file.dapr_http_url('workflow')}/v1.0/workflows/dapr/{batch_id}").json()
+    state = httpx.get(f"{stack.run_file.dapr_http_url('workflow')}/v1.0/workflows/dapr/{batch_id}",
+                      headers=dapr_auth(settings)).json()
     assert state["runtimeStatus"] == "COMPLETED"
 
 
@@ -187,18 +188,19 @@ def test_cli_follow_prints_outcomes_as_they_arrive(settings, batch_id):
 
 def test_ingest_refuses_bad_batches_with_reasons(settings):
     url = f"{settings.ingest_url}/batches"
-    bad = httpx.post(url, content=b"{oops", headers={"content-type": "application/json"})
+    auth = ingest_auth(settings)
+    bad = httpx.post(url, content=b"{oops", headers={"content-type": "application/json", **auth})
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
-    empty = httpx.post(url, json={"tasks": []})
+    empty = httpx.post(url, json={"tasks": []}, headers=auth)
     assert empty.status_code == 422 and "tasks" in empty.json()["error"]
-    dup = httpx.post(url, json={"tasks": [LESSON_TASK, LESSON_TASK]})
+    dup = httpx.post(url, json={"tasks": [LESSON_TASK, LESSON_TASK]}, headers=auth)
     assert dup.status_code == 422 and "unique" in dup.json()["error"]
 
 
 def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_id):
     # The README's own sidecar for examples/subscriber.py, here on free ports.
     sidecar, daprd = stack.start_sidecar(f"sub-{batch_id[-8:]}")
-    env = {**os.environ, "SIDECAR": f"127.0.0.1:{sidecar.grpc_port}"}
+    env = {**os.environ, "SIDECAR": f"127.0.0.1:{sidecar.grpc_port}", "DAPR_API_TOKEN": settings.dapr_api_token}
     subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.root, env=env,
                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -258,7 +260,7 @@ def test_a_batch_near_the_size_limit_in_any_script_completes(settings, redis_cli
     body = json.dumps({"batch_id": batch_id, "tasks": tasks}, ensure_ascii=False).encode()
     assert 1_500_000 < len(body) <= 2 * 1024 * 1024
     response = httpx.post(f"{settings.ingest_url}/batches", content=body,
-                          headers={"content-type": "application/json"}, timeout=60)
+                          headers={"content-type": "application/json", **ingest_auth(settings)}, timeout=60)
     assert response.status_code == 202, response.text
     outcome = wait_outcome(redis_client, batch_id, timeout=300)
     assert (outcome["total"], outcome["completed"]) == (count, count)
@@ -281,7 +283,7 @@ def test_the_largest_outcome_the_contracts_allow_is_delivered(settings, redis_cl
               "description": "0123456789"} for i in range(10_000)]
     body = json.dumps({"batch_id": batch_id, "tasks": tasks}, separators=(",", ":")).encode()
     response = httpx.post(f"{settings.ingest_url}/batches", content=body,
-                          headers={"content-type": "application/json"}, timeout=60)
+                          headers={"content-type": "application/json", **ingest_auth(settings)}, timeout=60)
     assert response.status_code == 202, response.text
     outcome = wait_outcome(redis_client, batch_id, timeout=600)
     assert (outcome["total"], outcome["failed"]) == (10_000, 10_000)
@@ -301,7 +303,7 @@ def test_one_batch_id_runs_one_payload_whichever_way_it_comes(stack, settings, r
     dapr_publish = f"{stack.run_file.dapr_http_url('ingest')}/v1.0/publish/pubsub/tasks"
     with ThreadPoolExecutor(5) as pool:
         via_ingest = [pool.submit(post_batch, settings, p) for p in (a, b, a)]
-        pool.submit(httpx.post, dapr_publish, json=c).result()
+        pool.submit(httpx.post, dapr_publish, json=c, headers=dapr_auth(settings)).result()
         pool.submit(redis_client.xadd, "tasks", {"data": json.dumps(cloudevent(batch_id, d["tasks"]))}).result()
         codes = [f.result().status_code for f in via_ingest]
     outcome = wait_outcome(redis_client, batch_id)

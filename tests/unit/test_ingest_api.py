@@ -46,10 +46,44 @@ def records():
     return FakeRecords()
 
 
+TOKEN = "unit-test-token"
+
+
+def api_client(publisher, records, **kwargs) -> TestClient:
+    """A client the way the CLI is one: the stack's token, the server's own Host."""
+    api = create_api(publisher, records, token=TOKEN, hosts={"testserver"})
+    return TestClient(api, headers={"Authorization": f"Bearer {TOKEN}", **kwargs.pop("headers", {})}, **kwargs)
+
+
 @pytest.fixture
 def client(publisher, records):
-    with TestClient(create_api(publisher, records)) as c:
+    with api_client(publisher, records) as c:
         yield c
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {TOKEN}", TOKEN])
+def test_a_batch_without_the_stacks_token_is_refused_401_and_not_published(publisher, records, authorization):
+    with TestClient(create_api(publisher, records, token=TOKEN, hosts={"testserver"})) as c:
+        headers = {"Authorization": authorization} if authorization else {}
+        response = c.post("/batches", json={"tasks": [TASK]}, headers=headers)
+        assert c.get("/healthz").status_code == 200  # health stays open
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in response.json()["error"]
+    assert publisher.published == []
+
+
+def test_a_request_for_another_host_is_refused_421(publisher, records):
+    with api_client(publisher, records, headers={"Host": "attacker.example:8080"}) as c:
+        for response in (c.post("/batches", json={"tasks": [TASK]}), c.get("/healthz")):
+            assert response.status_code == 421
+            assert "attacker.example" in response.json()["error"]
+    assert publisher.published == []
+
+
+def test_ingest_will_not_run_without_a_token():
+    with pytest.raises(ValueError, match="INGEST_TOKEN"):
+        create_api(FakePublisher(), FakeRecords(), token="", hosts={"testserver"})
 
 
 TASK = {"task_id": "t1", "title": "Hello world", "description": "Long enough text"}
@@ -101,7 +135,7 @@ def test_wrong_content_type_is_415(client):
 
 
 def test_publish_failure_is_503():
-    with TestClient(create_api(FakePublisher(fail=True), FakeRecords())) as c:
+    with api_client(FakePublisher(fail=True), FakeRecords()) as c:
         response = c.post("/batches", json=[TASK])
     assert response.status_code == 503
     assert "sidecar down" in response.json()["error"]
@@ -146,7 +180,7 @@ def test_a_chunked_body_is_cut_off_at_the_limit(client):
 
 def test_a_publish_failure_is_one_readable_line(publisher):
     publisher.fail = True
-    with TestClient(create_api(publisher, FakeRecords())) as c:
+    with api_client(publisher, FakeRecords()) as c:
         response = c.post("/batches", json={"tasks": [TASK]})
     assert response.status_code == 503
     assert response.json()["error"] == "could not publish the batch to pub/sub, try again: sidecar down"

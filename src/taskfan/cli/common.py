@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskfan import runfile
+from taskfan import runfile, stack_secrets
 from taskfan.settings import Settings, SettingsError
 
 EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
@@ -16,10 +16,23 @@ class CliError(Exception):
 
 
 def settings() -> Settings:
+    """Settings from the environment; secrets it does not give come from the checkout's stack."""
     try:
-        return Settings.from_env()
+        current = Settings.from_env()
     except SettingsError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    try:
+        return stack_secrets.for_clients(current, runfile.load())
+    except runfile.RunFileError:  # outside a checkout: the environment says it all
+        return current
+
+
+def ingest_headers(current: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {current.ingest_token}"} if current.ingest_token else {}
+
+
+def dapr_headers(current: Settings) -> dict[str, str]:
+    return {"dapr-api-token": current.dapr_api_token} if current.dapr_api_token else {}
 
 
 def run_file() -> runfile.RunFile:

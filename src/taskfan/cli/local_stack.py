@@ -16,6 +16,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
             stack.up(args.scorers)
         elif args.action == "down":
             stack.down()
+        elif args.action == "env":
+            # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
+            secrets = stack.secrets
+            print(f"export INGEST_TOKEN={secrets.ingest_token} DAPR_API_TOKEN={secrets.dapr_api_token} "
+                  f"REDISCLI_AUTH={secrets.redis_password}")
         elif args.action == "restart":
             if not args.app:
                 raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow)",

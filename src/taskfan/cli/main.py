@@ -49,8 +49,9 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
-    stk.add_argument("action", choices=["up", "down", "status", "restart"],
-                     help="restart SIGKILLs one process (--app) and starts it again: a crash drill")
+    stk.add_argument("action", choices=["up", "down", "status", "restart", "env"],
+                     help="restart SIGKILLs one process (--app) and starts it again: a crash drill; env prints "
+                          "`export` lines with the stack's tokens and Redis password, for a shell of your own")
     stk.add_argument("--app", help="with restart: a process name from `stack status` "
                                    "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...)")
     stk.add_argument("--scorers", type=int, default=None, help="scorer replicas (default $SCORERS or 1)")

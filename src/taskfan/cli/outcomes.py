@@ -23,7 +23,7 @@ def stored_outcomes(count: int) -> list[dict[str, Any]]:
     import redis
 
     current = settings()
-    client = redis.Redis(host=current.redis_host, port=current.redis_port)
+    client = redis.Redis(host=current.redis_host, port=current.redis_port, password=current.redis_password or None)
     try:
         entries = client.xrevrange(OUTCOMES_TOPIC, count=count)
     except redis.RedisError as exc:
@@ -55,11 +55,14 @@ def recent_outcomes(count: int, batch_id: str | None) -> int:
 
 def follow_outcomes(group: str, batch_id: str | None) -> int:
     """A real Dapr subscription: a sidecar of our own with app id ``group`` streams ``outcomes``."""
+    import dapr.conf
     from dapr.clients import DaprClient
 
     from taskfan.stack import StackError
 
     stack = local_stack()
+    # The SDK reads DAPR_API_TOKEN once, at import; our own sidecar expects the stack's token.
+    dapr.conf.settings.DAPR_API_TOKEN = stack.secrets.dapr_api_token
     try:
         sidecar, process = stack.start_sidecar(group)
     except StackError as exc:

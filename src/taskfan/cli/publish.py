@@ -10,7 +10,15 @@ from pathlib import Path
 
 import httpx
 
-from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, CliError, ingest_url, settings
+from taskfan.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    CliError,
+    ingest_headers,
+    ingest_url,
+    settings,
+)
 from taskfan.cli.outcomes import find_outcome
 from taskfan.cli.status import wait_until_done
 from taskfan.contracts import OUTCOMES_TOPIC
@@ -39,9 +47,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise CliError(f"{args.file} must hold a JSON object or a list of tasks", EXIT_BAD_INPUT)
         document["batch_id"] = args.batch_id
         body = json.dumps(document).encode()
-    url = f"{args.url or ingest_url(settings())}/batches"
+    current = settings()
+    url = f"{args.url or ingest_url(current)}/batches"
     try:
-        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+        response = httpx.post(url, content=body, timeout=30,
+                              headers={"content-type": "application/json", **ingest_headers(current)})
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the ingest API at {url}: {exc} (is the stack up? `make up`)",
                        EXIT_UNREACHABLE) from None

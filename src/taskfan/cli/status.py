@@ -11,15 +11,16 @@ from typing import Any
 
 import httpx
 
-from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, settings, workflow_dapr_url
+from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, dapr_headers, settings, workflow_dapr_url
 from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE
 
 
 def workflow_state(batch_id: str) -> dict[str, Any] | None:
     """The batch's workflow as the workflow sidecar's ``/v1.0/workflows/dapr/<id>`` answers it."""
-    url = f"{workflow_dapr_url(settings())}/v1.0/workflows/dapr/{batch_id}"
+    current = settings()
+    url = f"{workflow_dapr_url(current)}/v1.0/workflows/dapr/{batch_id}"
     try:
-        response = httpx.get(url, timeout=10)
+        response = httpx.get(url, timeout=10, headers=dapr_headers(current))
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the workflow sidecar at {url}: {exc} (is the stack up?)",
                        EXIT_UNREACHABLE) from None
@@ -34,9 +35,10 @@ def workflow_state(batch_id: str) -> dict[str, Any] | None:
 
 def queue_position(batch_id: str) -> int | None:
     """A queued batch's place in the admission queue (1 = next), from the ledger the workflow keeps."""
-    url = f"{workflow_dapr_url(settings())}/v1.0/state/{STATESTORE}/{ADMISSION_LEDGER_KEY}"
+    current = settings()
+    url = f"{workflow_dapr_url(current)}/v1.0/state/{STATESTORE}/{ADMISSION_LEDGER_KEY}"
     try:
-        response = httpx.get(url, timeout=10)
+        response = httpx.get(url, timeout=10, headers=dapr_headers(current))
         ledger = response.json() if response.status_code == 200 else {}
     except (httpx.HTTPError, ValueError):
         return None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from taskfan import runfile
+from taskfan import runfile, stack_secrets
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
 from taskfan.stack import readiness
@@ -48,7 +48,7 @@ class Stack:
         self.run_file = run_file or runfile.load()
         self.topology = Topology(self.run_file)
         self.root = self.run_file.root
-        self.run_dir = Path(self.settings.run_dir) if self.settings.run_dir else self.root / ".taskfan"
+        self.run_dir = stack_secrets.run_dir(self.settings, self.run_file)
         self.logs_dir = self.run_dir / "logs"
         self.resources_dir = self.run_dir / "resources"
         self.config_path = self.run_dir / "config.yaml"
@@ -56,6 +56,14 @@ class Stack:
         self.state_path = self.run_dir / "stack.json"
         self.ingest_url = self.run_file.ingest_url()
         self.workflow = self.topology.instance("workflow")
+        self._secrets: stack_secrets.StackSecrets | None = None
+
+    @property
+    def secrets(self) -> stack_secrets.StackSecrets:
+        """This stack's tokens and Redis password, generated on first use (``stack_secrets``)."""
+        if self._secrets is None:
+            self._secrets = stack_secrets.ensure(self.run_dir)
+        return self._secrets
 
     # Installation is the project's own job: both scripts return at once when already done.
     def _install(self, script_name: str, what: str) -> str:
@@ -93,6 +101,7 @@ class Stack:
         instances = self.topology.instances(scorers)
         self.check_ports_free(instances)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets  # generated at the first `up`, kept by `down`  # noqa: B018
         self.render_resources()
 
         state = StackState(scorers=scorers)
@@ -147,6 +156,8 @@ class Stack:
                     for item in (document.get("spec") or {}).get("metadata") or []:
                         if item.get("name") == "redisHost":
                             item["value"] = self.settings.redis_address
+                        if item.get("name") == "secretsFile":
+                            item["value"] = str(stack_secrets.path(self.run_dir))
                 (self.resources_dir / source.name).write_text(yaml.safe_dump_all(documents, sort_keys=False))
         config = yaml.safe_load(self.run_file.resolve(self.run_file.common.config_file_path).read_text())
         resolver = config.get("spec", {}).get("nameResolution", {}).get("configuration")
@@ -160,8 +171,11 @@ class Stack:
         log_path = self.logs_dir / f"{name}.log"
         with open(log_path, "ab") as out:
             # Own session: the stack outlives `make up`, and `down` can stop each process group.
+            # Secrets travel in the environment (owner-only in /proc), never on the command line, and are
+            # not recorded in stack.json; Redis reads its password from a file instead.
+            secret_env = {} if name == "redis" else self.secrets.app_env()
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **(env or {})}, cwd=cwd or self.run_dir,
+                                    env={**os.environ, **secret_env, **(env or {})}, cwd=cwd or self.run_dir,
                                     start_new_session=True)
         process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {}, str(cwd or self.run_dir),
                           started=start_time(proc.pid))
@@ -172,14 +186,19 @@ class Stack:
     def _start_redis(self, state: StackState, redis_server: str, progress: Progress) -> None:
         host, port = self.settings.redis_host, self.settings.redis_port
         if port_open(port, host):
-            if not redis_ping(host, port):
-                raise StackError(f"something that is not Redis listens on {host}:{port} (set REDIS_PORT)")
+            if not redis_ping(host, port, self.secrets.redis_password):
+                raise StackError(f"a server on {host}:{port} does not answer as a Redis with this stack's password "
+                                 f"({stack_secrets.path(self.run_dir)}); stop it or set REDIS_PORT")
             progress(f"using the Redis server already running on {host}:{port}")
             return
         data_dir = self.run_dir / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
+        # The password goes in a config file (owner-only): a command line is visible to every user.
+        config = stack_secrets.path(self.run_dir).parent / "redis.conf"
+        config.touch(mode=0o600)
+        config.write_text(f"requirepass {self.secrets.redis_password}\n")
         process = self.spawn(state, "redis", [
-            redis_server, "--bind", host, "--port", str(port), "--dir", str(data_dir),
+            redis_server, str(config), "--bind", host, "--port", str(port), "--dir", str(data_dir),
             "--appendonly", "yes", "--appendfsync", self.settings.redis_appendfsync, "--save", "",
             "--daemonize", "no",
         ], ports=[port])
@@ -217,6 +236,8 @@ class Stack:
             str(bin_dir / "daprd"), "--app-id", instance.app_id,
             "--dapr-http-port", str(instance.http_port), "--dapr-grpc-port", str(instance.grpc_port),
             "--dapr-internal-grpc-port", str(instance.internal_grpc_port),
+            # Sidecar-to-sidecar traffic stays on this machine (the default listens on every interface).
+            "--dapr-internal-grpc-listen-address", "127.0.0.1",
             "--dapr-listen-addresses", common.api_listen_addresses,
             "--resources-path", str(self.resources_dir), "--config", str(self.config_path),
             "--placement-host-address", common.placement_host_address,
@@ -293,7 +314,8 @@ class Stack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.logs_dir / f"{instance.label}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(self.daprd_command(bin_dir, instance), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env={**os.environ, "DAPR_HOST_IP": "127.0.0.1"},
+                                stdin=subprocess.DEVNULL,
+                                env={**os.environ, **self.secrets.app_env(), "DAPR_HOST_IP": "127.0.0.1"},
                                 cwd=self.run_dir, start_new_session=True)
         url = f"http://127.0.0.1:{instance.http_port}/v1.0/healthz"
         try:

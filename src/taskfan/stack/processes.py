@@ -93,8 +93,8 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def http_json(url: str, timeout: float = 5.0) -> object:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def http_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> object:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
         return json.loads(response.read() or b"null")
 
 
@@ -139,9 +139,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def redis_ping(host: str, port: int) -> bool:
+def redis_ping(host: str, port: int, password: str = "") -> bool:
+    """Whether a Redis server answers on host:port, with ``password`` when given."""
     try:
         with socket.create_connection((host, port), timeout=1) as sock:
+            if password:
+                secret = password.encode()
+                sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
+                if not sock.recv(64).startswith(b"+OK"):
+                    return False
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
     except OSError:

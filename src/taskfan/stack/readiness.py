@@ -44,7 +44,7 @@ def alive_check(process: Process) -> Callable[[], str | None]:
 def service_ready(stack: Stack, name: str) -> bool:
     """Readiness of Redis and of the control plane (apps and sidecars: ``wait_app``)."""
     if name == "redis":
-        return redis_ping(stack.settings.redis_host, stack.settings.redis_port)
+        return redis_ping(stack.settings.redis_host, stack.settings.redis_port, stack.secrets.redis_password)
     health_port = {"placement": stack.topology.placement_ports[1], "scheduler": stack.topology.scheduler_ports[1]}
     return http_status(f"http://127.0.0.1:{health_port[name]}/healthz") == 200
 
@@ -86,7 +86,8 @@ def registered(stack: Stack, instance: Instance) -> bool:
 def _workflow_metadata(stack: Stack) -> dict[str, object]:
     """The workflow sidecar's view of its workers and of placement (from ``/v1.0/metadata``)."""
     try:
-        meta = http_json(f"http://127.0.0.1:{stack.workflow.http_port}/v1.0/metadata")
+        meta = http_json(f"http://127.0.0.1:{stack.workflow.http_port}/v1.0/metadata",
+                         headers={"dapr-api-token": stack.secrets.dapr_api_token})
     except (OSError, ValueError) as exc:
         return {"error": str(exc)}
     meta = meta if isinstance(meta, dict) else {}

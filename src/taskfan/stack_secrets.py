@@ -1,0 +1,89 @@
+"""The local stack's secrets: generated at the first ``stack up``, kept by ``down``, removed by ``make clean``.
+
+Shared by the launcher (which creates them) and every client (the CLI, the tests, the soak, the
+benchmark), which read them from the stack's run directory unless the environment gives them.
+
+One JSON file, ``<run dir>/secrets/secrets.json``, readable by its owner only. It is also the file Dapr's
+local-file secret store reads (components refer to ``redis-password`` with ``secretKeyRef``), and the
+place the CLI, the tests, the soak and the benchmark read the tokens from. Secrets reach processes
+through their environment or a file, never their command line (``ps`` shows command lines to everyone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from taskfan.runfile import RunFile
+from taskfan.settings import Settings
+
+SECRETS_DIR = "secrets"
+SECRETS_FILE = "secrets.json"
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    dapr_api_token: str  # every sidecar's API (DAPR_API_TOKEN); clients send it as `dapr-api-token`
+    app_api_token: str  # sidecar -> app calls (APP_API_TOKEN); apps accept only it
+    ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`)
+    redis_password: str  # Redis `requirepass`; components read it through the secret store
+
+    @classmethod
+    def generate(cls) -> StackSecrets:
+        return cls(**{f.name: secrets.token_urlsafe(32) for f in fields(cls)})
+
+    def as_secret_store(self) -> dict[str, str]:
+        """Dapr's local-file secret store format: one key per secret, names with dashes."""
+        return {name.replace("_", "-"): value for name, value in asdict(self).items()}
+
+    def app_env(self) -> dict[str, str]:
+        """What every process of the stack but Redis gets in its environment."""
+        return {"DAPR_API_TOKEN": self.dapr_api_token, "APP_API_TOKEN": self.app_api_token,
+                "INGEST_TOKEN": self.ingest_token}
+
+
+def path(run_dir: Path) -> Path:
+    return run_dir / SECRETS_DIR / SECRETS_FILE
+
+
+def load(run_dir: Path) -> StackSecrets | None:
+    try:
+        stored = json.loads(path(run_dir).read_text())
+    except FileNotFoundError:
+        return None
+    return StackSecrets(**{f.name: stored[f.name.replace("_", "-")] for f in fields(StackSecrets)})
+
+
+def ensure(run_dir: Path) -> StackSecrets:
+    """The stack's secrets, generated on first use; the folder 0700 and the file 0600 in any case."""
+    folder = path(run_dir).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    existing = load(run_dir)
+    if existing is not None:
+        path(run_dir).chmod(0o600)
+        return existing
+    created = StackSecrets.generate()
+    # Created with 0600 from the start: never readable by others, not even for a moment.
+    descriptor = os.open(path(run_dir), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        json.dump(created.as_secret_store(), out, indent=2)
+    return created
+
+
+def run_dir(settings: Settings, run_file: RunFile) -> Path:
+    """The stack's run directory: RUN_DIR, else ``.taskfan/`` beside ``dapr.yaml``."""
+    return Path(settings.run_dir) if settings.run_dir else run_file.root / ".taskfan"
+
+
+def for_clients(settings: Settings, run_file: RunFile) -> Settings:
+    """``settings`` with every secret the environment left empty taken from the stack's secrets file."""
+    stored = load(run_dir(settings, run_file))
+    if stored is None:
+        return settings
+    return dataclasses.replace(settings, **{name: getattr(settings, name) or value
+                                            for name, value in asdict(stored).items()})
