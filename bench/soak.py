@@ -261,7 +261,9 @@ class Publisher:
             record.attempts += 1
             try:
                 verdict, detail = getattr(self, f"_via_{record.way}")(batch)
-            except Exception as exc:  # noqa: BLE001 - any failure of a way is a reason to try again
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+                verdict, detail = "refused", one_line(exc)  # a wrong password does not pass with time
+            except Exception as exc:  # noqa: BLE001 - any other failure of a way is a reason to try again
                 verdict, detail = "retry", one_line(exc)
             if verdict == "accepted":
                 record.accepted_at = time.time()
