@@ -29,7 +29,7 @@ from services.workflow.models import (
     StepInput,
     StepOutput,
 )
-from services.workflow.state_keys import STATE_TTL_S, results_key, tasks_key
+from services.workflow.state_keys import STATE_TTL_S, outcome_key, results_key, tasks_key
 from taskfan import events
 from taskfan.contracts import (
     DEADLETTER_TOPIC,
@@ -131,7 +131,14 @@ async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) ->
 async def publish_results(client: DaprClient, inp: PublishInput, missing: Callable[[int], str]) -> OutcomeSummary:
     """Publish the batch's outcome from its saved chunk results; a chunk without results (lost, or never
     finished) reports each of its tasks as failed with ``missing(index)``: every task is accounted for.
+
+    At most once per batch id: a record of the published outcome is kept, and checked first. A crash can
+    make the engine run this again (its history lost the first run, measured by the soak) and the
+    reconciler may answer for a workflow terminated right after publishing.
     """
+    published = await client.get_state(STATESTORE, outcome_key(inp.batch_id))
+    if published.data:
+        return OutcomeSummary.model_validate_json(published.data)
     keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
     items = {item.key: item.data for item in (await client.get_bulk_state(STATESTORE, keys, parallelism=8)).items}
     results: list[TaskResult] = []
@@ -146,7 +153,10 @@ async def publish_results(client: DaprClient, inp: PublishInput, missing: Callab
     data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
                          event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
     await client.publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
-    return OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"}))
+    summary = OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"}))
+    await client.save_state(STATESTORE, outcome_key(inp.batch_id), summary.model_dump_json(),
+                            state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
+    return summary
 
 
 async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:

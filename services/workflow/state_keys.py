@@ -17,5 +17,10 @@ def results_key(batch_id: str, index: int) -> str:
     return f"taskfan:{batch_id}:results:{index:05d}"
 
 
+def outcome_key(batch_id: str) -> str:
+    """The summary of a batch's published outcome: its presence means "published, do not again"."""
+    return f"taskfan:{batch_id}:outcome"
+
+
 def chunk_instance_id(batch_id: str, index: int) -> str:
     return f"{batch_id}{INTERNAL_SEPARATOR}chunk-{index:05d}"

@@ -81,6 +81,9 @@ class FakeStateClient:
     async def publish_event(self, pubsub, topic, data, data_content_type=None):
         self.published.append(json.loads(data))
 
+    async def save_state(self, store, key, value, state_metadata=None):
+        self.state[key] = value.encode()
+
 
 def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost(monkeypatch):
     task = {"task_id": "t-b", "title": "Hello world", "description": "Long enough text"}
@@ -94,3 +97,16 @@ def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost(monkeypatch):
     lost = client.published[0]["data"]["results"][1]
     assert lost["task_id"] == "t-b" and lost["status"] == "failed"
     assert lost["error"] == "chunk: the results of chunk 1 were lost from the state store"
+
+
+def test_an_outcome_is_published_once_even_if_the_engine_runs_publish_outcome_again(monkeypatch):
+    # A crash can lose the history entry of a publish that happened (seen in the soak): the second run
+    # finds the record of the first and publishes nothing.
+    done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
+    client = FakeStateClient({results_key("b", 0): json.dumps([done]).encode()})
+    monkeypatch.setattr(activities, "_client", lambda: client)
+    inp = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
+    first = asyncio.run(activities.publish_outcome(None, inp))
+    again = asyncio.run(activities.publish_outcome(None, inp.model_copy(update={"finished_at": "t2"})))
+    assert len(client.published) == 1
+    assert again == first
