@@ -7,4 +7,5 @@ import (
 	_ "github.com/dapr/dapr/cmd/daprd"
 	_ "github.com/dapr/dapr/cmd/placement"
 	_ "github.com/dapr/dapr/cmd/scheduler"
+	_ "github.com/dapr/dapr/cmd/sentry"
 )

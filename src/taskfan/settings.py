@@ -41,6 +41,11 @@ class Settings:
     step_timeout_ms: int = 0
     scorers: int = 1
     log_level: str = "INFO"
+    # Outside Dapr apps allowed to publish batches to `tasks`, and to subscribe to `outcomes` and
+    # `tasks-deadletter` (comma-separated app ids; a subscriber's app id is its consumer group). Every
+    # other app id is refused those topics by its sidecar (pub/sub scopes).
+    tasks_publishers: str = ""
+    outcome_subscribers: str = "taskfan-cli,my-subscriber"
     # Secrets (never printed: repr=False). The launcher generates them per stack and gives them to its
     # processes; clients read them from the stack's secrets file when these are empty (stack_secrets).
     dapr_api_token: str = field(default="", repr=False)
@@ -89,6 +94,10 @@ class Settings:
             return self.step_timeout_ms / 1000
         queued_s = self.max_tasks_in_progress * self.score_delay_ms / 1000 / self.scorer_concurrency
         return max(STEP_TIMEOUT_FLOOR_S, 2 * queued_s)
+
+    @staticmethod
+    def app_ids(listed: str) -> list[str]:
+        return [app_id.strip() for app_id in listed.split(",") if app_id.strip()]
 
     @property
     def redis_address(self) -> str:

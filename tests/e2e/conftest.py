@@ -23,6 +23,7 @@ from .helpers import REPO_ROOT
 E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
 STEP_TIMEOUT_MS = 15_000
+E2E_SUBSCRIBERS = ("e2e-follower", "e2e-subscriber")
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +34,8 @@ def stack() -> Iterator[Stack]:
     # A shorter step deadline than the default 30 s keeps the hung-app drills short; it still exceeds
     # anything a step legitimately takes here (no scorer delay).
     os.environ["STEP_TIMEOUT_MS"] = str(STEP_TIMEOUT_MS)
+    # The subscribers the tests start, besides the README's (pub/sub scopes admit only listed app ids).
+    os.environ["OUTCOME_SUBSCRIBERS"] = ",".join(["taskfan-cli", "my-subscriber", *E2E_SUBSCRIBERS])
     stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
     stack.up(E2E_SCORERS, progress=lambda line: print(line, flush=True))
     yield stack

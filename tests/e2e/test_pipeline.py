@@ -172,7 +172,7 @@ def test_status_through_the_dapr_workflow_api(stack, settings, redis_client, bat
 
 def test_cli_follow_prints_outcomes_as_they_arrive(settings, batch_id):
     follower = subprocess.Popen(
-        [sys.executable, "-m", "taskfan.cli", "outcomes", "--follow", "--group", f"g-{batch_id[-8:]}",
+        [sys.executable, "-m", "taskfan.cli", "outcomes", "--follow", "--group", "e2e-follower",
          "--batch", batch_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # The subscription is live once the follower says so on stderr.
@@ -199,7 +199,7 @@ def test_ingest_refuses_bad_batches_with_reasons(settings):
 
 def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_id):
     # The README's own sidecar for examples/subscriber.py, here on free ports.
-    sidecar, daprd = stack.start_sidecar(f"sub-{batch_id[-8:]}")
+    sidecar, daprd = stack.start_sidecar("e2e-subscriber")
     env = {**os.environ, "SIDECAR": f"127.0.0.1:{sidecar.grpc_port}", "DAPR_API_TOKEN": settings.dapr_api_token}
     subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.root, env=env,
                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -100,10 +100,11 @@ def test_after_the_intruders_the_pipeline_runs_and_each_refusal_was_logged_once(
 
 
 def test_every_listener_of_the_stack_is_on_loopback(stack):
-    # Dapr 1.18.1's placement and scheduler ignore --healthz-listen-address (pkg/healthz/server/server.go
+    # Dapr 1.18.1's placement, scheduler and sentry ignore --healthz-listen-address (pkg/healthz/server/server.go
     # listens on ":<port>"; fixed upstream after 1.18.1, dapr/dapr#10394): their health ports are the only
     # wildcard listeners, and they answer nothing but "ok".
-    known_dapr_defect = {stack.topology.placement_ports[1], stack.topology.scheduler_ports[1]}
+    known_dapr_defect = {stack.topology.placement_ports[1], stack.topology.scheduler_ports[1],
+                         stack.topology.sentry_ports[1]}
     wildcard = []
     for pid, name in stack_pids(stack).items():
         for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
@@ -134,3 +135,63 @@ def test_no_secret_is_on_a_command_line_or_readable_by_others(stack):
     for log in (stack.run_dir / "logs").glob("*.log"):
         assert not any(v in log.read_bytes() for v in values), f"a secret is in {log.name}"
     assert json.loads(path.read_text()).keys() == secrets.as_secret_store().keys()
+
+
+def invoke(settings, instance: Instance, app_id: str, method: str) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{instance.http_port}/v1.0/invoke/{app_id}/method/{method}",
+                      json={"tasks": []}, headers={"dapr-api-token": settings.dapr_api_token}, timeout=30)
+
+
+def test_only_workflow_may_invoke_the_step_apps_and_only_their_step_methods(stack, settings):
+    # Access control on the called sidecar, by the caller's SPIFFE identity from Sentry (mTLS).
+    ingest, workflow = stack.topology.instance("ingest"), stack.workflow
+    for target, method in (("validator", "validate"), ("enricher", "enrich"), ("scorer", "score")):
+        denied = invoke(settings, ingest, target, method)
+        assert denied.status_code == 403, denied.text
+        assert "spiffe://public/ns/default/ingest" in denied.text
+        assert invoke(settings, workflow, target, method).status_code == 200
+    assert invoke(settings, workflow, "scorer", "admin").status_code == 403
+    for target in ("ingest", "workflow"):  # nothing may invoke these through Dapr
+        assert invoke(settings, stack.topology.instance("validator"), target, "anything").status_code >= 400
+
+
+def test_topics_are_used_only_by_the_apps_granted_them(stack, settings):
+    ingest = stack.topology.instance("ingest")
+    for topic in ("outcomes", "tasks-deadletter"):
+        refused = httpx.post(f"http://127.0.0.1:{ingest.http_port}/v1.0/publish/pubsub/{topic}", json={},
+                             headers={"dapr-api-token": settings.dapr_api_token}, timeout=30)
+        assert refused.status_code == 403 and "ERR_PUBSUB_FORBIDDEN" in refused.text, refused.text
+    # An app id nobody granted, with the stack's own components and token: no Taskfan topic for it.
+    sidecar, daprd = stack.start_sidecar("not-granted")
+    try:
+        for topic in ("outcomes", "tasks"):
+            refused = httpx.post(f"http://127.0.0.1:{sidecar.http_port}/v1.0/publish/pubsub/{topic}", json={},
+                                 headers={"dapr-api-token": settings.dapr_api_token}, timeout=30)
+            assert refused.status_code == 403, refused.text
+    finally:
+        stack.stop_sidecar(daprd)
+
+
+def test_a_rogue_sidecar_without_a_certificate_cannot_invoke_a_step_app_nor_publish_outcomes(stack, tmp_path):
+    import subprocess
+
+    from taskfan.stack.processes import free_ports, http_status, wait_until
+
+    instance = Instance("rogue", *free_ports(3), None, name="rogue")
+    command = [arg for arg in stack.daprd_command(stack.dapr_bin(), instance) if arg != "--enable-mtls"]
+    at = command.index("--sentry-address")
+    del command[at:at + 2]
+    with open(tmp_path / "rogue.log", "wb") as log:
+        rogue = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=stack.run_dir,
+                                 env={"PATH": os.environ["PATH"], "DAPR_HOST_IP": "127.0.0.1"})
+    try:
+        # Its API is up (it never becomes healthy: placement and scheduler refuse it too).
+        base = f"http://127.0.0.1:{instance.http_port}/v1.0"
+        wait_until(lambda: http_status(f"{base}/healthz/outbound") == 204, "rogue daprd",
+                   alive=lambda: None if rogue.poll() is None else "the rogue daprd exited")
+        answer = httpx.post(f"{base}/invoke/scorer/method/score", json={"tasks": []}, timeout=60)
+        assert answer.status_code >= 400 and "results" not in answer.text, answer.text
+        assert httpx.post(f"{base}/publish/pubsub/outcomes", json={}, timeout=60).status_code == 403
+    finally:
+        rogue.terminate()
+        rogue.wait(timeout=30)

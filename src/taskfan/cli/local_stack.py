@@ -21,6 +21,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
             secrets = stack.secrets
             print(f"export INGEST_TOKEN={secrets.ingest_token} DAPR_API_TOKEN={secrets.dapr_api_token} "
                   f"REDISCLI_AUTH={secrets.redis_password}")
+            if args.app:  # a sidecar of one's own joins the stack's mTLS with an identity for this app id
+                print(f'export DAPR_TRUST_ANCHORS="$(cat {stack.mtls.trust_anchors_file})" '
+                      f"DAPR_SENTRY_TOKEN_FILE={stack.mtls.token_file(args.app)} "
+                      f"SENTRY_ADDRESS={stack.sentry_address}")
         elif args.action == "restart":
             if not args.app:
                 raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow)",

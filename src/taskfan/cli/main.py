@@ -53,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
                      help="restart SIGKILLs one process (--app) and starts it again: a crash drill; env prints "
                           "`export` lines with the stack's tokens and Redis password, for a shell of your own")
     stk.add_argument("--app", help="with restart: a process name from `stack status` "
-                                   "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...)")
+                                   "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...); with env: the "
+                                   "app id of a sidecar of your own, for its mTLS identity")
     stk.add_argument("--scorers", type=int, default=None, help="scorer replicas (default $SCORERS or 1)")
     stk.set_defaults(func=cmd_stack)
 

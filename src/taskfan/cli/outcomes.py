@@ -70,7 +70,13 @@ def follow_outcomes(group: str, batch_id: str | None) -> int:
     try:
         with DaprClient(f"127.0.0.1:{sidecar.grpc_port}") as client:
             # subscribe() returns once the sidecar acknowledged the stream: only then is it live.
-            subscription = client.subscribe(PUBSUB, OUTCOMES_TOPIC)
+            try:
+                subscription = client.subscribe(PUBSUB, OUTCOMES_TOPIC)
+            except Exception as exc:
+                if "is not allowed" not in str(exc):
+                    raise
+                raise CliError(f"consumer group {group!r} may not subscribe to {OUTCOMES_TOPIC!r}: add it to "
+                               "OUTCOME_SUBSCRIBERS and restart the stack (pub/sub scopes)", EXIT_REFUSED) from None
             print(f"following {PUBSUB}/{OUTCOMES_TOPIC} as consumer group {group!r} (Ctrl-C to stop)",
                   file=sys.stderr, flush=True)
             try:

@@ -21,6 +21,7 @@ from taskfan import runfile, stack_secrets
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
 from taskfan.stack import readiness
+from taskfan.stack.mtls import Mtls
 from taskfan.stack.processes import (
     Process,
     StackError,
@@ -57,6 +58,8 @@ class Stack:
         self.ingest_url = self.run_file.ingest_url()
         self.workflow = self.topology.instance("workflow")
         self._secrets: stack_secrets.StackSecrets | None = None
+        self.mtls = Mtls(self.run_dir)
+        self.sentry_address = f"127.0.0.1:{self.topology.sentry_ports[0]}"
 
     @property
     def secrets(self) -> stack_secrets.StackSecrets:
@@ -128,7 +131,8 @@ class Stack:
         return state
 
     def check_ports_free(self, instances: list[Instance]) -> None:
-        ports = [*self.topology.placement_ports, *self.topology.scheduler_ports, self.topology.ingest_port]
+        ports = [*self.topology.sentry_ports, *self.topology.placement_ports, *self.topology.scheduler_ports,
+                 self.topology.ingest_port]
         for instance in instances:
             ports += instance.ports + ([instance.app_port] if instance.app_port else [])
         busy = [f"{p} ({port_owner(p) or 'owner not visible'})" for p in ports if port_open(p)]
@@ -156,6 +160,7 @@ class Stack:
                     for item in (document.get("spec") or {}).get("metadata") or []:
                         if item.get("name") == "redisHost":
                             item["value"] = self.settings.redis_address
+                        item["value"] = self._scoped(item.get("name"), item.get("value"))
                         if item.get("name") == "secretsFile":
                             item["value"] = str(stack_secrets.path(self.run_dir))
                 (self.resources_dir / source.name).write_text(yaml.safe_dump_all(documents, sort_keys=False))
@@ -165,6 +170,18 @@ class Stack:
             resolver["connectionString"] = str(self.name_resolution_db)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.name_resolution_db.unlink(missing_ok=True)
+
+    def _scoped(self, name: str | None, value: object) -> object:
+        """Pub/sub scopes plus the outside apps the settings grant (TASKS_PUBLISHERS, OUTCOME_SUBSCRIBERS)."""
+        publishers, subscribers = (Settings.app_ids(self.settings.tasks_publishers),
+                                   Settings.app_ids(self.settings.outcome_subscribers))
+        if name == "publishingScopes":
+            return ";".join([str(value), *(f"{a}=tasks" for a in publishers),
+                             *(f"{a}=" for a in subscribers if a not in publishers)])
+        if name == "subscriptionScopes":
+            return ";".join([str(value), *(f"{a}=outcomes,tasks-deadletter" for a in subscribers),
+                             *(f"{a}=" for a in publishers if a not in subscribers)])
+        return value
 
     def spawn(self, state: StackState, name: str, cmd: list[str], env: dict[str, str] | None = None,
               ports: list[int] | None = None, cwd: Path | None = None) -> Process:
@@ -206,7 +223,27 @@ class Stack:
         wait_until(lambda: readiness.service_ready(self, "redis"), "redis", alive=readiness.alive_check(process))
         progress(f"ready: redis on {host}:{port}")
 
+    def _start_sentry(self, state: StackState, bin_dir: Path, progress: Progress) -> None:
+        self.mtls.prepare()
+        first_start = not self.mtls.has_ca()
+        sentry_port, sentry_health = self.topology.sentry_ports
+        command = self.mtls.sentry_command(bin_dir, sentry_port, sentry_health)
+        sentry = self.spawn(state, "sentry", command, ports=[sentry_port, sentry_health])
+        wait_until(lambda: readiness.service_ready(self, "sentry") and self.mtls.has_ca(), "sentry",
+                   alive=readiness.alive_check(sentry))
+        if first_start:
+            # Right after creating its CA, Sentry's file watcher reloads it and restarts its server: start
+            # it again now, on the files it wrote, rather than race that restart.
+            sentry.stop()
+            state.processes.remove(sentry)
+            sentry = self.spawn(state, "sentry", command, ports=[sentry_port, sentry_health])
+            wait_until(lambda: readiness.service_ready(self, "sentry"), "sentry", alive=readiness.alive_check(sentry))
+            progress(f"created the stack's certificate authority in {self.mtls.ca_dir}")
+        progress("ready: sentry")
+
     def _start_control_plane(self, state: StackState, bin_dir: Path, progress: Progress) -> None:
+        self._start_sentry(state, bin_dir, progress)
+        tls = self.mtls.control_plane_args(self.sentry_address)
         placement_port, placement_health, placement_raft = self.topology.placement_ports
         scheduler_port, scheduler_health, etcd_client, etcd_peer = self.topology.scheduler_ports
         placement = self.spawn(state, "placement", [
@@ -214,8 +251,8 @@ class Stack:
             "--healthz-port", str(placement_health), "--healthz-listen-address", "127.0.0.1",
             "--listen-address", "127.0.0.1",
             "--initial-cluster", f"dapr-placement-0=127.0.0.1:{placement_raft}",
-            "--enable-metrics=false", "--log-as-json",
-        ], ports=[placement_port, placement_health])
+            "--enable-metrics=false", "--log-as-json", *tls,
+        ], self.mtls.control_plane_env("dapr-placement"), ports=[placement_port, placement_health])
         scheduler = self.spawn(state, "scheduler", [
             str(bin_dir / "scheduler"), "--port", str(scheduler_port),
             "--healthz-port", str(scheduler_health), "--healthz-listen-address", "127.0.0.1",
@@ -223,8 +260,8 @@ class Stack:
             "--etcd-data-dir", str(self.run_dir / "scheduler"),
             "--etcd-client-port", str(etcd_client),
             "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{etcd_peer}",
-            "--enable-metrics=false", "--log-as-json",
-        ], ports=[scheduler_port, scheduler_health])
+            "--enable-metrics=false", "--log-as-json", *tls,
+        ], self.mtls.control_plane_env("dapr-scheduler"), ports=[scheduler_port, scheduler_health])
         for process in (placement, scheduler):
             wait_until(lambda name=process.name: readiness.service_ready(self, name), process.name,
                        alive=readiness.alive_check(process))
@@ -243,7 +280,8 @@ class Stack:
             "--placement-host-address", common.placement_host_address,
             "--scheduler-host-address", common.scheduler_host_address,
             "--max-body-size", common.max_body_size,
-            # Not expressible in the run file: no metrics listener, JSON logs.
+            # Not expressible in the run file: mTLS with the stack's Sentry, no metrics listener, JSON logs.
+            "--enable-mtls", "--sentry-address", self.sentry_address,
             "--enable-metrics=false", "--log-as-json", "--log-level", common.log_level,
         ]
         if instance.app_port:
@@ -266,7 +304,8 @@ class Stack:
 
     def start_daprd(self, state: StackState, instance: Instance, bin_dir: Path) -> Process:
         return self.spawn(state, instance.sidecar_label, self.daprd_command(bin_dir, instance),
-                          {"DAPR_HOST_IP": "127.0.0.1"}, ports=instance.ports)
+                          {"DAPR_HOST_IP": "127.0.0.1", **self.mtls.sidecar_env(instance.app_id)},
+                          ports=instance.ports)
 
     def restart_daprd(self, state: StackState, instance: Instance, bin_dir: Path, reason: str) -> None:
         daprd = state.find(instance.sidecar_label)
@@ -315,7 +354,8 @@ class Stack:
         out = open(self.logs_dir / f"{instance.label}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(self.daprd_command(bin_dir, instance), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL,
-                                env={**os.environ, **self.secrets.app_env(), "DAPR_HOST_IP": "127.0.0.1"},
+                                env={**os.environ, **self.secrets.app_env(), "DAPR_HOST_IP": "127.0.0.1",
+                                     **self.mtls.sidecar_env(app_id)},
                                 cwd=self.run_dir, start_new_session=True)
         url = f"http://127.0.0.1:{instance.http_port}/v1.0/healthz"
         try:

@@ -45,7 +45,8 @@ def service_ready(stack: Stack, name: str) -> bool:
     """Readiness of Redis and of the control plane (apps and sidecars: ``wait_app``)."""
     if name == "redis":
         return redis_ping(stack.settings.redis_host, stack.settings.redis_port, stack.secrets.redis_password)
-    health_port = {"placement": stack.topology.placement_ports[1], "scheduler": stack.topology.scheduler_ports[1]}
+    health_port = {"placement": stack.topology.placement_ports[1], "scheduler": stack.topology.scheduler_ports[1],
+                   "sentry": stack.topology.sentry_ports[1]}
     return http_status(f"http://127.0.0.1:{health_port[name]}/healthz") == 200
 
 

@@ -63,6 +63,12 @@ class Topology:
         return port, port + 1, port + 2, port + 3
 
     @property
+    def sentry_ports(self) -> tuple[int, int]:
+        """(gRPC, health): Dapr Sentry, which the run file format cannot name; beside placement."""
+        port = port_of(self.run_file.common.placement_host_address) + 20
+        return port, port + 1
+
+    @property
     def ingest_port(self) -> int:
         return self.run_file.ingest_port()
 
