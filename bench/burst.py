@@ -21,6 +21,7 @@ import psutil
 import redis
 
 from bench import workload
+from taskfan import stack_secrets
 from taskfan.contracts import ADMISSION_LEDGER_KEY, OUTCOMES_TOPIC, STATESTORE
 from taskfan.stack import Stack, StackState
 
@@ -77,7 +78,7 @@ class Probe:
 
     def __init__(self, stack: Stack) -> None:
         self.ledger_url = f"{stack.run_file.dapr_http_url('workflow')}/v1.0/state/{STATESTORE}/{ADMISSION_LEDGER_KEY}"
-        self.ledger_headers = {"dapr-api-token": stack.secrets.dapr_api_token}
+        self.ledger_headers = stack_secrets.dapr_headers(stack.secrets.dapr_api_token)
         self.max_queued = 0
         self._worst_s = multiprocessing.Value("d", 0.0)
         self._failures = multiprocessing.Value("i", 0)
@@ -129,7 +130,7 @@ def burst(stack: Stack, batches: int, tasks_per_batch: int, prefix: str, timeout
     with RssSampler(stack) as rss, Probe(stack) as probe:
         start = time.perf_counter()
         with httpx.Client(base_url=stack.ingest_url, timeout=120,
-                          headers={"Authorization": f"Bearer {stack.secrets.ingest_token}"}) as http, \
+                          headers=stack_secrets.ingest_headers(stack.secrets.ingest_token)) as http, \
                 ThreadPoolExecutor(PUBLISHERS) as pool:
             answers = list(pool.map(lambda body: http.post("/batches", content=body,
                                                            headers={"content-type": "application/json"}), bodies))

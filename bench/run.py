@@ -36,7 +36,7 @@ import redis
 from bench import workload
 from bench.burst import RssSampler, burst
 from bench.peers import inprocess
-from taskfan import runfile
+from taskfan import runfile, stack_secrets
 from taskfan.contracts import OUTCOMES_TOPIC
 from taskfan.settings import Settings
 from taskfan.stack import Stack, port_open, port_owner, wait_until
@@ -115,7 +115,7 @@ def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> 
     expected = {b["batch_id"]: len(b["tasks"]) for b in batches}
     start = time.perf_counter()
     with httpx.Client(base_url=stack.ingest_url, timeout=60,
-                      headers={"Authorization": f"Bearer {stack.secrets.ingest_token}"}) as http:
+                      headers=stack_secrets.ingest_headers(stack.secrets.ingest_token)) as http:
         for batch in batches:
             response = http.post("/batches", json=batch)
             response.raise_for_status()

@@ -42,7 +42,7 @@ import redis
 import yaml
 
 from bench.soak_ledger import WAYS, Fault, Published, Received, build_ledger, iso, make_batch, problems, render
-from taskfan import runfile
+from taskfan import runfile, stack_secrets
 from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC, TASK_BATCH_EVENT_TYPE, TASKS_TOPIC
 from taskfan.settings import Settings
 from taskfan.stack import Stack, StackError, StackState, port_open, port_owner, restart
@@ -223,8 +223,8 @@ class Publisher:
         self.lock = threading.Lock()
         self.redis = redis.Redis(host=stack.settings.redis_host, port=stack.settings.redis_port,
                                  password=stack.secrets.redis_password, socket_timeout=self.ATTEMPT_TIMEOUT_S)
-        self.ingest_auth = {"Authorization": f"Bearer {stack.secrets.ingest_token}"}
-        self.dapr_auth = {"dapr-api-token": stack.secrets.dapr_api_token}
+        self.ingest_auth = stack_secrets.ingest_headers(stack.secrets.ingest_token)
+        self.dapr_auth = stack_secrets.dapr_headers(stack.secrets.dapr_api_token)
         self.batch_dir = stack.run_dir / "batches"
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="publish")

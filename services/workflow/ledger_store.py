@@ -29,21 +29,25 @@ WRITE_ATTEMPTS = 100
 
 
 async def read(client: DaprClient) -> Ledger:
+    return (await _read(client))[0]
+
+
+async def _read(client: DaprClient) -> tuple[Ledger, str | None]:
+    """The ledger and its ETag (None while the ledger was never written)."""
     item = await client.get_state(STATESTORE, ADMISSION_LEDGER_KEY)
-    return Ledger.model_validate_json(item.data) if item.data else Ledger()
+    return (Ledger.model_validate_json(item.data), item.etag or None) if item.data else (Ledger(), None)
 
 
 async def update(client: DaprClient, change: Callable[[Ledger], T]) -> T:
     """Apply ``change`` to the ledger and store it; ``change`` may run more than once (conflicts)."""
     for attempt in range(WRITE_ATTEMPTS):
-        item = await client.get_state(STATESTORE, ADMISSION_LEDGER_KEY)
-        ledger = Ledger.model_validate_json(item.data) if item.data else Ledger()
+        ledger, etag = await _read(client)
         before = ledger.model_dump_json()
         result = change(ledger)
-        if ledger.model_dump_json() == before and item.data:
+        if ledger.model_dump_json() == before and etag is not None:
             return result
         try:
-            await client.save_state(STATESTORE, ADMISSION_LEDGER_KEY, ledger.model_dump_json(), etag=item.etag or None,
+            await client.save_state(STATESTORE, ADMISSION_LEDGER_KEY, ledger.model_dump_json(), etag=etag,
                                     options=StateOptions(concurrency=Concurrency.first_write))
             return result
         except Exception:  # noqa: BLE001 - an ETag conflict; a sidecar that is down fails the next read

@@ -46,6 +46,16 @@ class StackSecrets:
                 "INGEST_TOKEN": self.ingest_token}
 
 
+def ingest_headers(token: str) -> dict[str, str]:
+    """What a client of ingest's API sends: the stack's bearer token (nothing when there is none)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def dapr_headers(token: str) -> dict[str, str]:
+    """What a client of a sidecar's API sends: the stack's Dapr API token (nothing when there is none)."""
+    return {"dapr-api-token": token} if token else {}
+
+
 def path(run_dir: Path) -> Path:
     return run_dir / SECRETS_DIR / SECRETS_FILE
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 
+from taskfan import stack_secrets
 from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC
 from taskfan.settings import Settings
 from taskfan.stack import Stack, iter_log_records
@@ -58,12 +59,12 @@ def post_batch(settings: Settings, body: Any) -> httpx.Response:
 
 def ingest_auth(settings: Settings) -> dict[str, str]:
     """What the CLI sends to ingest: the stack's bearer token."""
-    return {"Authorization": f"Bearer {settings.ingest_token}"}
+    return stack_secrets.ingest_headers(settings.ingest_token)
 
 
 def dapr_auth(settings: Settings) -> dict[str, str]:
     """What every Dapr client of the stack sends to a sidecar: the stack's Dapr API token."""
-    return {"dapr-api-token": settings.dapr_api_token}
+    return stack_secrets.dapr_headers(settings.dapr_api_token)
 
 
 def log_records(stack: Stack, process: str) -> list[dict[str, Any]]:

@@ -28,11 +28,11 @@ def settings() -> Settings:
 
 
 def ingest_headers(current: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {current.ingest_token}"} if current.ingest_token else {}
+    return stack_secrets.ingest_headers(current.ingest_token)
 
 
 def dapr_headers(current: Settings) -> dict[str, str]:
-    return {"dapr-api-token": current.dapr_api_token} if current.dapr_api_token else {}
+    return stack_secrets.dapr_headers(current.dapr_api_token)
 
 
 def run_file() -> runfile.RunFile:

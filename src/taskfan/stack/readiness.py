@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from taskfan import stack_secrets
 from taskfan.contracts import AppId
 from taskfan.stack.processes import (
     Process,
@@ -88,7 +89,7 @@ def _workflow_metadata(stack: Stack) -> dict[str, object]:
     """The workflow sidecar's view of its workers and of placement (from ``/v1.0/metadata``)."""
     try:
         meta = http_json(f"http://127.0.0.1:{stack.workflow.http_port}/v1.0/metadata",
-                         headers={"dapr-api-token": stack.secrets.dapr_api_token})
+                         headers=stack_secrets.dapr_headers(stack.secrets.dapr_api_token))
     except (OSError, ValueError) as exc:
         return {"error": str(exc)}
     meta = meta if isinstance(meta, dict) else {}
