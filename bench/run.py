@@ -40,6 +40,7 @@ from taskfan import runfile, stack_secrets
 from taskfan.contracts import OUTCOMES_TOPIC
 from taskfan.settings import Settings
 from taskfan.stack import Stack, port_open, port_owner, wait_until
+from taskfan.stack.processes import http_status
 from taskfan.versions import DAPR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,13 +60,16 @@ class Sizes:
     scaling_replicas: tuple[int, ...] = (1, 2, 4)
     big_batch_tasks: int = 10_000
     noop_workflows: int = 200
+    small_batches: int = 30
+    security_rounds: int = 3
     burst_batches: int = 100
     burst_tasks: int = 1000
     timeout_s: float = 900
 
 
 QUICK = Sizes(fanout_tasks=10, throughput_tasks=100, throughput_batch=50, scaling_tasks=40,
-              big_batch_tasks=300, noop_workflows=10, burst_batches=10, burst_tasks=100, timeout_s=120)
+              big_batch_tasks=300, noop_workflows=10, small_batches=3, security_rounds=1, burst_batches=10,
+              burst_tasks=100, timeout_s=120)
 
 
 def say(message: str) -> None:
@@ -117,9 +121,9 @@ def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> 
     with httpx.Client(base_url=stack.ingest_url, timeout=60,
                       headers=stack_secrets.ingest_headers(stack.secrets.ingest_token)) as http:
         for batch in batches:
+            published[batch["batch_id"]] = time.perf_counter()
             response = http.post("/batches", json=batch)
             response.raise_for_status()
-            published[batch["batch_id"]] = time.perf_counter()
     latencies: list[float] = []
     deadline = time.monotonic() + timeout
     pending = set(expected)
@@ -163,6 +167,7 @@ def scenario_throughput_big_noop(sizes: Sizes) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with taskfan_stack(**THROUGHPUT_ENV) as stack:
         figures.update(guard("throughput", lambda: throughput(stack, sizes)))
+        figures.update(guard("small batch latency", lambda: small_batch_latency(stack, sizes)))
         figures.update(guard("big batch", lambda: big_batch(stack, sizes)))
         figures.update(guard("engine ceiling", lambda: noop_engine(stack, sizes)))
     if "tasks_per_s" in figures and "dapr_noop_activities_per_s" in figures:
@@ -181,6 +186,46 @@ def throughput(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         "batch_latency_p50_s": round(statistics.median(latencies), 3),
         "batch_latency_p95_s": round(quantiles[18], 3),
     }
+
+
+def small_batch_latency(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    """A 5-task batch on an idle stack, one after another: publish to outcome, as a user waits for it."""
+    latencies = []
+    for i in range(sizes.small_batches):
+        batch = {"batch_id": f"bench-small-{time.time_ns()}-{i}", "tasks": workload.tasks(5)}
+        latencies += run_batches(stack, [batch], sizes.timeout_s)[1]
+    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
+    return {"small_batch_latency_p50_ms": round(1000 * statistics.median(latencies), 1),
+            "small_batch_latency_p95_ms": round(1000 * quantiles[18], 1)}
+
+
+def scenario_security_cost(sizes: Sizes) -> dict[str, Any]:
+    """Throughput and the 5-task batch latency with the locks on (tokens, mTLS, access control, Redis
+    password) and off (SECURITY=off), stacks alternating on/off so that drift hits both alike.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    for _ in range(sizes.security_rounds):
+        for mode in runs:
+            with taskfan_stack(SECURITY=mode, **THROUGHPUT_ENV) as stack:
+                # The figure counts only if the mode is what it says: a token-less call is refused (401) or not.
+                answer = http_status(f"http://127.0.0.1:{stack.workflow.http_port}/v1.0/metadata")
+                if (answer == 401) != (mode == "on"):
+                    raise RuntimeError(f"SECURITY={mode}: a token-less call to a sidecar answered {answer}")
+                figures = {**throughput(stack, sizes), **small_batch_latency(stack, sizes)}
+            say(f"security {mode}: {figures}")
+            runs[mode].append(figures)
+
+    def mean(mode: str, key: str) -> float:
+        return statistics.fmean(run[key] for run in runs[mode])
+
+    rate = {mode: mean(mode, "tasks_per_s") for mode in runs}
+    latency = {mode: mean(mode, "small_batch_latency_p50_ms") for mode in runs}
+    return {"security_on_tasks_per_s": round(rate["on"], 2), "security_off_tasks_per_s": round(rate["off"], 2),
+            "security_on_small_batch_p50_ms": round(latency["on"], 1),
+            "security_off_small_batch_p50_ms": round(latency["off"], 1),
+            # What the locks cost: throughput lost, and latency added, in percent of the unlocked figure.
+            "security_cost_pct": round(100 * (rate["off"] - rate["on"]) / rate["off"], 1),
+            "security_latency_cost_pct": round(100 * (latency["on"] - latency["off"]) / latency["off"], 1)}
 
 
 def big_batch(stack: Stack, sizes: Sizes) -> dict[str, Any]:
@@ -421,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(guard("fan-out", lambda: scenario_fanout(sizes)))
     results.update(scenario_throughput_big_noop(sizes))
     results.update(guard("burst", lambda: scenario_burst(sizes)))
+    results.update(guard("security cost", lambda: scenario_security_cost(sizes)))
     results.update(guard("scaling", lambda: scenario_scaling(sizes)))
     results.update(guard("peers", lambda: scenario_peers(sizes)))
     if "tasks_per_s" in results and "celery_tasks_per_s" in results:

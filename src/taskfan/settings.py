@@ -52,6 +52,10 @@ class Settings:
     app_api_token: str = field(default="", repr=False)
     ingest_token: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)
+    # "off" starts a stack with no tokens, no mTLS, no access control and no Redis password: only for
+    # `make bench` to measure what the locks cost side by side (security_cost_pct), in a run directory
+    # of its own. Never for a stack anyone else can reach.
+    security: str = "on"
     # The local stack's run directory (logs, data, rendered components); empty: .taskfan/ beside dapr.yaml.
     run_dir: str = ""
 
@@ -77,6 +81,8 @@ class Settings:
     def check(self) -> None:
         if self.redis_appendfsync not in ("always", "everysec", "no"):
             raise SettingsError("REDIS_APPENDFSYNC must be always, everysec or no")
+        if self.security not in ("on", "off"):
+            raise SettingsError("SECURITY must be on or off")
         for name in ("score_delay_ms", "step_timeout_ms"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be >= 0")
@@ -94,6 +100,10 @@ class Settings:
             return self.step_timeout_ms / 1000
         queued_s = self.max_tasks_in_progress * self.score_delay_ms / 1000 / self.scorer_concurrency
         return max(STEP_TIMEOUT_FLOOR_S, 2 * queued_s)
+
+    @property
+    def locked(self) -> bool:
+        return self.security == "on"
 
     @staticmethod
     def app_ids(listed: str) -> list[str]:

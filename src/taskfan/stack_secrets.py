@@ -36,6 +36,11 @@ class StackSecrets:
     def generate(cls) -> StackSecrets:
         return cls(**{f.name: secrets.token_urlsafe(32) for f in fields(cls)})
 
+    @classmethod
+    def none(cls) -> StackSecrets:
+        """A stack with its locks off (SECURITY=off, the benchmark's comparison only)."""
+        return cls(**{f.name: "" for f in fields(cls)})
+
     def as_secret_store(self) -> dict[str, str]:
         """Dapr's local-file secret store format: one key per secret, names with dashes."""
         return {name.replace("_", "-"): value for name, value in asdict(self).items()}
@@ -68,16 +73,23 @@ def load(run_dir: Path) -> StackSecrets | None:
     return StackSecrets(**{f.name: stored[f.name.replace("_", "-")] for f in fields(StackSecrets)})
 
 
-def ensure(run_dir: Path) -> StackSecrets:
-    """The stack's secrets, generated on first use; the folder 0700 and the file 0600 in any case."""
+def ensure(run_dir: Path, locked: bool = True) -> StackSecrets:
+    """The stack's secrets, generated on first use; the folder 0700 and the file 0600 in any case.
+
+    ``locked=False`` (SECURITY=off) keeps empty secrets, and refuses a run directory that has real ones:
+    a stack is either locked or not, never half.
+    """
     folder = path(run_dir).parent
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     existing = load(run_dir)
     if existing is not None:
+        if locked != (existing != StackSecrets.none()):
+            raise ValueError(f"{path(run_dir)} belongs to a stack with SECURITY={'off' if locked else 'on'}: "
+                             "give the other one a run directory of its own (RUN_DIR)")
         path(run_dir).chmod(0o600)
         return existing
-    created = StackSecrets.generate()
+    created = StackSecrets.generate() if locked else StackSecrets.none()
     # Created with 0600 from the start: never readable by others, not even for a moment.
     descriptor = os.open(path(run_dir), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as out:

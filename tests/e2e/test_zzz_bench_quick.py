@@ -15,7 +15,9 @@ pytestmark = pytest.mark.e2e
 
 KEYS = ["fanout_batch_s", "fanout_speedup", "tasks_per_s", "overhead_ms_per_task", "batch_latency_p50_s",
         "batch_latency_p95_s", "scaling_ratio_4x", "big_batch_s", "big_batch_peak_rss_mib",
-        "celery_tasks_per_s", "inprocess_tasks_per_s", "vs_celery", "dapr_noop_activities_per_s", "engine_share"]
+        "celery_tasks_per_s", "inprocess_tasks_per_s", "vs_celery", "dapr_noop_activities_per_s", "engine_share",
+        "small_batch_latency_p50_ms", "security_on_tasks_per_s", "security_off_tasks_per_s", "security_cost_pct",
+        "security_latency_cost_pct"]
 
 
 def test_bench_quick_produces_every_figure(tmp_path):

@@ -81,9 +81,18 @@ def test_a_request_for_another_host_is_refused_421(publisher, records):
     assert publisher.published == []
 
 
-def test_ingest_will_not_run_without_a_token():
-    with pytest.raises(ValueError, match="INGEST_TOKEN"):
-        create_api(FakePublisher(), FakeRecords(), token="", hosts={"testserver"})
+def test_ingest_will_not_run_without_a_token(monkeypatch):
+    from services.ingest import app
+
+    monkeypatch.delenv("INGEST_TOKEN", raising=False)
+    monkeypatch.delenv("SECURITY", raising=False)
+    with pytest.raises(SystemExit, match="INGEST_TOKEN"):
+        app.main()
+
+
+def test_only_a_stack_with_security_off_leaves_the_api_open(publisher, records):
+    with TestClient(create_api(publisher, records, token="", hosts={"testserver"})) as c:
+        assert c.post("/batches", json={"tasks": [TASK]}).status_code == 202
 
 
 TASK = {"task_id": "t1", "title": "Hello world", "description": "Long enough text"}

@@ -65,7 +65,10 @@ class Stack:
     def secrets(self) -> stack_secrets.StackSecrets:
         """This stack's tokens and Redis password, generated on first use (``stack_secrets``)."""
         if self._secrets is None:
-            self._secrets = stack_secrets.ensure(self.run_dir)
+            try:
+                self._secrets = stack_secrets.ensure(self.run_dir, self.settings.locked)
+            except ValueError as exc:
+                raise StackError(str(exc)) from None
         return self._secrets
 
     # Installation is the project's own job: both scripts return at once when already done.
@@ -165,6 +168,8 @@ class Stack:
                             item["value"] = str(stack_secrets.path(self.run_dir))
                 (self.resources_dir / source.name).write_text(yaml.safe_dump_all(documents, sort_keys=False))
         config = yaml.safe_load(self.run_file.resolve(self.run_file.common.config_file_path).read_text())
+        if not self.settings.locked:
+            config.get("spec", {}).pop("accessControl", None)  # it needs the SPIFFE ids of mTLS
         resolver = config.get("spec", {}).get("nameResolution", {}).get("configuration")
         if resolver is not None and "connectionString" in resolver:
             resolver["connectionString"] = str(self.name_resolution_db)
@@ -213,7 +218,7 @@ class Stack:
         # The password goes in a config file (owner-only): a command line is visible to every user.
         config = stack_secrets.path(self.run_dir).parent / "redis.conf"
         config.touch(mode=0o600)
-        config.write_text(f"requirepass {self.secrets.redis_password}\n")
+        config.write_text(f"requirepass {self.secrets.redis_password}\n" if self.secrets.redis_password else "")
         process = self.spawn(state, "redis", [
             redis_server, str(config), "--bind", host, "--port", str(port), "--dir", str(data_dir),
             "--appendonly", "yes", "--appendfsync", self.settings.redis_appendfsync, "--save", "",
@@ -242,8 +247,10 @@ class Stack:
         progress("ready: sentry")
 
     def _start_control_plane(self, state: StackState, bin_dir: Path, progress: Progress) -> None:
-        self._start_sentry(state, bin_dir, progress)
-        tls = self.mtls.control_plane_args(self.sentry_address)
+        tls: list[str] = []
+        if self.settings.locked:
+            self._start_sentry(state, bin_dir, progress)
+            tls = self.mtls.control_plane_args(self.sentry_address)
         placement_port, placement_health, placement_raft = self.topology.placement_ports
         scheduler_port, scheduler_health, etcd_client, etcd_peer = self.topology.scheduler_ports
         placement = self.spawn(state, "placement", [
@@ -252,7 +259,7 @@ class Stack:
             "--listen-address", "127.0.0.1",
             "--initial-cluster", f"dapr-placement-0=127.0.0.1:{placement_raft}",
             "--enable-metrics=false", "--log-as-json", *tls,
-        ], self.mtls.control_plane_env("dapr-placement"), ports=[placement_port, placement_health])
+        ], self._control_plane_env("dapr-placement"), ports=[placement_port, placement_health])
         scheduler = self.spawn(state, "scheduler", [
             str(bin_dir / "scheduler"), "--port", str(scheduler_port),
             "--healthz-port", str(scheduler_health), "--healthz-listen-address", "127.0.0.1",
@@ -261,11 +268,17 @@ class Stack:
             "--etcd-client-port", str(etcd_client),
             "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{etcd_peer}",
             "--enable-metrics=false", "--log-as-json", *tls,
-        ], self.mtls.control_plane_env("dapr-scheduler"), ports=[scheduler_port, scheduler_health])
+        ], self._control_plane_env("dapr-scheduler"), ports=[scheduler_port, scheduler_health])
         for process in (placement, scheduler):
             wait_until(lambda name=process.name: readiness.service_ready(self, name), process.name,
                        alive=readiness.alive_check(process))
             progress(f"ready: {process.name}")
+
+    def _control_plane_env(self, name: str) -> dict[str, str]:
+        return self.mtls.control_plane_env(name) if self.settings.locked else {}
+
+    def _sidecar_env(self, app_id: str) -> dict[str, str]:
+        return {"DAPR_HOST_IP": "127.0.0.1", **(self.mtls.sidecar_env(app_id) if self.settings.locked else {})}
 
     def daprd_command(self, bin_dir: Path, instance: Instance) -> list[str]:
         common = self.run_file.common
@@ -281,7 +294,7 @@ class Stack:
             "--scheduler-host-address", common.scheduler_host_address,
             "--max-body-size", common.max_body_size,
             # Not expressible in the run file: mTLS with the stack's Sentry, no metrics listener, JSON logs.
-            "--enable-mtls", "--sentry-address", self.sentry_address,
+            *(["--enable-mtls", "--sentry-address", self.sentry_address] if self.settings.locked else []),
             "--enable-metrics=false", "--log-as-json", "--log-level", common.log_level,
         ]
         if instance.app_port:
@@ -304,7 +317,7 @@ class Stack:
 
     def start_daprd(self, state: StackState, instance: Instance, bin_dir: Path) -> Process:
         return self.spawn(state, instance.sidecar_label, self.daprd_command(bin_dir, instance),
-                          {"DAPR_HOST_IP": "127.0.0.1", **self.mtls.sidecar_env(instance.app_id)},
+                          self._sidecar_env(instance.app_id),
                           ports=instance.ports)
 
     def restart_daprd(self, state: StackState, instance: Instance, bin_dir: Path, reason: str) -> None:
@@ -354,8 +367,7 @@ class Stack:
         out = open(self.logs_dir / f"{instance.label}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(self.daprd_command(bin_dir, instance), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL,
-                                env={**os.environ, **self.secrets.app_env(), "DAPR_HOST_IP": "127.0.0.1",
-                                     **self.mtls.sidecar_env(app_id)},
+                                env={**os.environ, **self.secrets.app_env(), **self._sidecar_env(app_id)},
                                 cwd=self.run_dir, start_new_session=True)
         url = f"http://127.0.0.1:{instance.http_port}/v1.0/healthz"
         try:
