@@ -38,6 +38,9 @@ DAPR_TIMED_OUT = ("context deadline exceeded", "code = DeadlineExceeded")
 # Dapr's name resolution found no live replica: one is restarting, or a busy machine delayed the
 # replicas' heartbeats. Transient, like an unreachable replica.
 DAPR_NO_HOST = "no host found with the given ID"
+# The chosen replica's sidecar refused the connection: it is shutting down (a scale-down drains it) or
+# crashed, and its registration in name resolution has not gone yet. The call never reached the app.
+DAPR_UNAVAILABLE = "code = Unavailable"
 # Our own cut-off, later than Dapr's: it only matters if the sidecar itself hangs.
 CLIENT_DEADLINE_MARGIN_S = 10.0
 
@@ -117,7 +120,7 @@ async def call(app_id: str, method: str,
         said = _said(answer)
         if any(words in said for words in DAPR_TIMED_OUT):
             return None, timed_out, Failure.TIMED_OUT
-        unreachable = response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said
+        unreachable = response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said or DAPR_UNAVAILABLE in said
         failure = Failure.UNREACHABLE if unreachable else Failure.FAILED
         return None, f"{app_id}/{method} answered {response.status}: {said}", failure
     try:

@@ -53,7 +53,11 @@ DAPR_SAID = {
     Failure.TIMED_OUT: ["failed to invoke, id: validator, err: context deadline exceeded",
                         "failed to invoke, id: validator, err: rpc error: code = DeadlineExceeded desc = stream "
                         "terminated by RST_STREAM with error code: CANCEL"],
-    Failure.UNREACHABLE: ["failed to invoke, id: validator, err: no host found with the given ID"],
+    Failure.UNREACHABLE: ["failed to invoke, id: validator, err: no host found with the given ID",
+                          # a replica's sidecar that `stack scale` is removing (seen from 1.18.1)
+                          "failed to invoke, id: scorer, err: rpc error: code = Unavailable desc = connection error: "
+                          'desc = "transport: Error while dialing: dial tcp 127.0.0.1:5511: connect: connection '
+                          'refused"'],
 }
 
 

@@ -16,6 +16,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
             stack.up(args.scorers)
         elif args.action == "down":
             stack.down()
+        elif args.action == "scale":
+            if args.scorers is None:
+                raise CliError("scale needs --scorers N", EXIT_BAD_INPUT)
+            stack.scale(args.scorers)
         elif args.action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
             secrets = stack.secrets

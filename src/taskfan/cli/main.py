@@ -49,13 +49,16 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
-    stk.add_argument("action", choices=["up", "down", "status", "restart", "env"],
-                     help="restart SIGKILLs one process (--app) and starts it again: a crash drill; env prints "
-                          "`export` lines with the stack's tokens and Redis password, for a shell of your own")
+    stk.add_argument("action", choices=["up", "down", "status", "scale", "restart", "env"],
+                     help="scale --scorers N adds or removes scorer replicas of the running stack (a removed "
+                          "one finishes its calls first); restart SIGKILLs one process (--app) and starts it "
+                          "again: a crash drill; env prints `export` lines with the stack's tokens and Redis "
+                          "password, for a shell of your own")
     stk.add_argument("--app", help="with restart: a process name from `stack status` "
                                    "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...); with env: the "
                                    "app id of a sidecar of your own, for its mTLS identity")
-    stk.add_argument("--scorers", type=int, default=None, help="scorer replicas (default $SCORERS or 1)")
+    stk.add_argument("--scorers", type=int, default=None,
+                     help="scorer replicas: for up (default $SCORERS or 1) and scale")
     stk.set_defaults(func=cmd_stack)
 
     sch = sub.add_parser("schemas", help="write the JSON Schema files of the events")

@@ -10,14 +10,17 @@ and sidecars, and the crash drill, are in ``readiness`` and ``drill``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from taskfan import runfile, stack_secrets
+from taskfan.contracts import AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
 from taskfan.stack import readiness
@@ -133,9 +136,9 @@ class Stack:
         progress(f"stack is up: ingest API {self.ingest_url}, {scorers} scorer(s), logs in {self.logs_dir}")
         return state
 
-    def check_ports_free(self, instances: list[Instance]) -> None:
+    def check_ports_free(self, instances: list[Instance], control_plane: bool = True) -> None:
         ports = [*self.topology.sentry_ports, *self.topology.placement_ports, *self.topology.scheduler_ports,
-                 self.topology.ingest_port]
+                 self.topology.ingest_port] if control_plane else []
         for instance in instances:
             ports += instance.ports + ([instance.app_port] if instance.app_port else [])
         busy = [f"{p} ({port_owner(p) or 'owner not visible'})" for p in ports if port_open(p)]
@@ -296,6 +299,9 @@ class Stack:
             # Not expressible in the run file: mTLS with the stack's Sentry, no metrics listener, JSON logs.
             *(["--enable-mtls", "--sentry-address", self.sentry_address] if self.settings.locked else []),
             "--enable-metrics=false", "--log-as-json", "--log-level", common.log_level,
+            # On SIGTERM daprd stops taking calls and lets the ones in progress finish, for this long at
+            # most: a step call's deadline, so a scorer removed by `stack scale` finishes its calls.
+            "--dapr-graceful-shutdown-seconds", str(self.graceful_shutdown_s),
         ]
         if instance.app_port:
             cmd += ["--app-port", str(instance.app_port), "--app-protocol", instance.app_protocol]
@@ -328,6 +334,48 @@ class Stack:
         daprd.stop()
         state.processes.remove(daprd)
         self.start_daprd(state, instance, bin_dir)
+
+    @property
+    def graceful_shutdown_s(self) -> int:
+        return math.ceil(self.settings.step_timeout_s)
+
+    # --- scale -----------------------------------------------------------------------------------
+
+    def scale(self, scorers: int, progress: Progress = print) -> StackState:
+        """Add or remove scorer replicas of the running stack, while batches run.
+
+        A new replica takes calls once its sidecar is registered in name resolution. A replica is
+        removed sidecar first: on SIGTERM daprd stops accepting calls, finishes those in progress
+        (``--dapr-graceful-shutdown-seconds``) and leaves name resolution; then its app stops, idle.
+        A call that reaches it in between is refused, and the step client makes it again (random
+        replica), so nothing fails because of a scale-down.
+        """
+        if not 1 <= scorers <= MAX_SCORERS:
+            raise StackError(f"scorers must be between 1 and {MAX_SCORERS}, got {scorers}")
+        state = self.running()
+        if state is None:
+            raise StackError("no stack is running; start it with `make up`")
+        current = state.scorers
+        if scorers > current:
+            added = [self.topology.instance(AppId.SCORER, i) for i in range(current, scorers)]
+            self.check_ports_free(added, control_plane=False)
+            bin_dir = self.dapr_bin()
+            for instance in added:
+                self.start_app(state, instance, bin_dir)
+            for instance in added:
+                readiness.wait_app(self, state, instance, bin_dir)
+                progress(f"ready: {instance.label} (sidecar http {instance.http_port})")
+        for replica in reversed(range(scorers, current)):
+            instance = self.topology.instance(AppId.SCORER, replica)
+            started = time.monotonic()
+            for process in (state.find(instance.sidecar_label), state.find(instance.label)):
+                stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
+                state.processes.remove(process)
+            progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
+        state.scorers = scorers
+        state.save(self.state_path)
+        progress(f"{scorers} scorer(s) running")
+        return state
 
     # --- down ------------------------------------------------------------------------------------
 
