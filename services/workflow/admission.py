@@ -32,6 +32,13 @@ class Ledger(BaseModel):
     def find(self, batch_id: str) -> Entry | None:
         return next((e for e in (*self.running, *self.queue) if e.batch_id == batch_id), None)
 
+    def backlog(self, done: dict[str, int]) -> int:
+        """Tasks accepted and not finished: every task of a queued batch, and what a running batch has
+        not done yet (``done``: tasks finished per running batch, from its progress; none if unknown).
+        """
+        return (sum(entry.total for entry in self.queue)
+                + sum(max(0, entry.total - done.get(entry.batch_id, 0)) for entry in self.running))
+
     def position(self, batch_id: str) -> int | None:
         """0 when running, 1.. when queued (1 = next), None when unknown."""
         if any(e.batch_id == batch_id for e in self.running):

@@ -12,7 +12,7 @@ from dapr.clients import DaprClient
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient
 
-from services.workflow import reconciler
+from services.workflow import metrics, reconciler
 from services.workflow.intake import BatchIntake
 from services.workflow.worker import create_runtime
 from taskfan.contracts import MAX_MESSAGE_BYTES, PUBSUB, TASKS_TOPIC, UNDELIVERABLE_TOPIC, AppId
@@ -34,9 +34,12 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
     stop_reconciler = reconciler.start()
+    metrics_server = metrics.serve(settings)
 
     def shutdown() -> None:
         stop_reconciler()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         runtime.shutdown()
 
     return shutdown

@@ -19,9 +19,9 @@ from dapr.aio.clients import DaprClient
 from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import activities, ledger_store
+from services.workflow import activities, ledger_store, metrics
 from services.workflow.admission import Entry
-from services.workflow.models import BatchFailure, PublishInput
+from services.workflow.models import BatchFailure, BatchProgress, PublishInput
 from taskfan.contracts import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,17 @@ async def _loop(stop: threading.Event) -> None:
 
 async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
     ledger = await ledger_store.read(client)
+    done: dict[str, int] = {}  # tasks finished per running batch, for the backlog
     for entry in [*ledger.running, *ledger.queue]:
         try:
-            state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=False)
+            # With payloads: the progress is the custom status (the inputs are ids and counts, small).
+            state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=True)
         except Exception as exc:  # noqa: BLE001 - Dapr read it mid-write: look again next round
             log.debug("workflow state unreadable", extra={"batch_id": entry.batch_id, "error": str(exc)})
             continue
         status = state.runtime_status if state is not None else None
         if status in STILL_GOING:
+            done[entry.batch_id] = _done(state.serialized_custom_status if state else None)
             continue
         if status is None and _age_s(entry) < MISSING_GRACE_S:
             continue
@@ -85,6 +88,14 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
         if reason is not None:
             await answer(client, entry, reason)
         await ledger_store.release(client, workflows, entry.batch_id)
+    metrics.record(ledger, done)
+
+
+def _done(custom_status: str | None) -> int:
+    try:
+        return BatchProgress.model_validate_json(custom_status or "").done
+    except ValueError:
+        return 0  # not started yet: nothing done
 
 
 async def answer(client: DaprClient, entry: Entry, reason: str) -> None:

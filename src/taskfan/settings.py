@@ -40,6 +40,9 @@ class Settings:
     # step_timeout_s. Enforced by Dapr's resiliency policy on the step apps, and by the step client.
     step_timeout_ms: int = 0
     scorers: int = 1
+    # The workflow app's Prometheus endpoint (/metrics: the backlog the scorers' autoscaler reads); 0: none.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
     log_level: str = "INFO"
     # Outside Dapr apps allowed to publish batches to `tasks`, and to subscribe to `outcomes` and
     # `tasks-deadletter` (comma-separated app ids; a subscriber's app id is its consumer group). Every

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -68,6 +69,13 @@ def failed_step_calls(stack: Stack) -> list[dict[str, object]]:
     return [r for r in log_records(stack, "workflow") if r.get("msg") == "step call failed"]
 
 
+def backlog(stack: Stack) -> float:
+    """``taskfan_backlog_tasks`` from the workflow app's Prometheus endpoint, as a scraper reads it."""
+    port = stack.run_file.env_for(stack.run_file.app("workflow"))["METRICS_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("taskfan_backlog_tasks "))
+
+
 def publish(settings: Settings, batch_id: str, tasks: int) -> None:
     response = post_batch(settings, {"batch_id": batch_id, "tasks": workload.tasks(tasks, batch_id)})
     assert response.status_code == 202, response.text
@@ -84,10 +92,13 @@ def test_scorers_added_mid_batch_share_its_work(slow_stack, client_settings, out
     publish(client_settings, batch_id, 3000)
     wait_for(lambda: scored(slow_stack, 0, batch_id) >= 200, "the first replica to be busy with the batch")
 
+    # The backlog the scorers' autoscaler reads: the batch's tasks not finished yet.
+    assert 0 < wait_for(lambda: backlog(slow_stack), "a backlog on /metrics") <= 3000
     scale(3)
     assert outcomes_for(outcomes, batch_id) == [], "the batch ended before the scorers were added"
 
     outcome = wait_outcome(outcomes, batch_id, timeout=300)
+    wait_for(lambda: backlog(slow_stack) == 0, "the backlog to drop to 0 once the batch is done", timeout=30)
     assert (outcome["total"], outcome["completed"], outcome["failed"]) == (3000, 3000, 0)
     shares = [scored(slow_stack, replica, batch_id) for replica in range(3)]
     assert all(share > 0 for share in shares[1:]), f"the added replicas took no work: {shares}"

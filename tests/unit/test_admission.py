@@ -121,3 +121,23 @@ def test_the_reconciler_answers_for_terminated_failed_and_vanished_workflows_onl
     assert "boom" in reconciler.unfinished_reason(wf.WorkflowStatus.FAILED, "boom")
     assert "purged" in reconciler.unfinished_reason(None, None)
     assert reconciler.unfinished_reason(wf.WorkflowStatus.COMPLETED, None) is None
+
+
+def test_the_backlog_is_every_queued_task_and_what_running_batches_have_not_done():
+    ledger = Ledger()
+    for batch_id, total in (("a", 2000), ("b", 300), ("c", 1000)):
+        admission.request(ledger, Entry(batch_id=batch_id, slots=min(total, 400), total=total, chunks=1,
+                                        since="2026-01-01T00:00:00+00:00"), cap=800)
+    assert [e.batch_id for e in ledger.running] == ["a", "b"] and [e.batch_id for e in ledger.queue] == ["c"]
+    assert ledger.backlog({}) == 3300  # nothing known done yet
+    assert ledger.backlog({"a": 1500, "b": 300}) == 500 + 0 + 1000
+    assert ledger.backlog({"a": 2100}) == 0 + 300 + 1000  # progress never counts below zero
+    assert Ledger().backlog({}) == 0
+
+
+def test_the_reconciler_reads_a_batchs_progress_from_its_custom_status():
+    from services.workflow.models import BatchProgress
+
+    assert reconciler._done(BatchProgress(total=500, done=200, completed=150, rejected=50).model_dump_json()) == 200
+    assert reconciler._done(None) == 0  # not started: nothing done
+    assert reconciler._done("not json") == 0
