@@ -14,7 +14,8 @@ def main() -> None:
     if not settings.ingest_token and settings.locked:
         raise SystemExit("INGEST_TOKEN is not set: ingest never runs without authentication "
                          "(`taskfan stack up` generates the stack's token)")
-    api = create_api(token=settings.ingest_token, hosts=local_hosts(settings.ingest_port))
+    hosts = local_hosts(settings.ingest_port) | set(Settings.comma_list(settings.ingest_hosts))
+    api = create_api(token=settings.ingest_token, hosts=hosts)
     uvicorn.run(api, host=settings.ingest_host, port=settings.ingest_port, log_config=None, access_log=False)
 
 

@@ -121,7 +121,11 @@ def serve(app_id: str, configure: Configure, *, threads: int = 16) -> None:
     app = create_app(threads, settings.app_api_token)
     shutdown = configure(app, settings)
     port = int(os.environ.get("APP_PORT", "0")) or None
-    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    # SIGTERM drains: no new calls, the ones in progress finish (up to a step call's deadline). On
+    # Kubernetes the app and its sidecar get SIGTERM together, so a scorer scaled down mid-batch still
+    # answers the calls its sidecar passed on. (App.stop() would cut them: it stops with no grace.)
+    drain_s = settings.step_timeout_s
+    signal.signal(signal.SIGTERM, lambda *_: app._server.stop(drain_s))
     signal.signal(signal.SIGINT, lambda *_: app.stop())
     log.info("serving", extra={"app_port": port, "threads": threads})
     try:

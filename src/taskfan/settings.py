@@ -22,6 +22,9 @@ class Settings:
     # Where the ingest app listens (the stack sets INGEST_PORT from dapr.yaml).
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8080
+    # Host headers ingest answers besides 127.0.0.1:PORT and localhost:PORT (comma-separated), e.g. its
+    # Kubernetes Service names; any other Host is refused (no DNS rebinding from a browser).
+    ingest_hosts: str = ""
     # Where clients (the CLI) find a running stack; empty: from the dapr.yaml of the checkout.
     ingest_url: str = ""
     workflow_dapr_url: str = ""
@@ -109,8 +112,8 @@ class Settings:
         return self.security == "on"
 
     @staticmethod
-    def app_ids(listed: str) -> list[str]:
-        return [app_id.strip() for app_id in listed.split(",") if app_id.strip()]
+    def comma_list(listed: str) -> list[str]:
+        return [item.strip() for item in listed.split(",") if item.strip()]
 
     @property
     def redis_address(self) -> str:

@@ -33,7 +33,7 @@ def test_batches_beyond_the_cap_queue_in_arrival_order_and_terminated_ones_still
     with frozen(stack, scorers):
         for b in running:
             assert post_batch(settings, {"batch_id": b, "tasks": lesson_tasks(b, per_batch)}).status_code == 202
-        wait_for(lambda: all(status(b).get("state") == "RUNNING" for b in running), "the first batches to run", 30)
+        wait_for(lambda: all(status(b).get("state") == "RUNNING" for b in running), "the first batches to run", 60)
         for place, b in enumerate(queued, start=1):
             assert post_batch(settings, {"batch_id": b, "tasks": lesson_tasks(b, per_batch)}).status_code == 202
             wait_for(lambda b=b, place=place: status(b) == {**status(b), "state": "QUEUED", "position": place},

@@ -181,8 +181,8 @@ class Stack:
 
     def _scoped(self, name: str | None, value: object) -> object:
         """Pub/sub scopes plus the outside apps the settings grant (TASKS_PUBLISHERS, OUTCOME_SUBSCRIBERS)."""
-        publishers, subscribers = (Settings.app_ids(self.settings.tasks_publishers),
-                                   Settings.app_ids(self.settings.outcome_subscribers))
+        publishers, subscribers = (Settings.comma_list(self.settings.tasks_publishers),
+                                   Settings.comma_list(self.settings.outcome_subscribers))
         if name == "publishingScopes":
             return ";".join([str(value), *(f"{a}=tasks" for a in publishers),
                              *(f"{a}=" for a in subscribers if a not in publishers)])
