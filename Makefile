@@ -6,10 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCORERS ?= 1
 
-.PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak lint schemas clean
+.PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak lint schemas clean images \
+	k8s-up k8s-down k8s-test
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON='$(PYTHON)' VENV='$(VENV)' bash deploy/install-venv.sh
@@ -54,6 +55,18 @@ bench-quick: deps ## every benchmark scenario at a tiny size (< 3 min); results 
 soak: deps ## the pipeline under load and random faults for SOAK_SECONDS (600), a ledger in bench/results/soak.json
 	$(BIN)/python -m bench.soak --seconds $(or $(SOAK_SECONDS),600)
 
+images: venv ## OCI image archives (Taskfan, Dapr's control plane, KEDA) in .taskfan/images, no Docker (root)
+	@bash deploy/images/build.sh >/dev/null
+
+k8s-up: venv ## a local Kubernetes cluster with Dapr, KEDA and Taskfan, ready (built once per machine; root)
+	@bash deploy/k8s/up.sh
+
+k8s-down: ## stop the local cluster; fails unless the host is as it was before k8s-up
+	@bash deploy/k8s/cluster.sh down
+
+k8s-test: venv ## the bare cluster's own test (root): up, a workload through a Service, down, host clean
+	TASKFAN_K8S_TESTS=1 $(BIN)/pytest tests/k8s
+
 lint: venv
 	$(BIN)/ruff check src services tests bench
 
@@ -61,4 +74,5 @@ schemas: venv ## regenerate schemas/*.schema.json from the pydantic models
 	$(BIN)/taskfan schemas
 
 clean: down
+	@if [[ -d .taskfan/k8s ]]; then bash deploy/k8s/cluster.sh down --wipe; fi
 	rm -rf $(VENV) .taskfan

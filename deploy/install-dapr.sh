@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Build the pinned Dapr runtime (daprd, placement, scheduler, sentry) from the Go module proxy, once per machine.
 #
+#   deploy/install-dapr.sh                       # the four commands the local stack runs
+#   deploy/install-dapr.sh operator injector     # those four and the Kubernetes control plane's two more
+#                                                # (deploy/images/build.sh: the images Dapr's Helm chart runs)
+#
 # The binaries live outside the clone, keyed by version, so every clone on the machine (CI's included)
 # reuses one build: ${TASKFAN_CACHE:-~/.cache/taskfan}/dapr/<version>/bin. A lock keeps two clones from
 # building at once. Prints the bin directory on stdout (its last line); one line per step on stderr, the
@@ -19,6 +23,15 @@ cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
 prefix="$cache_root/dapr/$DAPR_VERSION"
 bin="$prefix/bin"
 commands=(daprd placement scheduler sentry)
+# Extra commands asked for on the command line; operator and injector only run on Kubernetes, so the local
+# stack (make run, make test, CI) does not wait for them.
+for c in "$@"; do
+  case $c in
+    daprd | placement | scheduler | sentry) ;;
+    operator | injector) [[ " ${commands[*]} " == *" $c "* ]] || commands+=("$c") ;;
+    *) echo "install-dapr.sh: unknown Dapr command '$c' (daprd placement scheduler sentry operator injector)" >&2; exit 2 ;;
+  esac
+done
 
 built() {
   for c in "${commands[@]}"; do [[ -x "$bin/$c" ]] || return 1; done

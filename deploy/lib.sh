@@ -4,18 +4,20 @@
 #   phase "build daprd" go build ...
 #
 # prints `install: build daprd ... ` when the step starts and its elapsed time when it ends, and appends the
-# command's full output to the install log (.taskfan/logs/install.log, or $RUN_DIR/logs/install.log).
+# command's full output to the install log (.taskfan/logs/install.log, or $RUN_DIR/logs/install.log; $TASKFAN_LOG
+# names another file, as deploy/images/build.sh does; $TASKFAN_LOG_PREFIX replaces the word `install`).
 # If the command fails, the line ends in FAILED, the log's path and the step's last 20 lines of output
 # follow, and the script exits with the command's status.
 #
 # errexit does not apply inside a step (bash ignores `set -e` in a function run as a condition), so a
 # step that is a shell function must chain its commands with &&.
 
-install_log=${RUN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.taskfan}/logs/install.log
+install_log=${TASKFAN_LOG:-${RUN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.taskfan}/logs/install.log}
+log_prefix=${TASKFAN_LOG_PREFIX:-install}
 _phase_open=
 trap '[[ -z $_phase_open ]] || echo "interrupted; output in $install_log" >&2' EXIT
 
-say() { echo "install: $*" >&2; }
+say() { echo "$log_prefix: $*" >&2; }
 
 fail() { say "$*"; exit 1; }
 
@@ -29,7 +31,7 @@ phase() {
   mkdir -p "${install_log%/*}"
   [[ ! -f $install_log ]] || first=$(wc -l <"$install_log")
   printf '\n== %s  %s\n$ %s\n' "$(date '+%F %T')" "$what" "$*" >>"$install_log"
-  printf 'install: %s ... ' "$what" >&2
+  printf '%s: %s ... ' "$log_prefix" "$what" >&2
   _phase_open=1
   "$@" >>"$install_log" 2>&1 </dev/null || rc=$?
   _phase_open=
