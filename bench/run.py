@@ -38,7 +38,7 @@ from bench.burst import RssSampler, burst
 from bench.peers import inprocess
 from taskfan import runfile, stack_secrets
 from taskfan.contracts import OUTCOMES_TOPIC
-from taskfan.settings import Settings
+from taskfan.settings import Settings, patched_environ
 from taskfan.stack import Stack, port_open, port_owner, wait_until
 from taskfan.stack.processes import http_status
 from taskfan.versions import DAPR_VERSION
@@ -89,20 +89,13 @@ def taskfan_stack(scorers: int = 1, **env: int | str) -> Iterator[Stack]:
     run_dir = REPO_ROOT / ".taskfan" / "bench"
     shutil.rmtree(run_dir, ignore_errors=True)
     refuse_busy_port(BENCH_REDIS_PORT, "the benchmark stack's Redis")
-    env = {"RUN_DIR": str(run_dir), "REDIS_PORT": BENCH_REDIS_PORT, **env}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: str(v) for k, v in env.items()})
-    stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
-    try:
-        stack.up(scorers, progress=lambda _: None)
-        yield stack
-    finally:
-        stack.down(progress=lambda _: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with patched_environ({"RUN_DIR": run_dir, "REDIS_PORT": BENCH_REDIS_PORT, **env}):
+        stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
+        try:
+            stack.up(scorers, progress=lambda _: None)
+            yield stack
+        finally:
+            stack.down(progress=lambda _: None)
 
 
 def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> tuple[float, list[float]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 
 STEP_TIMEOUT_FLOOR_S = 30.0
@@ -118,3 +120,20 @@ class Settings:
     @property
     def redis_address(self) -> str:
         return f"{self.redis_host}:{self.redis_port}"
+
+
+@contextlib.contextmanager
+def patched_environ(values: Mapping[str, object]) -> Iterator[None]:
+    """These variables in this process's environment for a while, then as they were: for a stack started
+    meanwhile with other settings (the benchmark's scenarios, a test's own stack), whose processes inherit it.
+    """
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update({key: str(value) for key, value in values.items()})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -9,7 +9,6 @@ CLI, as a user does it. Nothing may fail because of it: not a task, and not one 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import redis
 
 from bench import workload
 from taskfan import runfile, stack_secrets
-from taskfan.settings import Settings
+from taskfan.settings import Settings, patched_environ
 from taskfan.stack import Stack, StackState, port_open
 
 from .helpers import REPO_ROOT, cli, log_records, outcomes_for, post_batch, wait_for, wait_outcome
@@ -32,20 +31,13 @@ SLOW_SCORERS = {"SCORE_DELAY_MS": "20", "SCORER_CONCURRENCY": "4", "REDIS_PORT":
 @pytest.fixture(scope="module")
 def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # In this process's environment for the module: the CLI and the replicas `scale` starts inherit it.
-    env = {**SLOW_SCORERS, "RUN_DIR": str(tmp_path_factory.mktemp("scale-stack"))}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
-    try:
-        stack.up(1, progress=lambda line: print(line, flush=True))
-        yield stack
-    finally:
-        stack.down(progress=lambda _: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with patched_environ({**SLOW_SCORERS, "RUN_DIR": tmp_path_factory.mktemp("scale-stack")}):
+        stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
+        try:
+            stack.up(1, progress=lambda line: print(line, flush=True))
+            yield stack
+        finally:
+            stack.down(progress=lambda _: None)
 
 
 @pytest.fixture(scope="module")

@@ -85,3 +85,19 @@ def test_the_step_deadline_is_sized_from_the_scorers_delay_unless_set():
     # 1600 tasks in progress, 200 ms each, 4 at a time: a call may wait 80 s at one replica; twice that.
     assert Settings(score_delay_ms=200, scorer_concurrency=4).step_timeout_s == 160
     assert Settings(step_timeout_ms=2500, score_delay_ms=200).step_timeout_s == 2.5
+
+
+def test_patched_environ_sets_variables_for_a_while_and_restores_them(monkeypatch):
+    import os
+
+    from taskfan.settings import patched_environ
+
+    monkeypatch.setenv("SCORERS", "2")
+    monkeypatch.delenv("SCORE_DELAY_MS", raising=False)
+    try:
+        with patched_environ({"SCORERS": 5, "SCORE_DELAY_MS": "20"}):
+            assert (os.environ["SCORERS"], os.environ["SCORE_DELAY_MS"]) == ("5", "20")
+            raise RuntimeError("a stack that did not start")
+    except RuntimeError:
+        pass
+    assert os.environ["SCORERS"] == "2" and "SCORE_DELAY_MS" not in os.environ
