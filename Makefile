@@ -65,7 +65,7 @@ k8s-down: ## stop the local cluster; fails unless the host is as it was before k
 	@bash deploy/k8s/cluster.sh down
 
 k8s-test: venv ## the bare cluster's own test (root): up, a workload through a Service, down, host clean
-	TASKFAN_K8S_TESTS=1 $(BIN)/pytest tests/k8s
+	$(BIN)/pytest tests/k8s
 
 lint: venv
 	$(BIN)/ruff check src services tests bench

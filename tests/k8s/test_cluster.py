@@ -4,7 +4,7 @@ Self-contained: builds a Debian bookworm rootfs with python3 (mmdebstrap, cached
 it as an OCI image (deploy/images/oci.py), imports it into the node, runs it as a Deployment behind a
 ClusterIP Service, reaches it from the host and from another pod (through the cluster's DNS), checks
 `kubectl logs` and `exec`, and ends with `down`, which fails if the host is not as it was before `up`.
-Run with TASKFAN_K8S_TESTS=1 as root (see conftest.py); each run uses its own namespace.
+Run with `make k8s-test` as root; each run uses its own namespace.
 """
 
 from __future__ import annotations
