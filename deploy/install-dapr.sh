@@ -19,7 +19,6 @@ source "$here/../src/taskfan/versions.env"
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 
-cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
 prefix="$cache_root/dapr/$DAPR_VERSION"
 bin="$prefix/bin"
 commands=(daprd placement scheduler sentry)
@@ -42,11 +41,7 @@ if built; then echo "$bin"; exit 0; fi
 
 command -v go >/dev/null || fail "Go >= 1.26.4 is required to build the Dapr runtime (README, Requirements)"
 mkdir -p "$prefix"
-exec 9>"$prefix/.lock"
-if ! flock -n 9; then
-  say "another clone is building Dapr $DAPR_VERSION; waiting for its lock ($prefix/.lock)"
-  flock 9
-fi
+build_lock "$prefix/.lock" "Dapr $DAPR_VERSION"
 if built; then echo "$bin"; exit 0; fi
 
 # The commands to build: all of them, unless the cache holds a daprd of the pinned version, in which case

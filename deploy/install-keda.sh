@@ -16,7 +16,6 @@ source "$here/lib.sh"
 KEDA_VERSION=$(awk '$1 == "require" && $2 == "github.com/kedacore/keda/v2" { sub(/^v/, "", $3); print $3 }' \
   "$here/keda/go.mod")
 [[ -n $KEDA_VERSION ]] || fail "no 'require github.com/kedacore/keda/v2 vX' line in $here/keda/go.mod"
-cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
 prefix="$cache_root/keda/$KEDA_VERSION"
 bin="$prefix/bin"
 # binary name (as in KEDA's Dockerfiles) => its package under github.com/kedacore/keda/v2/cmd
@@ -32,11 +31,7 @@ if [[ -z $(missing_commands) ]]; then echo "$bin"; exit 0; fi
 
 command -v go >/dev/null || fail "Go >= 1.26 is required to build KEDA (README, Requirements)"
 mkdir -p "$bin"
-exec 9>"$prefix/.lock"
-if ! flock -n 9; then
-  say "another clone is building KEDA $KEDA_VERSION; waiting for its lock ($prefix/.lock)"
-  flock 9
-fi
+build_lock "$prefix/.lock" "KEDA $KEDA_VERSION"
 mapfile -t missing < <(missing_commands)
 if (( ${#missing[@]} == 0 )); then echo "$bin"; exit 0; fi
 

@@ -44,3 +44,13 @@ phase() {
   tail -n +"$((first + 2))" "$install_log" | tail -n 20 | sed 's/^/  | /' >&2
   exit "$rc"
 }
+
+# The per-machine cache every clone shares (built runtimes, images), keyed by version below it.
+cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
+
+# build_lock FILE WHAT: one clone builds into the cache at a time; another one waits, and says so. The lock
+# is held on file descriptor 9 until the script exits.
+build_lock() {
+  exec 9>"$1"
+  flock -n 9 || { say "another clone is building $2; waiting for its lock ($1)"; flock 9; }
+}

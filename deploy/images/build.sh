@@ -54,7 +54,6 @@ wants() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 registry=${IMAGE_REGISTRY:-localhost}
 suite=bookworm
 python=python3.11 # bookworm's python3; checked after the bootstrap
-cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
 icache=$cache_root/images/$suite-$python
 layers=$cache_root/images/layers
 out=$root/.taskfan/images

@@ -20,7 +20,6 @@ source "$here/versions.env"
 # shellcheck source=../lib.sh
 source "$here/../lib.sh"
 
-cache_root=${TASKFAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfan}
 k8s_prefix="$cache_root/k8s/$KUBERNETES_VERSION"
 helm_prefix="$cache_root/helm/$HELM_VERSION"
 coredns_prefix="$cache_root/coredns/$COREDNS_VERSION"
@@ -62,11 +61,7 @@ if all_done; then echo "$bin"; exit 0; fi
 
 [[ $(id -u) -eq 0 ]] || fail "the local Kubernetes cluster needs root (containerd, kubelet, iptables); run this as root"
 mkdir -p "$k8s_prefix"
-exec 9>"$k8s_prefix/.lock"
-if ! flock -n 9; then
-  say "another clone is installing Kubernetes $KUBERNETES_VERSION; waiting for its lock ($k8s_prefix/.lock)"
-  flock 9
-fi
+build_lock "$k8s_prefix/.lock" "Kubernetes $KUBERNETES_VERSION"
 if all_done; then echo "$bin"; exit 0; fi
 
 # --- Debian packages -------------------------------------------------------------------------------------
