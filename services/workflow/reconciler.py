@@ -70,10 +70,12 @@ async def _loop(stop: threading.Event) -> None:
 async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
     ledger = await ledger_store.read(client)
     done: dict[str, int] = {}  # tasks finished per running batch, for the backlog
+    running = {entry.batch_id for entry in ledger.running}
     for entry in [*ledger.running, *ledger.queue]:
         try:
-            # With payloads: the progress is the custom status (the inputs are ids and counts, small).
-            state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=True)
+            # A running batch's progress is its custom status, a payload (small: its inputs are ids and
+            # counts); a queued batch has none yet, so its status alone is read.
+            state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=entry.batch_id in running)
         except Exception as exc:  # noqa: BLE001 - Dapr read it mid-write: look again next round
             log.debug("workflow state unreadable", extra={"batch_id": entry.batch_id, "error": str(exc)})
             continue
