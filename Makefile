@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SCORERS ?= 1
 
 .PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak lint schemas clean images \
-	k8s-up k8s-down k8s-test
+	k8s-deps k8s-up k8s-down k8s-test
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ run: deps ## start the stack, publish examples/batch.json, print its outcome, st
 	$(BIN)/taskfan stack up --scorers $(SCORERS); \
 	$(BIN)/taskfan publish examples/batch.json --wait
 
-test: deps ## unit tests, then end-to-end tests against the real stack
+test: deps k8s-deps ## unit tests, end-to-end tests on the real stack, then on a real cluster (root)
 	$(BIN)/pytest
 
 unit: venv ## unit tests only (no stack)
@@ -58,13 +58,17 @@ soak: deps ## the pipeline under load and random faults for SOAK_SECONDS (600), 
 images: venv ## OCI image archives (Taskfan, Dapr's control plane, KEDA) in .taskfan/images, no Docker (root)
 	@bash deploy/images/build.sh >/dev/null
 
+k8s-deps: venv ## the cluster's binaries and every image (built once per machine, cached; root)
+	@bash deploy/k8s/install-k8s.sh >/dev/null
+	@bash deploy/images/build.sh >/dev/null
+
 k8s-up: venv ## a local Kubernetes cluster with Dapr, KEDA and Taskfan, ready (built once per machine; root)
 	@bash deploy/k8s/up.sh
 
 k8s-down: ## stop the local cluster; fails unless the host is as it was before k8s-up
 	@bash deploy/k8s/cluster.sh down
 
-k8s-test: venv ## the bare cluster's own test (root): up, a workload through a Service, down, host clean
+k8s-test: venv k8s-deps ## the cluster tests only (root): up, Taskfan on it, scaling, pods deleted, down
 	$(BIN)/pytest tests/k8s
 
 lint: venv

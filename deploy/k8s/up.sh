@@ -6,7 +6,8 @@
 #   3. the cluster (cluster.sh up), the images imported into its containerd, local volumes
 #   4. Dapr's control plane from the Helm chart inside the pinned Dapr module (values/dapr.yaml), --wait
 #   5. KEDA from the manifests inside its pinned module, with the local images; waits for it
-#   6. Taskfan's chart (deploy/helm/taskfan), --wait
+#   6. Taskfan's chart (deploy/helm/taskfan), --wait; arguments are handed to its `helm upgrade --install`
+#      (`up.sh --set services.scorer.scoreDelayMs=100` is what the cluster tests run)
 # Returns when everything is ready; `make k8s-down` (cluster.sh down) undoes all of it.
 set -euo pipefail
 
@@ -96,5 +97,5 @@ KEDA_VERSION=$(awk '$1 == "require" && $2 == "github.com/kedacore/keda/v2" { sub
 phase "KEDA $KEDA_VERSION" keda
 
 phase "Taskfan" helm upgrade --install taskfan "$repo/deploy/helm/taskfan" --namespace "$namespace" \
-  --create-namespace --set redis.persistence.storageClass=taskfan-local --wait --timeout 10m
+  --create-namespace --set redis.persistence.storageClass=taskfan-local --wait --timeout 10m "$@"
 say "ready: kubectl -n $namespace get pods (KUBECONFIG=$(bash "$here/cluster.sh" kubeconfig))"

@@ -1,23 +1,88 @@
-"""The local Kubernetes cluster's tests (`make k8s-test`, as root; outside `make test`'s testpaths).
+"""Taskfan on a real single-node Kubernetes cluster on this host (part of `make test`; root).
 
-They build what they need once per machine (Kubernetes from the Go module proxy, ~15 min cold; a Debian
-rootfs with python3 via mmdebstrap, ~1.5 min) and start and stop a real cluster on this host, so
-they run only when asked for, and fail (never skip) when they cannot run.
+One cluster for the whole session, brought up by the README's own command (`deploy/k8s/up.sh`, which is
+`make k8s-up`: the cluster, the images, Dapr's control plane, KEDA, Taskfan's chart); `make test` builds
+what it needs first (`make k8s-deps`, once per machine). The last test module stops the cluster and
+checks the host is as it was. Without root these tests fail, loudly; they are never skipped.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_SH = REPO / "deploy" / "k8s" / "cluster.sh"
+UP_SH = REPO / "deploy" / "k8s" / "up.sh"
+NAMESPACE = "taskfan"
+TASKFAN_IMAGE = "localhost/taskfan/taskfan:0.1.0"
+# Slow scoring (100 ms a task, 4 at a time per replica) so that a 2,000-task batch lasts long enough to be
+# watched and scaled: the values a user would set to try the autoscaler (README, "Kubernetes").
+CHART_VALUES = ("services.scorer.scoreDelayMs=100", "services.scorer.concurrency=4")
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "k8s: starts a real single-node Kubernetes cluster (make k8s-test, root)")
+    config.addinivalue_line("markers", "k8s: runs on the real single-node Kubernetes cluster (root)")
+
+
+def run(*args: str | Path, timeout: float = 120, check: bool = True,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, input=stdin)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {done.returncode}:\n{done.stderr[-4000:]}")
+    return done
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 120, every: float = 1.0) -> object:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    bin_dir: Path
+
+    def kubectl(self, *args: str, timeout: float = 120, stdin: str | None = None, check: bool = True) -> str:
+        done = run(self.bin_dir / "kubectl", "--kubeconfig", self.kubeconfig, *args,
+                   timeout=timeout, stdin=stdin, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def diagnostics(self) -> str:
+        return self.kubectl("get", "pods", "-A", "-o", "wide", check=False)
 
 
 @pytest.fixture(autouse=True)
 def _root() -> None:
     # A cluster on this host needs root: without it these tests fail, loudly; they are never skipped.
     if os.geteuid() != 0:
-        pytest.fail("the Kubernetes cluster tests need root (make k8s-test)")
+        pytest.fail("the Kubernetes cluster tests need root")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The cluster with Dapr, KEDA and Taskfan ready, as `make k8s-up` leaves it; stopped at the end."""
+    bin_dir = Path(run("bash", REPO / "deploy" / "k8s" / "install-k8s.sh", timeout=3600).stdout.split()[-1])
+    sets = [arg for value in CHART_VALUES for arg in ("--set", value)]
+    try:
+        up = run("bash", UP_SH, *sets, timeout=1500, check=False)
+        handle = Cluster(Path(run("bash", CLUSTER_SH, "kubeconfig").stdout.strip()), bin_dir)
+        assert up.returncode == 0, f"deploy/k8s/up.sh failed:\n{up.stderr[-6000:]}\n{handle.diagnostics()}"
+        yield handle
+    finally:
+        run("bash", CLUSTER_SH, "down", timeout=600, check=False)  # idempotent; test_zz_* checks its result

@@ -1,0 +1,219 @@
+"""Taskfan on the cluster, used the way the README tells a team to: batches published through the ingest
+Service with curl's headers, outcomes read by a Dapr subscriber of its own (examples/k8s-subscriber.yaml),
+scorers scaled by KEDA on the backlog and by hand, pods deleted mid-batch.
+
+The chart runs with slow scoring (conftest.CHART_VALUES: 100 ms a task, 4 at a time per replica), so one
+scorer does 40 tasks/s and a 2,000-task batch lasts long enough for the autoscaler to act on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from services.enricher.rules import tags_for
+from services.scorer.rules import score_for
+from services.validator.rules import validation_issues
+
+from .conftest import NAMESPACE, REPO, Cluster, wait_for
+
+pytestmark = pytest.mark.k8s
+
+INGEST_HOST = f"ingest.{NAMESPACE}.svc:8080"  # ingest answers only requests naming it (README)
+TIMELINE = REPO / ".taskfan" / "k8s" / "autoscaling-timeline.json"
+
+
+@dataclass(frozen=True)
+class Taskfan:
+    """Taskfan's chart on the cluster, seen from the host as a user sees it."""
+
+    cluster: Cluster
+    ingest_url: str
+    ingest_token: str
+    metrics_url: str
+
+    def kubectl(self, *args: str, timeout: float = 120) -> str:
+        return self.cluster.kubectl("-n", NAMESPACE, *args, timeout=timeout)
+
+    def post(self, body: object, token: str | None = None) -> httpx.Response:
+        headers = {"Host": INGEST_HOST, "Authorization": f"Bearer {self.ingest_token if token is None else token}"}
+        return httpx.post(f"{self.ingest_url}/batches", json=body, headers=headers, timeout=60)
+
+    def publish(self, tasks: list[dict[str, str]]) -> str:
+        answer = self.post({"tasks": tasks})
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["batch_id"])
+
+    def outcome(self, batch_id: str, timeout: float) -> tuple[int, float | None]:
+        """(completed, average score) of the batch, as the subscriber's log prints it."""
+        def printed() -> tuple[int, float | None] | None:
+            for line in self.kubectl("logs", "deployment/my-subscriber", "-c", "subscriber").splitlines():
+                got, completed, average = (line.split() + ["", "", ""])[:3]
+                if got == batch_id:
+                    return int(completed), None if average == "None" else float(average)
+            return None
+        return wait_for(printed, f"the outcome of {batch_id} at the subscriber", timeout=timeout, every=2)  # type: ignore[return-value]
+
+    def backlog(self) -> float:
+        """``taskfan_backlog_tasks``, read from the workflow-metrics Service as KEDA reads it."""
+        text = httpx.get(self.metrics_url, timeout=10).text
+        return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("taskfan_backlog_tasks "))
+
+    def scorer_replicas(self) -> tuple[int, int]:
+        """(wanted, ready) replicas of the scorer Deployment."""
+        wanted, _, ready = self.kubectl("get", "deployment", "scorer", "-o",
+                                        "jsonpath={.spec.replicas} {.status.readyReplicas}").partition(" ")
+        return int(wanted or 0), int(ready or 0)
+
+    def pods(self, app: str) -> list[str]:
+        return self.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={app}", "--field-selector",
+                            "status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}").split()
+
+    def log_records(self, pod: str, container: str) -> list[dict[str, Any]]:
+        records = []
+        for line in self.kubectl("logs", pod, "-c", container, timeout=60).splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def scored(self, pod: str, prefix: str) -> int:
+        """Tasks of one batch that one scorer pod scored, from its own log."""
+        return sum(1 for r in self.log_records(pod, "scorer")
+                   if r.get("msg") == "scored" and str(r.get("task_id", "")).startswith(prefix))
+
+    def failed_step_calls(self) -> list[dict[str, Any]]:
+        return [r for pod in self.pods("workflow") for r in self.log_records(pod, "workflow")
+                if r.get("msg") == "step call failed"]
+
+
+def tasks(prefix: str, count: int) -> list[dict[str, str]]:
+    """Valid tasks: each one is validated, enriched and scored."""
+    return [{"task_id": f"{prefix}-{i:05d}", "title": f"Urgent: fix service {i}",
+             "description": "The login API returns 500 errors"} for i in range(count)]
+
+
+def cluster_ip(cluster: Cluster, service: str) -> str:
+    return cluster.kubectl("-n", NAMESPACE, "get", "service", service, "-o", "jsonpath={.spec.clusterIP}")
+
+
+@pytest.fixture(scope="module")
+def taskfan(cluster: Cluster) -> Iterator[Taskfan]:
+    """The chart's Services from the host, and examples/subscriber.py running as the README deploys it."""
+    secret = cluster.kubectl("-n", NAMESPACE, "get", "secret", "taskfan-secrets", "-o",
+                             "jsonpath={.data.ingest-token}")
+    handle = Taskfan(cluster, f"http://{cluster_ip(cluster, 'ingest')}:8080", base64.b64decode(secret).decode(),
+                     f"http://{cluster_ip(cluster, 'workflow-metrics')}:9101/metrics")
+    handle.kubectl("create", "configmap", "my-subscriber", f"--from-file={REPO / 'examples' / 'subscriber.py'}")
+    handle.kubectl("apply", "-f", str(REPO / "examples" / "k8s-subscriber.yaml"))
+    handle.kubectl("rollout", "status", "deployment/my-subscriber", "--timeout=180s", timeout=200)
+    yield handle
+
+
+def test_everything_is_ready_with_a_sidecar_per_service(cluster: Cluster, taskfan: Taskfan) -> None:
+    for namespace in ("dapr-system", "keda", NAMESPACE):
+        pods = json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-o", "json"))["items"]
+        assert pods, f"no pods in {namespace}"
+        for pod in pods:
+            ready = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready")
+            assert ready == "True", f"{namespace}/{pod['metadata']['name']} is not ready"
+    for app in ("ingest", "workflow", "validator", "enricher", "scorer"):
+        pod = json.loads(taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={app}", "-o", "json"))
+        containers = {c["name"] for c in pod["items"][0]["spec"]["containers"]}
+        assert containers == {app, "daprd"}, f"{app}: {containers}"  # the injector added the sidecar
+
+
+def test_a_batch_through_the_ingest_service_reaches_a_subscriber(taskfan: Taskfan) -> None:
+    batch = json.loads((REPO / "examples" / "batch.json").read_text())
+    batch_id = taskfan.publish(batch["tasks"])
+    scores = [score_for(tags_for(t["title"], t["description"])) for t in batch["tasks"]
+              if not validation_issues(t["title"], t["description"])]
+    assert 0 < len(scores) < len(batch["tasks"])  # the example has a task that validation rejects
+    assert taskfan.outcome(batch_id, timeout=120) == (len(scores), sum(scores) / len(scores))
+
+
+def test_bad_requests_through_the_service_get_a_clear_answer(taskfan: Taskfan) -> None:
+    empty = taskfan.post({"tasks": []})
+    assert empty.status_code == 422 and "tasks" in empty.text
+    assert taskfan.post({"tasks": tasks("x", 1)}, token="wrong").status_code == 401
+    foreign = httpx.post(f"{taskfan.ingest_url}/batches", json={"tasks": tasks("x", 1)}, timeout=30,
+                         headers={"Host": "evil.example:8080", "Authorization": f"Bearer {taskfan.ingest_token}"})
+    assert foreign.status_code == 421
+
+
+def test_the_autoscaler_raises_the_scorers_on_the_backlog_and_lowers_them_after(taskfan: Taskfan) -> None:
+    # KEDA owns the count (chart: min 1, max 4, one replica per 200 tasks of backlog).
+    wait_for(lambda: taskfan.scorer_replicas() == (1, 1), "one scorer before the batch", timeout=180, every=2)
+    prefix = f"auto-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    batch_id = taskfan.publish(tasks(prefix, 2000))
+    timeline: list[dict[str, float | int | str]] = []
+
+    def sample(phase: str) -> tuple[int, int]:
+        wanted, ready = taskfan.scorer_replicas()
+        timeline.append({"s": round(time.monotonic() - started, 1), "phase": phase, "wanted": wanted,
+                         "ready": ready, "backlog": taskfan.backlog()})
+        return wanted, ready
+
+    completed = None
+    while completed is None and time.monotonic() - started < 300:
+        sample("batch running")
+        for line in taskfan.kubectl("logs", "deployment/my-subscriber", "-c", "subscriber").splitlines():
+            if line.startswith(batch_id + " "):
+                completed = int(line.split()[1])
+        time.sleep(2)
+    while sample("after the outcome") != (1, 1) and time.monotonic() - started < 480:
+        time.sleep(2)
+    TIMELINE.parent.mkdir(parents=True, exist_ok=True)
+    TIMELINE.write_text(json.dumps(timeline, indent=1))
+    print(json.dumps(timeline))
+    peak = max(int(s["ready"]) for s in timeline if s["phase"] == "batch running")
+    assert completed == 2000, f"outcome: {completed} completed; replicas over time in {TIMELINE}"
+    assert peak >= 3, f"the scorers peaked at {peak} ready replicas; over time in {TIMELINE}"
+    assert timeline[-1]["wanted"] == 1, f"the scorers did not come back down to 1; over time in {TIMELINE}"
+    assert timeline[-1]["backlog"] == 0
+    assert taskfan.failed_step_calls() == []  # a scale-down drains: no step call failed, none retried
+
+
+def test_scorers_scaled_by_hand_share_the_work(taskfan: Taskfan) -> None:
+    # Pause KEDA where it is (its annotation), so that the count is the one set by hand.
+    taskfan.kubectl("annotate", "scaledobject", "scorer", "autoscaling.keda.sh/paused=true", "--overwrite")
+    wait_for(lambda: taskfan.kubectl("get", "scaledobject", "scorer", "-o",
+                                     "jsonpath={.status.conditions[?(@.type=='Paused')].status}") == "True",
+             "KEDA to pause the scorer's autoscaling")
+    taskfan.kubectl("scale", "deployment/scorer", "--replicas=3")
+    taskfan.kubectl("rollout", "status", "deployment/scorer", "--timeout=180s", timeout=200)
+    # Dapr resolves the app id through the headless Service scorer-dapr: all three must be listed in it.
+    wait_for(lambda: len(taskfan.kubectl("get", "endpoints", "scorer-dapr", "-o",
+                                         "jsonpath={.subsets[*].addresses[*].ip}").split()) == 3,
+             "three scorer addresses behind scorer-dapr")
+    prefix = f"hand-{uuid.uuid4().hex[:6]}"
+    batch_id = taskfan.publish(tasks(prefix, 900))
+    assert taskfan.outcome(batch_id, timeout=240)[0] == 900
+    shares = {pod: taskfan.scored(pod, prefix) for pod in taskfan.pods("scorer")}
+    assert len(shares) == 3 and all(shares.values()), f"tasks scored per replica: {shares}"
+    assert sum(shares.values()) >= 900  # a task repeated after a retry counts twice; none is missing
+
+
+def test_deleting_a_scorer_pod_and_the_workflow_pod_mid_batch_loses_nothing(taskfan: Taskfan) -> None:
+    assert taskfan.scorer_replicas() == (3, 3)  # still paused by hand at three (test above)
+    prefix = f"kill-{uuid.uuid4().hex[:6]}"
+    batch_id = taskfan.publish(tasks(prefix, 1200))
+    wait_for(lambda: 0 < taskfan.backlog() < 1100, "the batch to be under way", timeout=120, every=0.5)
+    scorer, workflow = taskfan.pods("scorer")[0], taskfan.pods("workflow")[0]
+    taskfan.kubectl("delete", "pod", scorer, workflow, "--wait=false")
+    assert taskfan.outcome(batch_id, timeout=420)[0] == 1200
+    wait_for(lambda: workflow not in taskfan.pods("workflow") and taskfan.pods("workflow"),
+             "the workflow pod to be replaced")
+    # The new workflow pod's reconciler (every 5 s) has seen the batch end: nothing left in the backlog.
+    wait_for(lambda: taskfan.backlog() == 0, "the backlog to drop to 0", timeout=30)
+
