@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SCORERS ?= 1
 
 .PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak lint schemas clean images \
-	k8s-deps k8s-up k8s-down k8s-test
+	k8s-deps k8s-up k8s-down k8s-test bench-deps
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ run: deps ## start the stack, publish examples/batch.json, print its outcome, st
 	$(BIN)/taskfan stack up --scorers $(SCORERS); \
 	$(BIN)/taskfan publish examples/batch.json --wait
 
-test: deps k8s-deps ## unit tests, end-to-end tests on the real stack, then on a real cluster (root)
+test: deps bench-deps k8s-deps ## unit tests, end-to-end tests on the real stack, then on a real cluster (root)
 	$(BIN)/pytest
 
 unit: venv ## unit tests only (no stack)
@@ -46,10 +46,13 @@ unit: venv ## unit tests only (no stack)
 e2e: deps ## end-to-end tests only
 	$(BIN)/pytest tests/e2e
 
-bench: deps ## measure Taskfan vs Celery vs in-process; writes bench/results/latest.{json,png} (< 20 min)
+bench-deps: venv ## the Temporal CLI for the benchmark's Temporal peer (built once per machine, cached)
+	@bash deploy/install-temporal.sh >/dev/null
+
+bench: deps bench-deps ## measure Taskfan vs Temporal vs Celery vs in-process; writes bench/results/latest.{json,png}
 	$(BIN)/python -m bench.run
 
-bench-quick: deps ## every benchmark scenario at a tiny size (< 3 min); results in a temp dir
+bench-quick: deps bench-deps ## every benchmark scenario and peer at a tiny size (~6 min); results in a temp dir
 	$(BIN)/python -m bench.run --quick
 
 soak: deps ## the pipeline under load and random faults for SOAK_SECONDS (600), a ledger in bench/results/soak.json

@@ -35,12 +35,13 @@ import redis
 
 from bench import workload
 from bench.burst import RssSampler, burst
-from bench.peers import inprocess
+from bench.cpu import CpuMeter
+from bench.peers import inprocess, temporal_pipeline
 from taskfan import runfile, stack_secrets
 from taskfan.contracts import OUTCOMES_TOPIC
 from taskfan.settings import Settings, patched_environ
 from taskfan.stack import Stack, port_open, port_owner, wait_until
-from taskfan.stack.processes import http_status
+from taskfan.stack.processes import StackState, http_status
 from taskfan.versions import DAPR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,12 +65,18 @@ class Sizes:
     security_rounds: int = 3
     burst_batches: int = 100
     burst_tasks: int = 1000
+    steady_warmup_s: float = 5
+    steady_s: float = 30
+    steady_batches_in_flight: int = 8
+    spread_tasks_per_replica: int = 8
     timeout_s: float = 900
 
 
 QUICK = Sizes(fanout_tasks=10, throughput_tasks=100, throughput_batch=50, scaling_tasks=40,
               big_batch_tasks=300, noop_workflows=10, small_batches=3, security_rounds=1, burst_batches=10,
-              burst_tasks=100, timeout_s=120)
+              burst_tasks=100, steady_warmup_s=1, steady_s=3, steady_batches_in_flight=2,
+              spread_tasks_per_replica=2, timeout_s=120)
+TEMPORAL_PORT = 7233  # and the next two (HTTP, metrics) for the Temporal peer's dev server
 
 
 def say(message: str) -> None:
@@ -93,60 +100,98 @@ def taskfan_stack(scorers: int = 1, **env: int | str) -> Iterator[Stack]:
         stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
         try:
             stack.up(scorers, progress=lambda _: None)
+            run_batches(stack, [warm_up_batch()], 120)
             yield stack
         finally:
             stack.down(progress=lambda _: None)
 
 
-def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> tuple[float, list[float]]:
-    """Publish every batch through the ingest API at once; wait for each outcome on the stream.
+def warm_up_batch() -> dict[str, Any]:
+    """One task through a system just started, before anything is timed: every system gets one (the first
+    workflow of a fresh Temporal worker, for one, takes seconds)."""
+    return {"batch_id": f"warm-up-{time.time_ns()}", "tasks": workload.tasks(1, prefix="warm-up")}
 
-    Returns the wall time from the first publish to the last outcome, and each batch's latency.
-    """
-    settings = stack.settings
-    client = redis.Redis(host=settings.redis_host, port=settings.redis_port, password=stack.secrets.redis_password)
-    last_id = "$"
-    with contextlib.suppress(redis.ResponseError):
-        last_id = client.xinfo_stream(OUTCOMES_TOPIC)["last-generated-id"]
-    published: dict[str, float] = {}
-    expected = {b["batch_id"]: len(b["tasks"]) for b in batches}
-    start = time.perf_counter()
-    with httpx.Client(base_url=stack.ingest_url, timeout=60,
-                      headers=stack_secrets.ingest_headers(stack.secrets.ingest_token)) as http:
-        for batch in batches:
-            published[batch["batch_id"]] = time.perf_counter()
-            response = http.post("/batches", json=batch)
-            response.raise_for_status()
-    latencies: list[float] = []
-    deadline = time.monotonic() + timeout
-    pending = set(expected)
-    while pending:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(pending)} of {len(batches)} batches had no outcome after {timeout:.0f}s")
-        for _, entries in client.xread({OUTCOMES_TOPIC: last_id}, block=1000, count=1000) or []:
+
+def stack_pids(stack: Stack) -> dict[str, int]:
+    """Every process of the stack by name (redis, placement, workflow, workflow-daprd, scorer-0, ...)."""
+    state = StackState.load(stack.state_path)
+    return {p.name: p.pid for p in state.processes} if state else {}
+
+
+class TaskfanClient:
+    """Publishes batches through the ingest API and reads outcomes from the stream, as a user does; every
+    outcome is checked task by task against the rules (workload.check_outcome) before a figure counts."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.redis = redis.Redis(host=stack.settings.redis_host, port=stack.settings.redis_port,
+                                 password=stack.secrets.redis_password)
+        self.http = httpx.Client(base_url=stack.ingest_url, timeout=60,
+                                 headers=stack_secrets.ingest_headers(stack.secrets.ingest_token))
+        self.last_id: Any = "$"
+        with contextlib.suppress(redis.ResponseError):
+            self.last_id = self.redis.xinfo_stream(OUTCOMES_TOPIC)["last-generated-id"]
+        self.published: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def publish(self, batch: dict[str, Any]) -> None:
+        self.published[batch["batch_id"]] = (time.perf_counter(), batch)
+        self.http.post("/batches", json=batch).raise_for_status()
+
+    def outcomes(self, block_ms: int = 1000) -> list[tuple[str, float]]:
+        """(batch id, latency) of the outcomes of our batches that arrived since the last call, checked."""
+        arrived = []
+        for _, entries in self.redis.xread({OUTCOMES_TOPIC: self.last_id}, block=block_ms, count=1000) or []:
             for entry_id, fields in entries:
-                last_id = entry_id
+                self.last_id = entry_id
                 outcome = json.loads(fields[b"data"])["data"]
-                batch_id = outcome["batch_id"]
-                if batch_id in pending:
-                    now = time.perf_counter()
-                    if outcome["total"] != expected[batch_id] or outcome["failed"]:
-                        raise RuntimeError(f"batch {batch_id}: unexpected outcome {outcome['total']} total, "
-                                           f"{outcome['failed']} failed")
-                    pending.discard(batch_id)
-                    latencies.append(now - published[batch_id])
-    return time.perf_counter() - start, latencies
+                sent = self.published.pop(outcome["batch_id"], None)
+                if sent is not None:
+                    arrived.append((outcome["batch_id"], time.perf_counter() - sent[0]))
+                    workload.check_outcome(sent[1], outcome, "Taskfan")
+        return arrived
+
+    def close(self) -> None:
+        self.http.close()
+        self.redis.close()
+
+
+def run_batches(stack: Stack, batches: list[dict[str, Any]], timeout: float) -> tuple[float, list[float]]:
+    """Publish every batch at once; wait for every outcome. Returns the wall time from the first publish to
+    the last outcome, and each batch's latency."""
+    client = TaskfanClient(stack)
+    try:
+        start = time.perf_counter()
+        for batch in batches:
+            client.publish(batch)
+        latencies: list[float] = []
+        deadline = time.monotonic() + timeout
+        while client.published:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(client.published)} of {len(batches)} batches had no outcome after "
+                                   f"{timeout:.0f}s")
+            latencies += [latency for _, latency in client.outcomes()]
+        return time.perf_counter() - start, latencies
+    finally:
+        client.close()
+
+
+def quantile_ms(latencies: list[float]) -> tuple[float, float]:
+    """(p50, p95) in milliseconds."""
+    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
+    return round(1000 * statistics.median(latencies), 1), round(1000 * quantiles[18], 1)
 
 
 # --- scenarios -------------------------------------------------------------------------------------
 
 
+# A fan-out batch: 2 s tasks, 50 slots on one scorer: the batch takes ~2 s if its tasks run side by side.
+FANOUT_ENV = {"SCORE_DELAY_MS": 2000, "SCORER_CONCURRENCY": 50}
+
+
 def scenario_fanout(sizes: Sizes) -> dict[str, Any]:
-    delay_ms = 2000
-    with taskfan_stack(SCORE_DELAY_MS=delay_ms, SCORER_CONCURRENCY=50) as stack:
+    with taskfan_stack(**FANOUT_ENV) as stack:
         batch = {"batch_id": f"bench-fanout-{time.time_ns()}", "tasks": workload.tasks(sizes.fanout_tasks)}
         elapsed, _ = run_batches(stack, [batch], sizes.timeout_s)
-    sequential = sizes.fanout_tasks * delay_ms / 1000
+    sequential = sizes.fanout_tasks * FANOUT_ENV["SCORE_DELAY_MS"] / 1000
     return {"fanout_batch_s": round(elapsed, 3), "fanout_speedup": round(sequential / elapsed, 2),
             "fanout_sequential_s": sequential}
 
@@ -156,29 +201,72 @@ THROUGHPUT_ENV = {"SCORE_DELAY_MS": 0, "SCORER_CONCURRENCY": 8}
 
 
 def scenario_throughput_big_noop(sizes: Sizes) -> dict[str, Any]:
-    """Scenarios 2, 4 and 6 share one stack: no delay, one scorer."""
+    """One stack, no delay, one scorer: throughput, the steady state, small-batch latency, a big batch and
+    the bare engine's ceiling."""
     figures: dict[str, Any] = {}
     with taskfan_stack(**THROUGHPUT_ENV) as stack:
         figures.update(guard("throughput", lambda: throughput(stack, sizes)))
+        figures.update(guard("steady state", lambda: steady_state(stack, sizes)))
         figures.update(guard("small batch latency", lambda: small_batch_latency(stack, sizes)))
         figures.update(guard("big batch", lambda: big_batch(stack, sizes)))
         figures.update(guard("engine ceiling", lambda: noop_engine(stack, sizes)))
-    if "tasks_per_s" in figures and "dapr_noop_activities_per_s" in figures:
-        figures["engine_share"] = round(3 * figures["tasks_per_s"] / figures["dapr_noop_activities_per_s"], 3)
     return figures
 
 
 def throughput(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    """2,000 tasks in batches of 100 published at once, and the CPU each process of the stack spent on them."""
     batches = workload.batches(sizes.throughput_tasks, sizes.throughput_batch, f"bench-tp-{time.time_ns()}")
-    elapsed, latencies = run_batches(stack, batches, sizes.timeout_s)
+    with CpuMeter(stack_pids(stack)) as cpu:
+        elapsed, latencies = run_batches(stack, batches, sizes.timeout_s)
     rate = sizes.throughput_tasks / elapsed
-    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
+    p50, p95 = quantile_ms(latencies)
     return {
         "tasks_per_s": round(rate, 2),
         "overhead_ms_per_task": round(1000 / rate, 2),  # no delay configured: all of it is overhead
-        "batch_latency_p50_s": round(statistics.median(latencies), 3),
-        "batch_latency_p95_s": round(quantiles[18], 3),
+        "batch_latency_p50_s": round(p50 / 1000, 3),
+        "batch_latency_p95_s": round(p95 / 1000, 3),
+        "cpu_ms_per_task": cpu.total_ms_per_unit(sizes.throughput_tasks),
+        "cpu_ms_per_task_by_process": cpu.ms_per_unit(sizes.throughput_tasks),
     }
+
+
+def steady_state(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    """Batches of 100 kept in flight (a new one published as each outcome arrives) for the warm-up plus
+    ``steady_s`` seconds; the rate counts the tasks whose outcome arrived in the last ``steady_s`` seconds."""
+    client = TaskfanClient(stack)
+    prefix = f"bench-steady-{time.time_ns()}"
+    count = 0
+
+    def next_batch() -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        return {"batch_id": f"{prefix}-{count:05d}", "tasks": workload.tasks(100, prefix=f"s{count}")}
+
+    try:
+        start = time.perf_counter()
+        window_start, window_end = start + sizes.steady_warmup_s, start + sizes.steady_warmup_s + sizes.steady_s
+        for _ in range(sizes.steady_batches_in_flight):
+            client.publish(next_batch())
+        in_window = 0
+        cpu = CpuMeter(stack_pids(stack))
+        while time.perf_counter() < window_end:
+            for _ in client.outcomes(block_ms=200):
+                if time.perf_counter() >= window_start:
+                    in_window += 100
+                client.publish(next_batch())
+            if time.perf_counter() < window_start:
+                cpu.start()  # the window's CPU only: the reading starts again until the warm-up ends
+        cpu.stop()
+        deadline = time.monotonic() + sizes.timeout_s
+        while client.published and time.monotonic() < deadline:  # drain: every batch is still checked
+            client.outcomes()
+        if client.published:
+            raise RuntimeError(f"{len(client.published)} steady-state batches had no outcome")
+    finally:
+        client.close()
+    return {"steady_tasks_per_s": round(in_window / sizes.steady_s, 2),
+            "steady_cpu_ms_per_task": cpu.total_ms_per_unit(max(1, in_window)),
+            "steady_publish_s": round(sizes.steady_warmup_s + sizes.steady_s, 1)}
 
 
 def small_batch_latency(stack: Stack, sizes: Sizes) -> dict[str, Any]:
@@ -187,9 +275,8 @@ def small_batch_latency(stack: Stack, sizes: Sizes) -> dict[str, Any]:
     for i in range(sizes.small_batches):
         batch = {"batch_id": f"bench-small-{time.time_ns()}-{i}", "tasks": workload.tasks(5)}
         latencies += run_batches(stack, [batch], sizes.timeout_s)[1]
-    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
-    return {"small_batch_latency_p50_ms": round(1000 * statistics.median(latencies), 1),
-            "small_batch_latency_p95_ms": round(1000 * quantiles[18], 1)}
+    p50, p95 = quantile_ms(latencies)
+    return {"small_batch_latency_p50_ms": p50, "small_batch_latency_p95_ms": p95}
 
 
 def scenario_security_cost(sizes: Sizes) -> dict[str, Any]:
@@ -281,6 +368,11 @@ def scenario_burst(sizes: Sizes) -> dict[str, Any]:
 
 
 SCALING_ENV = {"SCORE_DELAY_MS": 200, "SCORER_CONCURRENCY": 4}
+# Small batches over several scorers: slow tasks, one slot per replica (issue: an even spread).
+SPREAD_ENV = {"SCORE_DELAY_MS": 250, "SCORER_CONCURRENCY": 1}
+SPREAD_REPLICAS = (3, 4)
+# Chunks in flight per batch, the same for every system: Taskfan's MAX_IN_FLIGHT / 100.
+PARALLEL_CHUNKS = Settings.from_env().max_in_flight // 100
 
 
 def scenario_scaling(sizes: Sizes) -> dict[str, Any]:
@@ -295,13 +387,98 @@ def scenario_scaling(sizes: Sizes) -> dict[str, Any]:
     return {"scaling_tasks_per_s": rates, f"scaling_ratio_{top}x": round(rates[top] / rates["1"], 2)}
 
 
+def measure_spread(sizes: Sizes, prefix: str,
+                   run_on: Callable[[int, list[dict[str, Any]]], list[float]]) -> dict[str, Any]:
+    """For each N of SPREAD_REPLICAS, a batch of ``spread_tasks_per_replica`` x N slow tasks, timed on one
+    replica and on N; ``run_on(replicas, batches)`` runs the batches one after another on a system with
+    that many scorer replicas (SPREAD_ENV) and returns each one's seconds."""
+    batches = [{"batch_id": f"bench-spread{n}-{time.time_ns()}",
+                "tasks": workload.tasks(sizes.spread_tasks_per_replica * n)} for n in SPREAD_REPLICAS]
+    on_one = dict(zip(SPREAD_REPLICAS, run_on(1, batches), strict=True))
+    on_many = {n: run_on(n, [batch])[0] for n, batch in zip(SPREAD_REPLICAS, batches, strict=True)}
+    figures: dict[str, Any] = {f"{prefix}spread_batch_s": {
+        f"{n * sizes.spread_tasks_per_replica} tasks on {r}": round(t, 3)
+        for n in SPREAD_REPLICAS for r, t in ((1, on_one[n]), (n, on_many[n]))}}
+    for n in SPREAD_REPLICAS:
+        figures[f"{prefix}spread_speedup_{n}x"] = round(on_one[n] / on_many[n], 2)
+    return figures
+
+
+def scenario_spread(sizes: Sizes) -> dict[str, Any]:
+    """A batch of 8 slow tasks per replica, one slot per replica: how much faster N replicas finish it."""
+    def run_on(replicas: int, batches: list[dict[str, Any]]) -> list[float]:
+        with taskfan_stack(replicas, **SPREAD_ENV) as stack:
+            return [run_batches(stack, [batch], sizes.timeout_s)[0] for batch in batches]
+
+    return measure_spread(sizes, "", run_on)
+
+
+# --- the Temporal peer ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def temporal(score_replicas: int, env: dict[str, int]) -> Iterator[temporal_pipeline.TemporalPeer]:
+    refuse_busy_port(TEMPORAL_PORT, "the Temporal peer's dev server")
+    with temporal_pipeline.temporal_peer(TEMPORAL_PORT, score_replicas, env["SCORER_CONCURRENCY"],
+                                         env["SCORE_DELAY_MS"],
+                                         ready=lambda check, what: wait_until(check, what, timeout=120)) as peer:
+        temporal_run(peer, [warm_up_batch()], 120)
+        yield peer
+
+
+def temporal_run(peer: temporal_pipeline.TemporalPeer, batches: list[dict[str, Any]],
+                 timeout: float) -> tuple[float, list[float]]:
+    elapsed, latencies, outcomes = peer.run(batches, PARALLEL_CHUNKS, timeout)
+    for batch, outcome in zip(batches, outcomes, strict=True):
+        workload.check_outcome(batch, outcome, "Temporal")
+    return elapsed, latencies
+
+
+def scenario_temporal(sizes: Sizes) -> dict[str, Any]:
+    """Every Taskfan scenario that has a peer, on Temporal (bench/peers/temporal_pipeline.py)."""
+    figures: dict[str, Any] = {}
+    with temporal(1, THROUGHPUT_ENV) as peer:
+        batches = workload.batches(sizes.throughput_tasks, sizes.throughput_batch, f"temporal-tp-{time.time_ns()}")
+        with CpuMeter(peer.pids()) as cpu:
+            elapsed, _ = temporal_run(peer, batches, sizes.timeout_s)
+        figures["temporal_tasks_per_s"] = round(sizes.throughput_tasks / elapsed, 2)
+        figures["temporal_cpu_ms_per_task"] = cpu.total_ms_per_unit(sizes.throughput_tasks)
+        figures["temporal_cpu_ms_per_task_by_process"] = cpu.ms_per_unit(sizes.throughput_tasks)
+        latencies = []
+        for i in range(sizes.small_batches):
+            small = {"batch_id": f"temporal-small-{time.time_ns()}-{i}", "tasks": workload.tasks(5)}
+            latencies += temporal_run(peer, [small], sizes.timeout_s)[1]
+        figures["temporal_small_batch_latency_p50_ms"], figures["temporal_small_batch_latency_p95_ms"] = (
+            quantile_ms(latencies))
+    with temporal(1, FANOUT_ENV) as peer:
+        batch = {"batch_id": f"temporal-fanout-{time.time_ns()}", "tasks": workload.tasks(sizes.fanout_tasks)}
+        figures["temporal_fanout_batch_s"] = round(temporal_run(peer, [batch], sizes.timeout_s)[0], 3)
+    rates: dict[str, float] = {}
+    for replicas in sizes.scaling_replicas:
+        with temporal(replicas, SCALING_ENV) as peer:
+            batches = workload.batches(sizes.scaling_tasks, 100, f"temporal-scale{replicas}-{time.time_ns()}")
+            rates[str(replicas)] = round(sizes.scaling_tasks / temporal_run(peer, batches, sizes.timeout_s)[0], 2)
+    figures["temporal_scaling_tasks_per_s"] = rates
+    def run_on(replicas: int, batches: list[dict[str, Any]]) -> list[float]:
+        with temporal(replicas, SPREAD_ENV) as peer:
+            return [temporal_run(peer, [batch], sizes.timeout_s)[0] for batch in batches]
+
+    figures.update(measure_spread(sizes, "temporal_", run_on))
+    return figures
+
+
+# --- the Celery peer and the in-process floor ----------------------------------------------------------
+
+
 @contextlib.contextmanager
 def celery_redis() -> Iterator[None]:
-    """A Redis of its own for Celery (broker and results), for the whole peers scenario."""
+    """A Redis of its own for Celery (broker and results) with the persistence Taskfan's Redis has (an
+    append-only file, fsync as REDIS_APPENDFSYNC), for the whole peers scenario."""
     refuse_busy_port(CELERY_REDIS_PORT, "the Celery peer's Redis")
     redis_dir = tempfile.mkdtemp(prefix="bench-celery-redis-")
     proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(CELERY_REDIS_PORT),
-                             "--bind", "127.0.0.1", "--save", "", "--dir", redis_dir],
+                             "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+                             "--appendfsync", Settings.from_env().redis_appendfsync, "--dir", redis_dir],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: redis_up(CELERY_REDIS_PORT), "celery redis", timeout=30,
@@ -328,20 +505,22 @@ def redis_up(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def celery_workers(replicas: int, concurrency: int, delay_ms: int) -> Iterator[None]:
+def celery_workers(replicas: int, env: dict[str, int]) -> Iterator[None]:
     """Celery workers: one `steps` worker (a process per core), one `score` worker per replica."""
-    from bench.peers.celery_pipeline import app
+    from bench.peers.celery_pipeline import app, run_chunked
 
-    env = {**os.environ, "SCORE_DELAY_MS": str(delay_ms)}
+    worker_env = {**os.environ, "SCORE_DELAY_MS": str(env["SCORE_DELAY_MS"])}
     celery = [sys.executable, "-m", "celery", "-A", "bench.peers.celery_pipeline", "worker", "--loglevel", "warning",
               "--without-heartbeat", "--without-gossip", "--without-mingle"]
     workers = [[*celery, "-Q", "steps", "-c", str(os.cpu_count() or 2), "-n", "steps@%h"]]
-    workers += [[*celery, "-Q", "score", "-c", str(concurrency), "-n", f"score{i}@%h"] for i in range(replicas)]
+    workers += [[*celery, "-Q", "score", "-c", str(env["SCORER_CONCURRENCY"]), "-n", f"score{i}@%h"]
+                for i in range(replicas)]
     redis.Redis(port=CELERY_REDIS_PORT).flushall()
-    procs = [subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for cmd in workers]
+    procs = [subprocess.Popen(cmd, env=worker_env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for cmd in workers]
     try:
         wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= len(workers), "celery workers", timeout=60)
+        celery_run(run_chunked, [warm_up_batch()], 120)
         yield
     finally:
         for proc in procs:
@@ -359,33 +538,78 @@ def scenario_peers(sizes: Sizes) -> dict[str, Any]:
         return peers(sizes)
 
 
+def celery_run(run: Callable[..., tuple[float, list[float], list[dict[str, Any]]]],
+               batches: list[dict[str, Any]], timeout: float) -> tuple[float, list[float]]:
+    elapsed, latencies, outcomes = run(batches, timeout)
+    for batch, outcome in zip(batches, outcomes, strict=True):
+        workload.check_outcome(batch, outcome, "Celery")
+    return elapsed, latencies
+
+
 def peers(sizes: Sizes) -> dict[str, Any]:
-    from bench.peers import celery_pipeline
+    from bench.peers.celery_pipeline import run_chunked, run_per_task
 
     figures: dict[str, Any] = {}
     tp_batches = workload.batches(sizes.throughput_tasks, sizes.throughput_batch, "peer-tp")
+    with celery_workers(1, THROUGHPUT_ENV):
+        figures["celery_tasks_per_s"] = round(
+            sizes.throughput_tasks / celery_run(run_chunked, tp_batches, sizes.timeout_s)[0], 2)
+        figures["celery_per_task_chain_tasks_per_s"] = round(
+            sizes.throughput_tasks / celery_run(run_per_task, tp_batches, sizes.timeout_s)[0], 2)
+        latencies = []
+        for i in range(sizes.small_batches):
+            small = {"batch_id": f"celery-small-{i}", "tasks": workload.tasks(5)}
+            latencies += celery_run(run_chunked, [small], sizes.timeout_s)[1]
+        figures["celery_small_batch_latency_p50_ms"], figures["celery_small_batch_latency_p95_ms"] = (
+            quantile_ms(latencies))
     concurrency, delay_ms = THROUGHPUT_ENV["SCORER_CONCURRENCY"], THROUGHPUT_ENV["SCORE_DELAY_MS"]
-    with celery_workers(1, concurrency, delay_ms):
-        elapsed = celery_pipeline.run(tp_batches, sizes.timeout_s)
-    figures["celery_tasks_per_s"] = round(sizes.throughput_tasks / elapsed, 2)
     figures["inprocess_tasks_per_s"] = round(
         inprocess.tasks_per_s(tp_batches, concurrency=concurrency, delay_ms=delay_ms), 2)
 
     celery_rates, floor_rates = {}, {}
     for replicas in sizes.scaling_replicas:
         batches = workload.batches(sizes.scaling_tasks, 100, f"peer-scale{replicas}")
-        with celery_workers(replicas, SCALING_ENV["SCORER_CONCURRENCY"], SCALING_ENV["SCORE_DELAY_MS"]):
-            elapsed = celery_pipeline.run(batches, sizes.timeout_s)
-        celery_rates[str(replicas)] = round(sizes.scaling_tasks / elapsed, 2)
+        with celery_workers(replicas, SCALING_ENV):  # slow tasks: one broker task each (run_per_task)
+            celery_rates[str(replicas)] = round(
+                sizes.scaling_tasks / celery_run(run_per_task, batches, sizes.timeout_s)[0], 2)
         floor_rates[str(replicas)] = round(inprocess.tasks_per_s(
             batches, replicas=replicas, concurrency=SCALING_ENV["SCORER_CONCURRENCY"],
             delay_ms=SCALING_ENV["SCORE_DELAY_MS"]), 2)
     figures["celery_scaling_tasks_per_s"] = celery_rates
     figures["inprocess_scaling_tasks_per_s"] = floor_rates
+
+    def run_on(replicas: int, batches: list[dict[str, Any]]) -> list[float]:
+        with celery_workers(replicas, SPREAD_ENV):
+            return [celery_run(run_per_task, [batch], sizes.timeout_s)[0] for batch in batches]
+
+    figures.update(measure_spread(sizes, "celery_", run_on))
     return figures
 
 
 # --- reporting -------------------------------------------------------------------------------------
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Taskfan against each peer, > 1 where Taskfan is ahead (a rate over a rate, a time under a time)."""
+    out: dict[str, float] = {}
+
+    def ratio(name: str, numerator: str | float | None, denominator: str | float | None) -> None:
+        top = results.get(numerator) if isinstance(numerator, str) else numerator
+        bottom = results.get(denominator) if isinstance(denominator, str) else denominator
+        if isinstance(top, int | float) and isinstance(bottom, int | float) and bottom:
+            out[name] = round(top / bottom, 3)
+
+    top = str(max(Sizes().scaling_replicas))
+    for peer in ("temporal", "celery"):
+        ratio(f"vs_{peer}", "tasks_per_s", f"{peer}_tasks_per_s")
+        ratio(f"vs_{peer}_small_batch_latency", f"{peer}_small_batch_latency_p50_ms", "small_batch_latency_p50_ms")
+        scaling, peer_scaling = results.get("scaling_tasks_per_s"), results.get(f"{peer}_scaling_tasks_per_s")
+        if isinstance(scaling, dict) and isinstance(peer_scaling, dict):
+            ratio(f"vs_{peer}_scaling_{top}x", scaling.get(top), peer_scaling.get(top))
+        for n in SPREAD_REPLICAS:
+            ratio(f"vs_{peer}_spread_{n}x", "spread_speedup_" + f"{n}x", f"{peer}_spread_speedup_{n}x")
+    ratio("vs_temporal_fanout", "temporal_fanout_batch_s", "fanout_batch_s")
+    return out
 
 
 def guard(name: str, scenario: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -404,9 +628,11 @@ def guard(name: str, scenario: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def environment() -> dict[str, Any]:
     import celery
+    import temporalio
 
     return {"cores": os.cpu_count(), "dapr_runtime": DAPR_VERSION, "python": platform.python_version(),
-            "celery": celery.__version__, "machine": platform.machine()}
+            "celery": celery.__version__, "temporalio": temporalio.__version__,
+            "temporal_cli": temporal_pipeline.cli_version(), "machine": platform.machine()}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -423,7 +649,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    series = [("Taskfan (Dapr)", "scaling_tasks_per_s", "o-"), ("Celery chord", "celery_scaling_tasks_per_s", "s-"),
+    series = [("Taskfan (Dapr)", "scaling_tasks_per_s", "o-"), ("Temporal", "temporal_scaling_tasks_per_s", "D-"),
+              ("Celery (same shape)", "celery_scaling_tasks_per_s", "s-"),
               ("in-process floor", "inprocess_scaling_tasks_per_s", "^--")]
     for label, key, style in series:
         rates = results.get(key)
@@ -461,9 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     results.update(guard("burst", lambda: scenario_burst(sizes)))
     results.update(guard("security cost", lambda: scenario_security_cost(sizes)))
     results.update(guard("scaling", lambda: scenario_scaling(sizes)))
-    results.update(guard("peers", lambda: scenario_peers(sizes)))
-    if "tasks_per_s" in results and "celery_tasks_per_s" in results:
-        results["vs_celery"] = round(results["tasks_per_s"] / results["celery_tasks_per_s"], 3)
+    results.update(guard("spread", lambda: scenario_spread(sizes)))
+    results.update(guard("temporal", lambda: scenario_temporal(sizes)))
+    results.update(guard("celery", lambda: scenario_peers(sizes)))
+    results.update(ratios(results))
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
 
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bench import workload
+
 # The four ways README "Publishing a batch (four ways)" documents, in rotation order.
 WAYS = ("http", "cli", "dapr", "redis")
 WAY_NAMES = {"http": "ingest POST /batches", "cli": "taskfan publish", "dapr": "Dapr publish API (ingest sidecar)",
@@ -44,11 +46,9 @@ def make_batch(rng: random.Random, batch_id: str, min_tasks: int, max_tasks: int
 
 
 def expected_result(task: dict[str, Any]) -> tuple[str, int]:
-    """(status, score) the README's rules give a task that did not fail."""
-    if len(task["title"]) < 5 or len(task["description"]) < 10:
-        return "rejected", 0
-    score = 50 + (30 if "urgent" in task["title"].lower() else 0) + (5 if "api" in task["description"].lower() else 0)
-    return "completed", score
+    """(status, score) the rules give a task that did not fail."""
+    status, score, _ = workload.expected(task)
+    return status, score
 
 
 @dataclass

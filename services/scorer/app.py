@@ -3,6 +3,11 @@
 ``SCORE_DELAY_MS`` is spent waiting (no CPU) and at most ``SCORER_CONCURRENCY`` tasks are in
 progress per replica, however many calls arrive; the rest queue. That cap is what makes adding
 replicas measurable.
+
+Every answer says which replica gave it, how many slots it has and how long the model took per task:
+the workflow learns from them how much scoring capacity there is and how big to make its calls
+(services/workflow/scoring.py). A call marked ``may_refuse`` that finds the slots busy and as many tasks
+already waiting is answered ``busy`` at once instead, so that the caller can take it to another replica.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,8 +39,11 @@ class Scorer:
         self.delay_s = settings.score_delay_ms / 1000
         self.fail_pattern = settings.scorer_fail_tasks
         # The model's capacity: this many tasks in progress at once, shared by all calls.
-        self.model = ThreadPoolExecutor(max_workers=settings.scorer_concurrency, thread_name_prefix="model")
+        self.slots = settings.scorer_concurrency
+        self.model = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="model")
         self.replica = os.environ.get("TASKFAN_REPLICA", "0")
+        self.accepted = 0  # tasks of accepted calls not answered yet (in progress or queued)
+        self.lock = threading.Lock()
 
     def score_one(self, request: ScoreRequest) -> dict[str, Any]:
         if self.delay_s:
@@ -47,10 +56,28 @@ class Scorer:
         return {"score": score}
 
     def score(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Score a call's tasks concurrently, within the model's capacity."""
-        futures = [self.model.submit(per_task(self.score_one, ScoreRequest), {"tasks": [task]})
-                   for task in body["tasks"]]
-        return {"results": [f.result()["results"][0] for f in futures]}
+        """Score a call's tasks concurrently, within the model's capacity; or refuse it, if allowed and full."""
+        tasks = body["tasks"]
+        me = {"replica": self.replica, "slots": self.slots}
+        with self.lock:
+            # Room for the model's slots and as many tasks again waiting, so that a slot that frees up has its
+            # next task at hand; a call bigger than that is refused only while other work is here.
+            if body.get("may_refuse") and self.accepted and self.accepted + len(tasks) > 2 * self.slots:
+                return {"busy": True, **me}
+            self.accepted += len(tasks)
+        try:
+            futures = [self.model.submit(self._timed, task) for task in tasks]
+            done = [f.result() for f in futures]
+        finally:
+            with self.lock:
+                self.accepted -= len(tasks)
+        model_s = sum(seconds for _, seconds in done)
+        return {"results": [result for result, _ in done], "task_ms": 1000 * model_s / max(1, len(done)), **me}
+
+    def _timed(self, task: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        started = time.perf_counter()
+        result = per_task(self.score_one, ScoreRequest)({"tasks": [task]})["results"][0]
+        return result, time.perf_counter() - started
 
 
 def configure(app: App, settings: Settings) -> None:

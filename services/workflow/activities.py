@@ -5,7 +5,6 @@ Each takes one typed input (``models``) and returns a model; registered names ar
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 
@@ -13,7 +12,7 @@ import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import admission, aggregate, ledger_store, step_client
+from services.workflow import admission, aggregate, ledger_store, scoring, step_client
 from services.workflow.models import (
     Admission,
     AdmissionRequest,
@@ -42,8 +41,6 @@ from taskfan.contracts import (
     Task,
     TaskResult,
 )
-
-SCORE_TASKS_PER_CALL = 2  # small calls spread one chunk over every scorer replica
 
 _dapr: DaprClient | None = None
 _workflows: DaprWorkflowClient | None = None
@@ -88,9 +85,8 @@ async def enrich_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepO
 
 
 async def score_tasks(ctx: wf.WorkflowActivityContext, inp: ScoreInput) -> StepOutput:
-    calls = aggregate.chunk(inp.tasks, SCORE_TASKS_PER_CALL)
-    answers = await asyncio.gather(*(step_client.invoke(AppId.SCORER, "score", call) for call in calls))
-    return StepOutput(answers=[answer for call in answers for answer in call])
+    # Spread over the scorer replicas by what their answers tell (services/workflow/scoring.py).
+    return StepOutput(answers=await scoring.dispatcher.score([t.model_dump(mode="json") for t in inp.tasks]))
 
 
 async def _load_tasks(chunk: ChunkRef, task_ids: list[str] | None = None,

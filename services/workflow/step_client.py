@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from enum import Enum
+from typing import Any
 
 import aiohttp
 from dapr.conf import settings
@@ -78,58 +79,72 @@ def _sidecar() -> aiohttp.ClientSession:
 
 async def invoke(app_id: str, method: str, tasks: Sequence[BaseModel]) -> list[StepAnswer]:
     """One step call for ``tasks``; a failed call gives every task an answer with an ``error``."""
-    payload = [task.model_dump(mode="json") for task in tasks]
+    answers, _ = await request(app_id, method, [task.model_dump(mode="json") for task in tasks])
+    assert answers is not None  # only a call that may be refused is answered without answers
+    return answers
+
+
+async def request(app_id: str, method: str, payload: list[dict[str, Any]],
+                  may_refuse: bool = False) -> tuple[list[StepAnswer] | None, dict[str, Any]]:
+    """One step call: (answers, what else the app said). A failed call gives every task an answer with
+    an ``error``; a call the app refused (``may_refuse``, and it is busy) gives none."""
+    extra = {"may_refuse": True} if may_refuse else {}
     delays = iter(UNREACHABLE_RETRY_DELAYS_S)
     timeouts = 0
     while True:
-        answers, error, failure = await call(app_id, method, payload)
-        if answers is not None:
-            return answers
+        answers, error, failure, said = await call(app_id, method, payload, extra)
+        if answers is not None or said.get("busy"):
+            return answers, said
         if failure is Failure.TIMED_OUT:
             timeouts += 1
             if timeouts < TIMEOUT_TRIES:
                 log.info("step call timed out; trying again", extra={"app_id": app_id, "method": method,
-                                                                     "tasks": len(tasks)})
+                                                                     "tasks": len(payload)})
                 continue
             error = f"{error} ({timeouts} tries)"
         elif failure is Failure.UNREACHABLE and (delay := next(delays, None)) is not None:
             await asyncio.sleep(delay)
             continue
         break
-    log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(tasks), "error": error})
-    return [StepAnswer(task_id=t["task_id"], error=error) for t in payload]
+    log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(payload), "error": error})
+    return [StepAnswer(task_id=t["task_id"], error=error) for t in payload], {}
 
 
-async def call(app_id: str, method: str,
-               tasks: list[dict[str, object]]) -> tuple[list[StepAnswer] | None, str, Failure | None]:
-    """(answers, "", None), or (None, error, how it failed)."""
+async def call(app_id: str, method: str, tasks: list[dict[str, object]], extra: dict[str, Any] | None = None,
+               ) -> tuple[list[StepAnswer] | None, str, Failure | None, dict[str, Any]]:
+    """(answers, "", None, the rest of the answer), or (None, error, how it failed, {}); a refusal is
+    (None, "", None, {"busy": True, ...})."""
     # UTF-8 as it is: task text of any script costs its own size, not six bytes a character.
-    body = json.dumps({"tasks": tasks}, ensure_ascii=False).encode()
+    body = json.dumps({"tasks": tasks, **(extra or {})}, ensure_ascii=False).encode()
     timed_out = f"{app_id}/{method} timed out after {timeout_s():g}s"
     try:
         async with _sidecar().post(f"/v1.0/invoke/{app_id}/method/{method}", data=body,
                                    headers={"content-type": "application/json"}) as response:
             answer = await response.read()
     except aiohttp.ClientConnectionError as exc:
-        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.UNREACHABLE
+        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.UNREACHABLE, {}
     except TimeoutError:
-        return None, timed_out, Failure.TIMED_OUT
+        return None, timed_out, Failure.TIMED_OUT, {}
     except aiohttp.ClientError as exc:
-        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.FAILED
+        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.FAILED, {}
     if response.status >= 300:
         said = _said(answer)
         if any(words in said for words in DAPR_TIMED_OUT):
-            return None, timed_out, Failure.TIMED_OUT
+            return None, timed_out, Failure.TIMED_OUT, {}
         unreachable = response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said or DAPR_UNAVAILABLE in said
         failure = Failure.UNREACHABLE if unreachable else Failure.FAILED
-        return None, f"{app_id}/{method} answered {response.status}: {said}", failure
+        return None, f"{app_id}/{method} answered {response.status}: {said}", failure, {}
     try:
-        answers = [StepAnswer.model_validate(a) for a in json.loads(answer)["results"]]
-    except (ValueError, KeyError, TypeError, ValidationError) as exc:
-        return None, f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}", Failure.FAILED
+        rest = json.loads(answer)
+        if rest.get("busy"):
+            return None, "", None, rest
+        answers = [StepAnswer.model_validate(a) for a in rest.pop("results")]
+    except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+        return None, f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}", Failure.FAILED, {}
     if len(answers) != len(tasks):
-        return None, f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks", Failure.FAILED
-    return answers, "", None
+        return (None, f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks", Failure.FAILED,
+                {})
+    return answers, "", None, rest
 
 
 def _said(raw: bytes) -> str:

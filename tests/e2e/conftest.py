@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -24,6 +25,9 @@ E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
 STEP_TIMEOUT_MS = 15_000
 E2E_SUBSCRIBERS = ("e2e-follower", "e2e-subscriber")
+# Each session starts from an empty run directory of its own: figures and timeouts do not depend on what
+# earlier runs left in Redis and the scheduler, and a developer's own stack data (.taskfan) is left alone.
+E2E_RUN_DIR = REPO_ROOT / ".taskfan" / "e2e"
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +40,8 @@ def stack() -> Iterator[Stack]:
     os.environ["STEP_TIMEOUT_MS"] = str(STEP_TIMEOUT_MS)
     # The subscribers the tests start, besides the README's (pub/sub scopes admit only listed app ids).
     os.environ["OUTCOME_SUBSCRIBERS"] = ",".join(["taskfan-cli", "my-subscriber", *E2E_SUBSCRIBERS])
+    shutil.rmtree(E2E_RUN_DIR, ignore_errors=True)
+    os.environ["RUN_DIR"] = str(E2E_RUN_DIR)  # inherited by `make down` and the CLI the tests run
     stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
     stack.up(E2E_SCORERS, progress=lambda line: print(line, flush=True))
     yield stack

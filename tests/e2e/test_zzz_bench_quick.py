@@ -14,19 +14,31 @@ from .helpers import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 KEYS = ["fanout_batch_s", "fanout_speedup", "tasks_per_s", "overhead_ms_per_task", "batch_latency_p50_s",
-        "batch_latency_p95_s", "scaling_ratio_4x", "big_batch_s", "big_batch_peak_rss_mib",
-        "celery_tasks_per_s", "inprocess_tasks_per_s", "vs_celery", "dapr_noop_activities_per_s", "engine_share",
-        "small_batch_latency_p50_ms", "security_on_tasks_per_s", "security_off_tasks_per_s", "security_cost_pct",
-        "security_latency_cost_pct"]
+        "batch_latency_p95_s", "cpu_ms_per_task", "steady_tasks_per_s", "steady_cpu_ms_per_task", "scaling_ratio_4x",
+        "big_batch_s", "big_batch_peak_rss_mib", "dapr_noop_activities_per_s",
+        "small_batch_latency_p50_ms", "small_batch_latency_p95_ms", "spread_speedup_3x", "spread_speedup_4x",
+        "security_on_tasks_per_s", "security_off_tasks_per_s", "security_cost_pct", "security_latency_cost_pct",
+        # the peers, each in every scenario it has, and Taskfan's ratio to it
+        "temporal_tasks_per_s", "temporal_cpu_ms_per_task", "temporal_small_batch_latency_p50_ms",
+        "temporal_small_batch_latency_p95_ms", "temporal_fanout_batch_s", "temporal_spread_speedup_3x", "vs_temporal",
+        "vs_temporal_small_batch_latency", "vs_temporal_fanout", "vs_temporal_scaling_4x", "vs_temporal_spread_3x",
+        "celery_tasks_per_s", "celery_per_task_chain_tasks_per_s", "celery_small_batch_latency_p50_ms",
+        "celery_spread_speedup_3x", "vs_celery", "vs_celery_small_batch_latency", "vs_celery_scaling_4x",
+        "inprocess_tasks_per_s"]
 
 
+@pytest.mark.timeout(960)  # every scenario and both peers, each at a tiny size
 def test_bench_quick_produces_every_figure(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((tmp_path / "latest.json").read_text())
     missing = [k for k in KEYS if not isinstance(results.get(k), int | float)]
     assert missing == [], {k: results.get(k) for k in missing}
-    assert set(results["scaling_tasks_per_s"]) == {"1", "2", "4"}
+    for key in ("scaling_tasks_per_s", "temporal_scaling_tasks_per_s", "celery_scaling_tasks_per_s"):
+        assert set(results[key]) == {"1", "2", "4"}, key
+    # CPU per task, per process of the stack, from the processes' own counters
+    assert {"workflow", "workflow-daprd", "scorer-0", "redis", "placement", "scheduler"} <= set(
+        results["cpu_ms_per_task_by_process"])
     assert (tmp_path / "latest.png").stat().st_size > 10_000
     assert "| tasks_per_s |" in done.stdout

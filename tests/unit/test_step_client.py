@@ -14,9 +14,9 @@ def run_invoke(monkeypatch, answers):
     """``invoke`` against a scripted ``call``; returns its result and how many calls it made."""
     calls = []
 
-    async def fake_call(app_id, method, tasks):
+    async def fake_call(app_id, method, tasks, extra=None):
         calls.append(method)
-        return answers[min(len(calls), len(answers)) - 1]
+        return (*answers[min(len(calls), len(answers)) - 1], {})
 
     monkeypatch.setattr(step_client, "call", fake_call)
     monkeypatch.setattr(step_client, "UNREACHABLE_RETRY_DELAYS_S", (0, 0, 0))
@@ -81,7 +81,7 @@ def test_daprs_answers_are_read_as_timeouts_or_unreachable(monkeypatch, failure,
 
     monkeypatch.setattr(step_client, "_sidecar", Session)
     monkeypatch.setattr(step_client, "_timeout_s", 12.0)
-    answers, error, got = asyncio.run(step_client.call("validator", "validate", [{"task_id": "t1"}]))
+    answers, error, got, _ = asyncio.run(step_client.call("validator", "validate", [{"task_id": "t1"}]))
     assert (answers, got) == (None, failure)
     if failure is Failure.TIMED_OUT:
         assert error == "validator/validate timed out after 12s"

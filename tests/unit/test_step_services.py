@@ -59,3 +59,32 @@ def test_scorer_keeps_at_most_its_concurrency_in_progress():
     for call in calls:
         call.join()
     assert peak == 2
+
+
+def test_a_full_scorer_refuses_a_call_that_may_be_refused_and_says_who_it_is():
+    scorer = Scorer(Settings(score_delay_ms=200, scorer_concurrency=1))
+    scorer.replica = "scorer-7"
+    calls = [threading.Thread(target=scorer.score, args=({"tasks": [{"task_id": f"t{i}", "tags": []}],
+                                                          "may_refuse": True},)) for i in range(2)]
+    for call in calls:  # one in its slot, one waiting: as many waiting as there are slots
+        call.start()
+    while scorer.accepted < 2:
+        threading.Event().wait(0.005)
+    refused = scorer.score({"tasks": [{"task_id": "t3", "tags": []}], "may_refuse": True})
+    assert refused == {"busy": True, "replica": "scorer-7", "slots": 1}
+    for call in calls:
+        call.join()
+    answered = scorer.score({"tasks": [{"task_id": "t4", "tags": ["backend"]}], "may_refuse": True})
+    assert answered["results"] == [{"task_id": "t4", "score": 55}]
+    assert answered["replica"] == "scorer-7" and answered["slots"] == 1 and answered["task_ms"] >= 200
+
+
+def test_a_full_scorer_queues_a_call_that_may_not_be_refused():
+    scorer = Scorer(Settings(score_delay_ms=100, scorer_concurrency=1))
+    first = threading.Thread(target=scorer.score, args=({"tasks": [{"task_id": f"t{i}", "tags": []}
+                                                                   for i in range(2)]},))
+    first.start()
+    while scorer.accepted < 2:
+        threading.Event().wait(0.005)
+    assert scorer.score({"tasks": [{"task_id": "t9", "tags": []}]})["results"][0]["score"] == 50
+    first.join()

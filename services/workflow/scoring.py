@@ -1,0 +1,131 @@
+"""How the workflow spreads scoring over scorer replicas it cannot address one by one.
+
+Dapr picks a replica at random for every call. Over many calls that evens out; over a few slow tasks it
+does not: 24 one-task calls over three one-slot replicas leave one replica with ~11 of them while
+another idles, so three replicas finished such a batch well under 2x faster than one. Instead:
+
+- every scorer answer says which replica gave it, its slots and the model's time per task; the workflow
+  keeps that view (``ScorerView``, plain logic);
+- a chunk that one replica scores quickly anyway goes in one call: a call costs more than a fast task;
+- a slow one gets one task per call, with no more calls in flight than twice the slots seen (each replica
+  keeps its next tasks at hand: a freed slot starts one at once), plus a few (``PROBES``, at least one
+  per replica) that find replicas no answer has named yet. Each call may be refused: a replica whose
+  slots are busy and as many tasks waiting answers ``busy`` at once, and the call is made again (a new
+  random pick) after a short, growing pause, until a replica with room takes it. After
+  ``INSIST_AFTER_S`` of refusals a call queues wherever it lands. (The waiting room costs at most one
+  task's time at the end of a batch, when one replica still has a task waiting while another is done.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.workflow import step_client
+from taskfan.contracts import AppId, StepAnswer
+
+FAST_CALL_S = 0.1  # a call whose tasks one replica scores in less than this goes whole, no dispatch
+SEEN_S = 30.0  # a replica not heard from for this long no longer counts (it was scaled away)
+# The pause after a refusal: first, at most (it grows by half each time, to half a task's time: a replica
+# has its next task at hand, so a refused call need not hurry; it keeps the refusals few).
+REFUSED_PAUSE_S = (0.002, 1.0)
+INSIST_AFTER_S = 10.0
+# Calls in flight beyond the room seen: they find replicas no answer has named yet (an accepted call
+# answers only when its task is done), and fill the room that frees up.
+PROBES = 4
+TASK_TIME_WEIGHT = 0.2  # of a new answer in the running mean of the model's time per task
+
+
+@dataclass
+class ScorerView:
+    """What the scorers' answers tell: each replica's slots (and when it last answered), the model's time
+    per task, and how many one-task calls are in flight."""
+
+    replicas: dict[str, tuple[int, float]] = field(default_factory=dict)
+    task_s: float | None = None
+    in_flight: int = 0
+
+    def learn(self, said: dict[str, Any], now: float) -> None:
+        if isinstance(said.get("replica"), str) and isinstance(said.get("slots"), int):
+            self.replicas[said["replica"]] = (said["slots"], now)
+        task_ms = said.get("task_ms")
+        if isinstance(task_ms, int | float) and task_ms >= 0:
+            seconds = task_ms / 1000
+            self.task_s = seconds if self.task_s is None else (
+                (1 - TASK_TIME_WEIGHT) * self.task_s + TASK_TIME_WEIGHT * seconds)
+
+    def live(self, now: float) -> list[int]:
+        return [slots for slots, seen in self.replicas.values() if now - seen <= SEEN_S]
+
+    def fast(self, tasks: int, now: float) -> bool:
+        """Whether ``tasks`` tasks go in one call: one replica, its slots all busy with them, is known to
+        score them all within ``FAST_CALL_S`` (splitting them over replicas could not gain more)."""
+        live = self.live(now)
+        return self.task_s is not None and bool(live) and tasks * self.task_s / min(live) <= FAST_CALL_S
+
+    def may_send(self, now: float) -> bool:
+        live = self.live(now)
+        return self.in_flight < 2 * sum(live) + max(PROBES, len(live))
+
+
+class Dispatcher:
+    """Scores tasks through the scorer replicas (one per workflow process: the activities share it)."""
+
+    def __init__(self) -> None:
+        self.view = ScorerView()
+        self._changed: asyncio.Condition | None = None
+
+    async def score(self, payload: list[dict[str, Any]]) -> list[StepAnswer]:
+        if self.view.fast(len(payload), time.monotonic()):
+            answers, said = await step_client.request(AppId.SCORER, "score", payload)
+            self.view.learn(said, time.monotonic())
+            assert answers is not None
+            return answers
+        calls = await asyncio.gather(*(self._one(task) for task in payload))
+        return [answer for answers in calls for answer in answers]
+
+    async def _one(self, task: dict[str, Any]) -> list[StepAnswer]:
+        async with self._slot():
+            refused_since: float | None = None
+            pause = REFUSED_PAUSE_S[0]
+            while True:
+                insist = refused_since is not None and time.monotonic() - refused_since > INSIST_AFTER_S
+                answers, said = await step_client.request(AppId.SCORER, "score", [task], may_refuse=not insist)
+                await self._learn(said)
+                if answers is not None:
+                    return answers
+                refused_since = refused_since or time.monotonic()
+                await asyncio.sleep(random.uniform(pause / 2, pause))
+                pause = min(pause * 1.5, REFUSED_PAUSE_S[1], max(REFUSED_PAUSE_S[0], (self.view.task_s or 0) / 2))
+
+    async def _learn(self, said: dict[str, Any]) -> None:
+        self.view.learn(said, time.monotonic())
+        async with self._condition():
+            self._condition().notify_all()  # a newly found replica makes room
+
+    def _condition(self) -> asyncio.Condition:
+        # Created on first use, inside the event loop that runs the activities.
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.view.may_send(time.monotonic()))
+            self.view.in_flight += 1
+        try:
+            yield
+        finally:
+            async with changed:
+                self.view.in_flight -= 1
+                changed.notify_all()
+
+
+dispatcher = Dispatcher()
