@@ -269,14 +269,19 @@ def steady_state(stack: Stack, sizes: Sizes) -> dict[str, Any]:
             "steady_publish_s": round(sizes.steady_warmup_s + sizes.steady_s, 1)}
 
 
-def small_batch_latency(stack: Stack, sizes: Sizes) -> dict[str, Any]:
-    """A 5-task batch on an idle stack, one after another: publish to outcome, as a user waits for it."""
+def measure_small_batches(sizes: Sizes, prefix: str, run_one: Callable[[dict[str, Any]], list[float]],
+                          ) -> dict[str, Any]:
+    """A 5-task batch on an idle system, one after another: publish to outcome, as a user waits for it.
+    ``run_one(batch)`` runs one batch and returns its latency (in a list)."""
     latencies = []
     for i in range(sizes.small_batches):
-        batch = {"batch_id": f"bench-small-{time.time_ns()}-{i}", "tasks": workload.tasks(5)}
-        latencies += run_batches(stack, [batch], sizes.timeout_s)[1]
+        latencies += run_one({"batch_id": f"bench-small-{time.time_ns()}-{i}", "tasks": workload.tasks(5)})
     p50, p95 = quantile_ms(latencies)
-    return {"small_batch_latency_p50_ms": p50, "small_batch_latency_p95_ms": p95}
+    return {f"{prefix}small_batch_latency_p50_ms": p50, f"{prefix}small_batch_latency_p95_ms": p95}
+
+
+def small_batch_latency(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    return measure_small_batches(sizes, "", lambda batch: run_batches(stack, [batch], sizes.timeout_s)[1])
 
 
 def scenario_security_cost(sizes: Sizes) -> dict[str, Any]:
@@ -444,12 +449,8 @@ def scenario_temporal(sizes: Sizes) -> dict[str, Any]:
         figures["temporal_tasks_per_s"] = round(sizes.throughput_tasks / elapsed, 2)
         figures["temporal_cpu_ms_per_task"] = cpu.total_ms_per_unit(sizes.throughput_tasks)
         figures["temporal_cpu_ms_per_task_by_process"] = cpu.ms_per_unit(sizes.throughput_tasks)
-        latencies = []
-        for i in range(sizes.small_batches):
-            small = {"batch_id": f"temporal-small-{time.time_ns()}-{i}", "tasks": workload.tasks(5)}
-            latencies += temporal_run(peer, [small], sizes.timeout_s)[1]
-        figures["temporal_small_batch_latency_p50_ms"], figures["temporal_small_batch_latency_p95_ms"] = (
-            quantile_ms(latencies))
+        figures.update(measure_small_batches(
+            sizes, "temporal_", lambda batch: temporal_run(peer, [batch], sizes.timeout_s)[1]))
     with temporal(1, FANOUT_ENV) as peer:
         batch = {"batch_id": f"temporal-fanout-{time.time_ns()}", "tasks": workload.tasks(sizes.fanout_tasks)}
         figures["temporal_fanout_batch_s"] = round(temporal_run(peer, [batch], sizes.timeout_s)[0], 3)
@@ -556,12 +557,8 @@ def peers(sizes: Sizes) -> dict[str, Any]:
             sizes.throughput_tasks / celery_run(run_chunked, tp_batches, sizes.timeout_s)[0], 2)
         figures["celery_per_task_chain_tasks_per_s"] = round(
             sizes.throughput_tasks / celery_run(run_per_task, tp_batches, sizes.timeout_s)[0], 2)
-        latencies = []
-        for i in range(sizes.small_batches):
-            small = {"batch_id": f"celery-small-{i}", "tasks": workload.tasks(5)}
-            latencies += celery_run(run_chunked, [small], sizes.timeout_s)[1]
-        figures["celery_small_batch_latency_p50_ms"], figures["celery_small_batch_latency_p95_ms"] = (
-            quantile_ms(latencies))
+        figures.update(measure_small_batches(
+            sizes, "celery_", lambda batch: celery_run(run_chunked, [batch], sizes.timeout_s)[1]))
     concurrency, delay_ms = THROUGHPUT_ENV["SCORER_CONCURRENCY"], THROUGHPUT_ENV["SCORE_DELAY_MS"]
     figures["inprocess_tasks_per_s"] = round(
         inprocess.tasks_per_s(tp_batches, concurrency=concurrency, delay_ms=delay_ms), 2)
