@@ -604,7 +604,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         if isinstance(scaling, dict) and isinstance(peer_scaling, dict):
             ratio(f"vs_{peer}_scaling_{top}x", scaling.get(top), peer_scaling.get(top))
         for n in SPREAD_REPLICAS:
-            ratio(f"vs_{peer}_spread_{n}x", "spread_speedup_" + f"{n}x", f"{peer}_spread_speedup_{n}x")
+            ratio(f"vs_{peer}_spread_{n}x", f"spread_speedup_{n}x", f"{peer}_spread_speedup_{n}x")
     ratio("vs_temporal_fanout", "temporal_fanout_batch_s", "fanout_batch_s")
     return out
 

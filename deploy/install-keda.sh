@@ -13,9 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 
-KEDA_VERSION=$(awk '$1 == "require" && $2 == "github.com/kedacore/keda/v2" { sub(/^v/, "", $3); print $3 }' \
-  "$here/keda/go.mod")
-[[ -n $KEDA_VERSION ]] || fail "no 'require github.com/kedacore/keda/v2 vX' line in $here/keda/go.mod"
+KEDA_VERSION=$(required_version "$here/keda/go.mod" github.com/kedacore/keda/v2)
 prefix="$cache_root/keda/$KEDA_VERSION"
 bin="$prefix/bin"
 # binary name (as in KEDA's Dockerfiles) => its package under github.com/kedacore/keda/v2/cmd

@@ -13,9 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 
-TEMPORAL_CLI_VERSION=$(awk '$1 == "require" && $2 == "github.com/temporalio/cli" { sub(/^v/, "", $3); print $3 }' \
-  "$here/temporal/go.mod")
-[[ -n $TEMPORAL_CLI_VERSION ]] || fail "no 'require github.com/temporalio/cli vX' line in $here/temporal/go.mod"
+TEMPORAL_CLI_VERSION=$(required_version "$here/temporal/go.mod" github.com/temporalio/cli)
 prefix="$cache_root/temporal/$TEMPORAL_CLI_VERSION"
 bin="$prefix/bin"
 if [[ -x $bin/temporal ]]; then echo "$bin"; exit 0; fi

@@ -54,3 +54,11 @@ build_lock() {
   exec 9>"$1"
   flock -n 9 || { say "another clone is building $2; waiting for its lock ($1)"; flock 9; }
 }
+
+# required_version GO_MOD MODULE: the version (without its v) a wrapper module's go.mod requires of MODULE.
+required_version() {
+  local version
+  version=$(awk -v m="$2" '$1 == "require" && $2 == m { sub(/^v/, "", $3); print $3 }' "$1")
+  [[ -n $version ]] || fail "no 'require $2 vX' line in $1"
+  echo "$version"
+}

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -294,7 +295,7 @@ def temporal_peer(port: int, score_replicas: int, concurrency: int, delay_ms: in
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
-        subprocess.run(["rm", "-rf", str(work_dir)], check=False)
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 async def _pollers(address: str, role: str) -> int:

@@ -104,9 +104,12 @@ class Dispatcher:
                 pause = min(pause * 1.5, REFUSED_PAUSE_S[1], max(REFUSED_PAUSE_S[0], (self.view.task_s or 0) / 2))
 
     async def _learn(self, said: dict[str, Any]) -> None:
+        known = len(self.view.replicas)
         self.view.learn(said, time.monotonic())
-        async with self._condition():
-            self._condition().notify_all()  # a newly found replica makes room
+        if len(self.view.replicas) > known:  # a newly found replica makes room
+            changed = self._condition()
+            async with changed:
+                changed.notify_all()
 
     def _condition(self) -> asyncio.Condition:
         # Created on first use, inside the event loop that runs the activities.
