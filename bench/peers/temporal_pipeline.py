@@ -50,6 +50,8 @@ STEP_ATTEMPTS = 3
 STEP_BACKOFF = (timedelta(milliseconds=500), timedelta(seconds=1))
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 STEP_TIMEOUT = timedelta(seconds=30)
+# The dev server's settings that differ from its defaults (README, Benchmarks).
+DYNAMIC_CONFIG = {"history.transferProcessorMaxPollRPS": 1000}
 
 
 # --- activities: one per step, each on its own task queue and worker process ---------------------------
@@ -270,7 +272,7 @@ def temporal_peer(port: int, score_replicas: int, concurrency: int, delay_ms: in
         [str(temporal_bin()), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
          "--http-port", str(port + 1), "--metrics-port", str(port + 2), "--db-filename",
          str(work_dir / "temporal.db"), "--log-level", "error",
-         "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"],
+         *(arg for key, value in DYNAMIC_CONFIG.items() for arg in ("--dynamic-config-value", f"{key}={value}"))],
         stdout=log, stderr=subprocess.STDOUT, cwd=work_dir)
     env = {**os.environ, "SCORE_DELAY_MS": str(delay_ms), "SCORER_CONCURRENCY": str(concurrency)}
     roles = ["workflows", "validate", "enrich"] + ["score"] * score_replicas

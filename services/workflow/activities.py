@@ -5,6 +5,7 @@ Each takes one typed input (``models``) and returns a model; registered names ar
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -12,21 +13,18 @@ import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import admission, aggregate, ledger_store, scoring, step_client
+from services.workflow import admission, aggregate, chunk_steps, ledger_store, scoring, step_client
 from services.workflow.models import (
     Admission,
     AdmissionRequest,
     BatchFailure,
-    BatchRef,
     ChunkRef,
+    ChunkRun,
+    ChunkRunResult,
     ChunkSummary,
-    FirstValidation,
     OutcomeSummary,
     PublishInput,
     SaveResultsInput,
-    ScoreInput,
-    StepInput,
-    StepOutput,
 )
 from services.workflow.state_keys import STATE_TTL_S, outcome_key, results_key, tasks_key
 from taskfan import events
@@ -38,6 +36,8 @@ from taskfan.contracts import (
     PUBSUB,
     STATESTORE,
     AppId,
+    ScoreRequest,
+    StepAnswer,
     Task,
     TaskResult,
 )
@@ -74,54 +74,66 @@ async def request_admission(ctx: wf.WorkflowActivityContext, inp: AdmissionReque
     return Admission(position=position)
 
 
-async def validate_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepOutput:
-    tasks = await _load_tasks(inp.chunk, inp.task_ids)
-    return StepOutput(answers=await step_client.invoke(AppId.VALIDATOR, "validate", tasks))
+async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunResult:
+    """One run of a chunk through the chain (``chunk_steps``), the steps reached through Dapr service
+    invocation; once no task waits, the chunk's results are saved, in task order, and only its counts go
+    back into workflow history. Safe to run again: the steps are pure and the save overwrites."""
+    tasks = await _load_tasks(inp.chunk)
+    run = await chunk_steps.run_chain(tasks, chunk_steps.from_the_start(tasks) if inp.waiting is None
+                                      else inp.waiting, STEPS)
+    finished = [*inp.finished, *run.finished]
+    if run.waiting:
+        return ChunkRunResult(finished=finished, waiting=run.waiting)
+    return ChunkRunResult(summary=await _save_results(inp.chunk, chunk_steps.in_task_order(tasks, finished)))
 
 
-async def enrich_tasks(ctx: wf.WorkflowActivityContext, inp: StepInput) -> StepOutput:
-    tasks = await _load_tasks(inp.chunk, inp.task_ids)
-    return StepOutput(answers=await step_client.invoke(AppId.ENRICHER, "enrich", tasks))
+async def _validate(tasks: list[Task]) -> list[StepAnswer]:
+    return await step_client.invoke(AppId.VALIDATOR, "validate", tasks)
 
 
-async def score_tasks(ctx: wf.WorkflowActivityContext, inp: ScoreInput) -> StepOutput:
+async def _enrich(tasks: list[Task]) -> list[StepAnswer]:
+    return await step_client.invoke(AppId.ENRICHER, "enrich", tasks)
+
+
+async def _score(requests: list[ScoreRequest]) -> list[StepAnswer]:
     # Spread over the scorer replicas by what their answers tell (services/workflow/scoring.py).
-    return StepOutput(answers=await scoring.dispatcher.score([t.model_dump(mode="json") for t in inp.tasks]))
+    return await scoring.dispatcher.score([r.model_dump(mode="json") for r in requests])
 
 
-async def _load_tasks(chunk: ChunkRef, task_ids: list[str] | None = None,
-                      client: DaprClient | None = None) -> list[Task]:
-    """A chunk's tasks from the state store: all of them, or those of ``task_ids`` in that order."""
+STEPS = chunk_steps.Steps(validate=_validate, enrich=_enrich, score=_score)
+
+
+async def _load_tasks(chunk: ChunkRef, client: DaprClient | None = None) -> list[Task]:
+    """A chunk's tasks from the state store."""
     item = await (client or _client()).get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
     if not item.data:
         raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
-    tasks = [Task.model_validate(t) for t in json.loads(item.data)]
-    if task_ids is None:
-        return tasks
-    by_id = {task.task_id: task for task in tasks}
-    return [by_id[task_id] for task_id in task_ids]
-
-
-async def validate_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRef) -> FirstValidation:
-    tasks = await _load_tasks(inp)
-    return FirstValidation(task_ids=[task.task_id for task in tasks],
-                           validation=await step_client.invoke(AppId.VALIDATOR, "validate", tasks))
+    return [Task.model_validate(t) for t in json.loads(item.data)]
 
 
 async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsInput) -> ChunkSummary:
-    results = inp.results
-    if results is None:  # the chunk workflow itself failed: report each of its tasks as failed
-        tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=inp.index))
-        results = [aggregate.failed(t.task_id, "chunk", inp.failed_chunk_error or "unknown error") for t in tasks]
-    await _client().save_state(STATESTORE, results_key(inp.batch_id, inp.index),
+    """``run_chunk`` itself failed (its retries spent): each of the chunk's tasks is reported failed."""
+    chunk = ChunkRef(batch_id=inp.batch_id, index=inp.index)
+    tasks = await _load_tasks(chunk)
+    return await _save_results(chunk, [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks])
+
+
+async def _save_results(chunk: ChunkRef, results: list[TaskResult]) -> ChunkSummary:
+    await _client().save_state(STATESTORE, results_key(chunk.batch_id, chunk.index),
                                json.dumps([r.model_dump(mode="json") for r in results]),
                                state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
     return aggregate.summary(results)
 
 
 async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
-    return await publish_results(_client(), inp, lambda index: f"the results of chunk {index} were lost from "
-                                                               "the state store")
+    """Publish the outcome, then forget the batch: its slots go to the next batches, its data is deleted.
+    Run again after a crash, it publishes nothing twice (``publish_results``) and forgets again."""
+    summary = await publish_results(_client(), inp, lambda index: f"the results of chunk {index} were lost "
+                                                                  "from the state store")
+    await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
+    keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
+    await asyncio.gather(*(_client().delete_state(STATESTORE, key) for key in keys))
+    return summary
 
 
 async def publish_results(client: DaprClient, inp: PublishInput, missing: Callable[[int], str]) -> OutcomeSummary:
@@ -163,11 +175,3 @@ async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) 
 async def dead_letter(client: DaprClient, inp: BatchFailure) -> None:
     data = events.dead_letter(inp.reason, {"batch_id": inp.batch_id, "total": inp.total}, source=AppId.WORKFLOW)
     await client.publish_event(PUBSUB, DEADLETTER_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
-
-
-async def forget_batch(ctx: wf.WorkflowActivityContext, inp: BatchRef) -> None:
-    # The outcome is out: its slots go to the next batches.
-    await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
-    for i in range(inp.chunks):
-        await _client().delete_state(STATESTORE, tasks_key(inp.batch_id, i))
-        await _client().delete_state(STATESTORE, results_key(inp.batch_id, i))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from taskfan.contracts import ScoreRequest, StepAnswer, TaskResult
+from taskfan.contracts import TaskResult
 
 
 class BatchInput(BaseModel):
@@ -41,14 +41,14 @@ class Admission(BaseModel):
 
 
 class ChunkRef(BaseModel):
-    """One chunk of a batch: input of ``process_chunk`` and ``validate_chunk``."""
+    """One chunk of a batch."""
 
     batch_id: str
     index: int
 
 
 class BatchRef(BaseModel):
-    """A batch's state-store footprint: input of ``forget_batch``."""
+    """A batch's state-store footprint."""
 
     batch_id: str
     chunks: int
@@ -59,17 +59,6 @@ class PublishInput(BatchRef):
     finished_at: str
 
 
-class StepInput(BaseModel):
-    """Input of ``validate_tasks`` and ``enrich_tasks``: which of a chunk's tasks are still in the chain.
-
-    Ids only: the activity reads the tasks' text from the state store, so no task text enters workflow
-    history, whatever its size or script.
-    """
-
-    chunk: ChunkRef
-    task_ids: list[str]
-
-
 class BatchFailure(BaseModel):
     """Input of ``dead_letter_batch``: a batch that cannot get an outcome, and why."""
 
@@ -78,36 +67,47 @@ class BatchFailure(BaseModel):
     reason: str
 
 
-class ScoreInput(BaseModel):
-    """Input of ``score_tasks``."""
+class WaitingTask(BaseModel):
+    """A task of a chunk still in the chain: the step it is at, the calls of that step already failed."""
 
-    tasks: list[ScoreRequest]
-
-
-class StepOutput(BaseModel):
-    """Output of the step activities: one answer per task, in input order."""
-
-    answers: list[StepAnswer]
+    task_id: str
+    step: str
+    attempts: int = 0
+    tags: list[str] | None = None  # the enricher's, for scoring
+    error: str | None = None  # the last failed call's
 
 
-class FirstValidation(BaseModel):
-    """Output of ``validate_chunk``: the chunk's task ids, in input order, and their first validation."""
+class ChunkRun(BaseModel):
+    """Input of ``run_chunk``: a chunk's tasks through the chain, from the start or again for those waiting.
 
-    task_ids: list[str]
-    validation: list[StepAnswer]
+    Ids only: the activity reads the tasks' text from the state store, so no task text enters workflow
+    history, whatever its size or script.
+    """
+
+    chunk: ChunkRef
+    waiting: list[WaitingTask] | None = None  # None: every task, from validation
+    finished: list[TaskResult] = []  # the results of earlier runs
+
+
+class ChunkRunResult(BaseModel):
+    """Output of ``run_chunk``: the chunk's counts once every task finished (its results are saved), else
+    what earlier runs finished and the tasks waiting to be run again."""
+
+    summary: ChunkSummary | None = None
+    finished: list[TaskResult] = []
+    waiting: list[WaitingTask] = []
 
 
 class SaveResultsInput(BaseModel):
-    """Input of ``save_chunk_results``: the results, or why the chunk workflow itself failed."""
+    """Input of ``save_chunk_results``: a chunk whose ``run_chunk`` failed, and why: its tasks are failed."""
 
     batch_id: str
     index: int
-    results: list[TaskResult] | None = None
-    failed_chunk_error: str | None = None
+    error: str
 
 
 class ChunkSummary(BaseModel):
-    """Counts of one chunk: output of ``save_chunk_results`` and of ``process_chunk``."""
+    """Counts of one chunk: in ``run_chunk``'s result and the output of ``save_chunk_results``."""
 
     done: int = 0
     completed: int = 0

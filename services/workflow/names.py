@@ -5,15 +5,10 @@ Python function must never rename what it is registered as.
 """
 
 BATCH_WORKFLOW = "process_batch"
-CHUNK_WORKFLOW = "process_chunk"
 
-VALIDATE_CHUNK = "validate_chunk"  # loads a chunk's tasks and runs their first validation
-VALIDATE = "validate_tasks"
-ENRICH = "enrich_tasks"
-SCORE = "score_tasks"
-SAVE_RESULTS = "save_chunk_results"
-PUBLISH_OUTCOME = "publish_outcome"
-FORGET_BATCH = "forget_batch"
+RUN_CHUNK = "run_chunk"  # a chunk's tasks through validate -> enrich -> score, its results saved
+SAVE_RESULTS = "save_chunk_results"  # a chunk whose run_chunk failed: its tasks failed, saved
+PUBLISH_OUTCOME = "publish_outcome"  # then the batch's data and slots are released
 DEAD_LETTER_BATCH = "dead_letter_batch"  # the last resort when no outcome can be published
 REQUEST_ADMISSION = "request_admission"  # queue the batch, admit what fits under the global cap
 

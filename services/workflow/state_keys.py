@@ -1,12 +1,10 @@
-"""Where a batch's data lives outside workflow history: state-store keys and child instance ids.
+"""Where a batch's data lives outside workflow history: its state-store keys.
 
-No valid batch id can collide with another's key or with an internal instance id: keys end in a
-fixed ``:<kind>:<number>`` that parses from the right, and child instance ids contain ``~``, which
-batch ids cannot (``BATCH_ID_PATTERN``).
+No valid batch id can collide with another's key: keys end in a fixed ``:<kind>:<number>`` that parses
+from the right.
 """
 
 STATE_TTL_S = 7 * 24 * 3600  # batch data left behind by a crash expires
-INTERNAL_SEPARATOR = "~"
 
 
 def tasks_key(batch_id: str, index: int) -> str:
@@ -20,7 +18,3 @@ def results_key(batch_id: str, index: int) -> str:
 def outcome_key(batch_id: str) -> str:
     """The summary of a batch's published outcome: its presence means "published, do not again"."""
     return f"taskfan:{batch_id}:outcome"
-
-
-def chunk_instance_id(batch_id: str, index: int) -> str:
-    return f"{batch_id}{INTERNAL_SEPARATOR}chunk-{index:05d}"

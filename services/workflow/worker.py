@@ -6,17 +6,12 @@ import dapr.ext.workflow as wf
 
 from services.workflow import activities, names
 from services.workflow.batch_workflow import process_batch
-from services.workflow.chunk_workflow import process_chunk
 from taskfan.dapr_app import sdk_logger_options
 
 ACTIVITIES = {
-    names.VALIDATE_CHUNK: activities.validate_chunk,
-    names.VALIDATE: activities.validate_tasks,
-    names.ENRICH: activities.enrich_tasks,
-    names.SCORE: activities.score_tasks,
+    names.RUN_CHUNK: activities.run_chunk,
     names.SAVE_RESULTS: activities.save_chunk_results,
     names.PUBLISH_OUTCOME: activities.publish_outcome,
-    names.FORGET_BATCH: activities.forget_batch,
     names.DEAD_LETTER_BATCH: activities.dead_letter_batch,
     names.REQUEST_ADMISSION: activities.request_admission,
 }
@@ -25,7 +20,6 @@ ACTIVITIES = {
 def create_runtime() -> wf.WorkflowRuntime:
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=sdk_logger_options())
     runtime.register_workflow(process_batch, name=names.BATCH_WORKFLOW)
-    runtime.register_workflow(process_chunk, name=names.CHUNK_WORKFLOW)
     for name, fn in ACTIVITIES.items():
         runtime.register_activity(fn, name=name)
     return runtime

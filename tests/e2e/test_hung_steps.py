@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from services.workflow import names
-from services.workflow.chunk_workflow import STEP_ATTEMPTS, STEP_BACKOFF
+from services.workflow.chunk_steps import ENRICH, STEP_ATTEMPTS, STEP_BACKOFF, VALIDATE
 from services.workflow.step_client import TIMEOUT_TRIES
 
 from .helpers import frozen, lesson_tasks, log_records, post_batch, wait_outcome
@@ -33,7 +32,7 @@ def test_a_hung_single_replica_app_fails_its_tasks_with_timed_out_within_the_bou
         elapsed = time.monotonic() - start
     print(f"{app} hung: outcome after {elapsed:.1f}s (bound {bound:.0f}s + pipeline time)")
     assert (outcome["total"], outcome["failed"]) == (250, 250)
-    step, method = {"validator": (names.VALIDATE, "validate"), "enricher": (names.ENRICH, "enrich")}[app]
+    step, method = {"validator": (VALIDATE, "validate"), "enricher": (ENRICH, "enrich")}[app]
     assert {r["error"] for r in outcome["results"]} == {
         f"{step}: {app}/{method} timed out after {deadline:g}s ({TIMEOUT_TRIES} tries)"}
     assert elapsed < bound + 30, "the outcome came later than the README's bound"

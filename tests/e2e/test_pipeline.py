@@ -80,7 +80,7 @@ def test_partial_failure_still_completes_the_batch(settings, redis_client, batch
     assert failed["status"] == "failed"
     assert failed["score"] is None
     assert failed["tags"] == ["high-priority", "backend"]
-    assert "score_task" in failed["error"] and "scoring failed" in failed["error"]
+    assert failed["error"].startswith("score: ") and "scoring failed" in failed["error"]
     assert outcome["average_score"] == 85
 
 

@@ -103,7 +103,7 @@ def test_a_queued_batch_says_so_rechecks_on_a_timer_and_starts_when_the_admitted
     waiting = gen.send({"position": 1})
     assert waiting[1][0] is ctx.event  # the same waiter: an event raised meanwhile is not lost
     fan_out = gen.send(ctx.event)  # admitted: the fan-out starts, two chunks at a time
-    assert [child.name for child in fan_out[1]] == [names.CHUNK_WORKFLOW] * 2
+    assert [child.name for child in fan_out[1]] == [names.RUN_CHUNK] * 2
     assert ctx.statuses[-1]["queued"] is False
 
 
@@ -113,7 +113,7 @@ def test_an_admitted_batch_starts_at_once(monkeypatch):
     gen = batch_workflow.process_batch(ctx, BatchInput(batch_id="b", total=5, chunks=1, max_in_flight=400,
                                                        max_tasks_in_progress=1000))
     assert next(gen).input.slots == 5
-    assert [child.name for child in gen.send({"position": 0})[1]] == [names.CHUNK_WORKFLOW]
+    assert [child.name for child in gen.send({"position": 0})[1]] == [names.RUN_CHUNK]
 
 
 def test_the_reconciler_answers_for_terminated_failed_and_vanished_workflows_only():

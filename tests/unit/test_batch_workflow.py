@@ -10,22 +10,17 @@ import pytest
 
 from services.workflow import activities, batch_workflow, names
 from services.workflow.models import BatchFailure, BatchInput, PublishInput
-from services.workflow.state_keys import results_key, tasks_key
+from services.workflow.state_keys import outcome_key, results_key, tasks_key
 
 
 class Scheduled:
+    is_failed = False
+
     def __init__(self, name, inp):
         self.name, self.input = name, inp
 
-
-class Child:
-    is_failed = False
-
-    def __init__(self, inp):
-        self.input = inp
-
-    def get_result(self):
-        return {"done": 100, "completed": 100, "rejected": 0, "failed": 0}
+    def get_result(self):  # a chunk that ran to its end
+        return {"summary": {"done": 100, "completed": 100, "rejected": 0, "failed": 0}}
 
 
 class FakeContext:
@@ -35,10 +30,7 @@ class FakeContext:
     def set_custom_status(self, status):
         self.status = json.loads(status)
 
-    def call_child_workflow(self, name, *, input=None, instance_id=None):  # noqa: A002 - the SDK's name
-        return Child(input)
-
-    def call_activity(self, name, *, input=None, retry_policy=None):  # noqa: A002
+    def call_activity(self, name, *, input=None, retry_policy=None):  # noqa: A002 - the SDK's name
         return Scheduled(name, input)
 
 
@@ -84,8 +76,24 @@ class FakeStateClient:
     async def save_state(self, store, key, value, state_metadata=None):
         self.state[key] = value.encode()
 
+    async def delete_state(self, store, key):
+        self.state.pop(key, None)
 
-def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost(monkeypatch):
+
+@pytest.fixture
+def released(monkeypatch):
+    """Batches whose slots publish_outcome released (the ledger itself is tested in test_admission)."""
+    batches = []
+
+    async def release(client, workflows, batch_id):
+        batches.append(batch_id)
+
+    monkeypatch.setattr(activities.ledger_store, "release", release)
+    monkeypatch.setattr(activities, "_workflow_client", lambda: None)
+    return batches
+
+
+def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost_then_the_batch_is_forgotten(monkeypatch, released):
     task = {"task_id": "t-b", "title": "Hello world", "description": "Long enough text"}
     done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
     client = FakeStateClient({results_key("b", 0): json.dumps([done]).encode(),
@@ -97,9 +105,10 @@ def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost(monkeypatch):
     lost = client.published[0]["data"]["results"][1]
     assert lost["task_id"] == "t-b" and lost["status"] == "failed"
     assert lost["error"] == "chunk: the results of chunk 1 were lost from the state store"
+    assert released == ["b"] and set(client.state) == {outcome_key("b")}
 
 
-def test_an_outcome_is_published_once_even_if_the_engine_runs_publish_outcome_again(monkeypatch):
+def test_an_outcome_is_published_once_even_if_the_engine_runs_publish_outcome_again(monkeypatch, released):
     # A crash can lose the history entry of a publish that happened (seen in the soak): the second run
     # finds the record of the first and publishes nothing.
     done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}

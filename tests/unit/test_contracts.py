@@ -59,15 +59,3 @@ def test_published_schemas_match_models():
         published = SCHEMAS / name
         assert published.exists(), f"{name} missing: run `make schemas`"
         assert json.loads(published.read_text()) == json.loads(text), f"{name} is stale: run `make schemas`"
-
-
-def test_no_batch_id_can_be_an_internal_instance_id():
-    import re
-
-    from services.workflow.state_keys import INTERNAL_SEPARATOR, chunk_instance_id
-    from taskfan.contracts import BATCH_ID_PATTERN
-
-    assert not re.match(BATCH_ID_PATTERN, INTERNAL_SEPARATOR)
-    # Before, batch "b:chunk-00000" was the instance id of the first chunk of batch "b".
-    assert chunk_instance_id("b", 0) != "b:chunk-00000"
-    assert not re.match(BATCH_ID_PATTERN, chunk_instance_id("b", 0))

@@ -29,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="publish a batch file through the ingest HTTP API")
     pub.add_argument("file", help='JSON file: {"batch_id"?, "tasks": [...]} or a list of tasks; - = stdin')
     pub.add_argument("--batch-id", help="use this batch id (default: the file's, else one is assigned)")
-    pub.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    pub.add_argument("--wait", action="store_true",
+                     help="wait for the outcome and print it; progress on stderr (a live bar on a terminal)")
     pub.add_argument("--timeout", type=float, default=600, help="seconds to wait with --wait (default 600)")
     pub.add_argument("--url", help="ingest API base URL (default: $INGEST_URL, else from dapr.yaml)")
     pub.set_defaults(func=cmd_publish)
@@ -46,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="show a batch's workflow state and progress")
     st.add_argument("batch_id")
+    st.add_argument("--watch", "-w", action="store_true",
+                    help="follow the batch until it ends: a live progress bar on a terminal (done / total, rate, "
+                         "time left), plain lines when piped; exit 0 if it completed")
+    st.add_argument("--timeout", type=float, default=3600, help="seconds to watch (default 3600)")
     st.set_defaults(func=cmd_status)
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")

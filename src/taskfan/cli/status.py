@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, dapr_headers, settings, workflow_dapr_url
+from taskfan.cli.progress import Progress
 from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE
 
 
@@ -57,6 +58,7 @@ def summarize(batch_id: str, state: dict[str, Any] | None,
         "state": state.get("runtimeStatus"),
         "done": progress.get("done"),
         "total": progress.get("total"),
+        **{k: progress[k] for k in ("completed", "rejected", "failed") if progress.get(k) is not None},
         "created_at": state.get("createdAt"),
         "last_updated_at": state.get("lastUpdatedAt"),
     }
@@ -74,35 +76,51 @@ def summarize(batch_id: str, state: dict[str, Any] | None,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch:
+        ended = wait_until_done(args.batch_id, args.timeout)
+        print(json.dumps(summarize(args.batch_id, workflow_state(args.batch_id)), indent=2))
+        return 0 if ended == "COMPLETED" else EXIT_REFUSED
     summary = summarize(args.batch_id, workflow_state(args.batch_id), queue_position)
     print(json.dumps(summary, indent=2))
     return 0 if summary["state"] != "UNKNOWN" else EXIT_REFUSED
 
 
+ENDED = ("COMPLETED", "FAILED", "TERMINATED")
+
+
 def wait_until_done(batch_id: str, timeout: float) -> str:
-    """Poll the workflow until it ends, showing progress on stderr; return how it ended.
+    """Poll the workflow until it ends, showing its progress on stderr (a live bar on a terminal, plain
+    lines when piped); return how it ended.
 
     A terminated or failed batch still gets an outcome (the workflow app answers for it).
     """
     deadline = time.monotonic() + timeout
-    last = None
     transient_errors = 0
-    while time.monotonic() < deadline:
-        try:
-            state = workflow_state(batch_id)
-        except CliError as exc:
-            transient_errors += 1
-            if not exc.transient or transient_errors > 20:
-                raise
-            time.sleep(0.5)
-            continue
-        transient_errors = 0
-        summary = summarize(batch_id, state)
-        line = f"{summary['state']}: {summary.get('done') or 0}/{summary.get('total') or '?'} tasks done"
-        if line != last:
-            print(line, file=sys.stderr)
-            last = line
-        if summary["state"] in ("COMPLETED", "FAILED", "TERMINATED"):
-            return summary["state"]
-        time.sleep(0.25)  # a poll interval under a deadline
+    progress = Progress(sys.stderr)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                state = workflow_state(batch_id)
+            except CliError as exc:
+                transient_errors += 1
+                if not exc.transient or transient_errors > 20:
+                    raise
+                time.sleep(0.5)
+                continue
+            transient_errors = 0
+            summary = summarize(batch_id, state, queue_position if _queued(state) else lambda _: None)
+            progress.update(summary)
+            if summary["state"] in ENDED:
+                return str(summary["state"])
+            time.sleep(0.25)  # a poll interval under a deadline
+    finally:
+        progress.close()
     raise CliError(f"batch {batch_id} has no outcome after {timeout:.0f}s", EXIT_REFUSED)
+
+
+def _queued(state: dict[str, Any] | None) -> bool:
+    try:
+        return bool(json.loads((state or {}).get("properties", {}).get("dapr.workflow.custom_status") or "{}")
+                    .get("queued"))
+    except (ValueError, AttributeError):
+        return False

@@ -1,0 +1,180 @@
+"""A chunk through the chain, as the batch workflow runs it: ``process_batch`` driven step by step with a
+fake engine, ``run_chunk`` run for real over fake step calls and a fake state store. No sidecar, no runtime.
+"""
+
+import asyncio
+from collections import Counter
+
+import dapr.ext.workflow as wf
+import pytest
+
+from services.workflow import activities, batch_workflow, chunk_steps, names
+from services.workflow.chunk_steps import ENRICH, SCORE, STEP_ATTEMPTS, STEP_BACKOFF, VALIDATE
+from services.workflow.models import BatchInput, ChunkRun
+from taskfan.contracts import StepAnswer, Task
+
+
+class Scheduled:
+    is_failed = False
+
+    def __init__(self, name, inp):
+        self.name, self.input, self.result = name, inp, None
+
+    def get_result(self):
+        return self.result
+
+
+class FakeContext:
+    current_utc_datetime = __import__("datetime").datetime(2026, 1, 1)
+    is_replaying = False
+
+    def set_custom_status(self, status):
+        self.status = status
+
+    def call_activity(self, name, *, input=None, retry_policy=None):  # noqa: A002 - the SDK's name
+        return Scheduled(name, input)
+
+    def create_timer(self, fire_at):
+        return Scheduled("timer", fire_at)
+
+
+def task(task_id, title="Urgent: fix login API", description="The login api returns 500 errors"):
+    return Task(task_id=task_id, title=title, description=description)
+
+
+def rules(step, item):
+    if step == VALIDATE:
+        return {"issues": [] if len(item.title) >= 5 else ["Title too short (min 5 characters)"]}
+    if step == ENRICH:
+        return {"tags": ["high-priority", "backend"]}
+    assert item.tags == ["high-priority", "backend"]  # the scorer gets what enrichment gave
+    return {"score": 85}
+
+
+def drive(monkeypatch, tasks, answer):
+    """Run a one-chunk batch to its outcome; ``answer(step, item)`` gives one task's step answer (a dict).
+    Returns the saved results and what was called (steps by task, activities, timers)."""
+    calls, saved, pauses = Counter(), {}, []
+
+    def step(name):
+        async def call(items):
+            calls[name] += 1
+            calls[(name, len(items))] += 1
+            return [StepAnswer(task_id=item.task_id, **answer(name, item)) for item in items]
+        return call
+
+    async def load(chunk, client=None):
+        return list(tasks)
+
+    async def save(chunk, results):
+        saved["results"] = [r.model_dump() for r in results]
+        return activities.aggregate.summary(results)
+
+    monkeypatch.setattr(activities, "STEPS", chunk_steps.Steps(step(VALIDATE), step(ENRICH), step(SCORE)))
+    monkeypatch.setattr(activities, "_load_tasks", load)
+    monkeypatch.setattr(activities, "_save_results", save)
+    monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
+
+    gen = batch_workflow.process_batch(FakeContext(), BatchInput(batch_id="b", total=len(tasks), chunks=1,
+                                                                 max_in_flight=400))
+    yielded = next(gen)
+    while True:
+        if isinstance(yielded, tuple):  # when_any: the first one finishes
+            first = yielded[1][0]
+            if first.name == names.RUN_CHUNK:
+                assert isinstance(first.input, ChunkRun) and first.input.chunk.batch_id == "b"
+                first.result = asyncio.run(activities.run_chunk(None, first.input)).model_dump(mode="json")
+            else:
+                pauses.append(first.input)
+            calls[first.name] += 1
+            yielded = gen.send(first)
+        elif yielded.name == names.PUBLISH_OUTCOME:
+            gen.close()
+            return saved["results"], calls, pauses
+        else:
+            raise AssertionError(f"unexpected {yielded.name}")
+
+
+def test_chain_rejects_early_keeps_input_order_and_calls_each_step_once(monkeypatch):
+    results, calls, pauses = drive(monkeypatch, [task("a"), task("b", title="Fix"), task("c")], rules)
+    assert [r["task_id"] for r in results] == ["a", "b", "c"]
+    assert [r["status"] for r in results] == ["completed", "rejected", "completed"]
+    assert results[1]["issues"] == ["Title too short (min 5 characters)"]
+    assert results[0] == {"task_id": "a", "status": "completed", "score": 85, "tags": ["high-priority", "backend"],
+                          "issues": [], "error": None}
+    # One activity for the chunk, one call per step; the rejected task is not enriched or scored.
+    assert calls[names.RUN_CHUNK] == 1 and not pauses
+    assert calls[(VALIDATE, 3)] == calls[(ENRICH, 2)] == calls[(SCORE, 2)] == 1
+
+
+def test_a_failing_task_is_retried_alone_after_durable_pauses_then_succeeds(monkeypatch):
+    attempts = Counter()
+
+    def flaky(step, item):
+        if step == SCORE and item.task_id == "b":
+            attempts["b"] += 1
+            if attempts["b"] < STEP_ATTEMPTS:
+                return {"error": "scorer unavailable"}
+        return rules(step, item)
+
+    results, calls, pauses = drive(monkeypatch, [task("a"), task("b")], flaky)
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert calls[names.RUN_CHUNK] == STEP_ATTEMPTS
+    assert pauses == list(STEP_BACKOFF)
+    # Only b is run again, and only from the step that failed; a's result is kept from the first run.
+    assert calls[(SCORE, 1)] == STEP_ATTEMPTS - 1 and calls[VALIDATE] == calls[ENRICH] == 1
+
+
+def test_a_task_failing_every_attempt_is_failed_with_its_step_error_and_tags(monkeypatch):
+    def broken(step, item):
+        if step == SCORE and item.task_id == "b":
+            return {"error": "model crashed"}
+        return rules(step, item)
+
+    results, calls, _ = drive(monkeypatch, [task("a"), task("b")], broken)
+    assert results[0]["status"] == "completed"
+    assert results[1] == {"task_id": "b", "status": "failed", "score": None, "tags": ["high-priority", "backend"],
+                          "issues": [], "error": "score: model crashed"}
+    assert calls[names.RUN_CHUNK] == STEP_ATTEMPTS
+
+
+def test_each_step_has_its_own_attempts(monkeypatch):
+    # b fails validation twice, then enrichment twice: it still completes (each step gets STEP_ATTEMPTS).
+    failures = Counter()
+
+    def flaky(step, item):
+        if item.task_id == "b" and step in (VALIDATE, ENRICH) and failures[step] < STEP_ATTEMPTS - 1:
+            failures[step] += 1
+            return {"error": f"{step} unavailable"}
+        return rules(step, item)
+
+    results, calls, pauses = drive(monkeypatch, [task("a"), task("b")], flaky)
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert calls[names.RUN_CHUNK] == 1 + 2 * (STEP_ATTEMPTS - 1)
+    assert pauses == [*STEP_BACKOFF, *STEP_BACKOFF]
+
+
+def test_an_answer_without_a_score_fails_the_task_at_once(monkeypatch):
+    def no_score(step, item):
+        return {} if step == SCORE else rules(step, item)
+
+    results, calls, _ = drive(monkeypatch, [task("a")], no_score)
+    assert results[0]["error"] == "score: the scorer answered no score"
+    assert calls[names.RUN_CHUNK] == 1
+
+
+def test_a_chunk_whose_activity_failed_reports_its_tasks_failed(monkeypatch):
+    monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
+    gen = batch_workflow.process_batch(FakeContext(), BatchInput(batch_id="b", total=3, chunks=1, max_in_flight=400))
+    first = next(gen)[1][0]
+    first.is_failed = True
+    first.get_exception = lambda: RuntimeError("state store gone")
+    save = gen.send(first)
+    assert save.name == names.SAVE_RESULTS and (save.input.index, save.input.error) == (0, "state store gone")
+    assert gen.send({"done": 3, "failed": 3}).name == names.PUBLISH_OUTCOME
+
+
+@pytest.mark.parametrize("attempts, pause", [(1, STEP_BACKOFF[0]), (2, STEP_BACKOFF[1]), (5, STEP_BACKOFF[-1])])
+def test_the_pause_grows_with_the_attempts(attempts, pause):
+    waiting = [chunk_steps.WaitingTask(task_id="a", step=SCORE, attempts=attempts)]
+    assert chunk_steps.backoff(waiting) == pause
