@@ -645,7 +645,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (bars, ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    # Left: the throughput work (2,000 fast tasks in batches of 100), each system measured in this run.
+    systems = [("Taskfan\n(Dapr)", "tasks_per_s"), ("Temporal", "temporal_tasks_per_s"),
+               ("Celery\nsame shape", "celery_tasks_per_s"),
+               ("Celery\nper-task chain", "celery_per_task_chain_tasks_per_s"),
+               ("in-process\nfloor", "inprocess_tasks_per_s")]
+    shown = [(label, results[key]) for label, key in systems if isinstance(results.get(key), int | float)]
+    if shown:
+        drawn = bars.bar([label for label, _ in shown], [rate for _, rate in shown],
+                         color=["tab:blue", "tab:purple", "tab:green", "tab:olive", "tab:grey"][:len(shown)])
+        bars.bar_label(drawn, fmt="%.0f")
+        bars.set_yscale("log")
+    bars.set_ylabel("tasks / s (log scale)")
+    bars.set_title("Throughput: 2,000 fast tasks in batches of 100")
+    bars.grid(alpha=0.3, axis="y")
     series = [("Taskfan (Dapr)", "scaling_tasks_per_s", "o-"), ("Temporal", "temporal_scaling_tasks_per_s", "D-"),
               ("Celery (same shape)", "celery_scaling_tasks_per_s", "s-"),
               ("in-process floor", "inprocess_scaling_tasks_per_s", "^--")]
@@ -658,6 +672,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     if isinstance(rates, dict) and "1" in rates:
         xs = sorted(int(k) for k in rates)
         ax.plot(xs, [rates["1"] * x for x in xs], ":", color="grey", label="Taskfan, linear")
+    ax.set_xticks(list(Sizes().scaling_replicas))
     ax.set_xlabel("scorer replicas")
     ax.set_ylabel("tasks / s")
     ax.set_title(f"Scorer scaling ({SCALING_ENV['SCORE_DELAY_MS']} ms/task, "
