@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import select
 import subprocess
 import sys
@@ -20,7 +22,18 @@ import pytest
 from taskfan.contracts import TASK_BATCH_EVENT_TYPE, Outcome
 from taskfan.stack import restart
 
-from .helpers import dapr_auth, dead_letters, ingest_auth, log_records, outcomes_for, post_batch, wait_for, wait_outcome
+from .helpers import (
+    REPO_ROOT,
+    dapr_auth,
+    dead_letters,
+    ingest_auth,
+    lesson_tasks,
+    log_records,
+    outcomes_for,
+    post_batch,
+    wait_for,
+    wait_outcome,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -165,6 +178,42 @@ def test_cli_publish_wait_and_status(batch_id, tmp_path):
     summary = json.loads(status.stdout)
     assert summary["state"] == "COMPLETED"
     assert (summary["done"], summary["total"], summary["completed"]) == (1, 1, 1)
+
+
+def test_status_watch_shows_a_live_bar_on_a_terminal_and_plain_lines_when_piped(settings, batch_id):
+    # Two batches of 1,500 tasks: long enough to be seen running.
+    for watcher in ("tty", "pipe"):
+        batch = f"{batch_id}-{watcher}"
+        assert post_batch(settings, {"batch_id": batch, "tasks": lesson_tasks(batch, 1500)}).status_code == 202
+        command = [sys.executable, "-m", "taskfan.cli", "status", batch, "--watch", "--timeout", "300"]
+        if watcher == "pipe":
+            piped = subprocess.run(command, capture_output=True, text=True, timeout=360, cwd=REPO_ROOT)
+            assert piped.returncode == 0, piped.stderr
+            lines = piped.stderr.splitlines()
+            assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
+            assert lines[-1] == "COMPLETED: 1500/1500 tasks  1500 completed", lines
+            assert json.loads(piped.stdout)["completed"] == 1500
+            continue
+        primary, secondary = pty.openpty()  # a terminal of its own, as a user's shell gives it
+        with subprocess.Popen(command, stdin=secondary, stdout=subprocess.PIPE, stderr=secondary,
+                              cwd=REPO_ROOT) as watch:
+            os.close(secondary)
+            screen = b""
+            while True:
+                try:
+                    chunk = os.read(primary, 4096)
+                except OSError:  # the watcher exited and closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            assert watch.wait(timeout=30) == 0
+        os.close(primary)
+        frames = screen.decode().split("\r\x1b[2K")[1:]
+        running = [f for f in frames if "RUNNING:" in f]
+        assert running and all(re.match(r"\[[#.]{30}\] +\d+%  RUNNING: \d+/1500 tasks", f) for f in running), frames
+        assert any("tasks/s" in f and " left" in f for f in running), frames
+        assert frames[-1].strip().startswith("[" + "#" * 30 + "] 100%  COMPLETED: 1500/1500 tasks")
 
 
 def test_status_through_the_dapr_workflow_api(stack, settings, redis_client, batch_id):
