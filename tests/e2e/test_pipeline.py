@@ -181,39 +181,48 @@ def test_cli_publish_wait_and_status(batch_id, tmp_path):
 
 
 def test_status_watch_shows_a_live_bar_on_a_terminal_and_plain_lines_when_piped(settings, batch_id):
-    # Two batches of 1,500 tasks: long enough to be seen running.
-    for watcher in ("tty", "pipe"):
-        batch = f"{batch_id}-{watcher}"
+    # The watcher starts first (it waits for the batch to appear), then a batch of 1,500 tasks is published.
+    def watch(batch: str, stderr: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "taskfan.cli", "status", batch, "--watch", "--timeout", "300"],
+                                stdout=subprocess.PIPE, stderr=stderr, cwd=REPO_ROOT)
+
+    def publish(batch: str) -> None:
         assert post_batch(settings, {"batch_id": batch, "tasks": lesson_tasks(batch, 1500)}).status_code == 202
-        command = [sys.executable, "-m", "taskfan.cli", "status", batch, "--watch", "--timeout", "300"]
-        if watcher == "pipe":
-            piped = subprocess.run(command, capture_output=True, text=True, timeout=360, cwd=REPO_ROOT)
-            assert piped.returncode == 0, piped.stderr
-            lines = piped.stderr.splitlines()
-            assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
-            assert lines[-1] == "COMPLETED: 1500/1500 tasks  1500 completed", lines
-            assert json.loads(piped.stdout)["completed"] == 1500
-            continue
-        primary, secondary = pty.openpty()  # a terminal of its own, as a user's shell gives it
-        with subprocess.Popen(command, stdin=secondary, stdout=subprocess.PIPE, stderr=secondary,
-                              cwd=REPO_ROOT) as watch:
-            os.close(secondary)
-            screen = b""
-            while True:
-                try:
-                    chunk = os.read(primary, 4096)
-                except OSError:  # the watcher exited and closed the terminal
-                    break
-                if not chunk:
-                    break
-                screen += chunk
-            assert watch.wait(timeout=30) == 0
-        os.close(primary)
-        frames = screen.decode().split("\r\x1b[2K")[1:]
-        running = [f for f in frames if "RUNNING:" in f]
-        assert running and all(re.match(r"\[[#.]{30}\] +\d+%  RUNNING: \d+/1500 tasks", f) for f in running), frames
-        assert any("tasks/s" in f and " left" in f for f in running), frames
-        assert frames[-1].strip().startswith("[" + "#" * 30 + "] 100%  COMPLETED: 1500/1500 tasks")
+
+    piped_batch = f"{batch_id}-pipe"
+    with watch(piped_batch, subprocess.PIPE) as piped:
+        first = piped.stderr.readline().decode()
+        assert first.startswith("UNKNOWN: 0/? tasks"), first  # polling for a batch not published yet
+        publish(piped_batch)
+        out, err = piped.communicate(timeout=300)
+    lines = [first.rstrip("\n"), *err.decode().splitlines()]
+    assert piped.returncode == 0, lines
+    assert not any("\r" in line or "\x1b" in line for line in lines)
+    assert any(line.startswith("RUNNING: ") for line in lines), lines
+    assert lines[-1] == "COMPLETED: 1500/1500 tasks  1500 completed", lines
+    assert json.loads(out)["completed"] == 1500
+
+    tty_batch = f"{batch_id}-tty"
+    primary, secondary = pty.openpty()  # a terminal of its own, as a user's shell gives it
+    with watch(tty_batch, secondary) as on_terminal:
+        os.close(secondary)
+        screen = os.read(primary, 4096)
+        publish(tty_batch)
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the watcher exited and closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert on_terminal.wait(timeout=30) == 0
+    os.close(primary)
+    frames = screen.decode().split("\r\x1b[2K")[1:]
+    running = [f for f in frames if "RUNNING:" in f]
+    assert running and all(re.match(r"\[[#.]{30}\] +\d+%  RUNNING: \d+/1500 tasks", f) for f in running), frames
+    assert any("tasks/s" in f and " left" in f for f in running), frames
+    assert frames[-1].strip().startswith("[" + "#" * 30 + "] 100%  COMPLETED: 1500/1500 tasks"), frames
 
 
 def test_status_through_the_dapr_workflow_api(stack, settings, redis_client, batch_id):
