@@ -18,6 +18,7 @@ from services.workflow.models import (
     Admission,
     AdmissionRequest,
     BatchFailure,
+    ChunkProgress,
     ChunkRef,
     ChunkRun,
     ChunkRunResult,
@@ -26,7 +27,7 @@ from services.workflow.models import (
     PublishInput,
     SaveResultsInput,
 )
-from services.workflow.state_keys import STATE_TTL_S, outcome_key, results_key, tasks_key
+from services.workflow.state_keys import STATE_TTL_S, outcome_key, progress_key, results_key, tasks_key
 from taskfan import events
 from taskfan.contracts import (
     DEADLETTER_TOPIC,
@@ -76,15 +77,28 @@ async def request_admission(ctx: wf.WorkflowActivityContext, inp: AdmissionReque
 
 async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunResult:
     """One run of a chunk through the chain (``chunk_steps``), the steps reached through Dapr service
-    invocation; once no task waits, the chunk's results are saved, in task order, and only its counts go
-    back into workflow history. Safe to run again: the steps are pure and the save overwrites."""
-    tasks = await _load_tasks(inp.chunk)
-    run = await chunk_steps.run_chain(tasks, chunk_steps.from_the_start(tasks) if inp.waiting is None
-                                      else inp.waiting, STEPS)
-    finished = [*inp.finished, *run.finished]
+    invocation. Once no task waits, the chunk's results are saved, in task order; until then what the run
+    finished and left waiting is saved for the next run. Only counts go back into workflow history.
+    Safe to run again: the steps are pure, each run reads its own input key and overwrites its own output."""
+    chunk = inp.chunk
+    tasks = await _load_tasks(chunk)
+    if inp.run == 0:
+        earlier = ChunkProgress(finished=[], waiting=chunk_steps.from_the_start(tasks))
+    else:
+        item = await _client().get_state(STATESTORE, progress_key(chunk.batch_id, chunk.index, inp.run - 1))
+        if not item.data:
+            raise LookupError(f"run {inp.run - 1} of chunk {chunk.index} of batch {chunk.batch_id} left no "
+                              "progress in the state store")
+        earlier = ChunkProgress.model_validate_json(item.data)
+    run = await chunk_steps.run_chain(tasks, earlier.waiting, STEPS)
+    finished = [*earlier.finished, *run.finished]
     if run.waiting:
-        return ChunkRunResult(finished=finished, waiting=run.waiting)
-    return ChunkRunResult(summary=await _save_results(inp.chunk, chunk_steps.in_task_order(tasks, finished)))
+        await _client().save_state(STATESTORE, progress_key(chunk.batch_id, chunk.index, inp.run),
+                                   ChunkProgress(finished=finished, waiting=run.waiting).model_dump_json(),
+                                   state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
+        pause = chunk_steps.backoff(run.waiting)
+        return ChunkRunResult(waiting=len(run.waiting), pause_ms=int(pause.total_seconds() * 1000))
+    return ChunkRunResult(summary=await _save_results(chunk, chunk_steps.in_task_order(tasks, finished)))
 
 
 async def _validate(tasks: list[Task]) -> list[StepAnswer]:
@@ -132,6 +146,7 @@ async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) ->
                                                                   "from the state store")
     await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
     keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
+    keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
     await asyncio.gather(*(_client().delete_state(STATESTORE, key) for key in keys))
     return summary
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
-from services.workflow import chunk_steps
 from services.workflow.models import (
     Admission,
     AdmissionRequest,
@@ -72,6 +71,7 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any
     started_at = _now(ctx)
     running: dict[Any, tuple[ChunkRun, bool]] = {}  # an activity or a backoff timer: (its run, is timer)
     next_chunk = 0
+    reruns = 0
     progress = BatchProgress(total=inp.total)
     ctx.set_custom_status(progress.model_dump_json())
     while next_chunk < inp.chunks or running:
@@ -92,15 +92,16 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any
         else:
             result = ChunkRunResult.model_validate(finished.get_result())
             if result.summary is None:  # tasks wait for another run, after a pause
-                again = ChunkRun(chunk=run.chunk, waiting=result.waiting, finished=result.finished)
-                running[ctx.create_timer(chunk_steps.backoff(result.waiting))] = (again, True)
+                again = ChunkRun(chunk=run.chunk, run=run.run + 1)
+                reruns = max(reruns, again.run)
+                running[ctx.create_timer(timedelta(milliseconds=result.pause_ms))] = (again, True)
                 continue
             progress.add(result.summary)
         ctx.set_custom_status(progress.model_dump_json())
 
     try:
         outcome = yield ctx.call_activity(PUBLISH_OUTCOME, retry_policy=INFRA_RETRY, input=PublishInput(
-            batch_id=inp.batch_id, chunks=inp.chunks, started_at=started_at, finished_at=_now(ctx)))
+            batch_id=inp.batch_id, chunks=inp.chunks, started_at=started_at, finished_at=_now(ctx), reruns=reruns))
     except wf.TaskFailedError as exc:  # its retries exhausted: say so on the dead-letter topic, then fail
         reason = f"batch {inp.batch_id}: no outcome could be published: {_failure_message_of(exc)}"
         yield ctx.call_activity(DEAD_LETTER_BATCH, retry_policy=INFRA_RETRY, input=BatchFailure(

@@ -57,6 +57,7 @@ class BatchRef(BaseModel):
 class PublishInput(BatchRef):
     started_at: str
     finished_at: str
+    reruns: int = 0  # the most runs again of any chunk: the progress keys to delete
 
 
 class BatchFailure(BaseModel):
@@ -78,24 +79,31 @@ class WaitingTask(BaseModel):
 
 
 class ChunkRun(BaseModel):
-    """Input of ``run_chunk``: a chunk's tasks through the chain, from the start or again for those waiting.
+    """Input of ``run_chunk``: a chunk's tasks through the chain, from the start (``run`` 0) or again for
+    the tasks run ``run - 1`` left waiting.
 
-    Ids only: the activity reads the tasks' text from the state store, so no task text enters workflow
-    history, whatever its size or script.
+    Ids only, in history: the activity reads the tasks' text, and what an earlier run finished or left
+    waiting, from the state store, so workflow history stays small whatever the tasks' size or script.
     """
 
     chunk: ChunkRef
-    waiting: list[WaitingTask] | None = None  # None: every task, from validation
-    finished: list[TaskResult] = []  # the results of earlier runs
+    run: int = 0
 
 
 class ChunkRunResult(BaseModel):
-    """Output of ``run_chunk``: the chunk's counts once every task finished (its results are saved), else
-    what earlier runs finished and the tasks waiting to be run again."""
+    """Output of ``run_chunk``: the chunk's counts once every task finished (its results are saved),
+    else how many tasks wait for another run, and the pause before it."""
 
     summary: ChunkSummary | None = None
-    finished: list[TaskResult] = []
-    waiting: list[WaitingTask] = []
+    waiting: int = 0
+    pause_ms: int = 0
+
+
+class ChunkProgress(BaseModel):
+    """What a run of a chunk left for the next (in the state store): results so far, tasks still waiting."""
+
+    finished: list[TaskResult]
+    waiting: list[WaitingTask]
 
 
 class SaveResultsInput(BaseModel):

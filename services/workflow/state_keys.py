@@ -18,3 +18,9 @@ def results_key(batch_id: str, index: int) -> str:
 def outcome_key(batch_id: str) -> str:
     """The summary of a batch's published outcome: its presence means "published, do not again"."""
     return f"taskfan:{batch_id}:outcome"
+
+
+def progress_key(batch_id: str, index: int, run: int) -> str:
+    """What run ``run`` of a chunk left for the next (``ChunkProgress``); one key per run, so that a run
+    the engine repeats reads the same input again."""
+    return f"taskfan:{batch_id}:progress:{index:05d}.{run}"

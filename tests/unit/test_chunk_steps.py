@@ -38,6 +38,19 @@ class FakeContext:
         return Scheduled("timer", fire_at)
 
 
+class FakeState:
+    """The state calls run_chunk makes for what a run leaves to the next."""
+
+    def __init__(self):
+        self.items = {}
+
+    async def get_state(self, store, key):
+        return type("Item", (), {"data": self.items.get(key, b"")})()
+
+    async def save_state(self, store, key, value, state_metadata=None):
+        self.items[key] = value.encode()
+
+
 def task(task_id, title="Urgent: fix login API", description="The login api returns 500 errors"):
     return Task(task_id=task_id, title=title, description=description)
 
@@ -54,7 +67,7 @@ def rules(step, item):
 def drive(monkeypatch, tasks, answer):
     """Run a one-chunk batch to its outcome; ``answer(step, item)`` gives one task's step answer (a dict).
     Returns the saved results and what was called (steps by task, activities, timers)."""
-    calls, saved, pauses = Counter(), {}, []
+    calls, saved, pauses, state = Counter(), {}, [], FakeState()
 
     def step(name):
         async def call(items):
@@ -71,6 +84,7 @@ def drive(monkeypatch, tasks, answer):
         return activities.aggregate.summary(results)
 
     monkeypatch.setattr(activities, "STEPS", chunk_steps.Steps(step(VALIDATE), step(ENRICH), step(SCORE)))
+    monkeypatch.setattr(activities, "_client", lambda: state)
     monkeypatch.setattr(activities, "_load_tasks", load)
     monkeypatch.setattr(activities, "_save_results", save)
     monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
@@ -90,6 +104,8 @@ def drive(monkeypatch, tasks, answer):
             yielded = gen.send(first)
         elif yielded.name == names.PUBLISH_OUTCOME:
             gen.close()
+            assert yielded.input.reruns == calls[names.RUN_CHUNK] - 1
+            assert len(state.items) == yielded.input.reruns  # one progress key per run that left tasks waiting
             return saved["results"], calls, pauses
         else:
             raise AssertionError(f"unexpected {yielded.name}")
