@@ -72,11 +72,13 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any
     running: dict[Any, tuple[ChunkRun, bool]] = {}  # an activity or a backoff timer: (its run, is timer)
     next_chunk = 0
     reruns = 0
+    published: OutcomeSummary | None = None
     progress = BatchProgress(total=inp.total)
     ctx.set_custom_status(progress.model_dump_json())
     while next_chunk < inp.chunks or running:
         while next_chunk < inp.chunks and len(running) < parallel:
-            run = ChunkRun(chunk=ChunkRef(batch_id=inp.batch_id, index=next_chunk))
+            run = ChunkRun(chunk=ChunkRef(batch_id=inp.batch_id, index=next_chunk),
+                           publish_since=started_at if inp.chunks == 1 else None)
             running[ctx.call_activity(RUN_CHUNK, input=run, retry_policy=INFRA_RETRY)] = (run, False)
             next_chunk += 1
         finished = yield wf.when_any(list(running))
@@ -92,12 +94,15 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any
         else:
             result = ChunkRunResult.model_validate(finished.get_result())
             if result.summary is None:  # tasks wait for another run, after a pause
-                again = ChunkRun(chunk=run.chunk, run=run.run + 1)
+                again = run.model_copy(update={"run": run.run + 1})
                 reruns = max(reruns, again.run)
                 running[ctx.create_timer(timedelta(milliseconds=result.pause_ms))] = (again, True)
                 continue
             progress.add(result.summary)
+            published = result.outcome
         ctx.set_custom_status(progress.model_dump_json())
+    if published is not None:  # the batch's only chunk published it
+        return _finished(ctx, inp, published)
 
     try:
         outcome = yield ctx.call_activity(PUBLISH_OUTCOME, retry_policy=INFRA_RETRY, input=PublishInput(
@@ -107,9 +112,13 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any
         yield ctx.call_activity(DEAD_LETTER_BATCH, retry_policy=INFRA_RETRY, input=BatchFailure(
             batch_id=inp.batch_id, total=inp.total, reason=reason))
         raise
+    return _finished(ctx, inp, OutcomeSummary.model_validate(outcome))
+
+
+def _finished(ctx: wf.DaprWorkflowContext, inp: BatchInput, outcome: OutcomeSummary) -> OutcomeSummary:
     if not ctx.is_replaying:
         log.info("batch finished", extra={"batch_id": inp.batch_id, "total": inp.total})
-    return OutcomeSummary.model_validate(outcome)
+    return outcome
 
 
 def _wait_for_admission(ctx: wf.DaprWorkflowContext, inp: BatchInput, slots: int) -> Generator[Any, Any, None]:

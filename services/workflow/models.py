@@ -88,13 +88,16 @@ class ChunkRun(BaseModel):
 
     chunk: ChunkRef
     run: int = 0
+    # The batch's only chunk: once it is done, publish the outcome too (started_at of the batch).
+    publish_since: str | None = None
 
 
 class ChunkRunResult(BaseModel):
-    """Output of ``run_chunk``: the chunk's counts once every task finished (its results are saved),
-    else how many tasks wait for another run, and the pause before it."""
+    """Output of ``run_chunk``: the chunk's counts once every task finished (its results are saved), and
+    the outcome if it published it; else how many tasks wait for another run, and the pause before it."""
 
     summary: ChunkSummary | None = None
+    outcome: OutcomeSummary | None = None
     waiting: int = 0
     pause_ms: int = 0
 

@@ -3,6 +3,7 @@ fake engine, ``run_chunk`` run for real over fake step calls and a fake state st
 """
 
 import asyncio
+import json
 from collections import Counter
 
 import dapr.ext.workflow as wf
@@ -11,6 +12,7 @@ import pytest
 from services.workflow import activities, batch_workflow, chunk_steps, names
 from services.workflow.chunk_steps import ENRICH, SCORE, STEP_ATTEMPTS, STEP_BACKOFF, VALIDATE
 from services.workflow.models import BatchInput, ChunkRun
+from services.workflow.state_keys import outcome_key, results_key
 from taskfan.contracts import StepAnswer, Task
 
 
@@ -39,16 +41,29 @@ class FakeContext:
 
 
 class FakeState:
-    """The state calls run_chunk makes for what a run leaves to the next."""
+    """The state and pub/sub calls run_chunk makes: what a run leaves to the next, and the outcome a batch
+    of one chunk publishes itself."""
 
-    def __init__(self):
-        self.items = {}
+    def __init__(self, publish_fails=False):
+        self.items, self.published, self.publish_fails = {}, [], publish_fails
 
     async def get_state(self, store, key):
         return type("Item", (), {"data": self.items.get(key, b"")})()
 
+    async def get_bulk_state(self, store, keys, parallelism=1):
+        items = [type("Item", (), {"key": k, "data": self.items.get(k, b"")})() for k in keys]
+        return type("Bulk", (), {"items": items})()
+
     async def save_state(self, store, key, value, state_metadata=None):
         self.items[key] = value.encode()
+
+    async def delete_state(self, store, key):
+        self.items.pop(key, None)
+
+    async def publish_event(self, pubsub, topic, data, data_content_type=None):
+        if self.publish_fails:
+            raise RuntimeError("pub/sub unavailable")
+        self.published.append(json.loads(data))
 
 
 def task(task_id, title="Urgent: fix login API", description="The login api returns 500 errors"):
@@ -64,10 +79,10 @@ def rules(step, item):
     return {"score": 85}
 
 
-def drive(monkeypatch, tasks, answer):
+def drive(monkeypatch, tasks, answer, state=None):
     """Run a one-chunk batch to its outcome; ``answer(step, item)`` gives one task's step answer (a dict).
     Returns the saved results and what was called (steps by task, activities, timers)."""
-    calls, saved, pauses, state = Counter(), {}, [], FakeState()
+    calls, saved, pauses, state = Counter(), {}, [], state or FakeState()
 
     def step(name):
         async def call(items):
@@ -81,13 +96,20 @@ def drive(monkeypatch, tasks, answer):
 
     async def save(chunk, results):
         saved["results"] = [r.model_dump() for r in results]
+        await state.save_state("statestore", results_key(chunk.batch_id, chunk.index),
+                               json.dumps([r.model_dump(mode="json") for r in results]))
         return activities.aggregate.summary(results)
+
+    async def release(client, workflows, batch_id):
+        calls["released"] += 1
 
     monkeypatch.setattr(activities, "STEPS", chunk_steps.Steps(step(VALIDATE), step(ENRICH), step(SCORE)))
     monkeypatch.setattr(activities, "_client", lambda: state)
     monkeypatch.setattr(activities, "_load_tasks", load)
     monkeypatch.setattr(activities, "_save_results", save)
     monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
+    monkeypatch.setattr(activities.ledger_store, "release", release)
+    monkeypatch.setattr(activities, "_workflow_client", lambda: None)
 
     gen = batch_workflow.process_batch(FakeContext(), BatchInput(batch_id="b", total=len(tasks), chunks=1,
                                                                  max_in_flight=400))
@@ -101,14 +123,22 @@ def drive(monkeypatch, tasks, answer):
             else:
                 pauses.append(first.input)
             calls[first.name] += 1
-            yielded = gen.send(first)
+            try:
+                yielded = gen.send(first)
+            except StopIteration as stop:  # the chunk published the outcome itself
+                assert stop.value.batch_id == "b" and state.published[0]["data"]["batch_id"] == "b"
+                calls["published by the chunk"] += 1
+                break
         elif yielded.name == names.PUBLISH_OUTCOME:
-            gen.close()
             assert yielded.input.reruns == calls[names.RUN_CHUNK] - 1
-            assert len(state.items) == yielded.input.reruns  # one progress key per run that left tasks waiting
-            return saved["results"], calls, pauses
+            gen.close()
+            break
         else:
             raise AssertionError(f"unexpected {yielded.name}")
+    assert calls["published by the chunk"] == (not state.publish_fails)
+    if not state.publish_fails:  # published and forgotten: only the record of the outcome is left
+        assert state.items.keys() == {outcome_key("b")}
+    return saved["results"], calls, pauses
 
 
 def test_chain_rejects_early_keeps_input_order_and_calls_each_step_once(monkeypatch):
@@ -194,3 +224,9 @@ def test_a_chunk_whose_activity_failed_reports_its_tasks_failed(monkeypatch):
 def test_the_pause_grows_with_the_attempts(attempts, pause):
     waiting = [chunk_steps.WaitingTask(task_id="a", step=SCORE, attempts=attempts)]
     assert chunk_steps.backoff(waiting) == pause
+
+
+def test_a_batch_of_one_chunk_still_gets_its_outcome_when_the_chunk_cannot_publish(monkeypatch):
+    results, calls, _ = drive(monkeypatch, [task("a")], rules, FakeState(publish_fails=True))
+    assert results[0]["status"] == "completed"
+    assert calls["published by the chunk"] == 0  # drive stopped at the workflow's own publish_outcome
