@@ -4,7 +4,8 @@ The batch is cut into chunks of ``TASKS_PER_CHUNK`` tasks. Each chunk is one ``r
 that takes its tasks through validate -> enrich -> score, one service call per step for the whole
 chunk (``chunk_steps``), and runs again after a durable backoff for tasks whose call failed. This
 workflow runs just enough chunks at once to keep ``max_in_flight`` tasks in progress, keeps
-``done``/``total`` in its custom status, then publishes one outcome.
+``done``/``total`` in its custom status, then publishes one outcome (a batch of one chunk has its
+``run_chunk`` publish it, and publishes here only if that failed).
 
 One activity per chunk, not one per step, and no child workflow: each activity and each workflow costs
 the engine a reminder, state writes and a history replay, and those were most of the CPU per task
