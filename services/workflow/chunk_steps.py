@@ -43,7 +43,7 @@ class ChainRun:
         if task.attempts + 1 >= STEP_ATTEMPTS:
             self.finished.append(aggregate.failed(task.task_id, task.step, error, task.tags))
         else:
-            self.waiting.append(task.model_copy(update={"attempts": task.attempts + 1, "error": error}))
+            self.waiting.append(task.model_copy(update={"attempts": task.attempts + 1}))
 
 
 def from_the_start(tasks: Sequence[Task]) -> list[WaitingTask]:

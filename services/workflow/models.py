@@ -75,7 +75,6 @@ class WaitingTask(BaseModel):
     step: str
     attempts: int = 0
     tags: list[str] | None = None  # the enricher's, for scoring
-    error: str | None = None  # the last failed call's
 
 
 class ChunkRun(BaseModel):

@@ -63,7 +63,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if not args.wait:
         print(accepted["batch_id"])
         return 0
-    ended = wait_until_done(accepted["batch_id"], args.timeout)
+    ended = wait_until_done(accepted["batch_id"], args.timeout)["state"]
     # A terminated or failed workflow's outcome comes from the workflow app within seconds, not at once.
     deadline = time.monotonic() + OUTCOME_GRACE_S
     while (outcome := find_outcome(accepted["batch_id"])) is None and time.monotonic() < deadline:

@@ -77,9 +77,9 @@ def summarize(batch_id: str, state: dict[str, Any] | None,
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.watch:
-        ended = wait_until_done(args.batch_id, args.timeout)
-        print(json.dumps(summarize(args.batch_id, workflow_state(args.batch_id)), indent=2))
-        return 0 if ended == "COMPLETED" else EXIT_REFUSED
+        summary = wait_until_done(args.batch_id, args.timeout)
+        print(json.dumps(summary, indent=2))
+        return 0 if summary["state"] == "COMPLETED" else EXIT_REFUSED
     summary = summarize(args.batch_id, workflow_state(args.batch_id), queue_position)
     print(json.dumps(summary, indent=2))
     return 0 if summary["state"] != "UNKNOWN" else EXIT_REFUSED
@@ -88,9 +88,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 ENDED = ("COMPLETED", "FAILED", "TERMINATED")
 
 
-def wait_until_done(batch_id: str, timeout: float) -> str:
+def wait_until_done(batch_id: str, timeout: float) -> dict[str, Any]:
     """Poll the workflow until it ends, showing its progress on stderr (a live bar on a terminal, plain
-    lines when piped); return how it ended.
+    lines when piped); return its last summary (``summarize``).
 
     A terminated or failed batch still gets an outcome (the workflow app answers for it).
     """
@@ -108,19 +108,12 @@ def wait_until_done(batch_id: str, timeout: float) -> str:
                 time.sleep(0.5)
                 continue
             transient_errors = 0
-            summary = summarize(batch_id, state, queue_position if _queued(state) else lambda _: None)
+            summary = summarize(batch_id, state, queue_position)  # the ledger is read only for a queued batch
             progress.update(summary)
             if summary["state"] in ENDED:
-                return str(summary["state"])
+                return summary
             time.sleep(0.25)  # a poll interval under a deadline
     finally:
         progress.close()
     raise CliError(f"batch {batch_id} has no outcome after {timeout:.0f}s", EXIT_REFUSED)
 
-
-def _queued(state: dict[str, Any] | None) -> bool:
-    try:
-        return bool(json.loads((state or {}).get("properties", {}).get("dapr.workflow.custom_status") or "{}")
-                    .get("queued"))
-    except (ValueError, AttributeError):
-        return False
