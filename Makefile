@@ -37,8 +37,9 @@ run: deps ## start the stack, publish examples/batch.json, print its outcome, st
 	$(BIN)/taskfan stack up --scorers $(SCORERS); \
 	$(BIN)/taskfan publish examples/batch.json --wait
 
-test: deps bench-deps k8s-deps ## unit tests, end-to-end tests on the real stack, then on a real cluster (root)
-	$(BIN)/pytest
+test: venv ## unit tests, end-to-end tests on the real stack, then on a real cluster (root)
+	@bash deploy/background-build.sh start
+	@trap 'bash deploy/background-build.sh stop' EXIT; $(MAKE) --no-print-directory deps && $(BIN)/pytest
 
 unit: venv ## unit tests only (no stack)
 	$(BIN)/pytest tests/unit

@@ -32,9 +32,18 @@ for c in "$@"; do
   esac
 done
 
+# How daprd is built (deploy/dapr/cmd/daprd/main.go: Dapr's stable components plus the SQLite name resolver).
+# A cache whose daprd was built another way (a clone from before, with allcomponents) is built again.
+recipe="stablecomponents+sqlite $(sha256sum "$here/dapr/cmd/daprd/main.go" "$here/dapr/go.mod" | sha256sum | cut -c1-16)"
+
+daprd_current() {
+  [[ -x "$bin/daprd" && $(cat "$bin/RECIPE" 2>/dev/null) == "$recipe" ]] &&
+    "$bin/daprd" --version 2>/dev/null | grep -qx "$DAPR_VERSION"
+}
+
 built() {
   for c in "${commands[@]}"; do [[ -x "$bin/$c" ]] || return 1; done
-  "$bin/daprd" --version 2>/dev/null | grep -qx "$DAPR_VERSION"
+  daprd_current
 }
 
 if built; then echo "$bin"; exit 0; fi
@@ -44,10 +53,10 @@ mkdir -p "$prefix"
 build_lock "$prefix/.lock" "Dapr $DAPR_VERSION"
 if built; then echo "$bin"; exit 0; fi
 
-# The commands to build: all of them, unless the cache holds a daprd of the pinned version, in which case
-# only those missing from it (the daprd build is by far the longest).
+# The commands to build: all of them, unless the cache holds a current daprd, in which case only those missing
+# from it (the daprd build is by far the longest).
 missing=()
-if [[ -x "$bin/daprd" ]] && "$bin/daprd" --version 2>/dev/null | grep -qx "$DAPR_VERSION"; then
+if daprd_current; then
   for c in "${commands[@]}"; do [[ -x "$bin/$c" ]] || missing+=("$c"); done
 else
   missing=("${commands[@]}")
@@ -56,7 +65,7 @@ fi
 src="$prefix/src"
 rm -rf "$src" "$prefix/bin.tmp"
 mkdir -p "$src" "$prefix/bin.tmp"
-cp "$here/dapr/go.mod" "$here/dapr/tools.go" "$src/"
+cp -r "$here/dapr/go.mod" "$here/dapr/tools.go" "$here/dapr/cmd" "$src/"
 [[ -f "$here/dapr/go.sum" ]] && cp "$here/dapr/go.sum" "$src/"
 
 # sum.golang.org is not reachable here; the committed go.sum pins every module hash instead.
@@ -68,24 +77,28 @@ else
   say "adding ${missing[*]} of Dapr $DAPR_VERSION to $bin (about 1 min per command); output in $install_log"
 fi
 cd "$src"
-# allcomponents: the SQLite name resolver (several scorer replicas on one host) is only there.
+# daprd is ./cmd/daprd of the wrapper module (stablecomponents + the SQLite resolver), the others Dapr's own.
+package_of() { if [[ $1 == daprd ]]; then echo ./cmd/daprd; else echo "github.com/dapr/dapr/cmd/$1"; fi; }
+packages=()
+for c in "${missing[@]}"; do packages+=("$(package_of "$c")"); done
 # Loading every package the builds need downloads exactly their modules (`go mod download` would fetch
 # only go.mod files and leave the ~430 module downloads to the first build); the log ends with their list.
 download_modules() {
-  go list -deps -tags allcomponents -f '{{with .Module}}{{.Path}} {{.Version}}{{end}}' \
-    "${missing[@]/#/github.com/dapr/dapr/cmd/}" | sort -u
+  go list -deps -tags stablecomponents -f '{{with .Module}}{{.Path}} {{.Version}}{{end}}' "${packages[@]}" | sort -u
 }
 phase "download Go modules for Dapr $DAPR_VERSION" download_modules
 for c in "${missing[@]}"; do
-  phase "build $c" go build -tags allcomponents -trimpath -ldflags "$ldflags" -o "$prefix/bin.tmp/$c" \
-    "github.com/dapr/dapr/cmd/$c"
+  phase "build $c" go build -tags stablecomponents -trimpath -ldflags "$ldflags" -o "$prefix/bin.tmp/$c" \
+    "$(package_of "$c")"
 done
+[[ " ${missing[*]} " != *" daprd "* ]] || echo "$recipe" >"$prefix/bin.tmp/RECIPE"
 if (( ${#missing[@]} == ${#commands[@]} )); then
   rm -rf "$bin"
   mv "$prefix/bin.tmp" "$bin"
 else
   # Each binary lands under its final name atomically (rename within one directory tree).
   for c in "${missing[@]}"; do mv "$prefix/bin.tmp/$c" "$bin/$c"; done
+  [[ ! -f "$prefix/bin.tmp/RECIPE" ]] || mv "$prefix/bin.tmp/RECIPE" "$bin/RECIPE"
   rm -rf "$prefix/bin.tmp"
 fi
 built || fail "the daprd just built does not report version $DAPR_VERSION ($bin/daprd --version)"

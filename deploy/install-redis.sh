@@ -9,20 +9,15 @@ source "$here/lib.sh"
 
 if ! command -v redis-server >/dev/null; then
   command -v apt-get >/dev/null || fail "redis-server is missing and there is no apt-get here: install Redis yourself"
-  sudo=()
   if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || fail "redis-server is missing; installing it with apt-get needs root or sudo"
-    sudo=(sudo)
+    apt_sudo=(sudo)
     if ! sudo -n true 2>/dev/null; then
       say "apt-get install redis-server needs sudo"
       sudo -v || fail "sudo refused; install redis-server yourself (apt-get install redis-server)"
     fi
   fi
-  # env: sudo drops DEBIAN_FRONTEND from the environment.
-  apt_install() {
-    "${sudo[@]}" apt-get update &&
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
-  }
+  apt_install() { apt_get update && apt_get install -y redis-server; }
   phase "apt-get install redis-server" apt_install
 fi
 command -v redis-server || fail "redis-server is not on PATH ($PATH) even after apt-get install redis-server"

@@ -55,6 +55,21 @@ build_lock() {
   flock -n 9 || { say "another clone is building $2; waiting for its lock ($1)"; flock 9; }
 }
 
+# apt_get ARGS...: apt-get, non-interactive; another apt-get running (a clone installing redis-server, the
+# background build of `make test`) is waited for, up to 10 min, instead of failing on its lock. As root, or
+# through sudo when $apt_sudo is (sudo): `env` because sudo drops DEBIAN_FRONTEND from the environment.
+apt_sudo=()
+apt_get() {
+  local try
+  for try in {1..120}; do
+    "${apt_sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" && return 0
+    pgrep -x 'apt-get|dpkg' >/dev/null || return 1  # a real failure, not a held lock
+    echo "apt-get $1: waiting for another apt-get to finish ($try)"
+    sleep 5
+  done
+  return 1
+}
+
 # required_version GO_MOD MODULE: the version (without its v) a wrapper module's go.mod requires of MODULE.
 required_version() {
   local version

@@ -101,9 +101,7 @@ hash_of() { sha256sum | cut -c1-16; }
 
 # --- tools ------------------------------------------------------------------------------------------------
 if ! command -v mmdebstrap >/dev/null; then
-  apt_install() {
-    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap
-  }
+  apt_install() { apt_get update && apt_get install -y --no-install-recommends mmdebstrap; }
   phase "apt-get install mmdebstrap" apt_install
 fi
 

@@ -68,17 +68,6 @@ if all_done; then echo "$bin"; exit 0; fi
 mapfile -t missing_pkgs < <(apt_missing)
 if (( ${#missing_pkgs[@]} )); then
   # No service is started here (no systemd); cluster.sh runs etcd and containerd with their own config.
-  # Another apt-get may be running (a clone installing redis-server): wait for its locks, up to 10 min.
-  apt_get() {
-    local try
-    for try in {1..120}; do
-      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" && return 0
-      pgrep -x 'apt-get|dpkg' >/dev/null || return 1  # a real failure, not a held lock
-      echo "apt-get $1: waiting for another apt-get to finish ($try)"
-      sleep 5
-    done
-    return 1
-  }
   apt_install() { apt_get update && apt_get install -y --no-install-recommends "${missing_pkgs[@]}"; }
   phase "apt-get install ${missing_pkgs[*]}" apt_install
 fi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import uuid
@@ -31,16 +30,13 @@ from taskfan.contracts import (
     TaskBatch,
     describe_validation_error,
 )
+from taskfan.http_doors import Doors, error
 
 log = logging.getLogger(__name__)
 
 
 def new_batch_id() -> str:
     return f"batch-{uuid.uuid4().hex}"
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 class RejectedBatch(ValueError):
@@ -86,47 +82,6 @@ def first_line(exc: Exception) -> str:
     details = getattr(exc, "details", None)
     text = details() if callable(details) else str(exc)
     return (text or type(exc).__name__).strip().splitlines()[0][:300]
-
-
-class Doors:
-    """Who may use the API: ``POST /batches`` needs the stack's bearer token, and every request must name
-    this server in its ``Host`` (a page in a browser that rebinds some DNS name to 127.0.0.1 cannot).
-    Refusals are logged once per client address and reason.
-    """
-
-    def __init__(self, token: str, hosts: set[str]) -> None:
-        self.token = token.encode()
-        self.hosts = hosts
-        self._logged: set[tuple[str, str]] = set()
-
-    def host_refusal(self, request: Request) -> JSONResponse | None:
-        host = request.headers.get("host", "")
-        if host in self.hosts:
-            return None
-        self._log(request, "host")
-        return error(421, f"Host {host!r} is not this server ({' or '.join(sorted(self.hosts))}); refused")
-
-    def token_refusal(self, request: Request) -> JSONResponse | None:
-        if not self.token:
-            return None
-        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), self.token):
-            return None
-        self._log(request, "token")
-        response = error(401, "send the stack's ingest token as `Authorization: Bearer <token>` (the CLI does; "
-                              "the token is `ingest-token` in .taskfan/secrets/secrets.json)")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    def _log(self, request: Request, reason: str) -> None:
-        client = request.client.host if request.client else "?"
-        if (client, reason) not in self._logged:
-            self._logged.add((client, reason))
-            log.warning("request refused", extra={"client": client, "reason": reason, "path": request.url.path})
-
-
-def local_hosts(port: int) -> set[str]:
-    return {f"127.0.0.1:{port}", f"localhost:{port}"}
 
 
 def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | None = None, *,

@@ -2,9 +2,10 @@
 
 import uvicorn
 
-from services.ingest.api import create_api, local_hosts
+from services.ingest.api import create_api
 from taskfan import logs
 from taskfan.contracts import AppId
+from taskfan.http_doors import local_hosts
 from taskfan.settings import Settings
 
 

@@ -63,7 +63,7 @@ class Scorer:
             # Room for the model's slots and as many tasks again waiting, so that a slot that frees up has its
             # next task at hand; a call bigger than that is refused only while other work is here.
             if body.get("may_refuse") and self.accepted and self.accepted + len(tasks) > 2 * self.slots:
-                return {"busy": True, **me}
+                return {"busy": True, "in_progress": self.accepted, **me}
             self.accepted += len(tasks)
         try:
             futures = [self.model.submit(self._timed, task) for task in tasks]
@@ -71,8 +71,10 @@ class Scorer:
         finally:
             with self.lock:
                 self.accepted -= len(tasks)
+                in_progress = self.accepted  # the other calls' tasks, for the console's scorers page
         model_s = sum(seconds for _, seconds in done)
-        return {"results": [result for result, _ in done], "task_ms": 1000 * model_s / max(1, len(done)), **me}
+        return {"results": [result for result, _ in done], "task_ms": 1000 * model_s / max(1, len(done)),
+                "in_progress": in_progress, **me}
 
     def _timed(self, task: dict[str, Any]) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()

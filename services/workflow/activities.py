@@ -8,14 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import admission, aggregate, chunk_steps, ledger_store, scoring, step_client
+from services.workflow import admission, aggregate, chunk_steps, ledger_store, live, scoring, step_client
 from services.workflow.models import (
     Admission,
     AdmissionRequest,
@@ -94,7 +95,9 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
             raise LookupError(f"run {inp.run - 1} of chunk {chunk.index} of batch {chunk.batch_id} left no "
                               "progress in the state store")
         earlier = ChunkProgress.model_validate_json(item.data)
-    run = await chunk_steps.run_chain(tasks, earlier.waiting, STEPS)
+    run = await chunk_steps.run_chain(tasks, earlier.waiting, _watched(chunk.batch_id))
+    live.batches.finished(chunk.batch_id, run.finished)
+    live.batches.moving(chunk.batch_id, live.WAITING, (task.task_id for task in run.waiting))
     finished = [*earlier.finished, *run.finished]
     if run.waiting:
         await _client().save_state(STATESTORE, progress_key(chunk.batch_id, chunk.index, inp.run),
@@ -134,6 +137,20 @@ async def _score(requests: list[ScoreRequest]) -> list[StepAnswer]:
 STEPS = chunk_steps.Steps(validate=_validate, enrich=_enrich, score=_score)
 
 
+def _watched(batch_id: str) -> chunk_steps.Steps:
+    """STEPS, telling the console's live view (``live``) which tasks each call is for as it starts."""
+
+    def telling(stage: str, call: Callable[[list[Any]], Awaitable[list[StepAnswer]]]) -> Any:
+        async def step(items: list[Any]) -> list[StepAnswer]:
+            live.batches.moving(batch_id, stage, (item.task_id for item in items))
+            return await call(items)
+        return step
+
+    return chunk_steps.Steps(validate=telling(chunk_steps.VALIDATE, STEPS.validate),
+                             enrich=telling(chunk_steps.ENRICH, STEPS.enrich),
+                             score=telling(chunk_steps.SCORE, STEPS.score))
+
+
 async def _load_tasks(chunk: ChunkRef, client: DaprClient | None = None) -> list[Task]:
     """A chunk's tasks from the state store."""
     item = await (client or _client()).get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
@@ -146,7 +163,9 @@ async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsIn
     """``run_chunk`` itself failed (its retries spent): each of the chunk's tasks is reported failed."""
     chunk = ChunkRef(batch_id=inp.batch_id, index=inp.index)
     tasks = await _load_tasks(chunk)
-    return await _save_results(chunk, [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks])
+    results = [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks]
+    live.batches.finished(inp.batch_id, results)
+    return await _save_results(chunk, results)
 
 
 async def _save_results(chunk: ChunkRef, results: list[TaskResult]) -> ChunkSummary:
@@ -166,6 +185,7 @@ async def _publish_and_forget(inp: PublishInput) -> OutcomeSummary:
     summary = await publish_results(_client(), inp, lambda index: f"the results of chunk {index} were lost "
                                                                   "from the state store")
     await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
+    live.batches.forget(inp.batch_id)
     keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
     keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
     await asyncio.gather(*(_client().delete_state(STATESTORE, key) for key in keys))

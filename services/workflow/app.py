@@ -1,4 +1,5 @@
-"""workflow transport: the ``tasks`` subscription and the workflow worker, in one Dapr app.
+"""workflow transport: the ``tasks`` subscription, the workflow worker and the console's questions, in one
+Dapr app.
 
 The subscription asks Dapr for the raw message (``rawPayload``) so that every malformed event,
 even one that is not JSON, reaches the intake and is answered with a dead-letter record.
@@ -12,7 +13,8 @@ from dapr.clients import DaprClient
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient
 
-from services.workflow import metrics, reconciler
+from services.workflow import console_api, metrics, reconciler
+from services.workflow.console_api import ConsoleAnswers
 from services.workflow.intake import BatchIntake
 from services.workflow.worker import create_runtime
 from taskfan.contracts import MAX_MESSAGE_BYTES, PUBSUB, TASKS_TOPIC, UNDELIVERABLE_TOPIC, AppId
@@ -23,8 +25,9 @@ from taskfan.settings import Settings
 def configure(app: App, settings: Settings) -> Callable[[], None]:
     runtime = create_runtime()
     runtime.start()
-    intake = BatchIntake(DaprWorkflowClient(logger_options=sdk_logger_options()),
-                         DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES), settings)
+    workflows = DaprWorkflowClient(logger_options=sdk_logger_options())
+    dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
+    intake = BatchIntake(workflows, dapr, settings)
     app.subscribe(
         PUBSUB, TASKS_TOPIC,
         metadata={"rawPayload": "true"},
@@ -33,6 +36,7 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     )(intake.on_event)
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
+    console_api.configure(app, ConsoleAnswers(dapr, workflows))
     stop_reconciler = reconciler.start()
     metrics_server = metrics.serve(settings)
 

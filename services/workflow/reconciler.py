@@ -19,7 +19,7 @@ from dapr.aio.clients import DaprClient
 from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import activities, ledger_store, metrics
+from services.workflow import activities, ledger_store, live, metrics
 from services.workflow.admission import Entry
 from services.workflow.models import BatchFailure, BatchProgress, PublishInput
 from taskfan.contracts import MAX_MESSAGE_BYTES
@@ -90,6 +90,7 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
         if reason is not None:
             await answer(client, entry, reason)
         await ledger_store.release(client, workflows, entry.batch_id)
+        live.batches.forget(entry.batch_id)
     metrics.record(ledger, done)
 
 

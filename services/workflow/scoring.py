@@ -44,15 +44,22 @@ TASK_TIME_WEIGHT = 0.2  # of a new answer in the running mean of the model's tim
 @dataclass
 class ScorerView:
     """What the scorers' answers tell: each replica's slots (and when it last answered), the model's time
-    per task, and how many one-task calls are in flight."""
+    per task, and how many one-task calls are in flight; for the console, each replica's tasks scored
+    (through this process) and in progress (as it last said)."""
 
     replicas: dict[str, tuple[int, float]] = field(default_factory=dict)
     task_s: float | None = None
     in_flight: int = 0
+    scored: dict[str, int] = field(default_factory=dict)
+    in_progress: dict[str, int] = field(default_factory=dict)
 
-    def learn(self, said: dict[str, Any], now: float) -> None:
+    def learn(self, said: dict[str, Any], now: float, scored: int = 0) -> None:
         if isinstance(said.get("replica"), str) and isinstance(said.get("slots"), int):
-            self.replicas[said["replica"]] = (said["slots"], now)
+            replica = said["replica"]
+            self.replicas[replica] = (said["slots"], now)
+            self.scored[replica] = self.scored.get(replica, 0) + scored
+            if isinstance(said.get("in_progress"), int):
+                self.in_progress[replica] = said["in_progress"]
         task_ms = said.get("task_ms")
         if isinstance(task_ms, int | float) and task_ms >= 0:
             seconds = task_ms / 1000
@@ -67,6 +74,12 @@ class ScorerView:
         score them all within ``FAST_CALL_S`` (splitting them over replicas could not gain more)."""
         live = self.live(now)
         return self.task_s is not None and bool(live) and tasks * self.task_s / min(live) <= FAST_CALL_S
+
+    def report(self, now: float) -> list[dict[str, Any]]:
+        """Each replica heard from lately: the console's scorers page."""
+        return [{"replica": replica, "slots": slots, "seen_s_ago": round(now - seen, 1),
+                 "scored": self.scored.get(replica, 0), "in_progress": self.in_progress.get(replica, 0)}
+                for replica, (slots, seen) in sorted(self.replicas.items()) if now - seen <= SEEN_S]
 
     def may_send(self, now: float) -> bool:
         live = self.live(now)
@@ -83,8 +96,8 @@ class Dispatcher:
     async def score(self, payload: list[dict[str, Any]]) -> list[StepAnswer]:
         if self.view.fast(len(payload), time.monotonic()):
             answers, said = await step_client.request(AppId.SCORER, "score", payload)
-            self.view.learn(said, time.monotonic())
             assert answers is not None
+            self.view.learn(said, time.monotonic(), scored=len(answers))
             return answers
         calls = await asyncio.gather(*(self._one(task) for task in payload))
         return [answer for answers in calls for answer in answers]
@@ -96,16 +109,16 @@ class Dispatcher:
             while True:
                 insist = refused_since is not None and time.monotonic() - refused_since > INSIST_AFTER_S
                 answers, said = await step_client.request(AppId.SCORER, "score", [task], may_refuse=not insist)
-                await self._learn(said)
+                await self._learn(said, scored=len(answers or ()))
                 if answers is not None:
                     return answers
                 refused_since = refused_since or time.monotonic()
                 await asyncio.sleep(random.uniform(pause / 2, pause))
                 pause = min(pause * 1.5, REFUSED_PAUSE_S[1], max(REFUSED_PAUSE_S[0], (self.view.task_s or 0) / 2))
 
-    async def _learn(self, said: dict[str, Any]) -> None:
+    async def _learn(self, said: dict[str, Any], scored: int) -> None:
         known = len(self.view.replicas)
-        self.view.learn(said, time.monotonic())
+        self.view.learn(said, time.monotonic(), scored)
         if len(self.view.replicas) > known:  # a newly found replica makes room
             changed = self._condition()
             async with changed:

@@ -24,6 +24,9 @@ DEADLETTER_TOPIC = "tasks-deadletter"
 # turns each into a record on DEADLETTER_TOPIC in Taskfan's shape.
 UNDELIVERABLE_TOPIC = "tasks-undeliverable"
 
+# The workflow app's methods the console calls (service invocation; only the console may).
+CONSOLE_BATCHES, CONSOLE_BATCH, CONSOLE_TERMINATE = "console-batches", "console-batch", "console-terminate"
+
 TASK_BATCH_EVENT_TYPE = "io.taskfan.task-batch.v1"
 OUTCOME_EVENT_TYPE = "io.taskfan.batch-outcome.v1"
 DEADLETTER_EVENT_TYPE = "io.taskfan.dead-letter.v1"
@@ -35,6 +38,7 @@ class AppId(StrEnum):
     VALIDATOR = "validator"
     ENRICHER = "enricher"
     SCORER = "scorer"
+    CONSOLE = "console"
 
 
 # Limits keep one batch (and so one workflow input) well under the 4 MiB gRPC message cap

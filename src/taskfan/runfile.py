@@ -83,6 +83,13 @@ class RunFile(_Strict):
     def ingest_url(self) -> str:
         return f"http://{self.common.api_listen_addresses}:{self.ingest_port()}"
 
+    def console_port(self) -> int:
+        """Where the web console listens: its ``CONSOLE_PORT``, else the console app's own default."""
+        return int(self.env_for(self.app("console")).get("CONSOLE_PORT", Settings.console_port))
+
+    def console_url(self) -> str:
+        return f"http://{self.common.api_listen_addresses}:{self.console_port()}"
+
     def dapr_http_url(self, app_id: str) -> str:
         """An app's sidecar HTTP API (the first replica's, for a scaled app)."""
         return f"http://{self.common.api_listen_addresses}:{self.app(app_id).dapr_http_port}"

@@ -29,6 +29,10 @@ class Settings:
     ingest_hosts: str = ""
     # Where clients (the CLI) find a running stack; empty: from the dapr.yaml of the checkout.
     ingest_url: str = ""
+    # The web console (services/console): its address, and other Host headers it answers (as INGEST_HOSTS).
+    console_host: str = "127.0.0.1"
+    console_port: int = 8090
+    console_hosts: str = ""
     workflow_dapr_url: str = ""
     # Scorer behaviour: a slow model emulated with a non-blocking delay and a per-replica cap.
     score_delay_ms: int = 0
@@ -95,7 +99,7 @@ class Settings:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be >= 0")
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
-                     "ingest_port"):
+                     "ingest_port", "console_port"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 

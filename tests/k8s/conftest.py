@@ -2,7 +2,8 @@
 
 One cluster for the whole session, brought up by the README's own command (`deploy/k8s/up.sh`, which is
 `make k8s-up`: the cluster, the images, Dapr's control plane, KEDA, Taskfan's chart); `make test` builds
-what it needs first (`make k8s-deps`, once per machine). The last test module stops the cluster and
+what it needs first (`make k8s-deps`, once per machine; `make test` in the background, deploy/background-build.sh,
+and the fixture below waits for that build). The last test module stops the cluster and
 checks the host is as it was. Without root these tests fail, loudly; they are never skipped.
 """
 
@@ -77,7 +78,9 @@ def _root() -> None:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The cluster with Dapr, KEDA and Taskfan ready, as `make k8s-up` leaves it; stopped at the end."""
+    # Each waits for the build `make test` runs in the background (its lock), or builds, once per machine.
     bin_dir = Path(run("bash", REPO / "deploy" / "k8s" / "install-k8s.sh", timeout=3600).stdout.split()[-1])
+    run("bash", REPO / "deploy" / "images" / "build.sh", timeout=3600)
     sets = [arg for value in CHART_VALUES for arg in ("--set", value)]
     try:
         up = run("bash", UP_SH, *sets, timeout=1500, check=False)

@@ -55,6 +55,9 @@ def web_pods(cluster: Cluster, namespace: str) -> list[str]:
                            "-o", "jsonpath={.items[*].metadata.name}").split()
 
 
+# func_only: the first test sets the cluster up, and on a fresh machine that waits for its binaries and images,
+# built in the background meanwhile (deploy/background-build.sh); the fixture's own steps have their timeouts.
+@pytest.mark.timeout(600, func_only=True)
 def test_node_is_ready(cluster: Cluster) -> None:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
     assert len(nodes) == 1

@@ -71,12 +71,13 @@ def test_a_full_scorer_refuses_a_call_that_may_be_refused_and_says_who_it_is():
     while scorer.accepted < 2:
         threading.Event().wait(0.005)
     refused = scorer.score({"tasks": [{"task_id": "t3", "tags": []}], "may_refuse": True})
-    assert refused == {"busy": True, "replica": "scorer-7", "slots": 1}
+    assert refused == {"busy": True, "replica": "scorer-7", "slots": 1, "in_progress": 2}
     for call in calls:
         call.join()
     answered = scorer.score({"tasks": [{"task_id": "t4", "tags": ["backend"]}], "may_refuse": True})
     assert answered["results"] == [{"task_id": "t4", "score": 55}]
     assert answered["replica"] == "scorer-7" and answered["slots"] == 1 and answered["task_ms"] >= 200
+    assert answered["in_progress"] == 0  # nothing else accepted: the console's scorers page shows it
 
 
 def test_a_full_scorer_queues_a_call_that_may_not_be_refused():

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from taskfan.cli.common import CliError
+from taskfan.cli.console import cmd_console
 from taskfan.cli.local_stack import cmd_stack
 from taskfan.cli.outcomes import cmd_outcomes
 from taskfan.cli.publish import cmd_publish
@@ -52,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
                          "time left), plain lines when piped; exit 0 if it completed")
     st.add_argument("--timeout", type=float, default=3600, help="seconds to watch (default 3600)")
     st.set_defaults(func=cmd_status)
+
+    con = sub.add_parser("console", help="print the web console's sign-in link for the running stack")
+    con.add_argument("--open", action="store_true", help="and open it in a browser")
+    con.set_defaults(func=cmd_console)
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
     stk.add_argument("action", choices=["up", "down", "status", "scale", "restart", "env"],

@@ -59,6 +59,7 @@ class Stack:
         self.name_resolution_db = self.run_dir / "name-resolution.db"
         self.state_path = self.run_dir / "stack.json"
         self.ingest_url = self.run_file.ingest_url()
+        self.console_url = self.run_file.console_url()
         self.workflow = self.topology.instance("workflow")
         self._secrets: stack_secrets.StackSecrets | None = None
         self.mtls = Mtls(self.run_dir)
@@ -133,14 +134,16 @@ class Stack:
             self.down(progress=lambda _: None)
             raise
         state.save(self.state_path)
-        progress(f"stack is up: ingest API {self.ingest_url}, {scorers} scorer(s), logs in {self.logs_dir}")
+        progress(f"stack is up: ingest API {self.ingest_url}, console {self.console_url} (`taskfan console`), "
+                 f"{scorers} scorer(s), logs in {self.logs_dir}")
         return state
 
     def check_ports_free(self, instances: list[Instance], control_plane: bool = True) -> None:
         ports = [*self.topology.sentry_ports, *self.topology.placement_ports, *self.topology.scheduler_ports,
-                 self.topology.ingest_port] if control_plane else []
+                 ] if control_plane else []
         for instance in instances:
             ports += instance.ports + ([instance.app_port] if instance.app_port else [])
+            ports += self.topology.web_ports(instance.app_id)
         busy = [f"{p} ({port_owner(p) or 'owner not visible'})" for p in ports if port_open(p)]
         if busy:
             raise StackError(f"ports already in use: {', '.join(busy)}; `make down` stops a Taskfan stack, "
@@ -317,7 +320,7 @@ class Stack:
             "APP_PORT": str(instance.app_port or ""),
             "TASKFAN_REPLICA": instance.label.rsplit("-", 1)[-1] if instance.name else "0",
         }
-        app_ports = [instance.app_port] if instance.app_port else [self.topology.ingest_port]
+        app_ports = ([instance.app_port] if instance.app_port else []) + self.topology.web_ports(instance.app_id)
         self.spawn(state, instance.label, list(instance.command), env, ports=app_ports, cwd=instance.app_dir)
         self.start_daprd(state, instance, bin_dir)
 

@@ -73,6 +73,8 @@ def wait_app(stack: Stack, state: StackState, instance: Instance, bin_dir: Path)
         wait_until(lambda: port_open(instance.app_port), f"{instance.label} app port", alive=both_alive)
     if instance.app_id == AppId.INGEST:
         wait_until(lambda: http_status(f"{stack.ingest_url}/healthz") == 200, "ingest API", alive=both_alive)
+    if instance.app_id == AppId.CONSOLE:
+        wait_until(lambda: http_status(f"{stack.console_url}/healthz") == 200, "console", alive=both_alive)
 
 
 def registered(stack: Stack, instance: Instance) -> bool:

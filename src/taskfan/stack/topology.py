@@ -72,6 +72,10 @@ class Topology:
     def ingest_port(self) -> int:
         return self.run_file.ingest_port()
 
+    def web_ports(self, app_id: str) -> list[int]:
+        """The HTTP ports an app serves to people and clients, not to its sidecar (ingest's API, the console)."""
+        return {AppId.INGEST: [self.ingest_port], AppId.CONSOLE: [self.run_file.console_port()]}.get(app_id, [])
+
     def instance(self, app_id: str, replica: int | None = None) -> Instance:
         """The app's process; ``replica`` numbers a scaled app's copies (the scorer's)."""
         app = self.run_file.app(app_id)

@@ -1,0 +1,147 @@
+"""console process: the web console (``web``, on CONSOLE_PORT) and its Dapr app (app id ``console``).
+
+Its sidecar brings it every batch on ``tasks``, every outcome and every dead-letter record (its own
+subscriptions, so it sees batches from any publisher: ingest, the Dapr API, a raw Redis client), carries
+its questions to the workflow app (service invocation) and publishes the re-runs it is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from dapr.clients import DaprClient
+from dapr.clients.grpc._response import TopicEventResponse
+from dapr.ext.grpc import App
+
+from services.console.records import BatchBook
+from services.console.watch import Watcher
+from services.console.web import create_console
+from taskfan import events
+from taskfan.contracts import (
+    CONSOLE_BATCH,
+    CONSOLE_BATCHES,
+    CONSOLE_TERMINATE,
+    DEADLETTER_TOPIC,
+    MAX_MESSAGE_BYTES,
+    OUTCOMES_TOPIC,
+    PUBSUB,
+    TASK_BATCH_EVENT_TYPE,
+    TASKS_TOPIC,
+    AppId,
+    Outcome,
+    TaskBatch,
+)
+from taskfan.dapr_app import serve
+from taskfan.http_doors import local_hosts
+from taskfan.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowApp:
+    """The workflow app's console methods, through the console's sidecar."""
+
+    def __init__(self, dapr: DaprClient) -> None:
+        self.dapr = dapr
+
+    def ask(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = self.dapr.invoke_method(AppId.WORKFLOW, method, data=json.dumps(body),
+                                         content_type="application/json", timeout=10)
+        return json.loads(answer.data)
+
+    def batches(self) -> dict[str, Any]:
+        return self.ask(CONSOLE_BATCHES, {})
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        return self.ask(CONSOLE_BATCH, {"batch_id": batch_id})
+
+    def terminate(self, batch_id: str) -> dict[str, Any]:
+        return self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id})
+
+
+class Subscriptions:
+    """What the topics tell the book. Every event is acknowledged: one the console cannot read is the
+    workflow's to answer (it dead-letters malformed batches), not the console's to retry."""
+
+    def __init__(self, book: BatchBook) -> None:
+        self.book = book
+
+    def on_tasks(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
+        try:
+            self.book.accepted(events.decode(event.data, TaskBatch))
+        except events.EventError:
+            pass
+        return TopicEventResponse("success")
+
+    def on_outcome(self, event) -> TopicEventResponse:  # noqa: ANN001
+        try:
+            self.book.finished(events.decode(event.data, Outcome))
+        except events.EventError as exc:
+            log.warning("unreadable outcome", extra={"error": str(exc)})
+        return TopicEventResponse("success")
+
+    def on_dead_letter(self, event) -> TopicEventResponse:  # noqa: ANN001
+        record = events.loads_lenient(event.data)
+        data = record.get("data") if isinstance(record, dict) else None
+        refused = data.get("event") if isinstance(data, dict) else None
+        batch_id = _batch_id_in(refused)
+        if batch_id is not None and isinstance(data, dict):
+            self.book.dead_lettered(batch_id, str(data.get("reason", "dead-lettered")))
+        return TopicEventResponse("success")
+
+
+def _batch_id_in(refused: object) -> str | None:
+    """The batch id in a dead-lettered event: the event itself, its CloudEvent data, or a batch record."""
+    for candidate in (refused, refused.get("data") if isinstance(refused, dict) else None):
+        if isinstance(candidate, dict) and isinstance(candidate.get("batch_id"), str):
+            return candidate["batch_id"]
+    return None
+
+
+def configure(app: App, settings: Settings) -> Callable[[], None]:
+    if not settings.ingest_token and settings.locked:
+        raise SystemExit("INGEST_TOKEN is not set: the console never runs without authentication "
+                         "(`taskfan stack up` generates the stack's token)")
+    dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
+    book = BatchBook()
+    subscriptions = Subscriptions(book)
+    raw = {"rawPayload": "true"}
+    app.subscribe(PUBSUB, TASKS_TOPIC, metadata=raw)(subscriptions.on_tasks)
+    app.subscribe(PUBSUB, OUTCOMES_TOPIC, metadata=raw)(subscriptions.on_outcome)
+    app.subscribe(PUBSUB, DEADLETTER_TOPIC, metadata=raw)(subscriptions.on_dead_letter)
+    workflow = WorkflowApp(dapr)
+    watcher = Watcher(workflow.batches)
+    watcher.start()
+
+    def publish(batch: TaskBatch) -> None:
+        dapr.publish_event(PUBSUB, TASKS_TOPIC, events.encode(TASK_BATCH_EVENT_TYPE, batch, source=AppId.CONSOLE,
+                                                             subject=batch.batch_id),
+                           data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+
+    hosts = local_hosts(settings.console_port) | set(Settings.comma_list(settings.console_hosts))
+    web = create_console(book, watcher, workflow, publish, token=settings.ingest_token, hosts=hosts)
+    server = uvicorn.Server(uvicorn.Config(web, host=settings.console_host, port=settings.console_port,
+                                           log_config=None, access_log=False, timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, name="console-web", daemon=True)
+    thread.start()
+    log.info("console on http", extra={"address": f"{settings.console_host}:{settings.console_port}"})
+
+    def shutdown() -> None:
+        server.should_exit = True
+        thread.join(timeout=5)
+        watcher.stop()
+
+    return shutdown
+
+
+def main() -> None:
+    serve(AppId.CONSOLE, configure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The console's questions to the workflow app, through Dapr service invocation (``services/console`` asks;
+the Configuration's access control lets no other app call these methods).
+
+The workflow app is where the answers are: the admission ledger (every running and queued batch), each
+batch workflow's custom status (its counts), the live view of the tasks its activities are moving
+(``live``), and the scorer replicas as their answers describe them (``scoring``). Handlers only read and
+encode; terminating goes through Dapr's workflow API, and the reconciler then publishes the batch's
+outcome (every unfinished task failed, "terminated") as for any workflow ended early.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dapr.clients import DaprClient
+from dapr.ext.grpc import App
+from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
+
+from services.workflow import live, scoring
+from services.workflow.admission import Ledger
+from services.workflow.models import BatchProgress
+from taskfan.contracts import ADMISSION_LEDGER_KEY, CONSOLE_BATCH, CONSOLE_BATCHES, CONSOLE_TERMINATE, STATESTORE
+from taskfan.dapr_app import json_method
+
+
+class ConsoleAnswers:
+    def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient) -> None:
+        self.dapr = dapr
+        self.workflows = workflows
+
+    def ledger(self) -> Ledger:
+        item = self.dapr.get_state(STATESTORE, ADMISSION_LEDGER_KEY)
+        return Ledger.model_validate_json(item.data) if item.data else Ledger()
+
+    def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
+        """The workflow's runtime status (None: no such workflow) and its counts, if it reported any."""
+        state = self.workflows.get_workflow_state(batch_id, fetch_payloads=True)
+        if state is None:
+            return None, None
+        try:
+            counts = BatchProgress.model_validate_json(state.serialized_custom_status or "")
+        except ValueError:
+            counts = None
+        return state.runtime_status.name.lower(), counts
+
+    def batches(self, _: dict[str, Any]) -> dict[str, Any]:
+        """Running and queued batches with their counts; the stages and scorers of the whole stack."""
+        ledger = self.ledger()
+        running = []
+        for entry in ledger.running:
+            _, counts = self.progress(entry.batch_id)
+            running.append({"batch_id": entry.batch_id, "total": entry.total, "since": entry.since,
+                            **(counts.model_dump(exclude={"total", "queued"}) if counts else {})})
+        queued = [{"batch_id": e.batch_id, "total": e.total, "since": e.since, "position": i + 1}
+                  for i, e in enumerate(ledger.queue)]
+        now = time.monotonic()
+        return {"running": running, "queued": queued, "cap": ledger.cap,
+                "finished_tasks": live.batches.finished_tasks, "stages": live.batches.stage_counts(),
+                "scorers": scoring.dispatcher.view.report(now), "calls_in_flight": scoring.dispatcher.view.in_flight}
+
+    def batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""
+        batch_id = str(body["batch_id"])
+        status, counts = self.progress(batch_id)
+        ledger = self.ledger()
+        entry = ledger.find(batch_id)
+        return {"batch_id": batch_id, "status": status, "counts": counts.model_dump() if counts else None,
+                "position": ledger.position(batch_id), "since": entry.since if entry else None,
+                "tasks": live.batches.view(batch_id)}
+
+    def terminate(self, body: dict[str, Any]) -> dict[str, Any]:
+        batch_id = str(body["batch_id"])
+        status, _ = self.progress(batch_id)
+        if status not in {WorkflowStatus.RUNNING.name.lower(), WorkflowStatus.PENDING.name.lower(),
+                          WorkflowStatus.SUSPENDED.name.lower()}:
+            return {"terminated": False, "status": status,
+                    "reason": "no such batch is running" if status is None else f"the batch is {status}"}
+        self.workflows.terminate_workflow(batch_id)
+        return {"terminated": True, "status": status}
+
+
+def configure(app: App, answers: ConsoleAnswers) -> None:
+    app.method(CONSOLE_BATCHES)(json_method(answers.batches))
+    app.method(CONSOLE_BATCH)(json_method(answers.batch))
+    app.method(CONSOLE_TERMINATE)(json_method(answers.terminate))

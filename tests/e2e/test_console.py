@@ -1,0 +1,150 @@
+"""The web console on the real stack, in a real browser: Debian's chromium driven by Playwright.
+
+Signs in with the link `taskfan console` prints; watches a batch published by curl's way (ingest's API)
+reach 100 % on the batches page without a reload; opens it and sees each task's final stage as the outcome
+on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers page.
+Screenshots of every page go to .taskfan/e2e/screenshots/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from taskfan.settings import Settings
+from taskfan.stack import Stack
+
+from .conftest import E2E_RUN_DIR, E2E_SCORERS, FAIL_PATTERN
+from .helpers import REPO_ROOT, cli, frozen, lesson_tasks, post_batch, wait_outcome
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOTS = E2E_RUN_DIR / "screenshots"
+STAGE_OF_STATUS = {"completed": "done", "rejected": "rejected", "failed": "failed"}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Debian's chromium, installed like redis-server (make test installs it in the background meanwhile).
+    done = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "install-chromium.sh")], capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=done.stdout.split()[-1], args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    link = cli("console")
+    assert link.returncode == 0, link.stderr
+    assert link.stdout.strip().startswith(f"{stack.console_url}/login?token=")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(link.stdout.strip())
+    expect(page.locator("h1")).to_have_text("Batches")  # signed in, and the token left the address bar
+    assert "token" not in page.url
+    yield page
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))  # the viewport: a 1,500-task page is 67,000 px tall
+
+
+def mixed_tasks(prefix: str, count: int) -> list[dict[str, str]]:
+    """Mostly tasks that complete, every 10th rejected by validation, every 25th failing at the scorer."""
+    tasks = lesson_tasks(prefix, count)
+    for i, task in enumerate(tasks):
+        if i % 10 == 3:
+            task["title"] = "x"
+        elif i % 25 == 7:
+            task["task_id"] += FAIL_PATTERN.lstrip("*")
+    return tasks
+
+
+def test_a_batch_reaches_100_percent_live_and_its_page_shows_each_tasks_final_stage(
+        page: Page, settings: Settings, redis_client: redis.Redis, batch_id: str) -> None:
+    page.evaluate("window.notReloaded = true")
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": mixed_tasks(batch_id, 1500)}).status_code == 202
+    row = page.locator(f'tr[data-batch="{batch_id}"]')
+    expect(row).to_be_visible(timeout=30_000)  # it appears without a reload (server-sent events)...
+    expect(row.locator("[data-percent]")).to_have_attribute("data-percent", "100", timeout=120_000)  # ... and ends
+    assert page.evaluate("window.notReloaded") is True
+    outcome = wait_outcome(redis_client, batch_id)
+    expect(row.locator(".state")).to_have_text("failed")  # some tasks failed, as the outcome says
+    shot(page, "batches")
+
+    row.locator("a").first.click()
+    expect(page.locator("h1")).to_have_text(f"Batch {batch_id}")
+    stages = page.locator("#tasks tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.task, r.dataset.stage])")
+    assert stages == [[r["task_id"], STAGE_OF_STATUS[r["status"]]] for r in outcome["results"]]
+    failed = outcome["failed"]
+    assert failed > 0 and outcome["rejected"] > 0
+    expect(page.locator("#summary .counts")).to_contain_text(f"failed {failed}")
+    shot(page, "batch")
+
+    # Re-run the failed tasks from the page: a new batch of just those, linked to this one.
+    page.get_by_role("button", name=f"Re-run the {failed} failed tasks").click()
+    page.wait_for_url("**/batches/*.retry-*")
+    rerun_id = page.url.rsplit("/", 1)[-1]
+    expect(page.locator("#state")).to_have_text("failed", timeout=120_000)  # they fail again (the pattern)
+    assert [r["task_id"] for r in wait_outcome(redis_client, rerun_id)["results"]] == [
+        r["task_id"] for r in outcome["results"] if r["status"] == "failed"]
+    expect(page.locator("#summary")).to_contain_text(f"{failed}/{failed}")
+
+
+def test_terminate_a_running_batch_from_its_page(page: Page, stack: Stack, settings: Settings,
+                                                  redis_client: redis.Redis, batch_id: str) -> None:
+    scorers = [f"scorer-{i}" for i in range(E2E_SCORERS)]
+    with frozen(stack, scorers):  # hung scorers: the batch stays at the score step
+        assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 30)}).status_code == 202
+        page.goto(f"{stack.console_url}/batches/{batch_id}")
+        expect(page.locator("#state")).to_have_text("running", timeout=30_000)
+        expect(page.locator('#tasks tr[data-stage="score"]')).to_have_count(30, timeout=30_000)  # live stages
+        shot(page, "batch-running")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Terminate").click()
+        expect(page.locator("#message")).to_contain_text("terminated")
+        # The reconciler answers for the terminated workflow while the scoring is still hung. (Had the scorers
+        # answered first, the chunk's activity, which a terminate cannot stop, would have saved real results,
+        # and the outcome would report those.)
+        outcome = wait_outcome(redis_client, batch_id, timeout=60)
+    assert outcome["failed"] == 30 and all("terminated" in r["error"] for r in outcome["results"])
+    expect(page.locator("#state")).to_have_text("failed", timeout=30_000)
+    expect(page.locator('#tasks tr[data-stage="failed"]')).to_have_count(30)
+    expect(page.get_by_role("button", name="Terminate")).to_have_count(0)
+
+
+def test_scorers_page_lists_the_replicas_and_the_throughput(page: Page, settings: Settings,
+                                                             redis_client: redis.Redis, batch_id: str) -> None:
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 600)}).status_code == 202
+    wait_outcome(redis_client, batch_id)
+    page.locator("header").get_by_role("link", name="scorers", exact=True).click()
+    expect(page.locator("h1")).to_have_text("Scorers")
+    expect(page.locator("tr[data-replica]").first).to_be_visible(timeout=30_000)
+    assert 1 <= page.locator("tr[data-replica]").count() <= E2E_SCORERS
+    expect(page.locator("#backlog")).to_have_text("0", timeout=30_000)
+    expect(page.locator("#throughput-svg")).to_be_visible(timeout=30_000)
+    shot(page, "scorers")
+
+
+def test_the_console_refuses_without_the_token(stack: Stack) -> None:
+    import httpx
+
+    assert httpx.get(f"{stack.console_url}/api/batches").status_code == 401
+    assert httpx.get(f"{stack.console_url}/", follow_redirects=False).status_code == 303
+    assert httpx.get(f"{stack.console_url}/", headers={"host": "rebound.example"}).status_code == 421
+
+
+def test_screenshots_were_saved() -> None:
+    saved = sorted(p.name for p in Path(SCREENSHOTS).glob("*.png"))
+    assert {"batches.png", "batch.png", "batch-running.png", "scorers.png"} <= set(saved), saved
