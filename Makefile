@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## the Python virtualenv with Taskfan and its pinned Dapr SDK
 
-runtime: ## the Dapr runtime (built once per machine into ~/.cache/taskfan) and redis-server
+runtime: ## the Dapr runtime and Jaeger (built once per machine into ~/.cache/taskfan) and redis-server
 	@bash deploy/install-dapr.sh >/dev/null
+	@bash deploy/install-jaeger.sh >/dev/null
 	@bash deploy/install-redis.sh >/dev/null
 
 deps: venv runtime ## everything above

@@ -96,7 +96,9 @@ def taskfan_stack(scorers: int = 1, **env: int | str) -> Iterator[Stack]:
     run_dir = REPO_ROOT / ".taskfan" / "bench"
     shutil.rmtree(run_dir, ignore_errors=True)
     refuse_busy_port(BENCH_REDIS_PORT, "the benchmark stack's Redis")
-    with patched_environ({"RUN_DIR": run_dir, "REDIS_PORT": BENCH_REDIS_PORT, **env}):
+    # Tracing off unless a scenario asks (TRACE_SAMPLING): the peers trace nothing either; `python -m
+    # bench.compare TRACE_SAMPLING=0 TRACE_SAMPLING=1` measures what it costs.
+    with patched_environ({"RUN_DIR": run_dir, "REDIS_PORT": BENCH_REDIS_PORT, "TRACE_SAMPLING": "0", **env}):
         stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
         try:
             stack.up(scorers, progress=lambda _: None)

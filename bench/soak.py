@@ -143,8 +143,9 @@ def prepare_stack(run_dir: Path, offset: int) -> Stack:
         raise StackError(f"ports already in use: {', '.join(busy)}; the soak uses dapr.yaml's ports + {offset} "
                          "(--port-offset) and never shares a Redis or a stack it did not start")
     # The apps, the launcher's own Settings and the `taskfan publish` subprocesses all read these.
+    # No tracing: its Jaeger would take the default stack's ports, and the soak's figures are about faults.
     os.environ.update({"REDIS_PORT": str(redis_port), "RUN_DIR": str(run_dir),
-                       runfile.RUN_FILE_ENV: str(path)})
+                       runfile.RUN_FILE_ENV: str(path), "TRACE_SAMPLING": "0"})
     stack = Stack(Settings.from_env(), shifted)
     stack.root = REPO_ROOT  # the install scripts live in the checkout, not beside the copied run file
     # Installed once here: a restart then kills at once instead of re-running the install check first

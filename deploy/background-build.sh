@@ -33,7 +33,8 @@ stop() {
   sid=$(cat "$pidfile")
   rm -f "$pidfile"
   # Only a session this script started: its leader is still this script (a recycled pid is left alone).
-  [[ $sid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$sid/cmdline" 2>/dev/null | grep -q "background-build.sh run" || return 0
+  [[ $sid =~ ^[0-9]+$ ]] && { tr '\0' ' ' <"/proc/$sid/cmdline"; } 2>/dev/null | grep -q "background-build.sh run" ||
+    return 0
   pkill -TERM -s "$sid" || true
   for _ in {1..50}; do pgrep -s "$sid" >/dev/null || return 0; sleep 0.2; done
   pkill -KILL -s "$sid" || true

@@ -72,7 +72,7 @@ cp -r "$here/dapr/go.mod" "$here/dapr/tools.go" "$here/dapr/cmd" "$src/"
 export GOSUMDB=off GOFLAGS=-mod=mod CGO_ENABLED=0
 ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION"
 if (( ${#missing[@]} == ${#commands[@]} )); then
-  say "building Dapr $DAPR_VERSION into $bin, once per machine (about 15 min on 2 cores); output in $install_log"
+  say "building Dapr $DAPR_VERSION into $bin, once per machine (about 10 min on 2 cores); output in $install_log"
 else
   say "adding ${missing[*]} of Dapr $DAPR_VERSION to $bin (about 1 min per command); output in $install_log"
 fi

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import uvicorn
 from dapr.clients import DaprClient
 from dapr.clients.grpc._response import TopicEventResponse
@@ -39,6 +40,7 @@ from taskfan.contracts import (
 from taskfan.dapr_app import serve
 from taskfan.http_doors import local_hosts
 from taskfan.settings import Settings
+from taskfan.tracing import trace_id_of, traceparent_in
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,24 @@ class WorkflowApp:
         return self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id})
 
 
+class Jaeger:
+    """The stack's Jaeger, through its query API."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def url(self, trace_id: str) -> str:
+        return f"{self.base_url}/api/traces/{trace_id}"
+
+    def get(self, trace_id: str) -> dict[str, Any] | None:
+        answer = httpx.get(self.url(trace_id), timeout=10)
+        if answer.status_code == 404:
+            return None
+        answer.raise_for_status()
+        data = answer.json().get("data") or []
+        return data[0] if data else None
+
+
 class Subscriptions:
     """What the topics tell the book. Every event is acknowledged: one the console cannot read is the
     workflow's to answer (it dead-letters malformed batches), not the console's to retry."""
@@ -73,9 +93,11 @@ class Subscriptions:
 
     def on_tasks(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
         try:
-            self.book.accepted(events.decode(event.data, TaskBatch))
+            batch = events.decode(event.data, TaskBatch)
         except events.EventError:
-            pass
+            return TopicEventResponse("success")
+        # The trace Dapr started at the publish: its id is in the CloudEvent Dapr delivered (traceparent).
+        self.book.accepted(batch, trace_id=trace_id_of(traceparent_in(events.loads_lenient(event.data))))
         return TopicEventResponse("success")
 
     def on_outcome(self, event) -> TopicEventResponse:  # noqa: ANN001
@@ -124,7 +146,8 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
                            data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
 
     hosts = local_hosts(settings.console_port) | set(Settings.comma_list(settings.console_hosts))
-    web = create_console(book, watcher, workflow, publish, token=settings.ingest_token, hosts=hosts)
+    web = create_console(book, watcher, workflow, publish, token=settings.ingest_token, hosts=hosts,
+                         traces=Jaeger(settings.traces_url) if settings.tracing else None)
     server = uvicorn.Server(uvicorn.Config(web, host=settings.console_host, port=settings.console_port,
                                            log_config=None, access_log=False, timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, name="console-web", daemon=True)

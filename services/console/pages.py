@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from services.console.records import STAGES, STATES, BatchRow, TaskRow
+from services.console.records import STAGES, STATES, BatchRow, SpanRow, TaskRow
 
 MAX_TASK_ROWS = 2000  # a batch page lists at most this many tasks (filter by stage for the others)
 
@@ -203,9 +203,14 @@ def batch_actions(row: BatchRow | None, can_rerun: bool, failed: int) -> str:
     return " ".join(buttons)
 
 
+def shown_tasks(tasks: list[TaskRow], stage: str) -> list[tuple[int, TaskRow]]:
+    """The rows a batch page lists: (index in the batch, task), of one stage if asked, MAX_TASK_ROWS at most."""
+    return [(i, t) for i, t in enumerate(tasks) if not stage or t.stage == stage][:MAX_TASK_ROWS]
+
+
 def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts: dict[str, int], stage: str,
                actions: str, trace_url: str | None, stream: str, rerun: str | None) -> str:
-    shown = [(i, t) for i, t in enumerate(tasks) if not stage or t.stage == stage][:MAX_TASK_ROWS]
+    shown = shown_tasks(tasks, stage)
     stage_filter = filter_links("tasks: ", stage, [("all", "?")] + [(s, f"?stage={s}") for s in STAGES])
     more = (f'<p class="muted">The first {MAX_TASK_ROWS} of {len(tasks)} tasks; filter by stage for the others.</p>'
             if len(tasks) > len(shown) and not stage else "")
@@ -248,3 +253,23 @@ def login_page(error: str = "", next_url: str = "/") -> str:
             "link; the token is <code>ingest-token</code> in <code>.taskfan/secrets/secrets.json</code>)<br>"
             '<input name=token type=password size=50 autofocus></label> <button>Sign in</button></form>')
     return layout("Sign in", body, active="")
+
+
+def trace_page(batch_id: str, trace_id: str, rows: list[SpanRow], raw_url: str, note: str = "") -> str:
+    """The batch's trace as a waterfall: every span of every sidecar, in start order, under its parent."""
+    total = max((r.start_ms + r.duration_ms for r in rows), default=0.0) or 1.0
+    services = sorted({r.service for r in rows})
+    lines = "".join(
+        f'<tr data-service="{escape(r.service)}"><td>{escape(r.service)}</td>'
+        f'<td style="padding-left:{0.5 + r.depth}rem">{escape(r.operation)}{" ⚠" if r.error else ""}</td>'
+        f'<td>{r.start_ms:.1f}</td><td>{r.duration_ms:.1f}</td><td style="width:30%"><div style="position:relative;'
+        f'height:.8rem"><span class="{"f" if r.error else "c"}" style="position:absolute;height:100%;'
+        f'left:{100 * r.start_ms / total:.2f}%;width:{max(0.3, 100 * r.duration_ms / total):.2f}%"></span></div>'
+        "</td></tr>"
+        for r in rows)
+    body = (f'<h1>Trace of batch <a href="{batch_href(batch_id)}">{escape(batch_id)}</a></h1>{note}'
+            f'<p class="muted">trace {escape(trace_id)} · {len(rows)} spans from {len(services)} services '
+            f'({escape(", ".join(services))}) · <a href="{escape(raw_url)}">Jaeger\'s JSON</a></p>'
+            '<table><thead><tr><th>service</th><th>operation</th><th>start (ms)</th><th>duration (ms)</th>'
+            f'<th>when</th></tr></thead><tbody id="spans">{lines}</tbody></table>')
+    return layout(f"Trace of {batch_id}", body, active="batches")

@@ -36,6 +36,7 @@ class BatchRecord:
     outcome: Outcome | None = None
     dead_letter: str | None = None
     rerun_of: str | None = None
+    trace_id: str | None = None  # of the trace Dapr started when the batch was published (its traceparent)
 
 
 def utc_now() -> str:
@@ -49,7 +50,7 @@ class BatchBook:
         self.max_batches = max_batches
         self.max_tasks_held = max_tasks_held
 
-    def accepted(self, batch: TaskBatch, rerun_of: str | None = None) -> None:
+    def accepted(self, batch: TaskBatch, rerun_of: str | None = None, trace_id: str | None = None) -> None:
         """A batch on ``tasks``. The first content seen under an id is kept, as the workflow keeps it."""
         with self._lock:
             record = self._records.get(batch.batch_id)
@@ -59,6 +60,7 @@ class BatchBook:
                 record.tasks = list(batch.tasks)
                 record.total = len(batch.tasks)
             record.rerun_of = record.rerun_of or rerun_of
+            record.trace_id = record.trace_id or trace_id
             self._trim()
 
     def finished(self, outcome: Outcome) -> None:
@@ -97,6 +99,44 @@ class BatchBook:
             if record.tasks is not None:
                 held -= len(record.tasks)
                 record.tasks = None
+
+
+@dataclass
+class SpanRow:
+    service: str
+    operation: str
+    start_ms: float  # from the trace's first span
+    duration_ms: float
+    depth: int
+    error: bool
+
+
+def span_rows(trace: dict[str, Any]) -> list[SpanRow]:
+    """A Jaeger trace (its query API's ``data[0]``) as rows in start order, indented under their parents."""
+    spans = trace.get("spans") or []
+    processes = trace.get("processes") or {}
+    if not spans:
+        return []
+    first = min(span["startTime"] for span in spans)
+    ids = {span["spanID"] for span in spans}
+    parent = {span["spanID"]: next((ref["spanID"] for ref in span.get("references") or []
+                                    if ref.get("refType") == "CHILD_OF" and ref.get("spanID") in ids), None)
+              for span in spans}
+
+    def depth(span_id: str) -> int:
+        seen = 0
+        while (span_id := parent.get(span_id)) is not None and seen < 50:  # type: ignore[assignment]
+            seen += 1
+        return seen
+
+    rows = []
+    for span in sorted(spans, key=lambda s: s["startTime"]):
+        tags = {tag.get("key"): tag.get("value") for tag in span.get("tags") or []}
+        rows.append(SpanRow(service=str(processes.get(span.get("processID"), {}).get("serviceName", "?")),
+                            operation=str(span.get("operationName", "")), start_ms=(span["startTime"] - first) / 1000,
+                            duration_ms=span.get("duration", 0) / 1000, depth=depth(span["spanID"]),
+                            error=tags.get("error") in (True, "true") or tags.get("otel.status_code") == "ERROR"))
+    return rows
 
 
 def rerun_id(batch_id: str, what: str) -> str:

@@ -28,6 +28,7 @@ from services.console.records import (
     batch_rows,
     failed_tasks,
     rerun_id,
+    span_rows,
     stage_counts,
     task_rows,
 )
@@ -51,13 +52,24 @@ class Workflow(Protocol):
 
 
 Publish = Callable[[TaskBatch], None]
-TraceUrl = Callable[[str], str | None]
+
+
+class Traces(Protocol):
+    """The tracing backend's query API (Jaeger's ``/api/traces/<id>``)."""
+
+    def url(self, trace_id: str) -> str: ...
+
+    def get(self, trace_id: str) -> dict[str, Any] | None: ...
 
 
 def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publish: Publish, *, token: str,
-                   hosts: set[str], trace_url: TraceUrl = lambda _: None) -> FastAPI:
+                   hosts: set[str], traces: Traces | None = None) -> FastAPI:
     api = FastAPI(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
     doors = Doors(token, hosts, cookie=COOKIE)
+
+    def trace_url(batch_id: str) -> str | None:
+        record = book.get(batch_id)
+        return f"{pages.batch_href(batch_id)}/trace" if traces is not None and record and record.trace_id else None
 
     @api.middleware("http")
     async def doors_middleware(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
@@ -149,7 +161,8 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
         if stage and stage not in STAGES:
             return error(400, f"stage is one of {', '.join(STAGES)}")
         row, tasks, counts, actions, rerunnable = await view(batch_id)
-        stream = f"{pages.batch_href(batch_id).replace('/batches/', '/events/batches/', 1)}"
+        stream = pages.batch_href(batch_id).replace("/batches/", "/events/batches/", 1) + (
+            f"?stage={stage}" if stage else "")
         return HTMLResponse(pages.batch_page(batch_id, row, tasks, counts, stage, actions, trace_url(batch_id),
                                              stream, _rerun_action(batch_id) if rerunnable else None),
                             status_code=200 if row is not None else 404)
@@ -159,23 +172,31 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
         row, tasks, counts, _, _ = await view(batch_id)
         if row is None:
             return error(404, f"no batch {batch_id!r} is known to the console or the workflow app")
+        record = book.get(batch_id)
+        trace = traces.url(record.trace_id) if traces is not None and record and record.trace_id else None
         return JSONResponse({"batch": row.as_dict(), "stages": counts, "tasks": [t.as_dict() for t in tasks],
-                             "trace": trace_url(batch_id)})
+                             "trace": trace})
 
     @api.get("/events/batches/{batch_id}")
-    async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
+    async def batch_events(request: Request, batch_id: str, stage: str = "") -> StreamingResponse:
+        sent_order: list[str] = []
         sent: dict[int, str] = {}
 
         async def update() -> dict[str, Any]:
             row, tasks, counts, actions, rerunnable = await view(batch_id)
             rerun = _rerun_action(batch_id) if rerunnable else None
-            changed = {}
-            for i, task in enumerate(tasks[: pages.MAX_TASK_ROWS]):
-                html = pages.task_row(i, task, rerun)
-                if sent.get(i) != html:
-                    changed[i] = sent[i] = html
-            return {"parts": {"summary": pages.batch_summary(row, counts, trace_url(batch_id)), "actions": actions},
-                    "tasks": changed}
+            shown = pages.shown_tasks(tasks, stage)
+            rows = {i: pages.task_row(i, task, rerun) for i, task in shown}
+            parts = {"summary": pages.batch_summary(row, counts, trace_url(batch_id)), "actions": actions}
+            order = [task.task_id for _, task in shown]
+            if order != sent_order:  # rows came or went (the tasks became known, a stage filter): all of them
+                sent_order[:] = order
+                sent.clear()
+                sent.update(rows)
+                return {"parts": {**parts, "tasks": "".join(rows.values())}}
+            changed = {i: html for i, html in rows.items() if sent.get(i) != html}
+            sent.update(changed)
+            return {"parts": parts, "tasks": changed}
 
         return _stream(request, update)
 
@@ -226,6 +247,20 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
                                                                "tasks": len(tasks)})
         return JSONResponse({"message": f"Published {len(tasks)} task(s) as batch {batch.batch_id}.",
                              "batch_id": batch.batch_id, "location": pages.batch_href(batch.batch_id)})
+
+    @api.get("/batches/{batch_id}/trace", response_class=HTMLResponse)
+    async def trace_page(batch_id: str) -> Response:
+        record = book.get(batch_id)
+        if traces is None or record is None or record.trace_id is None:
+            return error(404, "no trace is known for this batch (tracing off, or the console did not see it "
+                              "published)")
+        try:
+            found = await asyncio.to_thread(traces.get, record.trace_id)
+        except Exception as exc:  # noqa: BLE001
+            return error(502, f"the tracing backend did not answer: {exc}")
+        note = "" if found else '<p class="muted">No spans yet: sidecars export them every few seconds.</p>'
+        return HTMLResponse(pages.trace_page(batch_id, record.trace_id, span_rows(found or {}),
+                                             traces.url(record.trace_id), note))
 
     # --- scorers ----------------------------------------------------------------------------------------
 

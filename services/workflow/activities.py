@@ -16,7 +16,7 @@ import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import admission, aggregate, chunk_steps, ledger_store, live, scoring, step_client
+from services.workflow import admission, aggregate, chunk_steps, ledger_store, live, metrics, scoring, step_client
 from services.workflow.models import (
     Admission,
     AdmissionRequest,
@@ -86,6 +86,7 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
     finished and left waiting is saved for the next run. Only counts go back into workflow history.
     Safe to run again: the steps are pure, each run reads its own input key and overwrites its own output."""
     chunk = inp.chunk
+    step_client.TRACEPARENT.set(inp.traceparent)
     tasks = await _load_tasks(chunk)
     if inp.run == 0:
         earlier = ChunkProgress(finished=[], waiting=chunk_steps.from_the_start(tasks))
@@ -97,6 +98,7 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
         earlier = ChunkProgress.model_validate_json(item.data)
     run = await chunk_steps.run_chain(tasks, earlier.waiting, _watched(chunk.batch_id))
     live.batches.finished(chunk.batch_id, run.finished)
+    metrics.tasks_finished(run.finished)
     live.batches.moving(chunk.batch_id, live.WAITING, (task.task_id for task in run.waiting))
     finished = [*earlier.finished, *run.finished]
     if run.waiting:
@@ -165,6 +167,7 @@ async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsIn
     tasks = await _load_tasks(chunk)
     results = [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks]
     live.batches.finished(inp.batch_id, results)
+    metrics.tasks_finished(results)
     return await _save_results(chunk, results)
 
 

@@ -60,9 +60,11 @@ TASKS_PER_CHUNK = 100
 ADMISSION_RECHECK = timedelta(seconds=20)
 
 
-def batch_input(batch_id: str, total: int, max_in_flight: int, max_tasks_in_progress: int) -> BatchInput:
+def batch_input(batch_id: str, total: int, max_in_flight: int, max_tasks_in_progress: int,
+                traceparent: str | None = None) -> BatchInput:
     return BatchInput(batch_id=batch_id, total=total, chunks=-(-total // TASKS_PER_CHUNK),
-                      max_in_flight=max_in_flight, max_tasks_in_progress=max_tasks_in_progress)
+                      max_in_flight=max_in_flight, max_tasks_in_progress=max_tasks_in_progress,
+                      traceparent=traceparent)
 
 
 def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any, Any, OutcomeSummary]:
@@ -79,7 +81,7 @@ def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any
     while next_chunk < inp.chunks or running:
         while next_chunk < inp.chunks and len(running) < parallel:
             run = ChunkRun(chunk=ChunkRef(batch_id=inp.batch_id, index=next_chunk),
-                           publish_since=started_at if inp.chunks == 1 else None)
+                           publish_since=started_at if inp.chunks == 1 else None, traceparent=inp.traceparent)
             running[ctx.call_activity(RUN_CHUNK, input=run, retry_policy=INFRA_RETRY)] = (run, False)
             next_chunk += 1
         finished = yield wf.when_any(list(running))

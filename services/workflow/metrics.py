@@ -8,11 +8,16 @@ reconciler refreshes it on each round (every few seconds).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from services.workflow import live
 from services.workflow.admission import Ledger
+from taskfan.contracts import TaskResult
 from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,6 +27,36 @@ BACKLOG = Gauge("taskfan_backlog_tasks",
                 "Tasks accepted and not finished yet: the rest of every running batch and all of every queued "
                 "one; what the scorers still have to score (the scorers' autoscaler reads it)", registry=REGISTRY)
 BATCHES = Gauge("taskfan_batches", "Batches in the admission ledger, by state", ["state"], registry=REGISTRY)
+TASKS = Counter("taskfan_tasks_finished", "Tasks this workflow process finished, by status", ["status"],
+                registry=REGISTRY)
+STEP_CALLS = Histogram("taskfan_step_call_seconds", "Step calls (service invocation of validator, enricher, scorer) "
+                       "from the call to its answer, by step and result", ["step", "result"], registry=REGISTRY,
+                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+
+class TasksInStep(Collector):
+    """Tasks of running batches in each step right now, from the activities' live view (``live``): where the
+    backlog sits (waiting = between runs, after a failed call)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("taskfan_tasks_in_step", "Tasks of running batches in each step now, in this "
+                                   "workflow process", labels=["step"])
+        counts = live.batches.stage_counts()
+        for step in (live.WAITING, "validate", "enrich", "score"):
+            family.add_metric([step], counts.get(step, 0))
+        yield family
+
+
+REGISTRY.register(TasksInStep())
+
+
+def tasks_finished(results: Iterable[TaskResult]) -> None:
+    for result in results:
+        TASKS.labels(status=result.status).inc()
+
+
+def step_call(step: str, result: str, seconds: float) -> None:
+    STEP_CALLS.labels(step=step, result=result).observe(seconds)
 
 
 def record(ledger: Ledger, done: dict[str, int]) -> None:

@@ -21,6 +21,8 @@ class BatchInput(BaseModel):
     max_in_flight: int
     # The global cap on tasks in progress (admission control); 0: admitted at once.
     max_tasks_in_progress: int = 0
+    # The batch's trace (W3C), from its publish: each chunk's step calls carry it (taskfan.tracing).
+    traceparent: str | None = None
 
 
 class AdmissionRequest(BaseModel):
@@ -89,6 +91,7 @@ class ChunkRun(BaseModel):
     run: int = 0
     # The batch's only chunk: once it is done, publish the outcome too (started_at of the batch).
     publish_since: str | None = None
+    traceparent: str | None = None  # the batch's trace: its step calls carry it
 
 
 class ChunkRunResult(BaseModel):

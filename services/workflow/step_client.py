@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from enum import Enum
 from typing import Any
 
@@ -18,6 +20,7 @@ import aiohttp
 from dapr.conf import settings
 from pydantic import BaseModel, ValidationError
 
+from services.workflow import metrics
 from taskfan.contracts import StepAnswer
 from taskfan.settings import Settings
 
@@ -56,6 +59,12 @@ _session: aiohttp.ClientSession | None = None
 _timeout_s: float | None = None
 
 
+# The trace of the batch whose chunk is calling (taskfan.tracing): set by run_chunk, sent as `traceparent` so
+# that the step apps' sidecars put their spans into the batch's trace. A context variable: each activity is a
+# task of its own, and the calls it starts (asyncio.gather) inherit it.
+TRACEPARENT: ContextVar[str | None] = ContextVar("traceparent", default=None)
+
+
 def timeout_s() -> float:
     global _timeout_s
     if _timeout_s is None:
@@ -92,7 +101,10 @@ async def request(app_id: str, method: str, payload: list[dict[str, Any]],
     delays = iter(UNREACHABLE_RETRY_DELAYS_S)
     timeouts = 0
     while True:
+        started = time.perf_counter()
         answers, error, failure, said = await call(app_id, method, payload, extra)
+        outcome = "ok" if answers is not None else "busy" if said.get("busy") else (failure or Failure.FAILED).name
+        metrics.step_call(method, outcome.lower(), time.perf_counter() - started)
         if answers is not None or said.get("busy"):
             return answers, said
         if failure is Failure.TIMED_OUT:
@@ -118,8 +130,10 @@ async def call(app_id: str, method: str, tasks: list[dict[str, object]], extra: 
     body = json.dumps({"tasks": tasks, **(extra or {})}, ensure_ascii=False).encode()
     timed_out = f"{app_id}/{method} timed out after {timeout_s():g}s"
     try:
+        traceparent = TRACEPARENT.get()
+        headers = {"content-type": "application/json", **({"traceparent": traceparent} if traceparent else {})}
         async with _sidecar().post(f"/v1.0/invoke/{app_id}/method/{method}", data=body,
-                                   headers={"content-type": "application/json"}) as response:
+                                   headers=headers) as response:
             answer = await response.read()
     except aiohttp.ClientConnectionError as exc:
         return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.UNREACHABLE, {}

@@ -29,6 +29,12 @@ class Settings:
     ingest_hosts: str = ""
     # Where clients (the CLI) find a running stack; empty: from the dapr.yaml of the checkout.
     ingest_url: str = ""
+    # Dapr's tracing: the share of requests traced (its samplingRate, 0 to 1), exported over OTLP to the Jaeger
+    # the stack starts on loopback (query API on TRACES_QUERY_PORT, which the console links); 0: no tracing,
+    # no Jaeger.
+    trace_sampling: str = "1"
+    traces_otlp_port: int = 4317
+    traces_query_port: int = 16686
     # The web console (services/console): its address, and other Host headers it answers (as INGEST_HOSTS).
     console_host: str = "127.0.0.1"
     console_port: int = 8090
@@ -95,11 +101,17 @@ class Settings:
             raise SettingsError("REDIS_APPENDFSYNC must be always, everysec or no")
         if self.security not in ("on", "off"):
             raise SettingsError("SECURITY must be on or off")
+        try:
+            sampling = float(self.trace_sampling)
+        except ValueError:
+            sampling = -1.0
+        if not 0 <= sampling <= 1:
+            raise SettingsError(f"TRACE_SAMPLING is a share of requests between 0 and 1, got {self.trace_sampling!r}")
         for name in ("score_delay_ms", "step_timeout_ms"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be >= 0")
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
-                     "ingest_port", "console_port"):
+                     "ingest_port", "console_port", "traces_otlp_port", "traces_query_port"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 
@@ -112,6 +124,15 @@ class Settings:
             return self.step_timeout_ms / 1000
         queued_s = self.max_tasks_in_progress * self.score_delay_ms / 1000 / self.scorer_concurrency
         return max(STEP_TIMEOUT_FLOOR_S, 2 * queued_s)
+
+    @property
+    def tracing(self) -> bool:
+        return float(self.trace_sampling) > 0
+
+    @property
+    def traces_url(self) -> str:
+        """Jaeger's query API (``/api/traces/<trace id>``)."""
+        return f"http://127.0.0.1:{self.traces_query_port}"
 
     @property
     def locked(self) -> bool:

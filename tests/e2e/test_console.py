@@ -2,7 +2,8 @@
 
 Signs in with the link `taskfan console` prints; watches a batch published by curl's way (ingest's API)
 reach 100 % on the batches page without a reload; opens it and sees each task's final stage as the outcome
-on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers page.
+on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers page; follows
+a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
 Screenshots of every page go to .taskfan/e2e/screenshots/.
 """
 
@@ -12,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -20,7 +22,7 @@ from taskfan.settings import Settings
 from taskfan.stack import Stack
 
 from .conftest import E2E_RUN_DIR, E2E_SCORERS, FAIL_PATTERN
-from .helpers import REPO_ROOT, cli, frozen, lesson_tasks, post_batch, wait_outcome
+from .helpers import REPO_ROOT, cli, frozen, ingest_auth, lesson_tasks, post_batch, wait_for, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -137,9 +139,43 @@ def test_scorers_page_lists_the_replicas_and_the_throughput(page: Page, settings
     shot(page, "scorers")
 
 
-def test_the_console_refuses_without_the_token(stack: Stack) -> None:
-    import httpx
+def test_a_batch_has_one_trace_with_spans_from_every_app(page: Page, stack: Stack, settings: Settings,
+                                                          redis_client: redis.Redis, batch_id: str) -> None:
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 10)}).status_code == 202
+    wait_outcome(redis_client, batch_id)
+    # Jaeger's API, as a user would ask it (the console's JSON names the URL of the batch's trace).
+    trace_api = httpx.get(f"{stack.console_url}/api/batches/{batch_id}", headers=ingest_auth(settings),
+                          timeout=10).json()["trace"]
+    assert trace_api and trace_api.startswith(settings.traces_url)
 
+    def services() -> set[str]:
+        traces = httpx.get(trace_api, timeout=10).json().get("data") or []
+        return {p["serviceName"] for trace in traces for p in trace["processes"].values()}
+
+    every_app = {"ingest", "workflow", "validator", "enricher", "scorer"}
+    wait_for(lambda: services() >= every_app, "spans of every app in the batch's trace", 60)
+    page.goto(f"{stack.console_url}/batches/{batch_id}")
+    page.get_by_role("link", name="trace").click()
+    expect(page.locator("h1")).to_contain_text(f"Trace of batch {batch_id}")
+    for app in every_app:
+        expect(page.locator(f'#spans tr[data-service="{app}"]').first).to_be_visible()
+    shot(page, "trace")
+
+
+def test_metrics_of_the_workflow_app_next_to_each_sidecars_own(stack: Stack, settings: Settings,
+                                                               redis_client: redis.Redis, batch_id: str) -> None:
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": mixed_tasks(batch_id, 200)}).status_code == 202
+    wait_outcome(redis_client, batch_id)
+    ours = httpx.get("http://127.0.0.1:9101/metrics", timeout=10).text  # METRICS_PORT in dapr.yaml
+    for name in ('taskfan_tasks_finished_total{status="rejected"}', 'taskfan_step_call_seconds_bucket{le="0.5"',
+                 'taskfan_tasks_in_step{step="score"}', "taskfan_backlog_tasks", 'taskfan_batches{state="running"}'):
+        assert name in ours, name
+    workflow = stack.topology.instance("workflow")
+    sidecar = httpx.get(f"http://127.0.0.1:{workflow.metrics_port}/metrics", timeout=10).text
+    assert "dapr_runtime_workflow_" in sidecar and "dapr_http_server_request_count" in sidecar
+
+
+def test_the_console_refuses_without_the_token(stack: Stack) -> None:
     assert httpx.get(f"{stack.console_url}/api/batches").status_code == 401
     assert httpx.get(f"{stack.console_url}/", follow_redirects=False).status_code == 303
     assert httpx.get(f"{stack.console_url}/", headers={"host": "rebound.example"}).status_code == 421
@@ -147,4 +183,4 @@ def test_the_console_refuses_without_the_token(stack: Stack) -> None:
 
 def test_screenshots_were_saved() -> None:
     saved = sorted(p.name for p in Path(SCREENSHOTS).glob("*.png"))
-    assert {"batches.png", "batch.png", "batch-running.png", "scorers.png"} <= set(saved), saved
+    assert {"batches.png", "batch.png", "batch-running.png", "scorers.png", "trace.png"} <= set(saved), saved

@@ -119,3 +119,16 @@ def test_an_outcome_is_published_once_even_if_the_engine_runs_publish_outcome_ag
     again = asyncio.run(activities.publish_outcome(None, inp.model_copy(update={"finished_at": "t2"})))
     assert len(client.published) == 1
     assert again == first
+
+
+def test_the_sdk_still_has_what_a_traced_workflow_start_uses() -> None:
+    """services/workflow/intake.py ``schedule`` reaches into dapr-ext-workflow 1.18.1: an SDK upgrade that moves
+    these fails here, not on the stack."""
+    from dapr.ext.workflow import DaprWorkflowClient
+    from dapr.ext.workflow._durabletask.internal import protos as pb
+
+    hub = DaprWorkflowClient(host="127.0.0.1", port="1")._DaprWorkflowClient__obj  # type: ignore[attr-defined]
+    assert callable(hub._stub.StartInstance)
+    request = pb.CreateInstanceRequest(name="n", instanceId="i", parentTraceContext=pb.TraceContext(
+        traceParent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+    assert request.parentTraceContext.traceParent.startswith("00-4bf9")

@@ -215,3 +215,30 @@ def test_console_actions_terminate_and_rerun_the_failed_tasks() -> None:
     assert "Re-run the 2 failed tasks" in page and "Re-run this task" in page
     running = client.get("/api/batches/r", headers=auth).json()
     assert running["batch"]["state"] == "running" and running["tasks"][0]["stage"] == "enrich"
+
+
+def test_trace_ids_come_from_w3c_traceparents_only() -> None:
+    from taskfan.tracing import trace_id_of, traceparent_in
+
+    assert trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01") is None
+    assert trace_id_of("not a traceparent") is None and trace_id_of(None) is None
+    assert traceparent_in({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}) is not None
+    assert traceparent_in({"traceparent": "00-x"}) is None and traceparent_in("text") is None
+
+
+def test_a_jaeger_trace_becomes_rows_in_start_order_under_their_parents() -> None:
+    from services.console.records import span_rows
+
+    trace = {"processes": {"p1": {"serviceName": "ingest"}, "p2": {"serviceName": "workflow"}},
+             "spans": [
+                 {"spanID": "b", "processID": "p2", "operationName": "activity||run_chunk", "startTime": 1_002_000,
+                  "duration": 5_000, "references": [{"refType": "CHILD_OF", "spanID": "a"}],
+                  "tags": [{"key": "error", "value": True}]},
+                 {"spanID": "a", "processID": "p1", "operationName": "pubsub/tasks", "startTime": 1_000_000,
+                  "duration": 10_000, "references": []}]}
+    rows = span_rows(trace)
+    assert [(r.service, r.operation, r.start_ms, r.duration_ms, r.depth, r.error) for r in rows] == [
+        ("ingest", "pubsub/tasks", 0.0, 10.0, 0, False), ("workflow", "activity||run_chunk", 2.0, 5.0, 1, True)]
+    page = pages.trace_page("b1", "t" * 32, rows, "http://127.0.0.1:16686/api/traces/" + "t" * 32)
+    assert page.count('<tr data-service="') == 2

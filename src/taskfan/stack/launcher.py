@@ -91,6 +91,9 @@ class Stack:
     def redis_server(self) -> str:
         return self._install("install-redis.sh", "installing redis-server")
 
+    def jaeger_bin(self) -> Path:
+        return Path(self._install("install-jaeger.sh", "building Jaeger"))
+
     def running(self) -> StackState | None:
         state = StackState.load(self.state_path)
         if state and any(p.alive() for p in state.processes):
@@ -108,6 +111,7 @@ class Stack:
                              "run `make down` first")
         bin_dir = self.dapr_bin()
         redis_server = self.redis_server()
+        jaeger = self.jaeger_bin() if self.settings.tracing else None
         instances = self.topology.instances(scorers)
         self.check_ports_free(instances)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +121,8 @@ class Stack:
         state = StackState(scorers=scorers)
         try:
             self._start_redis(state, redis_server, progress)
+            if jaeger is not None:
+                self._start_jaeger(state, jaeger, progress)
             self._start_control_plane(state, bin_dir, progress)
             first, *rest = instances
             # The first sidecar creates the name-resolution database alone; the rest start together.
@@ -140,7 +146,7 @@ class Stack:
 
     def check_ports_free(self, instances: list[Instance], control_plane: bool = True) -> None:
         ports = [*self.topology.sentry_ports, *self.topology.placement_ports, *self.topology.scheduler_ports,
-                 ] if control_plane else []
+                 *(self.jaeger_ports if self.settings.tracing else [])] if control_plane else []
         for instance in instances:
             ports += instance.ports + ([instance.app_port] if instance.app_port else [])
             ports += self.topology.web_ports(instance.app_id)
@@ -176,6 +182,10 @@ class Stack:
         config = yaml.safe_load(self.run_file.resolve(self.run_file.common.config_file_path).read_text())
         if not self.settings.locked:
             config.get("spec", {}).pop("accessControl", None)  # it needs the SPIFFE ids of mTLS
+        # Tracing to the stack's Jaeger, at the configured share of requests; none at all when that is 0.
+        config.setdefault("spec", {})["tracing"] = {"samplingRate": self.settings.trace_sampling, **({"otel": {
+            "endpointAddress": f"127.0.0.1:{self.settings.traces_otlp_port}", "isSecure": False,
+            "protocol": "grpc"}} if self.settings.tracing else {})}
         resolver = config.get("spec", {}).get("nameResolution", {}).get("configuration")
         if resolver is not None and "connectionString" in resolver:
             resolver["connectionString"] = str(self.name_resolution_db)
@@ -233,6 +243,21 @@ class Stack:
         state.redis_started = True
         wait_until(lambda: readiness.service_ready(self, "redis"), "redis", alive=readiness.alive_check(process))
         progress(f"ready: redis on {host}:{port}")
+
+    @property
+    def jaeger_ports(self) -> list[int]:
+        """OTLP in, the query API over HTTP, and over gRPC (the port below the HTTP one)."""
+        return [self.settings.traces_otlp_port, self.settings.traces_query_port, self.settings.traces_query_port - 1]
+
+    def _start_jaeger(self, state: StackState, bin_dir: Path, progress: Progress) -> None:
+        otlp, query, query_grpc = self.jaeger_ports
+        process = self.spawn(state, "jaeger", [str(bin_dir / "jaeger"), "--config",
+                                               str(self.root / "deploy" / "jaeger" / "config.yaml")],
+                             env={"TRACES_OTLP_PORT": str(otlp), "TRACES_QUERY_PORT": str(query),
+                                  "TRACES_QUERY_GRPC_PORT": str(query_grpc)}, ports=self.jaeger_ports)
+        wait_until(lambda: port_open(otlp) and http_status(f"{self.settings.traces_url}/api/services") == 200,
+                   "jaeger", alive=readiness.alive_check(process))
+        progress(f"ready: jaeger (traces: {self.settings.traces_url}, OTLP in on 127.0.0.1:{otlp})")
 
     def _start_sentry(self, state: StackState, bin_dir: Path, progress: Progress) -> None:
         self.mtls.prepare()
@@ -299,9 +324,11 @@ class Stack:
             "--placement-host-address", common.placement_host_address,
             "--scheduler-host-address", common.scheduler_host_address,
             "--max-body-size", common.max_body_size,
-            # Not expressible in the run file: mTLS with the stack's Sentry, no metrics listener, JSON logs.
+            # Not expressible in the run file: mTLS with the stack's Sentry, Dapr's metrics on loopback (its
+            # HTTP port + 6000), JSON logs.
             *(["--enable-mtls", "--sentry-address", self.sentry_address] if self.settings.locked else []),
-            "--enable-metrics=false", "--log-as-json", "--log-level", common.log_level,
+            "--metrics-port", str(instance.metrics_port), "--metrics-listen-address", "127.0.0.1",
+            "--log-as-json", "--log-level", common.log_level,
             # On SIGTERM daprd stops taking calls and lets the ones in progress finish, for this long at
             # most: a step call's deadline, so a scorer removed by `stack scale` finishes its calls.
             "--dapr-graceful-shutdown-seconds", str(self.graceful_shutdown_s),

@@ -42,8 +42,13 @@ class Instance:
         return f"{self.label}-daprd"
 
     @property
+    def metrics_port(self) -> int:
+        """The sidecar's Prometheus metrics (Dapr's own): its HTTP port + 6000 (3501 -> 9501)."""
+        return self.http_port + 6000
+
+    @property
     def ports(self) -> list[int]:
-        return [self.http_port, self.grpc_port, self.internal_grpc_port]
+        return [self.http_port, self.grpc_port, self.internal_grpc_port, self.metrics_port]
 
 
 @dataclass(frozen=True)
