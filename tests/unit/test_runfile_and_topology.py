@@ -10,7 +10,7 @@ from taskfan import runfile
 from taskfan.contracts import AppId
 from taskfan.settings import Settings
 from taskfan.stack import Stack
-from taskfan.stack.topology import Topology
+from taskfan.stack.topology import Instance, Topology
 
 RUN_FILE = Path(__file__).resolve().parents[2] / "dapr.yaml"
 
@@ -41,8 +41,12 @@ def test_changing_an_apps_port_in_the_run_file_moves_where_the_launcher_starts_i
         7002, 7502, 7503, 7504)
     command = stack.daprd_command(Path("/bin"), validator)
     for flag, value in (("--app-port", "7002"), ("--dapr-http-port", "7502"), ("--dapr-grpc-port", "7503"),
-                        ("--dapr-internal-grpc-port", "7504"), ("--app-id", "validator")):
+                        ("--dapr-internal-grpc-port", "7504"), ("--app-id", "validator"),
+                        ("--metrics-port", "13502"), ("--metrics-listen-address", "127.0.0.1")):
         assert command[command.index(flag) + 1] == value
+    # A sidecar on free ports (`outcomes --follow`, stack.start_sidecar) has no metrics listener.
+    free = Instance("my-subscriber", 45001, 45002, 45003, None)
+    assert "--enable-metrics=false" in stack.daprd_command(Path("/bin"), free) and free.ports == [45001, 45002, 45003]
     assert validator.command == (sys.executable, "-m", "services.validator.app")
     assert validator.app_dir == (RUN_FILE.parent / "services" / "validator").resolve()
 
@@ -53,6 +57,7 @@ def test_scorer_replicas_add_their_index_to_the_scorer_ports():
     assert [s.label for s in scorers] == ["scorer-0", "scorer-1", "scorer-2"]
     assert [s.http_port for s in scorers] == [3510, 3511, 3512]
     assert [s.app_port for s in scorers] == [6010, 6011, 6012]
+    assert [s.metrics_port for s in scorers] == [9510, 9511, 9512]
 
 
 def test_the_control_plane_and_ingest_ports_come_from_the_run_file(tmp_path):

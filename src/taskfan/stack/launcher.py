@@ -327,7 +327,8 @@ class Stack:
             # Not expressible in the run file: mTLS with the stack's Sentry, Dapr's metrics on loopback (its
             # HTTP port + 6000), JSON logs.
             *(["--enable-mtls", "--sentry-address", self.sentry_address] if self.settings.locked else []),
-            "--metrics-port", str(instance.metrics_port), "--metrics-listen-address", "127.0.0.1",
+            *(["--metrics-port", str(instance.metrics_port), "--metrics-listen-address", "127.0.0.1"]
+              if instance.metrics_port else ["--enable-metrics=false"]),
             "--log-as-json", "--log-level", common.log_level,
             # On SIGTERM daprd stops taking calls and lets the ones in progress finish, for this long at
             # most: a step call's deadline, so a scorer removed by `stack scale` finishes its calls.

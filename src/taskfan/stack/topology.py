@@ -16,6 +16,7 @@ from taskfan.contracts import AppId
 from taskfan.runfile import App, RunFile, port_of
 
 MAX_SCORERS = 16
+SIDECAR_METRICS_OFFSET = 6000  # a sidecar's metrics port: its HTTP port + this (3501 -> 9501)
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,13 @@ class Instance:
     def sidecar_label(self) -> str:
         return f"{self.label}-daprd"
 
-    @property
-    def metrics_port(self) -> int:
-        """The sidecar's Prometheus metrics (Dapr's own): its HTTP port + 6000 (3501 -> 9501)."""
-        return self.http_port + 6000
+    # The sidecar's own Prometheus metrics (Dapr's); None: none (a sidecar started on free ports).
+    metrics_port: int | None = None
 
     @property
     def ports(self) -> list[int]:
-        return [self.http_port, self.grpc_port, self.internal_grpc_port, self.metrics_port]
+        return [self.http_port, self.grpc_port, self.internal_grpc_port,
+                *([self.metrics_port] if self.metrics_port else [])]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class Topology:
             app_protocol=app.app_protocol or self.run_file.common.app_protocol,
             env=self.run_file.env_for(app),
             name=f"{app.app_id}-{replica}" if replica is not None else "",
+            metrics_port=app.dapr_http_port + offset + SIDECAR_METRICS_OFFSET,
         )
 
     def instances(self, scorers: int) -> list[Instance]:
