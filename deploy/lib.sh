@@ -77,3 +77,34 @@ required_version() {
   [[ -n $version ]] || fail "no 'require $2 vX' line in $1"
   echo "$version"
 }
+
+# build_go_command WRAPPER NAME MODULE PACKAGE WHAT ESTIMATE: build one Go command from a wrapper module of this
+# folder (deploy/WRAPPER: go.mod requiring MODULE, go.sum, tools.go) into the per-machine cache, once:
+# $cache_root/WRAPPER/<MODULE's version>/bin/NAME. Like install-dapr.sh: keyed by version, so every clone reuses
+# one build; a lock keeps two clones from building at once; one line per step on stderr, go's output in the
+# install log, nothing on stderr when it is built. Prints the bin directory on stdout.
+build_go_command() {
+  local wrapper=$1 name=$2 module=$3 package=$4 what=$5 estimate=$6 deploy version prefix bin src
+  deploy=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  version=$(required_version "$deploy/$wrapper/go.mod" "$module")
+  prefix="$cache_root/$wrapper/$version"
+  bin="$prefix/bin"
+  if [[ -x $bin/$name ]]; then echo "$bin"; return 0; fi
+  command -v go >/dev/null || fail "Go >= 1.26 is required to build $what (README, Requirements)"
+  mkdir -p "$bin"
+  build_lock "$prefix/.lock" "$what $version"
+  if [[ -x $bin/$name ]]; then echo "$bin"; return 0; fi
+  src="$prefix/src"
+  rm -rf "$src" && mkdir -p "$src"
+  cp "$deploy/$wrapper/go.mod" "$deploy/$wrapper/go.sum" "$deploy/$wrapper/tools.go" "$src/"
+  # sum.golang.org is not reachable here; the committed go.sum pins every module hash instead.
+  export GOSUMDB=off GOFLAGS=-mod=mod CGO_ENABLED=0
+  say "building $what $version into $bin, once per machine ($estimate); output in $install_log"
+  cd "$src"
+  _modules_of() { go list -deps -f '{{with .Module}}{{.Path}} {{.Version}}{{end}}' "$package" | sort -u; }
+  phase "download Go modules for $what $version" _modules_of
+  phase "build $name" go build -trimpath -ldflags "-s -w" -o "$prefix/$name.tmp" "$package"
+  mv "$prefix/$name.tmp" "$bin/$name"
+  cd "$deploy" && rm -rf "$src"
+  echo "$bin"
+}
