@@ -93,11 +93,11 @@ class Subscriptions:
 
     def on_tasks(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
         try:
-            batch = events.decode(event.data, TaskBatch)
+            batch, envelope = events.decode_envelope(event.data, TaskBatch)
         except events.EventError:
             return TopicEventResponse("success")
         # The trace Dapr started at the publish: its id is in the CloudEvent Dapr delivered (traceparent).
-        self.book.accepted(batch, trace_id=trace_id_of(traceparent_in(events.loads_lenient(event.data))))
+        self.book.accepted(batch, trace_id=trace_id_of(traceparent_in(envelope)))
         return TopicEventResponse("success")
 
     def on_outcome(self, event) -> TopicEventResponse:  # noqa: ANN001

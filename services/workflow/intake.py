@@ -41,13 +41,13 @@ class BatchIntake:
     def on_event(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
         raw: bytes = event.data
         try:
-            batch = events.decode(raw, TaskBatch)
+            batch, envelope = events.decode_envelope(raw, TaskBatch)
         except events.EventError as exc:
             return self.dead_letter(raw, str(exc))
         try:
             if batch_records.claim(self.dapr, batch) is Claim.CONFLICT:
                 return self.dead_letter(raw, batch_records.conflict_message(batch.batch_id))
-            return self.start(batch, traceparent_in(events.loads_lenient(raw)))
+            return self.start(batch, traceparent_in(envelope))
         except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting
             log.warning("could not start workflow; Dapr will redeliver",
                         extra={"batch_id": batch.batch_id, "error": str(exc)})

@@ -49,6 +49,11 @@ def encode(event_type: str, data: BaseModel | dict[str, Any], *, source: str = S
 
 def decode(raw: bytes | str, model: type[M]) -> M:
     """Read a structured CloudEvent 1.0 and validate its data; raise EventError with the reason."""
+    return decode_envelope(raw, model)[0]
+
+
+def decode_envelope(raw: bytes | str, model: type[M]) -> tuple[M, dict[str, Any]]:
+    """``decode``, and the parsed envelope too (its attributes, e.g. the ``traceparent`` Dapr added)."""
     if isinstance(raw, str):
         raw = raw.encode()
     if len(raw) > MAX_BATCH_BYTES + 64 * 1024:
@@ -82,7 +87,7 @@ def decode(raw: bytes | str, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise EventError(f"event data must be a JSON object, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), envelope
     except ValidationError as exc:
         raise EventError(f"event data does not match the {model.__name__} schema: "
                          f"{describe_validation_error(exc)}") from None
