@@ -61,16 +61,28 @@ ADMISSION_RECHECK = timedelta(seconds=20)
 
 
 def batch_input(batch_id: str, total: int, max_in_flight: int, max_tasks_in_progress: int,
-                traceparent: str | None = None) -> BatchInput:
-    return BatchInput(batch_id=batch_id, total=total, chunks=-(-total // TASKS_PER_CHUNK),
-                      max_in_flight=max_in_flight, max_tasks_in_progress=max_tasks_in_progress,
-                      traceparent=traceparent)
+                traceparent: str | None = None, admitted: bool = False) -> BatchInput:
+    return BatchInput(batch_id=batch_id, total=total, chunks=chunks_of(total), max_in_flight=max_in_flight,
+                      max_tasks_in_progress=max_tasks_in_progress, traceparent=traceparent, admitted=admitted)
+
+
+def chunks_of(total: int) -> int:
+    return -(-total // TASKS_PER_CHUNK)
+
+
+def parallel_chunks(max_in_flight: int) -> int:
+    return max(1, max_in_flight // TASKS_PER_CHUNK)
+
+
+def slots_of(total: int, max_in_flight: int) -> int:
+    """The admission slots a batch holds: the most tasks it can have in progress at once."""
+    return min(total, parallel_chunks(max_in_flight) * TASKS_PER_CHUNK)
 
 
 def process_batch(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any, Any, OutcomeSummary]:
-    parallel = max(1, inp.max_in_flight // TASKS_PER_CHUNK)
-    if inp.max_tasks_in_progress:
-        yield from _wait_for_admission(ctx, inp, slots=min(inp.total, parallel * TASKS_PER_CHUNK))
+    parallel = parallel_chunks(inp.max_in_flight)
+    if inp.max_tasks_in_progress and not inp.admitted:
+        yield from _wait_for_admission(ctx, inp, slots=slots_of(inp.total, inp.max_in_flight))
     started_at = _now(ctx)
     running: dict[Any, tuple[ChunkRun, bool]] = {}  # an activity or a backoff timer: (its run, is timer)
     next_chunk = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import grpc
 from dapr.clients import DaprClient
@@ -19,8 +20,9 @@ from dapr.ext.workflow._durabletask.internal import shared
 from google.protobuf import wrappers_pb2
 from pydantic import BaseModel
 
+from services.workflow import admission, ledger_store
 from services.workflow.aggregate import chunk
-from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input
+from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input, chunks_of, slots_of
 from services.workflow.names import BATCH_WORKFLOW
 from services.workflow.state_keys import STATE_TTL_S, tasks_key
 from taskfan import batch_records, events
@@ -63,10 +65,11 @@ class BatchIntake:
             log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
             return TopicEventResponse("success")
         self.store_tasks(batch)
+        admitted = self.admit(batch)
         try:
             schedule(self.workflows, BATCH_WORKFLOW, batch.batch_id, traceparent, batch_input(
                 batch.batch_id, len(batch.tasks), self.settings.max_in_flight, self.settings.max_tasks_in_progress,
-                traceparent))
+                traceparent, admitted))
         except grpc.RpcError as exc:
             if not _already_exists(exc):
                 raise
@@ -74,6 +77,23 @@ class BatchIntake:
             return TopicEventResponse("success")
         log.info("batch accepted", extra={"batch_id": batch.batch_id, "tasks": len(batch.tasks)})
         return TopicEventResponse("success")
+
+    def admit(self, batch: TaskBatch) -> bool:
+        """Put the batch in the admission ledger, running if its slots fit now, else queued. One admitted
+        here starts its chunks at once: no admission activity in its workflow, a third of a small batch's
+        engine work (a queued one waits in its workflow, as always). Idempotent: the ledger knows a batch once.
+        """
+        entry = admission.Entry(batch_id=batch.batch_id, total=len(batch.tasks), chunks=chunks_of(len(batch.tasks)),
+                                slots=slots_of(len(batch.tasks), self.settings.max_in_flight),
+                                since=datetime.now(UTC).isoformat())
+
+        def change(ledger: admission.Ledger) -> tuple[list[str], int]:
+            admitted = admission.request(ledger, entry, self.settings.max_tasks_in_progress)
+            return admitted, ledger.position(batch.batch_id) or 0
+
+        admitted, position = ledger_store.update_now(self.dapr, change)
+        ledger_store.announce_now(self.workflows, [b for b in admitted if b != batch.batch_id])
+        return position == 0
 
     def store_tasks(self, batch: TaskBatch) -> None:
         """Each chunk's tasks go to the state store before the workflow starts (not into its history)."""

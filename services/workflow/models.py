@@ -23,6 +23,8 @@ class BatchInput(BaseModel):
     max_tasks_in_progress: int = 0
     # The batch's trace (W3C), from its publish: each chunk's step calls carry it (taskfan.tracing).
     traceparent: str | None = None
+    # The intake already took its slots in the admission ledger: no admission step.
+    admitted: bool = False
 
 
 class AdmissionRequest(BaseModel):

@@ -141,3 +141,55 @@ def test_the_reconciler_reads_a_batchs_progress_from_its_custom_status():
     assert reconciler._done(BatchProgress(total=500, done=200, completed=150, rejected=50).model_dump_json()) == 200
     assert reconciler._done(None) == 0  # not started: nothing done
     assert reconciler._done("not json") == 0
+
+
+def test_a_batch_the_intake_admitted_starts_its_chunks_without_asking(monkeypatch):
+    monkeypatch.setattr(wf, "when_any", lambda tasks: ("any", tasks))
+    gen = batch_workflow.process_batch(FakeContext(), BatchInput(
+        batch_id="b", total=5, chunks=1, max_in_flight=400, max_tasks_in_progress=1000, admitted=True))
+    assert [child.name for child in next(gen)[1]] == [names.RUN_CHUNK]
+
+
+class FakeLedgerStore:
+    """The sidecar's state API for one key, with first-write ETags; ``conflicts`` writes fail first."""
+
+    def __init__(self, conflicts=0):
+        self.data, self.etag, self.conflicts, self.raised = b"", "", conflicts, []
+
+    def get_state(self, store, key):
+        return type("Item", (), {"data": self.data, "etag": self.etag})()
+
+    def save_state(self, store, key, value, etag=None, options=None):
+        if self.conflicts or (etag or "") != self.etag:
+            self.conflicts = max(0, self.conflicts - 1)
+            raise RuntimeError("etag mismatch")
+        self.data, self.etag = value.encode(), str(int(self.etag or 0) + 1)
+
+    def raise_workflow_event(self, instance_id, name):
+        self.raised.append((instance_id, name))
+
+
+def test_the_intake_admits_what_fits_queues_the_rest_and_is_idempotent():
+    from services.workflow.intake import BatchIntake
+    from taskfan.contracts import TaskBatch
+    from taskfan.settings import Settings
+
+    store = FakeLedgerStore(conflicts=2)  # another writer got in first, twice: read again, write again
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=1000))
+
+    def batch(batch_id, size):
+        return TaskBatch.model_validate({"batch_id": batch_id, "tasks": [
+            {"task_id": f"{batch_id}-{i}", "title": "t", "description": "d"} for i in range(size)]})
+
+    assert intake.admit(batch("a", 600)) is True  # 400 slots (its chunks in flight at once)
+    assert intake.admit(batch("b", 600)) is True
+    assert intake.admit(batch("c", 600)) is False  # 1200 > 1000: queued
+    assert intake.admit(batch("d", 100)) is False  # would fit, but never overtakes c
+    assert intake.admit(batch("a", 600)) is True  # redelivered: still one entry, still running
+    ledger = Ledger.model_validate_json(store.data)
+    assert [(e.batch_id, e.slots) for e in ledger.running] == [("a", 400), ("b", 400)]
+    assert [e.batch_id for e in ledger.queue] == ["c", "d"] and store.raised == []
+    # Restarted with a larger cap: the next batch's request admits the queue, and wakes those batches.
+    wider = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=2000))
+    assert wider.admit(batch("e", 100)) is True
+    assert store.raised == [("c", names.ADMITTED_EVENT), ("d", names.ADMITTED_EVENT)]
