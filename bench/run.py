@@ -563,7 +563,7 @@ def peers(sizes: Sizes) -> dict[str, Any]:
             sizes, "celery_", lambda batch: celery_run(run_chunked, [batch], sizes.timeout_s)[1]))
     concurrency, delay_ms = THROUGHPUT_ENV["SCORER_CONCURRENCY"], THROUGHPUT_ENV["SCORE_DELAY_MS"]
     figures["inprocess_tasks_per_s"] = round(
-        inprocess.tasks_per_s(tp_batches, concurrency=concurrency, delay_ms=delay_ms), 2)
+        inprocess.tasks_per_s(tp_batches, concurrency=concurrency, delay_ms=delay_ms, rounds=9), 2)
 
     celery_rates, floor_rates = {}, {}
     for replicas in sizes.scaling_replicas:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import time
 from typing import Any
 
@@ -49,6 +50,14 @@ async def _run(batches: list[dict[str, Any]], replicas: int, concurrency: int, d
 
 
 def tasks_per_s(batches: list[dict[str, Any]], *, replicas: int = 1, concurrency: int = 8,
-                delay_ms: int = 0, max_in_flight: int = Settings.max_in_flight) -> float:
+                delay_ms: int = 0, max_in_flight: int = Settings.max_in_flight, rounds: int = 1) -> float:
+    """The median of ``rounds`` timed runs, after an untimed one (the warm-up every system gets). Without a
+    delay a run lasts a few hundredths of a second, so one run alone swung 5x between full runs."""
     total = sum(len(b["tasks"]) for b in batches)
-    return total / asyncio.run(_run(batches, replicas, concurrency, delay_ms / 1000, max_in_flight))
+
+    def once() -> float:
+        return asyncio.run(_run(batches, replicas, concurrency, delay_ms / 1000, max_in_flight))
+
+    if rounds > 1:
+        once()
+    return total / statistics.median(once() for _ in range(rounds))
