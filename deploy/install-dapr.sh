@@ -34,7 +34,8 @@ done
 
 # How daprd is built (deploy/dapr/cmd/daprd/main.go: Dapr's stable components plus the SQLite name resolver).
 # A cache whose daprd was built another way (a clone from before, with allcomponents) is built again.
-recipe="stablecomponents+sqlite $(sha256sum "$here/dapr/cmd/daprd/main.go" "$here/dapr/go.mod" | sha256sum | cut -c1-16)"
+# The files' content, not their paths: every clone on the machine shares one build.
+recipe="stablecomponents+sqlite $(cat "$here/dapr/cmd/daprd/main.go" "$here/dapr/go.mod" | sha256sum | cut -c1-16)"
 
 daprd_current() {
   [[ -x "$bin/daprd" && $(cat "$bin/RECIPE" 2>/dev/null) == "$recipe" ]] &&
