@@ -56,8 +56,24 @@ class BatchIntake:
             return TopicEventResponse("retry")
 
     def on_undeliverable(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
+        try:
+            self.unadmit(event.data)
+        except Exception as exc:  # noqa: BLE001 - the sidecar is restarting: Dapr redelivers this too
+            log.warning("could not release an undeliverable batch's slots", extra={"error": str(exc)})
+            return TopicEventResponse("retry")
         return self.dead_letter(event.data, "the workflow service could not start this batch: Dapr's retries "
                                             "(resiliency policy 'intake') were exhausted; publish it again")
+
+    def unadmit(self, raw: bytes) -> None:
+        """Dapr gave up on this event: a batch ``admit`` took slots for and whose workflow never started gives
+        them back (else the reconciler would answer, after a while, for a batch told to be published again)."""
+        try:
+            batch, _ = events.decode_envelope(raw, TaskBatch)
+        except events.EventError:
+            return  # never admitted
+        if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is None:
+            admitted = ledger_store.update_now(self.dapr, lambda ledger: admission.release(ledger, batch.batch_id))
+            ledger_store.announce_now(self.workflows, admitted)
 
     def start(self, batch: TaskBatch, traceparent: str | None = None) -> TopicEventResponse:
         # Instance id = batch id: a batch published twice, or redelivered, runs once.

@@ -151,10 +151,12 @@ def test_a_batch_the_intake_admitted_starts_its_chunks_without_asking(monkeypatc
 
 
 class FakeLedgerStore:
-    """The sidecar's state API for one key, with first-write ETags; ``conflicts`` writes fail first."""
+    """The sidecar (state API for one key, with first-write ETags; ``conflicts`` writes fail first; pub/sub)
+    and the workflow client, as the intake uses them."""
 
     def __init__(self, conflicts=0):
         self.data, self.etag, self.conflicts, self.raised = b"", "", conflicts, []
+        self.started, self.published = (), []  # workflows that exist; events published
 
     def get_state(self, store, key):
         return type("Item", (), {"data": self.data, "etag": self.etag})()
@@ -168,18 +170,25 @@ class FakeLedgerStore:
     def raise_workflow_event(self, instance_id, name):
         self.raised.append((instance_id, name))
 
+    def get_workflow_state(self, instance_id, fetch_payloads=True):
+        return object() if instance_id in self.started else None
+
+    def publish_event(self, pubsub, topic, data, data_content_type=None):
+        self.published.append((topic, json.loads(data)))
+
+
+def batch(batch_id, size):
+    from taskfan.contracts import TaskBatch
+    return TaskBatch.model_validate({"batch_id": batch_id, "tasks": [
+        {"task_id": f"{batch_id}-{i}", "title": "t", "description": "d"} for i in range(size)]})
+
 
 def test_the_intake_admits_what_fits_queues_the_rest_and_is_idempotent():
     from services.workflow.intake import BatchIntake
-    from taskfan.contracts import TaskBatch
     from taskfan.settings import Settings
 
     store = FakeLedgerStore(conflicts=2)  # another writer got in first, twice: read again, write again
     intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=1000))
-
-    def batch(batch_id, size):
-        return TaskBatch.model_validate({"batch_id": batch_id, "tasks": [
-            {"task_id": f"{batch_id}-{i}", "title": "t", "description": "d"} for i in range(size)]})
 
     assert intake.admit(batch("a", 600)) is True  # 400 slots (its chunks in flight at once)
     assert intake.admit(batch("b", 600)) is True
@@ -193,3 +202,24 @@ def test_the_intake_admits_what_fits_queues_the_rest_and_is_idempotent():
     wider = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=2000))
     assert wider.admit(batch("e", 100)) is True
     assert store.raised == [("c", names.ADMITTED_EVENT), ("d", names.ADMITTED_EVENT)]
+
+
+def test_a_batch_dapr_gave_up_on_gives_its_slots_back_unless_its_workflow_started():
+    from services.workflow.intake import BatchIntake
+    from taskfan import events
+    from taskfan.contracts import DEADLETTER_TOPIC, TASK_BATCH_EVENT_TYPE
+    from taskfan.settings import Settings
+
+    store = FakeLedgerStore()
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800))
+    for batch_id in "abc":
+        intake.admit(batch(batch_id, 400))
+    store.started = ("b",)  # a's workflow never started; b's did
+    for batch_id in "ab":
+        raw = events.encode(TASK_BATCH_EVENT_TYPE, batch(batch_id, 400))
+        assert intake.on_undeliverable(type("Event", (), {"data": raw})()).status.name == "success"
+    ledger = Ledger.model_validate_json(store.data)
+    assert [e.batch_id for e in ledger.running] == ["b", "c"] and ledger.queue == []
+    assert store.raised == [("c", names.ADMITTED_EVENT)]
+    assert [topic for topic, _ in store.published] == [DEADLETTER_TOPIC] * 2
+    assert intake.on_undeliverable(type("Event", (), {"data": b"not json"})()).status.name == "success"
