@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from .conftest import NAMESPACE, REPO, Cluster, wait_for
 pytestmark = pytest.mark.k8s
 
 INGEST_HOST = f"ingest.{NAMESPACE}.svc:8080"  # ingest answers only requests naming it (README)
+CONSOLE_HOST = f"console.{NAMESPACE}.svc:8090"  # as does the console
 TIMELINE = REPO / ".taskfan" / "k8s" / "autoscaling-timeline.json"
 
 
@@ -126,7 +129,7 @@ def test_everything_is_ready_with_a_sidecar_per_service(cluster: Cluster, taskfa
         for pod in pods:
             ready = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready")
             assert ready == "True", f"{namespace}/{pod['metadata']['name']} is not ready"
-    for app in ("ingest", "workflow", "validator", "enricher", "scorer"):
+    for app in ("ingest", "workflow", "validator", "enricher", "scorer", "console"):
         pod = json.loads(taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={app}", "-o", "json"))
         containers = {c["name"] for c in pod["items"][0]["spec"]["containers"]}
         assert containers == {app, "daprd"}, f"{app}: {containers}"  # the injector added the sidecar
@@ -148,6 +151,47 @@ def test_bad_requests_through_the_service_get_a_clear_answer(taskfan: Taskfan) -
     foreign = httpx.post(f"{taskfan.ingest_url}/batches", json={"tasks": tasks("x", 1)}, timeout=30,
                          headers={"Host": "evil.example:8080", "Authorization": f"Bearer {taskfan.ingest_token}"})
     assert foreign.status_code == 421
+
+
+def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> None:
+    url = f"http://{cluster_ip(taskfan.cluster, 'console')}:8090"
+    signed_in = {"Host": CONSOLE_HOST, "Authorization": f"Bearer {taskfan.ingest_token}"}
+    assert httpx.get(f"{url}/api/batches", headers={"Host": CONSOLE_HOST}, timeout=30).status_code == 401
+    batch_id = taskfan.publish(tasks(f"console-{uuid.uuid4().hex[:6]}", 150))
+
+    def finished() -> dict[str, Any] | None:
+        answer = httpx.get(f"{url}/api/batches/{batch_id}", headers=signed_in, timeout=30)
+        seen = answer.json() if answer.status_code == 200 else None
+        return seen if seen and seen["batch"]["state"] == "finished" else None
+
+    seen: dict[str, Any] = wait_for(finished, f"the console to show {batch_id} finished", timeout=180, every=2)  # type: ignore[assignment]
+    assert (seen["batch"]["total"], seen["batch"]["completed"]) == (150, 150)
+    assert [t["stage"] for t in seen["tasks"]] == ["done"] * 150 and seen["trace"] is None  # no trace store here
+    page = httpx.get(f"{url}/batches/{batch_id}", headers=signed_in, timeout=30)
+    assert page.status_code == 200 and batch_id in page.text
+    # Its poll of the workflow app (service invocation, which the access control must let through) answers.
+    assert httpx.get(f"{url}/api/batches", headers=signed_in, timeout=30).json()["error"] is None
+
+    # From a browser on the host, as the README says: port-forward to 127.0.0.1:8090 and the sign-in link.
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8090)) != 0, "127.0.0.1:8090 is taken: the port-forward cannot run"
+    forward = subprocess.Popen([taskfan.cluster.bin_dir / "kubectl", "--kubeconfig", taskfan.cluster.kubeconfig,
+                                "-n", NAMESPACE, "port-forward", "service/console", "8090"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.get("http://127.0.0.1:8090/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, "the console through kubectl port-forward", timeout=60)
+        with httpx.Client(base_url="http://127.0.0.1:8090", timeout=30, follow_redirects=True) as browser:
+            assert browser.get(f"/login?token={taskfan.ingest_token}").status_code == 200  # sets the cookie
+            assert browser.get(f"/api/batches/{batch_id}").json()["batch"]["completed"] == 150
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
 
 
 def test_the_autoscaler_raises_the_scorers_on_the_backlog_and_lowers_them_after(taskfan: Taskfan) -> None:

@@ -8,13 +8,13 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 
 {{/* The Dapr app id of each service (the scorer's replicas share one). */}}
 {{- define "taskfan.appId" -}}
-{{- $ids := dict "ingest" "ingest" "workflow" "workflow" "validator" "validator" "enricher" "enricher" "scorer" "scorer" -}}
+{{- $ids := dict "ingest" "ingest" "workflow" "workflow" "validator" "validator" "enricher" "enricher" "scorer" "scorer" "console" "console" -}}
 {{- get $ids . -}}
 {{- end }}
 
 {{/* Each gRPC app's port (as in dapr.yaml); ingest has none: its sidecar never calls it. */}}
 {{- define "taskfan.appPort" -}}
-{{- $ports := dict "workflow" "6001" "validator" "6002" "enricher" "6003" "scorer" "6010" -}}
+{{- $ports := dict "workflow" "6001" "validator" "6002" "enricher" "6003" "console" "6004" "scorer" "6010" -}}
 {{- get $ports . -}}
 {{- end }}
 
