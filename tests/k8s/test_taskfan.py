@@ -170,7 +170,10 @@ def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> No
     page = httpx.get(f"{url}/batches/{batch_id}", headers=signed_in, timeout=30)
     assert page.status_code == 200 and batch_id in page.text
     # Its poll of the workflow app (service invocation, which the access control must let through) answers.
-    assert httpx.get(f"{url}/api/batches", headers=signed_in, timeout=30).json()["error"] is None
+    # Not always at once after an install: a lookup of workflow-dapr made before that headless Service had an
+    # address is cached as "no such host" by the cluster's DNS for up to 30 s (seen: ~40 s after `up`).
+    wait_for(lambda: httpx.get(f"{url}/api/batches", headers=signed_in, timeout=30).json()["error"] is None,
+             "the console's poll of the workflow app to answer", timeout=90, every=2)
 
     # From a browser on the host, as the README says: port-forward to 127.0.0.1:8090 and the sign-in link.
     with socket.socket() as probe:
