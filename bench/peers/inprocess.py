@@ -51,8 +51,9 @@ async def _run(batches: list[dict[str, Any]], replicas: int, concurrency: int, d
 
 def tasks_per_s(batches: list[dict[str, Any]], *, replicas: int = 1, concurrency: int = 8,
                 delay_ms: int = 0, max_in_flight: int = Settings.max_in_flight, rounds: int = 1) -> float:
-    """The median of ``rounds`` timed runs, after an untimed one (the warm-up every system gets). Without a
-    delay a run lasts a few hundredths of a second, so one run alone swung 5x between full runs."""
+    """The median of ``rounds`` timed runs, after an untimed one when there are several (the warm-up every
+    system gets). Without a delay a run lasts a few hundredths of a second, so one run alone swung 5x between
+    full runs."""
     total = sum(len(b["tasks"]) for b in batches)
 
     def once() -> float:

@@ -71,12 +71,8 @@ async def request_admission(ctx: wf.WorkflowActivityContext, inp: AdmissionReque
     entry = admission.Entry(batch_id=inp.batch_id, slots=inp.slots, total=inp.total, chunks=inp.chunks,
                             since=inp.since)
 
-    def change(ledger: admission.Ledger) -> tuple[list[str], int]:
-        admitted = admission.request(ledger, entry, inp.cap)
-        return admitted, ledger.position(inp.batch_id) or 0
-
-    admitted, position = await ledger_store.update(_client(), change)
-    await ledger_store.announce(_workflow_client(), [b for b in admitted if b != inp.batch_id])
+    others, position = await ledger_store.update(_client(), lambda ledger: admission.ask(ledger, entry, inp.cap))
+    await ledger_store.announce(_workflow_client(), others)
     return Admission(position=position)
 
 

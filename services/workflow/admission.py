@@ -54,6 +54,13 @@ def request(ledger: Ledger, entry: Entry, cap: int) -> list[str]:
     return admit(ledger)
 
 
+def ask(ledger: Ledger, entry: Entry, cap: int) -> tuple[list[str], int]:
+    """``request``, told as its caller needs it: the other batches it admitted (to wake), and the batch's
+    position (0: running)."""
+    admitted = request(ledger, entry, cap)
+    return [b for b in admitted if b != entry.batch_id], ledger.position(entry.batch_id) or 0
+
+
 def release(ledger: Ledger, batch_id: str) -> list[str]:
     """Forget ``batch_id`` (finished or given up); admit what now fits; return the batch ids admitted."""
     ledger.running = [e for e in ledger.running if e.batch_id != batch_id]

@@ -72,8 +72,7 @@ class BatchIntake:
         except events.EventError:
             return  # never admitted
         if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is None:
-            admitted = ledger_store.update_now(self.dapr, lambda ledger: admission.release(ledger, batch.batch_id))
-            ledger_store.announce_now(self.workflows, admitted)
+            ledger_store.release_now(self.dapr, self.workflows, batch.batch_id)
 
     def start(self, batch: TaskBatch, traceparent: str | None = None) -> TopicEventResponse:
         # Instance id = batch id: a batch published twice, or redelivered, runs once.
@@ -102,13 +101,9 @@ class BatchIntake:
         entry = admission.Entry(batch_id=batch.batch_id, total=len(batch.tasks), chunks=chunks_of(len(batch.tasks)),
                                 slots=slots_of(len(batch.tasks), self.settings.max_in_flight),
                                 since=datetime.now(UTC).isoformat())
-
-        def change(ledger: admission.Ledger) -> tuple[list[str], int]:
-            admitted = admission.request(ledger, entry, self.settings.max_tasks_in_progress)
-            return admitted, ledger.position(batch.batch_id) or 0
-
-        admitted, position = ledger_store.update_now(self.dapr, change)
-        ledger_store.announce_now(self.workflows, [b for b in admitted if b != batch.batch_id])
+        cap = self.settings.max_tasks_in_progress
+        others, position = ledger_store.update_now(self.dapr, lambda ledger: admission.ask(ledger, entry, cap))
+        ledger_store.announce_now(self.workflows, others)
         return position == 0
 
     def store_tasks(self, batch: TaskBatch) -> None:

@@ -111,3 +111,8 @@ async def release(client: DaprClient, workflows: DaprWorkflowClient, batch_id: s
     """Give a batch's slots back and wake the batches that now fit (idempotent)."""
     admitted = await update(client, lambda ledger: admission.release(ledger, batch_id))
     await announce(workflows, admitted)
+
+
+def release_now(client: clients.DaprClient, workflows: SyncWorkflowClient, batch_id: str) -> None:
+    """``release`` with the blocking clients."""
+    announce_now(workflows, update_now(client, lambda ledger: admission.release(ledger, batch_id)))
