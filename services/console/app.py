@@ -108,7 +108,10 @@ class Subscriptions:
         return TopicEventResponse("success")
 
     def on_dead_letter(self, event) -> TopicEventResponse:  # noqa: ANN001
-        record = events.loads_lenient(event.data)
+        try:
+            record = events.parse_json(event.data)
+        except events.EventError:
+            return TopicEventResponse("success")
         data = record.get("data") if isinstance(record, dict) else None
         refused = data.get("event") if isinstance(data, dict) else None
         batch_id = _batch_id_in(refused)

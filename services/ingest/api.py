@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -52,8 +51,8 @@ def parse_batch(body: bytes) -> TaskBatch:
     if len(body) > MAX_BATCH_BYTES:
         raise RejectedBatch(413, f"batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES} bytes")
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = events.parse_json(body)
+    except events.EventError as exc:  # not UTF-8, not JSON, too deep, a huge number, a lone surrogate
         raise RejectedBatch(400, f"request body is not valid JSON: {exc}") from None
     if isinstance(document, list):  # a bare list of tasks is accepted as a batch
         document = {"tasks": document}

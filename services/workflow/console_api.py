@@ -20,7 +20,14 @@ from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 from services.workflow import live, scoring
 from services.workflow.admission import Ledger
 from services.workflow.models import BatchProgress
-from taskfan.contracts import ADMISSION_LEDGER_KEY, CONSOLE_BATCH, CONSOLE_BATCHES, CONSOLE_TERMINATE, STATESTORE
+from taskfan.contracts import (
+    ADMISSION_LEDGER_KEY,
+    CONSOLE_BATCH,
+    CONSOLE_BATCHES,
+    CONSOLE_TERMINATE,
+    STATESTORE,
+    workflow_instance_id,
+)
 from taskfan.dapr_app import json_method
 
 
@@ -35,7 +42,7 @@ class ConsoleAnswers:
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
         """The workflow's runtime status (None: no such workflow) and its counts, if it reported any."""
-        state = self.workflows.get_workflow_state(batch_id, fetch_payloads=True)
+        state = self.workflows.get_workflow_state(workflow_instance_id(batch_id), fetch_payloads=True)
         if state is None:
             return None, None
         try:
@@ -76,7 +83,7 @@ class ConsoleAnswers:
                           WorkflowStatus.SUSPENDED.name.lower()}:
             return {"terminated": False, "status": status,
                     "reason": "no such batch is running" if status is None else f"the batch is {status}"}
-        self.workflows.terminate_workflow(batch_id)
+        self.workflows.terminate_workflow(workflow_instance_id(batch_id))
         return {"terminated": True, "status": status}
 
 

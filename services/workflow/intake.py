@@ -27,7 +27,7 @@ from services.workflow.names import BATCH_WORKFLOW
 from services.workflow.state_keys import STATE_TTL_S, tasks_key
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
-from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, TaskBatch
+from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, TaskBatch, workflow_instance_id
 from taskfan.settings import Settings
 from taskfan.tracing import traceparent_in
 
@@ -50,17 +50,25 @@ class BatchIntake:
             if batch_records.claim(self.dapr, batch) is Claim.CONFLICT:
                 return self.dead_letter(raw, batch_records.conflict_message(batch.batch_id))
             return self.start(batch, traceparent_in(envelope))
-        except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting
-            log.warning("could not start workflow; Dapr will redeliver",
-                        extra={"batch_id": batch.batch_id, "error": str(exc)})
-            return TopicEventResponse("retry")
+        except Exception as exc:  # noqa: BLE001 - every failure gets an answer: a retry or a dead letter
+            error = f"{type(exc).__name__}: {events.printable(str(exc), 300)}"
+            if is_transient(exc):
+                log.warning("could not start workflow; Dapr will redeliver",
+                            extra={"batch_id": batch.batch_id, "error": error})
+                return TopicEventResponse("retry")
+            # The same event would fail the same way again: answer now, never retry it.
+            log.error("could not start workflow; dead-lettered", extra={"batch_id": batch.batch_id, "error": error})
+            self.give_back(batch.batch_id)
+            return self.dead_letter(raw, f"the workflow service could not start this batch: {error}")
 
     def on_undeliverable(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
         try:
             self.unadmit(event.data)
         except Exception as exc:  # noqa: BLE001 - the sidecar is restarting: Dapr redelivers this too
-            log.warning("could not release an undeliverable batch's slots", extra={"error": str(exc)})
-            return TopicEventResponse("retry")
+            if is_transient(exc):
+                log.warning("could not release an undeliverable batch's slots", extra={"error": str(exc)})
+                return TopicEventResponse("retry")
+            log.error("could not release an undeliverable batch's slots", extra={"error": str(exc)})
         return self.dead_letter(event.data, "the workflow service could not start this batch: Dapr's retries "
                                             "(resiliency policy 'intake') were exhausted; publish it again")
 
@@ -71,18 +79,29 @@ class BatchIntake:
             batch, _ = events.decode_envelope(raw, TaskBatch)
         except events.EventError:
             return  # never admitted
-        if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is None:
-            ledger_store.release_now(self.dapr, self.workflows, batch.batch_id)
+        self.release_unstarted(batch.batch_id)
+
+    def release_unstarted(self, batch_id: str) -> None:
+        if self.workflows.get_workflow_state(workflow_instance_id(batch_id), fetch_payloads=False) is None:
+            ledger_store.release_now(self.dapr, self.workflows, batch_id)
+
+    def give_back(self, batch_id: str) -> None:
+        """Best effort, before dead-lettering a batch that cannot start: its slots, if it took any."""
+        try:
+            self.release_unstarted(batch_id)
+        except Exception as exc:  # noqa: BLE001 - the reconciler answers for it if its slots stay taken
+            log.warning("could not release a refused batch's slots", extra={"batch_id": batch_id, "error": str(exc)})
 
     def start(self, batch: TaskBatch, traceparent: str | None = None) -> TopicEventResponse:
         # Instance id = batch id: a batch published twice, or redelivered, runs once.
-        if self.workflows.get_workflow_state(batch.batch_id, fetch_payloads=False) is not None:
+        instance = workflow_instance_id(batch.batch_id)
+        if self.workflows.get_workflow_state(instance, fetch_payloads=False) is not None:
             log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id})
             return TopicEventResponse("success")
         self.store_tasks(batch)
         admitted = self.admit(batch)
         try:
-            schedule(self.workflows, BATCH_WORKFLOW, batch.batch_id, traceparent, batch_input(
+            schedule(self.workflows, BATCH_WORKFLOW, instance, traceparent, batch_input(
                 batch.batch_id, len(batch.tasks), self.settings.max_in_flight, self.settings.max_tasks_in_progress,
                 traceparent, admitted))
         except grpc.RpcError as exc:
@@ -115,10 +134,10 @@ class BatchIntake:
         self.dapr.save_bulk_state(STATESTORE, items)
 
     def dead_letter(self, raw: bytes, reason: str) -> TopicEventResponse:
+        # The record's encoding cannot fail (events.dead_letter): only the publish can, and that passes.
+        record = events.dead_letter(reason, events.refused_event(raw), source=AppId.WORKFLOW)
         try:
-            self.dapr.publish_event(PUBSUB, DEADLETTER_TOPIC,
-                                    events.dead_letter(reason, events.loads_lenient(raw), source=AppId.WORKFLOW),
-                                    data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+            self.dapr.publish_event(PUBSUB, DEADLETTER_TOPIC, record, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
         except Exception as exc:  # noqa: BLE001 - any publish failure means "try again later"
             log.warning("dead-letter publish failed; Dapr will redeliver", extra={"error": str(exc)})
             return TopicEventResponse("retry")
@@ -140,6 +159,20 @@ def schedule(workflows: DaprWorkflowClient, name: str, instance_id: str, tracepa
     hub._stub.StartInstance(pb.CreateInstanceRequest(  # noqa: SLF001
         name=name, instanceId=instance_id, input=wrappers_pb2.StringValue(value=shared.to_json(inp)),
         version=wrappers_pb2.StringValue(value=""), parentTraceContext=pb.TraceContext(traceParent=traceparent)))
+
+
+# gRPC answers that say something about the request itself: the same request fails the same way again.
+_DETERMINISTIC_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,
+                                  grpc.StatusCode.UNIMPLEMENTED})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that can pass by itself (a sidecar, Redis, placement or the scheduler restarting; the
+    admission ledger busy); anything else is a fact about the event, and is answered at once."""
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code not in _DETERMINISTIC_CODES
+    return isinstance(exc, OSError | ledger_store.LedgerBusy)
 
 
 def _already_exists(exc: grpc.RpcError) -> bool:

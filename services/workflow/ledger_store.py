@@ -24,7 +24,7 @@ from dapr.ext.workflow.aio import DaprWorkflowClient
 from services.workflow import admission
 from services.workflow.admission import Ledger
 from services.workflow.names import ADMITTED_EVENT
-from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE
+from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE, workflow_instance_id
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,19 @@ def _pause(attempt: int) -> float:
     return random.uniform(0.005, 0.02) * min(attempt + 1, 10)
 
 
-def _gave_up() -> RuntimeError:
-    return RuntimeError(f"the admission ledger changed under every one of {WRITE_ATTEMPTS} attempts")
+class LedgerBusy(RuntimeError):
+    """Every attempt to change the ledger met another change: a moment of contention, not an error."""
+
+
+def _gave_up() -> LedgerBusy:
+    return LedgerBusy(f"the admission ledger changed under every one of {WRITE_ATTEMPTS} attempts")
 
 
 async def announce(workflows: DaprWorkflowClient, batch_ids: list[str]) -> None:
     """Wake the admitted batches; one that misses the event finds out on its next re-check."""
     for batch_id in batch_ids:
         try:
-            await workflows.raise_workflow_event(batch_id, ADMITTED_EVENT)
+            await workflows.raise_workflow_event(workflow_instance_id(batch_id), ADMITTED_EVENT)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not wake an admitted batch", extra={"batch_id": batch_id, "error": str(exc)})
 
@@ -102,7 +106,7 @@ def announce_now(workflows: SyncWorkflowClient, batch_ids: list[str]) -> None:
     """``announce`` with the blocking client."""
     for batch_id in batch_ids:
         try:
-            workflows.raise_workflow_event(batch_id, ADMITTED_EVENT)
+            workflows.raise_workflow_event(workflow_instance_id(batch_id), ADMITTED_EVENT)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not wake an admitted batch", extra={"batch_id": batch_id, "error": str(exc)})
 

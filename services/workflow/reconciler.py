@@ -22,7 +22,7 @@ from dapr.ext.workflow.aio import DaprWorkflowClient
 from services.workflow import activities, ledger_store, live, metrics
 from services.workflow.admission import Entry
 from services.workflow.models import BatchFailure, BatchProgress, PublishInput
-from taskfan.contracts import MAX_MESSAGE_BYTES
+from taskfan.contracts import MAX_MESSAGE_BYTES, workflow_instance_id
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
         try:
             # A running batch's progress is its custom status, a payload (small: its inputs are ids and
             # counts); a queued batch has none yet, so its status alone is read.
-            state = await workflows.get_workflow_state(entry.batch_id, fetch_payloads=entry.batch_id in running)
+            state = await workflows.get_workflow_state(workflow_instance_id(entry.batch_id),
+                                                       fetch_payloads=entry.batch_id in running)
         except Exception as exc:  # noqa: BLE001 - Dapr read it mid-write: look again next round
             log.debug("workflow state unreadable", extra={"batch_id": entry.batch_id, "error": str(exc)})
             continue

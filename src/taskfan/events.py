@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,8 +21,48 @@ SOURCE = "taskfan"
 M = TypeVar("M", bound=BaseModel)
 
 
+# A dead-letter record carries at most this much of the refused event, and a reason of at most this many
+# characters: its own encoding can never fail or outgrow a message, whatever was refused.
+MAX_REFUSED_EVENT_BYTES = 64 * 1024
+MAX_REASON_CHARS = 1_000
+# The deepest JSON a dead-letter record repeats as JSON (a task batch is 4 levels deep); deeper, it is text.
+MAX_REFUSED_DEPTH = 32
+# The JSON escape of a UTF-16 surrogate: only a text containing one can parse into a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
+
+
 class EventError(ValueError):
     """An event that cannot be used; the message is the reason given to the sender."""
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Strict JSON: UTF-8 text whose strings are all valid Unicode. Every way it can fail is an EventError
+    with the reason, including those ``json.loads`` signals otherwise: nesting deeper than Python recurses
+    (RecursionError), integers past Python's 4,300-digit limit (ValueError), and lone surrogates, which
+    parse but break every later encoding (UTF-8 text, a hash, the state store)."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw  # strict: no encoded surrogates
+    except UnicodeDecodeError as exc:
+        raise EventError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventError(str(exc)) from None
+    except RecursionError:
+        raise EventError("nested too deeply to read") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise EventError(f"a value cannot be read: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text) and not _is_unicode(document):
+        raise EventError("a lone surrogate (an unpaired \\ud800-\\udfff escape) is not Unicode text")
+    return document
+
+
+def _is_unicode(document: object) -> bool:
+    try:
+        json.dumps(document, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def utc_now() -> str:
@@ -59,9 +100,9 @@ def decode_envelope(raw: bytes | str, model: type[M]) -> tuple[M, dict[str, Any]
     if len(raw) > MAX_BATCH_BYTES + 64 * 1024:
         raise EventError(f"event is {len(raw)} bytes; the limit is {MAX_BATCH_BYTES} bytes of data")
     try:
-        envelope = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventError(f"event is not JSON: {exc}") from None
+        envelope = parse_json(raw)
+    except EventError as exc:
+        raise EventError(f"event is not valid JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise EventError(f"event must be a JSON object (a CloudEvent), got {type(envelope).__name__}")
     if envelope.get("specversion") != "1.0":
@@ -81,9 +122,9 @@ def decode_envelope(raw: bytes | str, model: type[M]) -> tuple[M, dict[str, Any]
             raise EventError("event data_base64 is not valid base64") from None
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise EventError("event data is not JSON") from None
+            data = parse_json(data)
+        except EventError as exc:
+            raise EventError(f"event data is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise EventError(f"event data must be a JSON object, got {type(data).__name__}")
     try:
@@ -94,14 +135,42 @@ def decode_envelope(raw: bytes | str, model: type[M]) -> tuple[M, dict[str, Any]
 
 
 def dead_letter(reason: str, event: object, source: str) -> bytes:
-    """A dead-letter CloudEvent: why, and the refused event (or what is known of the batch)."""
-    return encode(DEADLETTER_EVENT_TYPE, DeadLetter(reason=reason, event=event, received_at=utc_now()), source=source)
+    """A dead-letter CloudEvent: why, and the refused event (``refused_event``) or what is known of the batch.
+
+    Its encoding cannot fail: the reason is cut to MAX_REASON_CHARS with anything that is not Unicode text
+    escaped."""
+    return encode(DEADLETTER_EVENT_TYPE, DeadLetter(reason=printable(reason, MAX_REASON_CHARS), event=event,
+                                                    received_at=utc_now()), source=source)
 
 
-def loads_lenient(raw: bytes | str) -> object:
-    """The raw event as JSON when it parses, else as text: for dead-letter records."""
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def refused_event(raw: bytes | str) -> object:
+    """A refused event as a dead-letter record repeats it: its JSON when that is small, shallow and valid
+    Unicode; else its text, escaped where it is not UTF-8 and cut to MAX_REFUSED_EVENT_BYTES."""
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if len(data) <= MAX_REFUSED_EVENT_BYTES:
+        try:
+            document = parse_json(data)
+        except EventError:
+            pass
+        else:
+            if _depth_at_most(document, MAX_REFUSED_DEPTH):
+                return document
+    text = data[:MAX_REFUSED_EVENT_BYTES].decode("utf-8", "backslashreplace")
+    return text if len(data) <= MAX_REFUSED_EVENT_BYTES else f"{text}... [cut: {len(data)} bytes in all]"
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with whatever is not Unicode text (lone surrogates) escaped."""
+    text = text[:limit]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _depth_at_most(document: object, limit: int) -> bool:
+    pending = [(document, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return False
+            pending.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return True

@@ -123,7 +123,7 @@ def test_publish_a_raw_cloudevent_on_the_redis_stream(redis_client, batch_id):
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        ("this is not json", "not JSON"),
+        ("this is not json", "not valid JSON"),
         (json.dumps({"batch_id": "x", "tasks": []}), "not a CloudEvent"),
         ("CE_EMPTY", "tasks"),
     ],

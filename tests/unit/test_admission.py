@@ -3,8 +3,10 @@
 import json
 
 import dapr.ext.workflow as wf
+import grpc
+import pytest
 
-from services.workflow import admission, batch_workflow, names, reconciler
+from services.workflow import admission, batch_workflow, ledger_store, names, reconciler
 from services.workflow.admission import Entry, Ledger
 from services.workflow.models import BatchInput
 
@@ -223,3 +225,79 @@ def test_a_batch_dapr_gave_up_on_gives_its_slots_back_unless_its_workflow_starte
     assert store.raised == [("c", names.ADMITTED_EVENT)]
     assert [topic for topic, _ in store.published] == [DEADLETTER_TOPIC] * 2
     assert intake.on_undeliverable(type("Event", (), {"data": b"not json"})()).status.name == "success"
+
+
+class FailingStart(FakeLedgerStore):
+    """The intake's clients, where claiming the id works and starting the workflow raises ``error``."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def save_state(self, store, key, value, etag=None, options=None, state_metadata=None):
+        if key.startswith("batch:"):
+            return  # the batch-id claim: new
+        super().save_state(store, key, value, etag=etag, options=options)
+
+    def save_bulk_state(self, store, items):
+        pass
+
+    def schedule_new_workflow(self, name, input=None, instance_id=None):  # noqa: A002 - the SDK's name
+        raise self.error
+
+
+class RpcError(grpc.RpcError):
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return f"sidecar says {self._code.name}"
+
+
+@pytest.mark.parametrize(("error", "answer"), [
+    (RpcError(grpc.StatusCode.UNAVAILABLE), "retry"),  # the sidecar is restarting: it can pass
+    (RpcError(grpc.StatusCode.UNKNOWN), "retry"),
+    (ConnectionRefusedError("connection refused"), "retry"),
+    (ledger_store.LedgerBusy("busy"), "retry"),
+    (RpcError(grpc.StatusCode.INVALID_ARGUMENT), "success"),  # it would fail the same way again
+    (ValueError("something about this batch"), "success"),
+    (RecursionError("maximum recursion depth exceeded"), "success"),
+])
+def test_a_failure_that_can_pass_is_retried_and_one_that_cannot_is_dead_lettered_at_once(error, answer):
+    from services.workflow.intake import BatchIntake
+    from taskfan import events
+    from taskfan.contracts import DEADLETTER_TOPIC, TASK_BATCH_EVENT_TYPE
+    from taskfan.settings import Settings
+
+    store = FailingStart(error)
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800))
+    raw = events.encode(TASK_BATCH_EVENT_TYPE, batch("a", 5))
+    assert intake.on_event(type("Event", (), {"data": raw})()).status.name == answer
+    if answer == "retry":
+        assert store.published == []
+        return
+    [(topic, record)] = store.published
+    assert topic == DEADLETTER_TOPIC and type(error).__name__ in record["data"]["reason"]
+    assert record["data"]["event"]["data"]["batch_id"] == "a"
+    # Its slots were given back: the next batch is admitted, not queued behind one that never runs.
+    assert Ledger.model_validate_json(store.data).running == []
+
+
+def test_a_batch_id_with_colons_runs_under_an_instance_id_dapr_reads_back_whole():
+    from services.workflow.intake import BatchIntake
+    from taskfan.settings import Settings
+
+    started = []
+
+    class Recording(FailingStart):
+        def schedule_new_workflow(self, name, input=None, instance_id=None):  # noqa: A002
+            started.append(instance_id)
+
+    store = Recording(None)
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800))
+    intake.start(batch("hx::1:", 5))
+    assert started == ["hx~~1~"]
+    assert Ledger.model_validate_json(store.data).running[0].batch_id == "hx::1:"  # the ledger keeps the batch id

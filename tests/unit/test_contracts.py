@@ -2,10 +2,18 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from taskfan.cli.schemas import schema_documents
-from taskfan.contracts import MAX_TASKS_PER_BATCH, BatchRequest, TaskBatch, describe_validation_error
+from taskfan.contracts import (
+    MAX_TASKS_PER_BATCH,
+    BatchRequest,
+    TaskBatch,
+    describe_validation_error,
+    workflow_instance_id,
+)
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -59,3 +67,14 @@ def test_published_schemas_match_models():
         published = SCHEMAS / name
         assert published.exists(), f"{name} missing: run `make schemas`"
         assert json.loads(published.read_text()) == json.loads(text), f"{name} is stale: run `make schemas`"
+
+
+@given(st.text(alphabet="ABCXYZabcxyz0189._:-", min_size=1, max_size=128),
+       st.text(alphabet="ABCXYZabcxyz0189._:-", min_size=1, max_size=128))
+def test_a_batch_ids_workflow_instance_is_its_own_and_free_of_daprs_separators(one, other):
+    instance = workflow_instance_id(one)
+    # Dapr reads an activity's instance back as what comes before the first '::' of
+    # '<instance>::<task>::<generation>'; actor state keys are joined with '||'.
+    assert f"{instance}::run_chunk::0".split("::")[0] == instance
+    assert "||" not in instance and len(instance) == len(one)
+    assert (workflow_instance_id(other) == instance) == (other == one)

@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 from services.ingest.api import create_api
 from taskfan import events
 from taskfan.contracts import MAX_BATCH_BYTES, TaskBatch
+from tests import hostile
 
 
 class FakePublisher:
@@ -204,3 +205,11 @@ def test_one_batch_id_one_content(client, publisher):
     assert other.status_code == 409
     assert "already in use with different content" in other.json()["error"]
     assert len(publisher.published) == 2
+
+
+@pytest.mark.parametrize("kind", list(hostile.BODIES))
+def test_a_hostile_body_gets_a_4xx_with_a_reason_never_a_5xx(client, publisher, kind):
+    response = client.post("/batches", content=hostile.BODIES[kind], headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.json()["error"]
+    assert publisher.published == []

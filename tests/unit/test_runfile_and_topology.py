@@ -1,5 +1,6 @@
 """dapr.yaml is the single source of which apps run and on which ports: the launcher follows it."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -132,3 +133,25 @@ def test_the_sidecars_message_limit_is_the_apps():
     command = stack.daprd_command(Path("/bin"), stack.topology.instance("workflow"))
     size = command[command.index("--max-body-size") + 1]
     assert size.endswith("Mi") and int(size[:-2]) * 1024 * 1024 == MAX_MESSAGE_BYTES
+
+
+def _seconds(text: str) -> float:
+    return float(text.removesuffix("s"))
+
+
+def test_daprs_intake_retries_end_well_before_redis_hands_the_event_to_a_second_delivery():
+    # While Dapr retries an event (resiliency policy `intake`), Redis keeps it pending; past the pub/sub's
+    # processingTimeout it redelivers it alongside. Retries of 2 s x 12 end with half a minute to spare
+    # for the handler's own time. Checked in both copies of the resources: the local files and the chart.
+    repo = Path(__file__).resolve().parents[2]
+    local_policy = yaml.safe_load((repo / "components" / "resiliency.yaml").read_text())["spec"]["policies"][
+        "retries"]["intake"]
+    pubsub = yaml.safe_load((repo / "components" / "pubsub.yaml").read_text())["spec"]["metadata"]
+    timeout = _seconds(next(m["value"] for m in pubsub if m["name"] == "processingTimeout"))
+    chart = (repo / "deploy" / "helm" / "taskfan" / "templates" / "dapr-resources.yaml").read_text()
+    chart_policy = yaml.safe_load(re.search(r"\n      intake:\n(?:        .*\n)+", chart).group(0))["intake"]
+    chart_timeout = _seconds(re.search(r'name: processingTimeout\n\s+value: "(\w+)"', chart).group(1))
+    for policy, processing_timeout in ((local_policy, timeout), (chart_policy, chart_timeout)):
+        assert policy["policy"] == "constant"  # a horizon with no randomness in it
+        horizon = _seconds(policy["duration"]) * policy["maxRetries"]
+        assert horizon + 30 <= processing_timeout

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from taskfan import events
 from taskfan.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_REFUSED,
@@ -32,8 +33,8 @@ def read_batch_file(path: str) -> bytes:
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_BAD_INPUT) from None
     try:
-        json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        events.parse_json(raw)
+    except events.EventError as exc:
         raise CliError(f"{path} is not valid JSON: {exc}", EXIT_BAD_INPUT) from None
     return raw
 

@@ -13,13 +13,13 @@ import httpx
 
 from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, dapr_headers, settings, workflow_dapr_url
 from taskfan.cli.progress import Progress
-from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE
+from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE, workflow_instance_id
 
 
 def workflow_state(batch_id: str) -> dict[str, Any] | None:
     """The batch's workflow as the workflow sidecar's ``/v1.0/workflows/dapr/<id>`` answers it."""
     current = settings()
-    url = f"{workflow_dapr_url(current)}/v1.0/workflows/dapr/{batch_id}"
+    url = f"{workflow_dapr_url(current)}/v1.0/workflows/dapr/{workflow_instance_id(batch_id)}"
     try:
         response = httpx.get(url, timeout=10, headers=dapr_headers(current))
     except httpx.HTTPError as exc:
