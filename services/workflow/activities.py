@@ -14,9 +14,20 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
+from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import admission, aggregate, chunk_steps, ledger_store, live, metrics, scoring, step_client
+from services.workflow import (
+    admission,
+    aggregate,
+    chunk_steps,
+    faults,
+    ledger_store,
+    live,
+    metrics,
+    scoring,
+    step_client,
+)
 from services.workflow.models import (
     Admission,
     AdmissionRequest,
@@ -26,6 +37,7 @@ from services.workflow.models import (
     ChunkRun,
     ChunkRunResult,
     ChunkSummary,
+    OutcomeRecord,
     OutcomeSummary,
     PublishInput,
     SaveResultsInput,
@@ -83,7 +95,16 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
     Safe to run again: the steps are pure, each run reads its own input key and overwrites its own output."""
     chunk = inp.chunk
     step_client.TRACEPARENT.set(inp.traceparent)
-    tasks = await _load_tasks(chunk)
+    try:
+        tasks = await _load_tasks(chunk)
+    except LookupError:
+        if inp.publish_since is None or (record := await outcome_record(_client(), chunk.batch_id)) is None:
+            raise
+        # The batch's only chunk ran to its end before, published the outcome and deleted its tasks; the
+        # engine runs it again (its completion was lost to a crash): what it did is in the outcome's record.
+        done = record.summary
+        return ChunkRunResult(summary=ChunkSummary(done=done.total, completed=done.completed, rejected=done.rejected,
+                                                   failed=done.failed), outcome=done)
     if inp.run == 0:
         earlier = ChunkProgress(finished=[], waiting=chunk_steps.from_the_start(tasks))
     else:
@@ -180,14 +201,21 @@ async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) ->
 
 async def _publish_and_forget(inp: PublishInput) -> OutcomeSummary:
     """Publish the outcome, then forget the batch: its slots go to the next batches, its data is deleted.
-    Run again after a crash, it publishes nothing twice (``publish_results``) and forgets again."""
+    Run again after a crash, it publishes nothing twice (``publish_results``) and forgets again. Forgetting
+    is best effort: the outcome is out whatever it meets (the reconciler gives back the slots of a finished
+    workflow; left keys expire)."""
     summary = await publish_results(_client(), inp, lambda index: f"the results of chunk {index} were lost "
                                                                   "from the state store")
-    await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
-    live.batches.forget(inp.batch_id)
-    keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
-    keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
-    await asyncio.gather(*(_client().delete_state(STATESTORE, key) for key in keys))
+    faults.point(faults.AFTER_RECORD)
+    try:
+        await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
+        live.batches.forget(inp.batch_id)
+        keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
+        keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
+        await asyncio.gather(*(_client().delete_state(STATESTORE, key) for key in keys))
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("outcome published; cleaning up after it failed", extra={
+            "batch_id": inp.batch_id, "error": f"{type(exc).__name__}: {exc}"})
     return summary
 
 
@@ -195,13 +223,34 @@ async def publish_results(client: DaprClient, inp: PublishInput, missing: Callab
     """Publish the batch's outcome from its saved chunk results; a chunk without results (lost, or never
     finished) reports each of its tasks as failed with ``missing(index)``: every task is accounted for.
 
-    At most once per batch id: a record of the published outcome is kept, and checked first. A crash can
-    make the engine run this again (its history lost the first run, measured by the soak) and the
-    reconciler may answer for a workflow terminated right after publishing.
+    One outcome per batch id, whoever calls this and however often: the outcome is recorded (``OutcomeRecord``,
+    first write wins) before it is published, and a caller that finds a record publishes the recorded event if
+    it is not marked published yet, nothing otherwise. A crash can make the engine run this again (its history
+    lost the first run, measured by the soak), and the reconciler may answer for a workflow terminated while
+    it was publishing: both end in the one recorded event.
     """
-    published = await client.get_state(STATESTORE, outcome_key(inp.batch_id))
-    if published.data:
-        return OutcomeSummary.model_validate_json(published.data)
+    key = outcome_key(inp.batch_id)
+    record = await outcome_record(client, inp.batch_id)
+    if record is None:
+        record = await _record_outcome(client, inp, missing)
+    if not record.published:
+        assert record.event is not None
+        await client.publish_event(PUBSUB, OUTCOMES_TOPIC, record.event.encode(),
+                                   data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
+        faults.point(faults.AFTER_PUBLISH)
+        published = OutcomeRecord(summary=record.summary, published=True)
+        await client.save_state(STATESTORE, key, published.model_dump_json(),
+                                state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
+    return record.summary
+
+
+async def outcome_record(client: DaprClient, batch_id: str) -> OutcomeRecord | None:
+    item = await client.get_state(STATESTORE, outcome_key(batch_id))
+    return OutcomeRecord.model_validate_json(item.data) if item.data else None
+
+
+async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callable[[int], str]) -> OutcomeRecord:
+    """Aggregate the outcome and record it as intended; if another caller recorded one first, that one."""
     keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
     items = {item.key: item.data for item in (await client.get_bulk_state(STATESTORE, keys, parallelism=8)).items}
     results: list[TaskResult] = []
@@ -212,14 +261,23 @@ async def publish_results(client: DaprClient, inp: PublishInput, missing: Callab
             tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=index), client=client)
             results += [aggregate.failed(t.task_id, "chunk", missing(index)) for t in tasks]
     outcome = aggregate.aggregate(inp.batch_id, results, inp.started_at, inp.finished_at)
-    # A stable event id lets subscribers drop the rare redelivery of a retried publish.
+    # A stable event id: a subscriber can drop the redelivery of a publish run again.
     data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
                          event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
-    await client.publish_event(PUBSUB, OUTCOMES_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
-    summary = OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"}))
-    await client.save_state(STATESTORE, outcome_key(inp.batch_id), summary.model_dump_json(),
-                            state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
-    return summary
+    record = OutcomeRecord(summary=OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"})),
+                           event=data.decode())
+    try:
+        await client.save_state(STATESTORE, outcome_key(inp.batch_id), record.model_dump_json(),
+                                options=_FIRST_WRITE, state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
+    except Exception:
+        recorded = await outcome_record(client, inp.batch_id)
+        if recorded is None:
+            raise  # the write failed for another reason than a record written first
+        return recorded
+    return record
+
+
+_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
 
 
 async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:

@@ -37,7 +37,7 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
     console_api.configure(app, ConsoleAnswers(dapr, workflows))
-    stop_reconciler = reconciler.start()
+    stop_reconciler = reconciler.start(settings)
     metrics_server = metrics.serve(settings)
 
     def shutdown() -> None:

@@ -20,10 +20,11 @@ from dapr.ext.workflow._durabletask.internal import shared
 from google.protobuf import wrappers_pb2
 from pydantic import BaseModel
 
-from services.workflow import admission, ledger_store
+from services.workflow import admission, faults, ledger_store
 from services.workflow.aggregate import chunk
 from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input, chunks_of, slots_of
 from services.workflow.names import BATCH_WORKFLOW
+from services.workflow.retry import is_transient
 from services.workflow.state_keys import STATE_TTL_S, tasks_key
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
@@ -100,6 +101,7 @@ class BatchIntake:
             return TopicEventResponse("success")
         self.store_tasks(batch)
         admitted = self.admit(batch)
+        faults.point(faults.AFTER_LEDGER_WRITE)
         try:
             schedule(self.workflows, BATCH_WORKFLOW, instance, traceparent, batch_input(
                 batch.batch_id, len(batch.tasks), self.settings.max_in_flight, self.settings.max_tasks_in_progress,
@@ -159,20 +161,6 @@ def schedule(workflows: DaprWorkflowClient, name: str, instance_id: str, tracepa
     hub._stub.StartInstance(pb.CreateInstanceRequest(  # noqa: SLF001
         name=name, instanceId=instance_id, input=wrappers_pb2.StringValue(value=shared.to_json(inp)),
         version=wrappers_pb2.StringValue(value=""), parentTraceContext=pb.TraceContext(traceParent=traceparent)))
-
-
-# gRPC answers that say something about the request itself: the same request fails the same way again.
-_DETERMINISTIC_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,
-                                  grpc.StatusCode.UNIMPLEMENTED})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A failure that can pass by itself (a sidecar, Redis, placement or the scheduler restarting; the
-    admission ledger busy); anything else is a fact about the event, and is answered at once."""
-    if isinstance(exc, grpc.RpcError):
-        code = exc.code() if callable(getattr(exc, "code", None)) else None
-        return code not in _DETERMINISTIC_CODES
-    return isinstance(exc, OSError | ledger_store.LedgerBusy)
 
 
 def _already_exists(exc: grpc.RpcError) -> bool:

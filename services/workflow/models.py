@@ -154,3 +154,15 @@ class OutcomeSummary(BaseModel):
     average_score: float | None
     started_at: str
     finished_at: str
+
+
+class OutcomeRecord(BaseModel):
+    """A batch's outcome in the state store (``outcome_key``), written before it is published: whoever
+    publishes it (the workflow, a run again after a crash, the reconciler) publishes this event, so a
+    subscriber sees at most a redelivery under the same id, never a second outcome. Once published, only
+    the summary is kept, as the record that the batch has had its outcome."""
+
+    summary: OutcomeSummary
+    event: str | None = None  # the outcome CloudEvent, until it is published
+    published: bool = False
+

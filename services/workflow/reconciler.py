@@ -2,9 +2,10 @@
 
 Every batch is in the admission ledger from its first step until its outcome is out. A background
 loop in the workflow app looks at each of them every few seconds; a batch whose workflow was
-terminated, failed or disappeared (purged) is answered from the results its chunks saved, every
-other task ``failed`` with the reason, and its slots are released. If even that outcome cannot be
-published, a dead-letter record names the batch and why.
+terminated or failed is answered from the results its chunks saved, every other task ``failed`` with the
+reason, and its slots are released; one whose workflow is missing is started (its start was late), or, if
+Dapr refuses that for good (purged), answered likewise. If even that outcome cannot be published, a
+dead-letter record names the batch and why.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from dapr.aio.clients import DaprClient
 from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import activities, ledger_store, live, metrics
+from services.workflow import activities, faults, ledger_store, live, metrics
 from services.workflow.admission import Entry
+from services.workflow.batch_workflow import batch_input
 from services.workflow.models import BatchFailure, BatchProgress, PublishInput
+from services.workflow.names import BATCH_WORKFLOW
+from services.workflow.retry import is_transient
 from taskfan.contracts import MAX_MESSAGE_BYTES, workflow_instance_id
+from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +48,10 @@ def unfinished_reason(status: WorkflowStatus | None, failure: str | None) -> str
     return None
 
 
-def start() -> Callable[[], None]:
+def start(settings: Settings) -> Callable[[], None]:
     """Run the loop in a thread of its own (its own event loop and clients); return a stopper."""
     stop = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(_loop(stop)), name="reconciler", daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(_loop(stop, settings)), name="reconciler", daemon=True)
     thread.start()
 
     def stopper() -> None:
@@ -56,18 +61,18 @@ def start() -> Callable[[], None]:
     return stopper
 
 
-async def _loop(stop: threading.Event) -> None:
+async def _loop(stop: threading.Event, settings: Settings) -> None:
     client = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
     workflows = DaprWorkflowClient()
     while not stop.is_set():
         try:
-            await reconcile(client, workflows)
+            await reconcile(client, workflows, settings)
         except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting: next round
             log.warning("reconcile round failed", extra={"error": str(exc)})
         await asyncio.to_thread(stop.wait, INTERVAL_S)
 
 
-async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
+async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings: Settings) -> None:
     ledger = await ledger_store.read(client)
     done: dict[str, int] = {}  # tasks finished per running batch, for the backlog
     running = {entry.batch_id for entry in ledger.running}
@@ -84,15 +89,39 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient) -> None:
         if status in STILL_GOING:
             done[entry.batch_id] = _done(state.serialized_custom_status if state else None)
             continue
-        if status is None and _age_s(entry) < MISSING_GRACE_S:
-            continue
+        if status is None:
+            if _age_s(entry) < MISSING_GRACE_S or not await _answered_or_unstartable(client, workflows, entry,
+                                                                                     settings, running):
+                continue
         failure = state.failure_details.message if state is not None and state.failure_details else None
         reason = unfinished_reason(status, failure)
         if reason is not None:
             await answer(client, entry, reason)
+            faults.point(faults.IN_TERMINATE)
         await ledger_store.release(client, workflows, entry.batch_id)
         live.batches.forget(entry.batch_id)
     metrics.record(ledger, done)
+
+
+async def _answered_or_unstartable(client: DaprClient, workflows: DaprWorkflowClient, entry: Entry,
+                                   settings: Settings, running: set[str]) -> bool:
+    """A batch in the ledger with no workflow: its outcome is out (the workflow was purged after it), or its
+    workflow was never started (the intake's start is late: the workflow app or its sidecar died between
+    the ledger write and the start, or the scheduler is slow) and is started now, from the tasks the intake
+    stored. True only when there is nothing to start: answered, or a start Dapr refuses for good (purged)."""
+    if await activities.outcome_record(client, entry.batch_id) is not None:
+        return True
+    inp = batch_input(entry.batch_id, entry.total, settings.max_in_flight, settings.max_tasks_in_progress,
+                      admitted=entry.batch_id in running)
+    try:
+        await workflows.schedule_new_workflow(BATCH_WORKFLOW, input=inp,
+                                              instance_id=workflow_instance_id(entry.batch_id))
+    except Exception as exc:  # noqa: BLE001 - it exists now (the intake's start came), or Dapr is unavailable
+        log.info("could not start a batch whose workflow was missing", extra={
+            "batch_id": entry.batch_id, "error": f"{type(exc).__name__}: {exc}"})
+        return not is_transient(exc) and "already exists" not in str(exc)
+    log.warning("started a batch whose workflow had not started", extra={"batch_id": entry.batch_id})
+    return False
 
 
 def _done(custom_status: str | None) -> int:

@@ -76,6 +76,9 @@ class Settings:
     security: str = "on"
     # The local stack's run directory (logs, data, rendered components); empty: .taskfan/ beside dapr.yaml.
     run_dir: str = ""
+    # Test-only: where the workflow app looks for armed fault points (services/workflow/faults.py); empty:
+    # no fault point is ever looked at.
+    fault_points_dir: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

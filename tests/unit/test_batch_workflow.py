@@ -73,7 +73,9 @@ class FakeStateClient:
     async def publish_event(self, pubsub, topic, data, data_content_type=None):
         self.published.append(json.loads(data))
 
-    async def save_state(self, store, key, value, state_metadata=None):
+    async def save_state(self, store, key, value, options=None, state_metadata=None):
+        if options is not None and options.concurrency.name == "first_write" and key in self.state:
+            raise RuntimeError("possible etag mismatch")  # first write wins, as on Redis
         self.state[key] = value.encode()
 
     async def delete_state(self, store, key):
@@ -132,3 +134,72 @@ def test_the_sdk_still_has_what_a_traced_workflow_start_uses() -> None:
     request = pb.CreateInstanceRequest(name="n", instanceId="i", parentTraceContext=pb.TraceContext(
         traceParent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
     assert request.parentTraceContext.traceParent.startswith("00-4bf9")
+
+
+DONE = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
+
+
+class CrashAfterPublish(FakeStateClient):
+    """The publish goes out, then the process dies before the record says so (the write fails)."""
+
+    async def save_state(self, store, key, value, options=None, state_metadata=None):
+        if '"published":true' in value:
+            raise ConnectionError("killed")
+        await super().save_state(store, key, value, options=options, state_metadata=state_metadata)
+
+
+def test_an_outcome_is_recorded_before_it_is_published_so_a_run_again_repeats_the_same_event():
+    client = CrashAfterPublish({results_key("b", 0): json.dumps([DONE]).encode()})
+    inp = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
+    with pytest.raises(ConnectionError):
+        asyncio.run(activities.publish_results(client, inp, lambda _: "lost"))
+    # Run again (a later finished_at, or the reconciler with its own reason): the recorded event, unchanged.
+    again = FakeStateClient(client.state)
+    asyncio.run(activities.publish_results(again, inp.model_copy(update={"finished_at": "t9"}), lambda _: "other"))
+    assert again.published == client.published  # same id, same content: a redelivery, not a second outcome
+    assert client.published[0]["id"] == "outcome:b" and client.published[0]["data"]["finished_at"] == "t1"
+    asyncio.run(activities.publish_results(again, inp, lambda _: "lost"))
+    assert len(again.published) == 1  # recorded as published now: nothing more
+
+
+def test_the_reconciler_and_the_workflow_racing_publish_one_outcome():
+    # Terminated while its publish ran: both aggregate; the first to record wins; the other publishes that.
+    client = FakeStateClient({results_key("b", 0): json.dumps([DONE]).encode(),
+                              tasks_key("b", 1): json.dumps([{"task_id": "t-b", "title": "x",
+                                                              "description": "y"}]).encode()})
+    workflow = PublishInput(batch_id="b", chunks=2, started_at="t0", finished_at="t1")
+    reconciler_inp = workflow.model_copy(update={"finished_at": "t2"})
+    first = asyncio.run(activities._record_outcome(client, workflow, lambda _: "lost"))
+    second = asyncio.run(activities._record_outcome(client, reconciler_inp, lambda _: "terminated"))
+    assert second == first
+    asyncio.run(activities.publish_results(client, reconciler_inp, lambda _: "terminated"))
+    asyncio.run(activities.publish_results(client, workflow, lambda _: "lost"))
+    assert len(client.published) == 1 and client.published[0]["data"]["results"][1]["error"] == "chunk: lost"
+
+
+def test_a_failed_cleanup_after_the_publish_is_not_a_failed_publish(monkeypatch):
+    client = FakeStateClient({results_key("b", 0): json.dumps([DONE]).encode()})
+
+    async def release(client, workflows, batch_id):
+        raise ConnectionError("the sidecar went away")
+
+    monkeypatch.setattr(activities, "_client", lambda: client)
+    monkeypatch.setattr(activities, "_workflow_client", lambda: None)
+    monkeypatch.setattr(activities.ledger_store, "release", release)
+    summary = asyncio.run(activities.publish_outcome(None, PublishInput(batch_id="b", chunks=1, started_at="t0",
+                                                                        finished_at="t1")))
+    assert summary.completed == 1 and len(client.published) == 1
+
+
+def test_a_one_chunk_batchs_run_chunk_run_again_after_its_own_cleanup_answers_from_the_record(monkeypatch, released):
+    client = FakeStateClient({results_key("b", 0): json.dumps([DONE]).encode()})
+    monkeypatch.setattr(activities, "_client", lambda: client)
+    asyncio.run(activities.publish_outcome(None, PublishInput(batch_id="b", chunks=1, started_at="t0",
+                                                              finished_at="t1")))
+    assert tasks_key("b", 0) not in client.state  # cleaned up
+    from services.workflow.models import ChunkRef, ChunkRun
+    result = asyncio.run(activities.run_chunk(None, ChunkRun(chunk=ChunkRef(batch_id="b", index=0),
+                                                             publish_since="t0")))
+    assert result.summary.done == 1 and result.outcome.completed == 1 and len(client.published) == 1
+    with pytest.raises(LookupError):  # a chunk of a larger batch has no such answer: its tasks are lost
+        asyncio.run(activities.run_chunk(None, ChunkRun(chunk=ChunkRef(batch_id="c", index=0))))

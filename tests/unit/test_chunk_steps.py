@@ -54,7 +54,9 @@ class FakeState:
         items = [type("Item", (), {"key": k, "data": self.items.get(k, b"")})() for k in keys]
         return type("Bulk", (), {"items": items})()
 
-    async def save_state(self, store, key, value, state_metadata=None):
+    async def save_state(self, store, key, value, options=None, state_metadata=None):
+        if options is not None and options.concurrency.name == "first_write" and key in self.items:
+            raise RuntimeError("possible etag mismatch")  # first write wins, as on Redis
         self.items[key] = value.encode()
 
     async def delete_state(self, store, key):
