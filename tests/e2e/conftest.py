@@ -28,6 +28,7 @@ E2E_SUBSCRIBERS = ("e2e-follower", "e2e-subscriber")
 # Each session starts from an empty run directory of its own: figures and timeouts do not depend on what
 # earlier runs left in Redis and the scheduler, and a developer's own stack data (.taskfan) is left alone.
 E2E_RUN_DIR = REPO_ROOT / ".taskfan" / "e2e"
+FAULT_POINTS_DIR = E2E_RUN_DIR / "fault-points"
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +43,9 @@ def stack() -> Iterator[Stack]:
     os.environ["OUTCOME_SUBSCRIBERS"] = ",".join(["taskfan-cli", "my-subscriber", *E2E_SUBSCRIBERS])
     shutil.rmtree(E2E_RUN_DIR, ignore_errors=True)
     os.environ["RUN_DIR"] = str(E2E_RUN_DIR)  # inherited by `make down` and the CLI the tests run
+    # The fault points the drills arm (services/workflow/faults.py); none is armed unless a test does.
+    FAULT_POINTS_DIR.mkdir(parents=True)
+    os.environ["FAULT_POINTS_DIR"] = str(FAULT_POINTS_DIR)
     stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
     stack.up(E2E_SCORERS, progress=lambda line: print(line, flush=True))
     yield stack
