@@ -238,8 +238,10 @@ async def publish_results(client: DaprClient, inp: PublishInput, missing: Callab
         await client.publish_event(PUBSUB, OUTCOMES_TOPIC, record.event.encode(),
                                    data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
         faults.point(faults.AFTER_PUBLISH)
+        # With its ETag: Dapr's Redis store takes a later write to a key written first-write only so.
+        current = await client.get_state(STATESTORE, key)
         published = OutcomeRecord(summary=record.summary, published=True)
-        await client.save_state(STATESTORE, key, published.model_dump_json(),
+        await client.save_state(STATESTORE, key, published.model_dump_json(), etag=current.etag or None,
                                 state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
     return record.summary
 

@@ -11,6 +11,7 @@ import pytest
 from services.workflow import activities, batch_workflow, names
 from services.workflow.models import BatchFailure, BatchInput, PublishInput
 from services.workflow.state_keys import outcome_key, results_key, tasks_key
+from tests.unit.fake_state import FakeDaprState
 
 
 class Scheduled:
@@ -57,29 +58,15 @@ def test_a_batch_whose_outcome_cannot_be_published_is_dead_lettered_then_fails(m
     assert ctx.status["done"] == 200
 
 
-class FakeStateClient:
+class FakeStateClient(FakeDaprState):
     """The async DaprClient calls publish_outcome makes, over a dict of state."""
 
     def __init__(self, state):
-        self.state, self.published = state, []
-
-    async def get_bulk_state(self, store, keys, parallelism=1):
-        items = [type("Item", (), {"key": k, "data": self.state.get(k, b"")})() for k in keys]
-        return type("Bulk", (), {"items": items})()
-
-    async def get_state(self, store, key):
-        return type("Item", (), {"data": self.state.get(key, b"")})()
+        super().__init__(state)
+        self.state, self.published = self.items, []
 
     async def publish_event(self, pubsub, topic, data, data_content_type=None):
         self.published.append(json.loads(data))
-
-    async def save_state(self, store, key, value, options=None, state_metadata=None):
-        if options is not None and options.concurrency.name == "first_write" and key in self.state:
-            raise RuntimeError("possible etag mismatch")  # first write wins, as on Redis
-        self.state[key] = value.encode()
-
-    async def delete_state(self, store, key):
-        self.state.pop(key, None)
 
 
 @pytest.fixture
@@ -142,10 +129,10 @@ DONE = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issue
 class CrashAfterPublish(FakeStateClient):
     """The publish goes out, then the process dies before the record says so (the write fails)."""
 
-    async def save_state(self, store, key, value, options=None, state_metadata=None):
+    async def save_state(self, store, key, value, etag=None, options=None, state_metadata=None):
         if '"published":true' in value:
             raise ConnectionError("killed")
-        await super().save_state(store, key, value, options=options, state_metadata=state_metadata)
+        await super().save_state(store, key, value, etag=etag, options=options, state_metadata=state_metadata)
 
 
 def test_an_outcome_is_recorded_before_it_is_published_so_a_run_again_repeats_the_same_event():
@@ -155,6 +142,7 @@ def test_an_outcome_is_recorded_before_it_is_published_so_a_run_again_repeats_th
         asyncio.run(activities.publish_results(client, inp, lambda _: "lost"))
     # Run again (a later finished_at, or the reconciler with its own reason): the recorded event, unchanged.
     again = FakeStateClient(client.state)
+    again.first_write, again.etags = client.first_write, client.etags
     asyncio.run(activities.publish_results(again, inp.model_copy(update={"finished_at": "t9"}), lambda _: "other"))
     assert again.published == client.published  # same id, same content: a redelivery, not a second outcome
     assert client.published[0]["id"] == "outcome:b" and client.published[0]["data"]["finished_at"] == "t1"

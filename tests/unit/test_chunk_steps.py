@@ -14,6 +14,7 @@ from services.workflow.chunk_steps import ENRICH, SCORE, STEP_ATTEMPTS, STEP_BAC
 from services.workflow.models import BatchInput, ChunkRun
 from services.workflow.state_keys import outcome_key, results_key
 from taskfan.contracts import StepAnswer, Task
+from tests.unit.fake_state import FakeDaprState
 
 
 class Scheduled:
@@ -40,27 +41,13 @@ class FakeContext:
         return Scheduled("timer", fire_at)
 
 
-class FakeState:
+class FakeState(FakeDaprState):
     """The state and pub/sub calls run_chunk makes: what a run leaves to the next, and the outcome a batch
     of one chunk publishes itself."""
 
     def __init__(self, publish_fails=False):
-        self.items, self.published, self.publish_fails = {}, [], publish_fails
-
-    async def get_state(self, store, key):
-        return type("Item", (), {"data": self.items.get(key, b"")})()
-
-    async def get_bulk_state(self, store, keys, parallelism=1):
-        items = [type("Item", (), {"key": k, "data": self.items.get(k, b"")})() for k in keys]
-        return type("Bulk", (), {"items": items})()
-
-    async def save_state(self, store, key, value, options=None, state_metadata=None):
-        if options is not None and options.concurrency.name == "first_write" and key in self.items:
-            raise RuntimeError("possible etag mismatch")  # first write wins, as on Redis
-        self.items[key] = value.encode()
-
-    async def delete_state(self, store, key):
-        self.items.pop(key, None)
+        super().__init__()
+        self.published, self.publish_fails = [], publish_fails
 
     async def publish_event(self, pubsub, topic, data, data_content_type=None):
         if self.publish_fails:
