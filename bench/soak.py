@@ -6,13 +6,19 @@ every --interval seconds, rotating through the four documented ways (ingest POST
 publish`, Dapr's publish API on the ingest sidecar, a raw XADD on the `tasks` stream); a way that is down
 because of a fault is retried until it accepts. Every --fault-interval seconds (with jitter) it injects
 one fault chosen at random: SIGKILL of any process of the stack, then a restart the way `taskfan stack
-restart` does it, or SIGSTOP of a step app for a few seconds, then SIGCONT. Outcomes and dead letters are
+restart` does it, SIGSTOP of a step app for a few seconds, then SIGCONT, or a fault point of the workflow
+app (services/workflow/faults.py: it is held at the point, e.g. after the outcome's publish and before its
+record, and SIGKILLed there). Every --hostile-every batches it also puts a hostile event (bench/hostile.py:
+deep nesting, huge numbers, lone surrogates, invalid UTF-8, wrong types, past the size limit) on the `tasks`
+stream, which must get exactly one dead letter. Outcomes and dead letters are
 read straight from their Redis streams. After the publishing period it waits (bounded) for the missing
 outcomes, prints the ledger, writes it as JSON (--output) and stops the stack, also on Ctrl-C or failure.
 
-Exit status: 0 when every accepted batch has exactly one outcome, tasks in = tasks in outcomes, each
-outcome lists its batch's tasks with the results the rules give (or `failed`), every batch was accepted
-and every fault was recovered from; 1 otherwise; 2 when the stack could not be started; 130 when
+Exit status: 0 when every accepted batch has exactly one outcome (a repeat of the same event, same id and
+content, is a redelivery the contract allows), tasks in = tasks in outcomes, each outcome lists its batch's
+tasks with the results the rules give (or `failed` while a fault was active), every hostile event got
+exactly one dead letter and every other dead letter came while a fault was active, every batch was
+accepted and every fault was recovered from; 1 otherwise; 2 when the stack could not be started; 130 when
 interrupted.
 
     python -m bench.soak                    # 10 minutes, writes bench/results/soak.json
@@ -41,7 +47,20 @@ import httpx
 import redis
 import yaml
 
-from bench.soak_ledger import WAYS, Fault, Published, Received, build_ledger, iso, make_batch, problems, render
+from bench import hostile as hostile_events
+from bench.soak_ledger import (
+    WAYS,
+    Fault,
+    HostileEvent,
+    Published,
+    Received,
+    build_ledger,
+    iso,
+    make_batch,
+    problems,
+    render,
+)
+from services.workflow import faults as fault_points
 from taskfan import runfile, stack_secrets
 from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC, TASK_BATCH_EVENT_TYPE, TASKS_TOPIC
 from taskfan.settings import Settings
@@ -144,8 +163,10 @@ def prepare_stack(run_dir: Path, offset: int) -> Stack:
                          "(--port-offset) and never shares a Redis or a stack it did not start")
     # The apps, the launcher's own Settings and the `taskfan publish` subprocesses all read these.
     # No tracing: its Jaeger would take the default stack's ports, and the soak's figures are about faults.
+    (run_dir / "fault-points").mkdir()
     os.environ.update({"REDIS_PORT": str(redis_port), "RUN_DIR": str(run_dir),
-                       runfile.RUN_FILE_ENV: str(path), "TRACE_SAMPLING": "0"})
+                       runfile.RUN_FILE_ENV: str(path), "TRACE_SAMPLING": "0",
+                       "FAULT_POINTS_DIR": str(run_dir / "fault-points")})
     stack = Stack(Settings.from_env(), shifted)
     stack.root = REPO_ROOT  # the install scripts live in the checkout, not beside the copied run file
     # Installed once here: a restart then kills at once instead of re-running the install check first
@@ -221,6 +242,7 @@ class Publisher:
     def __init__(self, stack: Stack, rng: random.Random, args: argparse.Namespace, abort: threading.Event) -> None:
         self.stack, self.rng, self.args, self.abort = stack, rng, args, abort
         self.published: list[Published] = []
+        self.hostile: list[HostileEvent] = []
         self.lock = threading.Lock()
         self.redis = redis.Redis(host=stack.settings.redis_host, port=stack.settings.redis_port,
                                  password=stack.secrets.redis_password, socket_timeout=self.ATTEMPT_TIMEOUT_S)
@@ -247,6 +269,8 @@ class Publisher:
             with self.lock:
                 self.published.append(record)
             self.pool.submit(self._publish, record, batch)
+            if self.args.hostile_every and number % self.args.hostile_every == self.args.hostile_every - 1:
+                self.pool.submit(self._hostile, number)
             number += 1
             next_at += self.args.interval
             self.abort.wait(max(0.0, next_at - time.monotonic()))
@@ -254,6 +278,21 @@ class Publisher:
     def finish(self) -> None:
         """Wait for the publishes still retrying (each is bounded by --publish-timeout)."""
         self.pool.shutdown(wait=True, cancel_futures=self.abort.is_set())
+
+    def _hostile(self, number: int) -> None:
+        """One hostile event on the stream, as a raw client would put it there (retried while Redis restarts)."""
+        kind = self.rng.choice(list(hostile_events.EVENTS))
+        event = HostileEvent(f"hostile-{self.run_tag}-{number:05d}", kind, sent_at=time.time())
+        deadline = time.monotonic() + self.args.publish_timeout
+        while not self.abort.is_set() and time.monotonic() < deadline:
+            try:
+                self.redis.xadd(TASKS_TOPIC, {"data": hostile_events.EVENTS[kind](event.marker)})
+            except redis.RedisError:
+                self.abort.wait(0.5)
+                continue
+            with self.lock:
+                self.hostile.append(event)
+            return
 
     def _publish(self, record: Published, batch: dict[str, Any]) -> None:
         deadline = time.monotonic() + self.args.publish_timeout
@@ -384,6 +423,9 @@ class FaultInjector(threading.Thread):
         names = [p.name for p in state.processes] if state else []
         self.options = [("SIGKILL", n) for n in names]
         self.options += [("SIGSTOP", n) for n in names if n.split("-")[0] in STEP_APPS and not n.endswith("-daprd")]
+        # The points a batch passes on its own (a terminate is the console's or an operator's, not the soak's).
+        self.options += [("FAULT_POINT", point) for point in (fault_points.AFTER_LEDGER_WRITE,
+                                                              fault_points.AFTER_PUBLISH, fault_points.AFTER_RECORD)]
         if args.fault_targets:  # e.g. "redis" or "SIGSTOP": to reproduce one kind of fault
             wanted = set(args.fault_targets.split(","))
             chosen = [o for o in self.options if wanted & {o[0], o[1]}]
@@ -404,6 +446,9 @@ class FaultInjector(threading.Thread):
                 if kind == "SIGKILL":
                     say(f"fault #{fault.number}: SIGKILL {name}, then restart")
                     restart(self.stack, name)
+                elif kind == "FAULT_POINT":
+                    say(f"fault #{fault.number}: the workflow app held at {name}, then SIGKILL and restart")
+                    fault.reached = self._at_point(name)
                 else:
                     fault.hold_s = round(self.rng.uniform(self.args.freeze_min, self.args.freeze_max), 1)
                     say(f"fault #{fault.number}: SIGSTOP {name} for {fault.hold_s} s")
@@ -414,6 +459,24 @@ class FaultInjector(threading.Thread):
             outcome = f"failed: {fault.error}" if fault.error else (
                 "SIGCONT sent" if kind == "SIGSTOP" else "restarted and ready")
             say(f"fault #{fault.number}: {kind} {name} {outcome} after {fault.ended_at - fault.started_at:.1f} s")
+
+    def _at_point(self, point: str) -> bool:
+        """Arm ``point``; once a batch holds the workflow app there, SIGKILL and restart it. False: no batch
+        passed the point in time (disarmed, nothing killed)."""
+        directory = self.stack.run_dir / "fault-points"
+        armed, reached = directory / f"{point}.armed", directory / f"{point}.reached"
+        armed.touch()
+        deadline = time.monotonic() + 60
+        while not reached.exists():
+            if self.abort.is_set() or time.monotonic() > deadline:
+                armed.unlink(missing_ok=True)
+                if not reached.exists():
+                    return False
+                break
+            self.abort.wait(0.1)
+        reached.unlink()
+        restart(self.stack, "workflow")
+        return True
 
     def _freeze(self, name: str, hold_s: float) -> None:
         state = StackState.load(self.stack.state_path)
@@ -446,6 +509,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--freeze-min", type=float, default=5, help="shortest SIGSTOP in seconds (default 5)")
     parser.add_argument("--freeze-max", type=float, default=15, help="longest SIGSTOP in seconds (default 15)")
     parser.add_argument("--no-faults", action="store_true", help="publish only (a baseline)")
+    parser.add_argument("--hostile-every", type=int, default=5, metavar="N",
+                        help="a hostile event on `tasks` after every N batches (default 5; 0: none)")
     parser.add_argument("--fault-targets", default="", metavar="NAMES",
                         help="only these processes or signals, comma-separated (e.g. redis,SIGSTOP; default: all)")
     parser.add_argument("--publish-timeout", type=float, default=240,
@@ -518,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         publisher.finish()
         _drain(publisher, collector, injector, args)
         ledger = build_ledger(publisher.published, collector.received, collector.dead_letters, injector.faults,
-                              rss_start, rss(stack))
+                              rss_start, rss(stack), hostile=publisher.hostile)
         ledger["log_errors"] = log_errors(stack)
         ledger["unreadable_stream_entries"] = collector.unreadable
         config = {"seconds": args.seconds, "seed": seed, "scorers": SCORERS, "interval_s": args.interval,

@@ -6,6 +6,7 @@ turns that into the ledger (a JSON-able dict), its text form and the reasons the
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -75,6 +76,15 @@ class Received:
 
 
 @dataclass
+class HostileEvent:
+    """A hostile event the soak put on ``tasks`` (``bench.hostile``): it must get exactly one dead letter."""
+
+    marker: str
+    kind: str
+    sent_at: float
+
+
+@dataclass
 class Fault:
     number: int
     kind: str  # "SIGKILL" (then restarted and ready) or "SIGSTOP" (then SIGCONT)
@@ -83,6 +93,7 @@ class Fault:
     ended_at: float | None = None  # restarted and ready, or SIGCONT sent
     hold_s: float | None = None  # SIGSTOP: how long the process was frozen
     error: str | None = None  # the restart failed
+    reached: bool | None = None  # a fault point: whether a batch passed it (then the workflow app was killed there)
 
     def window(self, margin: float) -> tuple[float, float]:
         return self.started_at, (self.ended_at or self.started_at) + margin
@@ -101,11 +112,13 @@ def _epoch(text: str) -> float | None:
 
 def build_ledger(published: list[Published], received: dict[str, list[Received]], dead_letters: list[dict[str, Any]],
                  faults: list[Fault], rss_start: dict[str, dict[str, int]], rss_end: dict[str, dict[str, int]],
-                 fault_margin_s: float = 30.0) -> dict[str, Any]:
-    """Everything the soak saw, checked: one outcome per accepted batch, every task accounted for."""
+                 fault_margin_s: float = 30.0, hostile: list[HostileEvent] | None = None) -> dict[str, Any]:
+    """Everything the soak saw, checked: one outcome per accepted batch (a repeat of the same event, same id and
+    content, is a redelivery the contract allows, counted apart), every task accounted for, every hostile event
+    answered by exactly one dead letter, and every failed task and other dead letter explained by a fault."""
     accepted = [p for p in published if p.accepted_at is not None]
     ids = {p.batch_id for p in published}
-    missing, duplicated, task_mismatch, wrong_results, failed_tasks = [], [], [], [], []
+    missing, duplicated, redelivered, task_mismatch, wrong_results, failed_tasks = [], [], [], [], [], []
     tasks_in = tasks_out = 0
     statuses = {"completed": 0, "rejected": 0, "failed": 0}
     latencies = []
@@ -116,7 +129,10 @@ def build_ledger(published: list[Published], received: dict[str, list[Received]]
             missing.append({"batch_id": batch.batch_id, "way": batch.way, "tasks": len(batch.tasks),
                             "accepted_at": iso(batch.accepted_at)})
             continue
-        if len(events) > 1:
+        if len(events) > 1 and events[0].event_id is not None and all(
+                e.event_id == events[0].event_id and e.outcome == events[0].outcome for e in events):
+            redelivered.append({"batch_id": batch.batch_id, "outcomes": len(events), "event_id": events[0].event_id})
+        elif len(events) > 1:
             duplicated.append({"batch_id": batch.batch_id, "way": batch.way, "outcomes": len(events),
                                "entries": [{"entry_id": e.entry_id, "event_id": e.event_id,
                                             "finished_at": e.outcome.get("finished_at"),
@@ -147,7 +163,13 @@ def build_ledger(published: list[Published], received: dict[str, list[Received]]
                 wrong_results.append({"batch_id": batch.batch_id, "task_id": task["task_id"],
                                       "expected": list(want), "got": [status, result.get("score")]})
     foreign = {batch_id: len(events) for batch_id, events in received.items() if batch_id not in ids}
-    letters = [_dead_letter_summary(d) for d in dead_letters]
+    hostile = hostile or []
+    letters = [_dead_letter_summary(d, hostile, faults, fault_margin_s) for d in dead_letters]
+    answers = {event.marker: 0 for event in hostile}
+    for letter in letters:
+        if letter["hostile"] in answers:
+            answers[letter["hostile"]] += 1
+    kinds = {event.marker: event.kind for event in hostile}
     return {
         "batches_published": len(accepted),
         "batches_not_accepted": [{"batch_id": p.batch_id, "way": p.way, "attempts": p.attempts, "errors": p.errors}
@@ -157,6 +179,7 @@ def build_ledger(published: list[Published], received: dict[str, list[Received]]
         "outcomes_received": sum(len(received.get(p.batch_id, [])) for p in accepted),
         "batches_with_exactly_one_outcome": sum(1 for p in accepted if len(received.get(p.batch_id, [])) == 1),
         "duplicates": duplicated,
+        "redelivered_outcomes": redelivered,
         "missing": missing,
         "outcomes_for_unknown_batches": foreign,
         "tasks_in": tasks_in,
@@ -167,6 +190,10 @@ def build_ledger(published: list[Published], received: dict[str, list[Received]]
         "failed_tasks": failed_tasks,
         "failed_tasks_without_fault": sum(1 for t in failed_tasks if not t["faults_active"]),
         "dead_letters": letters,
+        "dead_letters_without_fault": [d for d in letters if not d["hostile"] and not d["faults_active"]],
+        "hostile_events_sent": len(hostile),
+        "hostile_events_not_answered_once": [{"kind": kinds[m], "marker": m, "dead_letters": n}
+                                             for m, n in answers.items() if n != 1],
         "faults_injected": len(faults),
         "faults": [{**asdict(f), "started_at": iso(f.started_at), "ended_at": iso(f.ended_at),
                     "recovery_s": None if f.ended_at is None else round(f.ended_at - f.started_at, 2)}
@@ -186,13 +213,18 @@ def _faults_during(faults: list[Fault], begin: float, end: float, margin: float)
     return hits
 
 
-def _dead_letter_summary(letter: dict[str, Any]) -> dict[str, Any]:
+def _dead_letter_summary(letter: dict[str, Any], hostile: list[HostileEvent], faults: list[Fault],
+                         margin: float) -> dict[str, Any]:
     event = letter.get("event")
     batch_id = letter.get("batch_id")
     if batch_id is None and isinstance(event, dict):
         data = event.get("data") if isinstance(event.get("data"), dict) else event
         batch_id = data.get("batch_id") if isinstance(data, dict) else None
-    return {"batch_id": batch_id, "reason": letter.get("reason"), "received_at": letter.get("received_at")}
+    text = json.dumps(event, ensure_ascii=False)
+    marker = next((h.marker for h in hostile if h.marker in text), None)
+    at = _epoch(letter.get("received_at")) or 0.0
+    return {"batch_id": batch_id, "reason": letter.get("reason"), "received_at": letter.get("received_at"),
+            "hostile": marker, "faults_active": _faults_during(faults, at, at, margin)}
 
 
 def _latency_summary(latencies: list[float]) -> dict[str, float | None]:
@@ -210,6 +242,14 @@ def problems(ledger: dict[str, Any]) -> list[str]:
         found.append(f"{len(ledger['missing'])} published batch(es) have no outcome")
     if ledger["duplicates"]:
         found.append(f"{len(ledger['duplicates'])} batch(es) have more than one outcome")
+    if ledger["failed_tasks_without_fault"]:
+        found.append(f"{ledger['failed_tasks_without_fault']} task(s) failed while no fault was active")
+    if ledger["dead_letters_without_fault"]:
+        found.append(f"{len(ledger['dead_letters_without_fault'])} dead letter(s) that no fault or hostile event "
+                     "explains")
+    if ledger["hostile_events_not_answered_once"]:
+        found.append(f"{len(ledger['hostile_events_not_answered_once'])} hostile event(s) did not get exactly one "
+                     "dead letter")
     if ledger["tasks_in"] != ledger["tasks_out"]:
         found.append(f"tasks in {ledger['tasks_in']} != tasks in outcomes {ledger['tasks_out']}")
     if ledger["batches_whose_tasks_differ"]:
@@ -236,7 +276,8 @@ def render(ledger: dict[str, Any], config: dict[str, Any]) -> str:
         + f"; {ledger['publish_attempts_retried']} needed more than one attempt",
         f"  outcomes received      {ledger['outcomes_received']}",
         f"  exactly one outcome    {ledger['batches_with_exactly_one_outcome']}",
-        f"  duplicates             {len(ledger['duplicates'])}",
+        f"  duplicates             {len(ledger['duplicates'])}  (redeliveries of the same event: "
+        f"{len(ledger['redelivered_outcomes'])})",
         f"  missing                {len(ledger['missing'])}",
         f"  tasks in / in outcomes {ledger['tasks_in']} / {ledger['tasks_out']}  "
         + " ".join(f"{k} {v}" for k, v in ledger["task_statuses"].items()),
@@ -244,7 +285,9 @@ def render(ledger: dict[str, Any], config: dict[str, Any]) -> str:
         f"  latency (s)            p50 {ledger['latency_s']['p50']}  p95 {ledger['latency_s']['p95']}  "
         f"max {ledger['latency_s']['max']}",
         f"  faults injected        {ledger['faults_injected']}",
-        f"  dead letters           {len(ledger['dead_letters'])}",
+        f"  dead letters           {len(ledger['dead_letters'])}  ({ledger['hostile_events_sent']} hostile events "
+        f"sent, {len(ledger['hostile_events_not_answered_once'])} not answered exactly once; "
+        f"{len(ledger['dead_letters_without_fault'])} letters with no fault or hostile event to explain them)",
     ]
     if ledger["batches_not_accepted"]:
         lines.append(f"  never accepted         {[b['batch_id'] for b in ledger['batches_not_accepted']]}")
@@ -262,12 +305,14 @@ def render(ledger: dict[str, Any], config: dict[str, Any]) -> str:
         lines.append(f"    {item['batch_id']} {item['task_id']}: {item['reason']} [{during}]")
     if len(failed) > 30:
         lines.append(f"    ... {len(failed) - 30} more in the JSON file")
-    for letter in ledger["dead_letters"][:20]:
+    for letter in [d for d in ledger["dead_letters"] if not d["hostile"]][:20]:
         lines.append(f"  dead letter: {letter['batch_id']}: {letter['reason']}")
     lines.append("  faults:")
     for fault in ledger["faults"]:
         held = f", frozen {fault['hold_s']:.1f} s" if fault["hold_s"] is not None else ""
         result = f"ERROR {fault['error']}" if fault["error"] else f"recovered in {fault['recovery_s']} s{held}"
+        if fault["reached"] is False:
+            result = "not reached by any batch in time (nothing killed)"
         lines.append(f"    #{fault['number']:<3} {fault['started_at'][11:19]} {fault['kind']:<7} "
                      f"{fault['process']:<18} {result}")
     lines.append("  RSS (MiB)              start -> end")

@@ -16,8 +16,8 @@ import uuid
 import httpx
 import pytest
 
+from bench import hostile
 from taskfan.contracts import TASKS_TOPIC, UNDELIVERABLE_TOPIC, AppId, workflow_instance_id
-from tests import hostile
 
 from .helpers import (
     dapr_auth,

@@ -2,8 +2,9 @@
 
 `python -m bench.soak` starts its own stack on dapr.yaml's ports + 11000 with its own Redis (the session
 stack, if one runs, is never touched), publishes through all four ways while it kills and freezes processes,
-and writes its ledger. The test asserts the ledger: every accepted batch has exactly one outcome and every
-task is in its outcome.
+puts hostile events on the `tasks` stream, and writes its ledger. The test asserts the ledger: every accepted
+batch has exactly one outcome, every task is in its outcome, and every failed task and dead letter is explained
+by an injected fault or a hostile event.
 """
 
 import json
@@ -49,11 +50,17 @@ def test_soak_with_faults_gives_one_outcome_per_batch(tmp_path):
     published = ledger["batches_published"]
     assert published >= SOAK_SECONDS / 1.5 * 0.8, report  # one batch every 1.5 s, give or take retries
     assert all(ledger["published_by_way"][way] > 0 for way in WAYS), report
-    assert ledger["outcomes_received"] == published, report
-    assert ledger["batches_with_exactly_one_outcome"] == published, report
+    # A batch whose outcome event came twice (same id, same content: the workflow app killed between the publish
+    # and its record) is a redelivery the contract allows; any other second outcome is a duplicate.
+    redelivered = ledger["redelivered_outcomes"]
+    assert ledger["batches_with_exactly_one_outcome"] + len(redelivered) == published, report
+    assert ledger["outcomes_received"] == published + sum(r["outcomes"] - 1 for r in redelivered), report
     assert ledger["missing"] == [] and ledger["duplicates"] == [], report
     assert ledger["tasks_in"] == ledger["tasks_out"] > 0, report
     assert ledger["wrong_results"] == [], report
+    # Everything counts: a failed task or a dead letter no fault explains, a hostile event not answered once.
+    assert ledger["failed_tasks_without_fault"] == 0 and ledger["dead_letters_without_fault"] == [], report
+    assert ledger["hostile_events_sent"] >= 5 and ledger["hostile_events_not_answered_once"] == [], report
     assert ledger["faults_injected"] >= 1, report  # ~20 s apart, after the last one is recovered from
     assert all(fault["error"] is None for fault in ledger["faults"]), report
     assert set(ledger["rss_kib"]["start"]) >= {"redis", "workflow", "workflow-daprd", "scorer-1"}, report

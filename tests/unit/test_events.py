@@ -3,9 +3,9 @@ import json
 
 import pytest
 
+from bench import hostile
 from taskfan import events
 from taskfan.contracts import TaskBatch
-from tests import hostile
 
 BATCH = {"batch_id": "b1", "tasks": [{"task_id": "t1", "title": "Hello world", "description": "Long enough text"}]}
 

@@ -3,10 +3,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from bench import hostile
 from services.ingest.api import create_api
 from taskfan import events
 from taskfan.contracts import MAX_BATCH_BYTES, TaskBatch
-from tests import hostile
 
 
 class FakePublisher:

@@ -5,7 +5,17 @@ import random
 import yaml
 
 from bench.soak import REPO_ROOT, SCORERS, shift_run_file, stack_ports
-from bench.soak_ledger import Fault, Published, Received, build_ledger, expected_result, make_batch, problems, render
+from bench.soak_ledger import (
+    Fault,
+    HostileEvent,
+    Published,
+    Received,
+    build_ledger,
+    expected_result,
+    make_batch,
+    problems,
+    render,
+)
 from services.enricher.rules import tags_for
 from services.scorer.rules import score_for
 from services.validator.rules import validation_issues
@@ -119,3 +129,37 @@ def test_a_fault_that_was_not_recovered_from_fails_the_run():
     ledger = build_ledger([published("x")], {"x": [Received(outcome("x", good_results()), "1-0", 3.0)]}, [], faults,
                           {}, {})
     assert "not recovered from" in problems(ledger)[0]
+
+
+def test_a_failed_task_no_fault_explains_fails_the_run():
+    results = [{"task_id": "a", "status": "failed", "score": None, "error": "score: boom"}, good_results()[1]]
+    ledger = build_ledger([published("x")], {"x": [Received(outcome("x", results), "1-0", 3.0)]}, [], [], {}, {})
+    assert problems(ledger) == ["1 task(s) failed while no fault was active"]
+
+
+def letter(event, at="2026-01-01T00:00:15+00:00", reason="event is not valid JSON"):
+    return {"reason": reason, "event": event, "received_at": at}
+
+
+def test_every_hostile_event_needs_exactly_one_dead_letter_and_any_other_needs_a_fault():
+    hostile = [HostileEvent("hostile-1", "deep", T10), HostileEvent("hostile-2", "huge", T10),
+               HostileEvent("hostile-3", "surrogate", T10)]
+    letters = [letter("x hostile-1 ..."), letter({"id": "hostile-2"}), letter({"id": "hostile-2"}),
+               letter({"data": {"batch_id": "soak-1"}}, reason="batch soak-1: no outcome could be published"),
+               letter({"data": {"batch_id": "soak-2"}}, at="2026-01-01T00:08:20+00:00")]
+    faults = [Fault(1, "SIGKILL", "redis", started_at=T10 + 2, ended_at=T10 + 3)]
+    ledger = build_ledger([published("x")], {"x": [Received(outcome("x", good_results()), "1-0", 3.0)]}, letters,
+                          faults, {}, {}, hostile=hostile)
+    found = " | ".join(problems(ledger))
+    assert "2 hostile event(s) did not get exactly one dead letter" in found  # hostile-2 twice, hostile-3 never
+    assert "1 dead letter(s) that no fault or hostile event explains" in found  # soak-2, long after the fault
+    assert [d["batch_id"] for d in ledger["dead_letters_without_fault"]] == ["soak-2"]
+
+
+def test_a_repeat_of_the_same_outcome_event_is_a_redelivery_not_a_duplicate():
+    same = [Received(outcome("x", good_results()), f"{n}-0", 3.0, event_id="outcome:x") for n in (1, 2)]
+    ledger = build_ledger([published("x")], {"x": same}, [], [], {}, {})
+    assert problems(ledger) == [] and ledger["redelivered_outcomes"][0]["outcomes"] == 2
+    other = [same[0], Received(outcome("x", good_results(), finished="2026-01-01T00:00:30+00:00"), "3-0", 4.0,
+                               event_id="outcome:x")]
+    assert "more than one outcome" in problems(build_ledger([published("x")], {"x": other}, [], [], {}, {}))[0]
