@@ -101,7 +101,7 @@ class Probe:
             while not self._stop.is_set():
                 with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
                     ledger = http.get(self.ledger_url, headers=self.ledger_headers).json()
-                    self.max_queued = max(self.max_queued, len(ledger.get("queue", [])))
+                    self.max_queued = max(self.max_queued, int(ledger.get("queued", 0)))
                 self._stop.wait(0.5)
 
     def __enter__(self) -> Probe:
@@ -118,7 +118,7 @@ class Probe:
 
 def burst(stack: Stack, batches: int, tasks_per_batch: int, prefix: str, timeout: float) -> dict[str, Any]:
     """Publish ``batches`` x ``tasks_per_batch`` at once; return the figures once every outcome is in."""
-    documents = [{"batch_id": f"{prefix}-{n:04d}", "tasks": workload.tasks(tasks_per_batch, f"{prefix}-{n:04d}")}
+    documents = [{"batch_id": f"{prefix}-{n:05d}", "tasks": workload.tasks(tasks_per_batch, f"{prefix}-{n:05d}")}
                  for n in range(batches)]
     bodies = [json.dumps(d).encode() for d in documents]
     client = redis.Redis(host=stack.settings.redis_host, port=stack.settings.redis_port,
@@ -165,4 +165,23 @@ def burst(stack: Stack, batches: int, tasks_per_batch: int, prefix: str, timeout
         "peak_rss_mib": round(rss.peak_bytes / 2**20, 1),
         "healthz_max_ms": round(probe.healthz_max_s * 1000, 1), "healthz_failures": probe.healthz_failures,
         "max_queued": probe.max_queued,
+        "ledger_change_p99_ms": ledger_change_p99_ms(stack),
     }
+
+
+def ledger_change_p99_ms(stack: Stack) -> float | None:
+    """The 99th percentile of the admission ledger's changes (queue, admit, release) since the stack started,
+    from the workflow app's histogram ``taskfan_ledger_change_seconds``: the upper bound of its bucket."""
+    port = stack.run_file.env_for(stack.run_file.app("workflow")).get("METRICS_PORT")
+    if not port:
+        return None
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("taskfan_ledger_change_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(round(bound * 1000, 1) for bound, count in buckets if count >= 0.99 * total)

@@ -224,8 +224,8 @@ def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts
 def scorers_part(now: dict[str, Any]) -> str:
     scorers = now.get("scorers", [])
     stages = now.get("stages", {})
-    backlog = sum(r.get("total", 0) - r.get("done", 0) for r in now.get("running", [])) + sum(
-        q.get("total", 0) for q in now.get("queued", []))
+    backlog = sum(r.get("total", 0) - r.get("done", 0) for r in now.get("running", [])) + now.get(
+        "queued_tasks", sum(q.get("total", 0) for q in now.get("queued", [])))
     rows = "".join(
         f'<tr data-replica="{escape(str(s["replica"]))}"><td>{escape(str(s["replica"]))}</td><td>{s["slots"]}</td>'
         f'<td>{s["in_progress"]}</td><td>{s["per_s"]:.1f}</td><td>{s["scored"]}</td>'

@@ -83,7 +83,7 @@ async def request_admission(ctx: wf.WorkflowActivityContext, inp: AdmissionReque
     entry = admission.Entry(batch_id=inp.batch_id, slots=inp.slots, total=inp.total, chunks=inp.chunks,
                             since=inp.since)
 
-    others, position = await ledger_store.update(_client(), lambda ledger: admission.ask(ledger, entry, inp.cap))
+    others, position = await ledger_store.run(_client(), ledger_store.ask(entry, inp.cap))
     await ledger_store.announce(_workflow_client(), others)
     return Admission(position=position)
 
@@ -208,7 +208,7 @@ async def _publish_and_forget(inp: PublishInput) -> OutcomeSummary:
                                                                   "from the state store")
     faults.point(faults.AFTER_RECORD)
     try:
-        await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
+        await ledger_store.release_and_wake(_client(), _workflow_client(), inp.batch_id)
         live.batches.forget(inp.batch_id)
         keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
         keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
@@ -284,7 +284,7 @@ _FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
 
 async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:
     await dead_letter(_client(), inp)
-    await ledger_store.release(_client(), _workflow_client(), inp.batch_id)
+    await ledger_store.release_and_wake(_client(), _workflow_client(), inp.batch_id)
 
 
 async def dead_letter(client: DaprClient, inp: BatchFailure) -> None:

@@ -17,18 +17,17 @@ from dapr.clients import DaprClient
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
-from services.workflow import live, scoring
-from services.workflow.admission import Ledger
+from services.workflow import ledger_store, live, scoring
 from services.workflow.models import BatchProgress
 from taskfan.contracts import (
-    ADMISSION_LEDGER_KEY,
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
     CONSOLE_TERMINATE,
-    STATESTORE,
     workflow_instance_id,
 )
 from taskfan.dapr_app import json_method
+
+QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them)
 
 
 class ConsoleAnswers:
@@ -36,9 +35,6 @@ class ConsoleAnswers:
         self.dapr = dapr
         self.workflows = workflows
 
-    def ledger(self) -> Ledger:
-        item = self.dapr.get_state(STATESTORE, ADMISSION_LEDGER_KEY)
-        return Ledger.model_validate_json(item.data) if item.data else Ledger()
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
         """The workflow's runtime status (None: no such workflow) and its counts, if it reported any."""
@@ -53,16 +49,18 @@ class ConsoleAnswers:
 
     def batches(self, _: dict[str, Any]) -> dict[str, Any]:
         """Running and queued batches with their counts; the stages and scorers of the whole stack."""
-        ledger = self.ledger()
+        ledger = ledger_store.read_now(self.dapr)
         running = []
         for entry in ledger.running:
             _, counts = self.progress(entry.batch_id)
             running.append({"batch_id": entry.batch_id, "total": entry.total, "since": entry.since,
                             **(counts.model_dump(exclude={"total", "queued"}) if counts else {})})
-        queued = [{"batch_id": e.batch_id, "total": e.total, "since": e.since, "position": i + 1}
-                  for i, e in enumerate(ledger.queue)]
+        # The head of the queue: a page of it, however long it is (``queued_batches``/``queued_tasks`` count all).
+        queued = [{"batch_id": e.batch_id, "total": e.total, "since": e.since, "position": place}
+                  for place, e in ledger_store.run_now(self.dapr, ledger_store.queued(ledger, QUEUE_SHOWN))]
         now = time.monotonic()
-        return {"running": running, "queued": queued, "cap": ledger.cap,
+        return {"running": running, "queued": queued, "queued_batches": ledger.queued,
+                "queued_tasks": ledger.queued_tasks, "cap": ledger.cap,
                 "finished_tasks": live.batches.finished_tasks, "stages": live.batches.stage_counts(),
                 "scorers": scoring.dispatcher.view.report(now), "calls_in_flight": scoring.dispatcher.view.in_flight}
 
@@ -70,10 +68,9 @@ class ConsoleAnswers:
         """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""
         batch_id = str(body["batch_id"])
         status, counts = self.progress(batch_id)
-        ledger = self.ledger()
-        entry = ledger.find(batch_id)
+        entry, position = ledger_store.run_now(self.dapr, ledger_store.locate(batch_id))
         return {"batch_id": batch_id, "status": status, "counts": counts.model_dump() if counts else None,
-                "position": ledger.position(batch_id), "since": entry.since if entry else None,
+                "position": position, "since": entry.since if entry else None,
                 "tasks": live.batches.view(batch_id)}
 
     def terminate(self, body: dict[str, Any]) -> dict[str, Any]:

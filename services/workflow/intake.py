@@ -84,7 +84,7 @@ class BatchIntake:
 
     def release_unstarted(self, batch_id: str) -> None:
         if self.workflows.get_workflow_state(workflow_instance_id(batch_id), fetch_payloads=False) is None:
-            ledger_store.release_now(self.dapr, self.workflows, batch_id)
+            ledger_store.release_and_wake_now(self.dapr, self.workflows, batch_id)
 
     def give_back(self, batch_id: str) -> None:
         """Best effort, before dead-lettering a batch that cannot start: its slots, if it took any."""
@@ -123,7 +123,7 @@ class BatchIntake:
                                 slots=slots_of(len(batch.tasks), self.settings.max_in_flight),
                                 since=datetime.now(UTC).isoformat())
         cap = self.settings.max_tasks_in_progress
-        others, position = ledger_store.update_now(self.dapr, lambda ledger: admission.ask(ledger, entry, cap))
+        others, position = ledger_store.run_now(self.dapr, ledger_store.ask(entry, cap))
         ledger_store.announce_now(self.workflows, others)
         return position == 0
 

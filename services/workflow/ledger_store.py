@@ -1,9 +1,18 @@
-"""The admission ledger in the state store: read, change, write back with its ETag, again on a conflict.
+"""The admission ledger in the state store (``admission`` decides; this module reads and writes).
 
-Activities of many batches, and the intake, change it at once; Dapr's first-write concurrency makes the
-write fail when another wrote in between, so no change is lost. Batches admitted by a change are told at
-once with a workflow event; a queued batch also re-checks on a timer, so a lost event only delays it.
-The activities use the async client; the intake's handler thread has no event loop, so it has ``update_now``.
+Three kinds of keys, all in the workflow app's state store:
+- the ledger (``ADMISSION_LEDGER_KEY``): running batches, the queue's head and tail tickets, counts;
+- a queued batch's entry under its ticket (``admission_queue_key``), written before the ticket is taken;
+- a queued batch's ticket under its id (``admission_ticket_key``), written after.
+Every change reads the ledger, applies one rule of ``admission`` and writes the ledger back with its ETag
+(Dapr's first-write concurrency: the write fails when another wrote in between, and the change is made
+again), so no change is lost; what it costs is the ledger (bounded by the cap) plus the entries it admits.
+
+Each change is written once, as a generator of state operations (``Get``, ``Put``, ...), and run by the
+async driver (the activities, the reconciler) or the blocking one (the intake's handler thread, which has
+no event loop); the unit tests run the same generators against a fake store, interleaved.
+Batches admitted by a change are told at once with a workflow event; a queued batch also re-checks on a
+timer, so a lost event only delays it.
 """
 
 from __future__ import annotations
@@ -12,85 +21,324 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from dapr import clients
 from dapr.aio.clients import DaprClient
 from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.ext.workflow import DaprWorkflowClient as SyncWorkflowClient
 from dapr.ext.workflow.aio import DaprWorkflowClient
+from pydantic import BaseModel
 
-from services.workflow import admission
-from services.workflow.admission import Ledger
+from services.workflow import admission, metrics
+from services.workflow.admission import Entry, Ledger, Ticket
 from services.workflow.names import ADMITTED_EVENT
-from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE, workflow_instance_id
+from services.workflow.state_keys import STATE_TTL_S
+from taskfan.contracts import (
+    ADMISSION_LEDGER_KEY,
+    STATESTORE,
+    admission_queue_key,
+    admission_ticket_key,
+    workflow_instance_id,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WRITE_ATTEMPTS = 100
-
-
-async def read(client: DaprClient) -> Ledger:
-    item = await client.get_state(STATESTORE, ADMISSION_LEDGER_KEY)
-    return Ledger.model_validate_json(item.data) if item.data else Ledger()
-
-
-async def update(client: DaprClient, change: Callable[[Ledger], T]) -> T:
-    """Apply ``change`` to the ledger and store it; ``change`` may run more than once (conflicts)."""
-    for attempt in range(WRITE_ATTEMPTS):
-        item = await client.get_state(STATESTORE, ADMISSION_LEDGER_KEY)
-        result, changed = _apply(item.data, item.etag, change)
-        if changed is None:
-            return result
-        try:
-            await client.save_state(STATESTORE, ADMISSION_LEDGER_KEY, changed, etag=item.etag or None,
-                                    options=_FIRST_WRITE)
-            return result
-        except Exception:  # noqa: BLE001 - an ETag conflict; a sidecar that is down fails the next read
-            await asyncio.sleep(_pause(attempt))
-    raise _gave_up()
-
-
-def update_now(client: clients.DaprClient, change: Callable[[Ledger], T]) -> T:
-    """``update`` with the blocking client."""
-    for attempt in range(WRITE_ATTEMPTS):
-        item = client.get_state(STATESTORE, ADMISSION_LEDGER_KEY)
-        result, changed = _apply(item.data, item.etag, change)
-        if changed is None:
-            return result
-        try:
-            client.save_state(STATESTORE, ADMISSION_LEDGER_KEY, changed, etag=item.etag or None,
-                              options=_FIRST_WRITE)
-            return result
-        except Exception:  # noqa: BLE001 - as in update
-            time.sleep(_pause(attempt))
-    raise _gave_up()
-
-
-_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
-
-
-def _apply(data: bytes, etag: str | None, change: Callable[[Ledger], T]) -> tuple[T, str | None]:
-    """``change``'s result on the stored ledger, and the ledger to write (None: unchanged, nothing to write)."""
-    ledger = Ledger.model_validate_json(data) if data else Ledger()
-    before = ledger.model_dump_json()
-    result = change(ledger)
-    after = ledger.model_dump_json()
-    return result, (None if after == before and etag else after)
-
-
-def _pause(attempt: int) -> float:
-    return random.uniform(0.005, 0.02) * min(attempt + 1, 10)
+# A queue entry whose writer has not taken its ticket this long after writing it died doing so: the next
+# batch takes the ticket over.
+STALE_ENTRY_S = 10.0
+READ_WINDOW = 32  # queue entries read at once when admitting
 
 
 class LedgerBusy(RuntimeError):
     """Every attempt to change the ledger met another change: a moment of contention, not an error."""
 
 
+# --- the state operations a change is made of -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Get:
+    key: str  # answered with the item (``data``, ``etag``)
+
+
+@dataclass(frozen=True)
+class GetMany:
+    keys: list[str]  # answered with {key: data or None}
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: str
+    etag: str | None = None
+    first_write: bool = False  # with no etag: create only if absent
+    # A failed write is thrown into the generator as Conflict.
+
+
+@dataclass(frozen=True)
+class Delete:
+    keys: list[str]  # best effort: the keys expire anyway
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: float
+
+
+class Conflict(Exception):
+    """A conditional write failed: another change came first (or the store is unavailable)."""
+
+
+Steps = Generator[Any, Any, T]
+
+
+class QueuedEntry(BaseModel):
+    entry: Entry
+    written_at: float  # epoch seconds, to tell a writer that died from one that is slow
+
+
+def _ledger(item: Any) -> Ledger:
+    return Ledger.model_validate_json(item.data) if item.data else Ledger()
+
+
+def _ticket(item: Any) -> Ticket | None:
+    return Ticket.model_validate_json(item.data) if item.data else None
+
+
+def ask(entry: Entry, cap: int, now: Callable[[], float] = time.time) -> Steps[tuple[list[str], int]]:
+    """Put ``entry`` in the ledger unless it is there: running if nothing is queued and its slots fit,
+    else queued; admit what fits. Returns the other batches admitted (to wake) and its position (0: running)."""
+    for attempt in range(WRITE_ATTEMPTS):
+        ledger_item = yield Get(ADMISSION_LEDGER_KEY)
+        ledger = _ledger(ledger_item)
+        if ledger.running_entry(entry.batch_id) is not None:
+            return [], 0
+        ticket = _ticket((yield Get(admission_ticket_key(entry.batch_id))))
+        if ledger.holds(ticket):
+            return [], ledger.position(entry.batch_id, ticket) or 0
+        if admission.run_at_once(ledger, entry, cap):
+            try:
+                yield _write_ledger(ledger, ledger_item)
+            except Conflict:
+                yield Pause(_pause(attempt))
+                continue
+            return [], 0
+        ticket = Ticket(ticket=ledger.tail, total=entry.total)
+        if not (yield from _claim(ticket.ticket, entry, now())):
+            yield Pause(_pause(attempt))
+            continue
+        admission.enqueue(ledger, entry, ticket.ticket, cap)
+        admitted = yield from _admit(ledger)
+        try:
+            yield _write_ledger(ledger, ledger_item)
+        except Conflict:
+            yield Pause(_pause(attempt))
+            continue
+        yield Put(admission_ticket_key(entry.batch_id), ticket.model_dump_json())
+        yield from _forget(admitted)
+        return ([e.batch_id for _, e in admitted if e.batch_id != entry.batch_id],
+                ledger.position(entry.batch_id, ticket) or 0)
+    raise _gave_up()
+
+
+def release(batch_id: str) -> Steps[list[str]]:
+    """Forget ``batch_id`` (finished or given up), running or queued; admit what now fits; return the batch
+    ids admitted (idempotent)."""
+    for attempt in range(WRITE_ATTEMPTS):
+        ledger_item = yield Get(ADMISSION_LEDGER_KEY)
+        ledger = _ledger(ledger_item)
+        ticket = None
+        if ledger.running_entry(batch_id) is None:
+            ticket = _ticket((yield Get(admission_ticket_key(batch_id))))
+        if not admission.release(ledger, batch_id, ticket):
+            return []
+        admitted = yield from _admit(ledger)
+        try:
+            yield _write_ledger(ledger, ledger_item)
+        except Conflict:
+            yield Pause(_pause(attempt))
+            continue
+        if ticket is not None:
+            yield Delete([admission_queue_key(ticket.ticket), admission_ticket_key(batch_id)])
+        yield from _forget(admitted)
+        return [e.batch_id for _, e in admitted]
+    raise _gave_up()
+
+
+def queued(ledger: Ledger, limit: int) -> Steps[list[tuple[int, Entry]]]:
+    """The first ``limit`` queued batches, in order, with their places (1 = next)."""
+    tickets = ledger.queue_tickets(limit)
+    found = yield GetMany([admission_queue_key(t) for t in tickets])
+    entries = []
+    for place, t in enumerate(tickets, start=1):
+        data = found.get(admission_queue_key(t))
+        if data:
+            entries.append((place, QueuedEntry.model_validate_json(data).entry))
+    return entries
+
+
+def locate(batch_id: str) -> Steps[tuple[Entry | None, int | None]]:
+    """A batch's entry and position (0: running, 1..: queued), or (None, None) when the ledger has it not."""
+    ledger = _ledger((yield Get(ADMISSION_LEDGER_KEY)))
+    if (entry := ledger.running_entry(batch_id)) is not None:
+        return entry, 0
+    ticket = _ticket((yield Get(admission_ticket_key(batch_id))))
+    if ticket is None or not ledger.holds(ticket):
+        return None, None
+    found = yield GetMany([admission_queue_key(ticket.ticket)])
+    data = found.get(admission_queue_key(ticket.ticket))
+    return (QueuedEntry.model_validate_json(data).entry if data else None), ledger.position(batch_id, ticket)
+
+
+def _claim(ticket: int, entry: Entry, now: float) -> Steps[bool]:
+    """Write ``entry`` under ``ticket`` if no other batch has; True when it is ours to take."""
+    key = admission_queue_key(ticket)
+    mine = QueuedEntry(entry=entry, written_at=now).model_dump_json()
+    try:
+        yield Put(key, mine, first_write=True)
+        return True
+    except Conflict:
+        pass
+    item = yield Get(key)
+    if not item.data:
+        return False
+    held = QueuedEntry.model_validate_json(item.data)
+    if held.entry.batch_id == entry.batch_id:
+        return True  # written by an earlier attempt of this change
+    if now - held.written_at < STALE_ENTRY_S:
+        return False  # another batch is taking this ticket now
+    try:
+        yield Put(key, mine, etag=item.etag)
+    except Conflict:
+        return False
+    return True
+
+
+def _admit(ledger: Ledger) -> Steps[list[tuple[int, Entry]]]:
+    """``admission.admit``, reading the queue entries it needs as it goes."""
+    admitted: list[tuple[int, Entry]] = []
+    entries: dict[int, Entry | None] = {}
+    while True:
+        admitted_now, need = admission.admit(ledger, entries)
+        admitted += admitted_now
+        if need is None:
+            return admitted
+        window = [t for t in range(need, min(need + READ_WINDOW, ledger.tail)) if t not in ledger.removed]
+        found = yield GetMany([admission_queue_key(t) for t in window])
+        for t in window:
+            data = found.get(admission_queue_key(t))
+            entries[t] = QueuedEntry.model_validate_json(data).entry if data else None
+
+
+def _forget(admitted: list[tuple[int, Entry]]) -> Steps[None]:
+    """An admitted batch's queue entry and ticket are no longer needed."""
+    if admitted:
+        yield Delete([key for t, e in admitted for key in (admission_queue_key(t), admission_ticket_key(e.batch_id))])
+
+
+def _write_ledger(ledger: Ledger, read: Any) -> Put:
+    return Put(ADMISSION_LEDGER_KEY, ledger.model_dump_json(), etag=read.etag or None, first_write=True)
+
+
+def _pause(attempt: int) -> float:
+    return random.uniform(0.005, 0.02) * min(attempt + 1, 10)
+
+
 def _gave_up() -> LedgerBusy:
     return LedgerBusy(f"the admission ledger changed under every one of {WRITE_ATTEMPTS} attempts")
+
+
+# --- running a change -------------------------------------------------------------------------------
+
+_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
+_TTL = {"ttlInSeconds": str(STATE_TTL_S)}
+
+
+def _save_args(op: Put) -> dict[str, Any]:
+    args: dict[str, Any] = {"etag": op.etag, "options": _FIRST_WRITE if op.first_write else None}
+    if op.key != ADMISSION_LEDGER_KEY:
+        args["state_metadata"] = _TTL  # a queue entry or ticket left behind by a crash expires
+    return args
+
+
+async def run(client: DaprClient, steps: Steps[T]) -> T:
+    """Make a change through the async client."""
+    reply: Any = None
+    error: Exception | None = None
+    started = time.perf_counter()
+    while True:
+        try:
+            op = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as stop:
+            _observe(started)
+            return stop.value
+        reply, error = None, None
+        if isinstance(op, Get):
+            reply = await client.get_state(STATESTORE, op.key)
+        elif isinstance(op, GetMany):
+            reply = {i.key: i.data or None for i in (await client.get_bulk_state(STATESTORE, op.keys, parallelism=8)
+                                                     ).items} if op.keys else {}
+        elif isinstance(op, Put):
+            try:
+                await client.save_state(STATESTORE, op.key, op.value, **_save_args(op))
+            except Exception as exc:  # noqa: BLE001 - an ETag conflict; a sidecar that is down fails the next read
+                error = Conflict(str(exc))
+        elif isinstance(op, Delete):
+            await asyncio.gather(*(client.delete_state(STATESTORE, key) for key in op.keys), return_exceptions=True)
+        elif isinstance(op, Pause):
+            await asyncio.sleep(op.seconds)
+
+
+def run_now(client: clients.DaprClient, steps: Steps[T]) -> T:
+    """Make a change through the blocking client."""
+    reply: Any = None
+    error: Exception | None = None
+    started = time.perf_counter()
+    while True:
+        try:
+            op = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as stop:
+            _observe(started)
+            return stop.value
+        reply, error = None, None
+        if isinstance(op, Get):
+            reply = client.get_state(STATESTORE, op.key)
+        elif isinstance(op, GetMany):
+            reply = {i.key: i.data or None for i in client.get_bulk_state(STATESTORE, op.keys, parallelism=8).items
+                     } if op.keys else {}
+        elif isinstance(op, Put):
+            try:
+                client.save_state(STATESTORE, op.key, op.value, **_save_args(op))
+            except Exception as exc:  # noqa: BLE001 - as in run
+                error = Conflict(str(exc))
+        elif isinstance(op, Delete):
+            for key in op.keys:
+                try:
+                    client.delete_state(STATESTORE, key)
+                except Exception:  # noqa: BLE001, S112 - best effort, see Delete
+                    continue
+        elif isinstance(op, Pause):
+            time.sleep(op.seconds)
+
+
+def _observe(started: float) -> None:
+    metrics.LEDGER_CHANGE.observe(time.perf_counter() - started)
+
+
+async def read(client: DaprClient) -> Ledger:
+    return _ledger(await client.get_state(STATESTORE, ADMISSION_LEDGER_KEY))
+
+
+def read_now(client: clients.DaprClient) -> Ledger:
+    return _ledger(client.get_state(STATESTORE, ADMISSION_LEDGER_KEY))
+
+
+# --- waking admitted batches -----------------------------------------------------------------------
 
 
 async def announce(workflows: DaprWorkflowClient, batch_ids: list[str]) -> None:
@@ -111,12 +359,11 @@ def announce_now(workflows: SyncWorkflowClient, batch_ids: list[str]) -> None:
             log.warning("could not wake an admitted batch", extra={"batch_id": batch_id, "error": str(exc)})
 
 
-async def release(client: DaprClient, workflows: DaprWorkflowClient, batch_id: str) -> None:
+async def release_and_wake(client: DaprClient, workflows: DaprWorkflowClient, batch_id: str) -> None:
     """Give a batch's slots back and wake the batches that now fit (idempotent)."""
-    admitted = await update(client, lambda ledger: admission.release(ledger, batch_id))
-    await announce(workflows, admitted)
+    await announce(workflows, await run(client, release(batch_id)))
 
 
-def release_now(client: clients.DaprClient, workflows: SyncWorkflowClient, batch_id: str) -> None:
-    """``release`` with the blocking clients."""
-    announce_now(workflows, update_now(client, lambda ledger: admission.release(ledger, batch_id)))
+def release_and_wake_now(client: clients.DaprClient, workflows: SyncWorkflowClient, batch_id: str) -> None:
+    """``release_and_wake`` with the blocking clients."""
+    announce_now(workflows, run_now(client, release(batch_id)))

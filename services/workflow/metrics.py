@@ -32,6 +32,10 @@ TASKS = Counter("taskfan_tasks_finished", "Tasks this workflow process finished,
 STEP_CALLS = Histogram("taskfan_step_call_seconds", "Step calls (service invocation of validator, enricher, scorer) "
                        "from the call to its answer, by step and result", ["step", "result"], registry=REGISTRY,
                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+LEDGER_CHANGE = Histogram("taskfan_ledger_change_seconds", "Changes of the admission ledger (a batch queued, "
+                          "admitted or released), from the first read to the last write, retries included",
+                          registry=REGISTRY, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                      2.5, 5))
 
 
 class TasksInStep(Collector):
@@ -62,7 +66,7 @@ def step_call(step: str, result: str, seconds: float) -> None:
 def record(ledger: Ledger, done: dict[str, int]) -> None:
     BACKLOG.set(ledger.backlog(done))
     BATCHES.labels(state="running").set(len(ledger.running))
-    BATCHES.labels(state="queued").set(len(ledger.queue))
+    BATCHES.labels(state="queued").set(ledger.queued)
 
 
 def serve(settings: Settings) -> WSGIServer | None:

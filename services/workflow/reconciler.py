@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 INTERVAL_S = 5.0
 # A ledger entry whose workflow cannot be found this long after it queued was purged, not just slow.
 MISSING_GRACE_S = 60.0
+QUEUE_WINDOW = 100
 STILL_GOING = {WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED, WorkflowStatus.STALLED}
 
 
@@ -73,10 +74,13 @@ async def _loop(stop: threading.Event, settings: Settings) -> None:
 
 
 async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings: Settings) -> None:
+    """One round: every running batch (at most the cap's worth) and the first QUEUE_WINDOW queued ones, so a
+    round costs the same however long the queue; a batch further back is looked at once it moves up."""
     ledger = await ledger_store.read(client)
     done: dict[str, int] = {}  # tasks finished per running batch, for the backlog
     running = {entry.batch_id for entry in ledger.running}
-    for entry in [*ledger.running, *ledger.queue]:
+    queued = [entry for _, entry in await ledger_store.run(client, ledger_store.queued(ledger, QUEUE_WINDOW))]
+    for entry in [*ledger.running, *queued]:
         try:
             # A running batch's progress is its custom status, a payload (small: its inputs are ids and
             # counts); a queued batch has none yet, so its status alone is read.
@@ -98,7 +102,7 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings:
         if reason is not None:
             await answer(client, entry, reason)
             faults.point(faults.IN_TERMINATE)
-        await ledger_store.release(client, workflows, entry.batch_id)
+        await ledger_store.release_and_wake(client, workflows, entry.batch_id)
         live.batches.forget(entry.batch_id)
     metrics.record(ledger, done)
 

@@ -17,6 +17,18 @@ BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and wo
 # The admission ledger (queued and running batches), in the workflow app's state store; `taskfan status`
 # reads a queued batch's place from it. "~" keeps it apart from every batch's own keys.
 ADMISSION_LEDGER_KEY = "taskfan~admission"
+
+
+def admission_ticket_key(batch_id: str) -> str:
+    """A queued batch's place in the admission queue (``{"ticket", "total"}``), beside the ledger."""
+    return f"{ADMISSION_LEDGER_KEY}~batch~{batch_id}"
+
+
+def admission_queue_key(ticket: int) -> str:
+    """The entry of the batch queued under ``ticket``."""
+    return f"{ADMISSION_LEDGER_KEY}~queue~{ticket:012d}"
+
+
 TASKS_TOPIC = "tasks"
 OUTCOMES_TOPIC = "outcomes"
 DEADLETTER_TOPIC = "tasks-deadletter"

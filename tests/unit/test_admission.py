@@ -6,52 +6,152 @@ import dapr.ext.workflow as wf
 import grpc
 import pytest
 
-from services.workflow import admission, batch_workflow, ledger_store, names, reconciler
+from services.workflow import batch_workflow, ledger_store, names, reconciler
 from services.workflow.admission import Entry, Ledger
 from services.workflow.models import BatchInput
+from taskfan.contracts import ADMISSION_LEDGER_KEY
+from tests.unit.fake_state import FakeDaprState, FakeSyncDapr, drive, step
 
 
 def entry(batch_id: str, slots: int) -> Entry:
     return Entry(batch_id=batch_id, slots=slots, total=slots, chunks=1, since="2026-01-01T00:00:00+00:00")
 
 
+class Ledgers:
+    """The ledger's changes (``ledger_store``) run against a state store that behaves like Redis through Dapr."""
+
+    def __init__(self, cap: int = 1000, now: float = 1000.0) -> None:
+        self.state, self.cap, self.now = FakeDaprState(), cap, now
+
+    def ask(self, e: Entry) -> tuple[list[str], int]:
+        return drive(self.state, ledger_store.ask(e, self.cap, now=lambda: self.now))
+
+    def release(self, batch_id: str) -> list[str]:
+        return drive(self.state, ledger_store.release(batch_id))
+
+    def position(self, batch_id: str) -> int | None:
+        return drive(self.state, ledger_store.locate(batch_id))[1]
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger.model_validate_json(self.state.items[ADMISSION_LEDGER_KEY])
+
+
 def test_batches_are_admitted_in_arrival_order_while_their_slots_fit_under_the_cap():
-    ledger = Ledger()
-    assert admission.request(ledger, entry("a", 400), cap=1000) == ["a"]
-    assert admission.request(ledger, entry("b", 400), cap=1000) == ["b"]
-    assert admission.request(ledger, entry("c", 400), cap=1000) == []  # 1200 > 1000: waits
-    assert admission.request(ledger, entry("d", 100), cap=1000) == []  # would fit, but never overtakes c
-    assert [ledger.position(b) for b in "abcd"] == [0, 0, 1, 2]
-    assert ledger.in_progress() == 800
-    assert admission.release(ledger, "a") == ["c", "d"]
-    assert ledger.in_progress() == 900
-    assert ledger.position("a") is None
+    ledgers = Ledgers(cap=1000)
+    assert ledgers.ask(entry("a", 400)) == ([], 0)
+    assert ledgers.ask(entry("b", 400)) == ([], 0)
+    assert ledgers.ask(entry("c", 400)) == ([], 1)  # 1200 > 1000: waits
+    assert ledgers.ask(entry("d", 100)) == ([], 2)  # would fit, but never overtakes c
+    assert [ledgers.position(b) for b in "abcd"] == [0, 0, 1, 2]
+    assert ledgers.ledger.in_progress() == 800
+    assert ledgers.release("a") == ["c", "d"]
+    assert ledgers.ledger.in_progress() == 900
+    assert ledgers.position("a") is None
+    # What the queue needed is gone once admitted: the ledger and nothing else.
+    assert set(ledgers.state.items) == {ADMISSION_LEDGER_KEY}
 
 
 def test_requests_and_releases_are_idempotent():
-    ledger = Ledger()
-    admission.request(ledger, entry("a", 600), cap=1000)
-    admission.request(ledger, entry("b", 600), cap=1000)
-    assert admission.request(ledger, entry("b", 600), cap=1000) == []  # asked again: still one entry
-    assert len(ledger.queue) == 1
-    assert admission.release(ledger, "a") == ["b"]
-    assert admission.release(ledger, "a") == []
-    assert admission.release(ledger, "nobody") == []
+    ledgers = Ledgers(cap=1000)
+    ledgers.ask(entry("a", 600))
+    ledgers.ask(entry("b", 600))
+    assert ledgers.ask(entry("b", 600)) == ([], 1)  # asked again: still one place
+    assert ledgers.ledger.queued == 1
+    assert ledgers.release("a") == ["b"]
+    assert ledgers.release("a") == []
+    assert ledgers.release("nobody") == []
 
 
 def test_a_batch_larger_than_the_cap_runs_alone():
-    ledger = Ledger()
-    admission.request(ledger, entry("small", 10), cap=100)
-    assert admission.request(ledger, entry("huge", 400), cap=100) == []
-    assert admission.release(ledger, "small") == ["huge"]
-    assert admission.request(ledger, entry("next", 1), cap=100) == []
+    ledgers = Ledgers(cap=100)
+    ledgers.ask(entry("small", 10))
+    assert ledgers.ask(entry("huge", 400)) == ([], 1)
+    assert ledgers.release("small") == ["huge"]
+    assert ledgers.ask(entry("next", 1)) == ([], 1)
 
 
-def test_the_ledger_round_trips_as_json():
-    ledger = Ledger()
-    admission.request(ledger, entry("a", 5), cap=10)
-    admission.request(ledger, entry("b", 10), cap=10)
-    assert Ledger.model_validate_json(ledger.model_dump_json()) == ledger
+def test_a_batch_released_while_queued_leaves_its_place_and_the_queue_closes_up():
+    ledgers = Ledgers(cap=400)
+    for b in "abcde":
+        ledgers.ask(entry(b, 400))
+    assert [ledgers.position(b) for b in "abcde"] == [0, 1, 2, 3, 4]
+    assert ledgers.release("c") == [] and ledgers.release("b") == []
+    assert [ledgers.position(b) for b in "abcde"] == [0, None, None, 1, 2]
+    assert ledgers.ledger.queued == 2 and ledgers.ledger.queued_tasks == 800
+    assert ledgers.release("a") == ["d"]
+    assert [ledgers.position(b) for b in "de"] == [0, 1]
+    assert ledgers.ledger.removed == []
+
+
+def test_a_change_costs_the_same_however_long_the_queue():
+    # 10,000 queued batches: a change reads and writes the ledger (its running batches and counts) and the
+    # entries it admits, never the queue.
+    ledgers = Ledgers(cap=1000)
+    ledgers.ask(entry("running", 1000))
+    for i in range(10_000):
+        ledgers.ask(entry(f"q{i}", 10))
+    assert len(ledgers.state.items[ADMISSION_LEDGER_KEY]) < 1000
+    reads: list[str] = []
+    steps = ledger_store.release("running")
+    reply, error = None, None
+    while True:
+        try:
+            op = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as stop:
+            admitted = stop.value
+            break
+        if isinstance(op, (ledger_store.Get, ledger_store.GetMany)):
+            reads += [op.key] if isinstance(op, ledger_store.Get) else op.keys
+        reply, error = step(ledgers.state, op)
+    assert admitted == [f"q{i}" for i in range(100)]  # 100 x 10 slots fill the cap again
+    assert len(reads) <= 2 + 100 + ledger_store.READ_WINDOW
+    assert ledgers.position("q100") == 1 and ledgers.position("q9999") == 9900
+
+
+def test_changes_made_at_once_lose_nothing():
+    # Two changes interleaved op by op, as two processes make them: the ETag makes one of them start again.
+    ledgers = Ledgers(cap=100)
+    ledgers.ask(entry("r", 100))
+    first, second = ledgers_change(ledgers, entry("x", 50)), ledgers_change(ledgers, entry("y", 50))
+    done: dict[str, object] = {}
+    replies = {"x": (None, None), "y": (None, None)}
+    while len(done) < 2:
+        for name, steps in (("x", first), ("y", second)):
+            if name in done:
+                continue
+            reply, error = replies[name]
+            try:
+                op = steps.throw(error) if error is not None else steps.send(reply)
+            except StopIteration as stop:
+                done[name] = stop.value
+                continue
+            replies[name] = step(ledgers.state, op)
+    assert sorted(p for _, p in done.values()) == [1, 2]
+    assert ledgers.release("r") == [b for b, _ in sorted(done.items(), key=lambda kv: kv[1][1])]
+
+
+def ledgers_change(ledgers: Ledgers, e: Entry):
+    return ledger_store.ask(e, ledgers.cap, now=lambda: ledgers.now)
+
+
+def test_a_ticket_whose_writer_died_before_taking_it_is_taken_over():
+    ledgers = Ledgers(cap=100)
+    ledgers.ask(entry("r", 100))
+    steps = ledgers_change(ledgers, entry("dead", 10))
+    reply = None
+    while True:  # the writer puts its entry under the next ticket, then dies before the ledger write
+        op = steps.send(reply)
+        reply, _ = step(ledgers.state, op)
+        if isinstance(op, ledger_store.Put):
+            break
+    with pytest.raises(ledger_store.LedgerBusy):  # too soon: the ticket may still be taken (its caller retries)
+        ledgers.ask(entry("next", 10))
+    ledgers.now += ledger_store.STALE_ENTRY_S + 1
+    assert ledgers.ask(entry("next", 10)) == ([], 1)  # its writer is gone: the ticket is taken over
+    assert ledgers.ask(entry("after", 10)) == ([], 2)
+    assert ledgers.release("r") == ["next", "after"]
+    assert ledgers.ledger.queued == 0 and ledgers.ledger.queued_tasks == 0
 
 
 class Scheduled:
@@ -126,11 +226,12 @@ def test_the_reconciler_answers_for_terminated_failed_and_vanished_workflows_onl
 
 
 def test_the_backlog_is_every_queued_task_and_what_running_batches_have_not_done():
-    ledger = Ledger()
+    ledgers = Ledgers(cap=800)
     for batch_id, total in (("a", 2000), ("b", 300), ("c", 1000)):
-        admission.request(ledger, Entry(batch_id=batch_id, slots=min(total, 400), total=total, chunks=1,
-                                        since="2026-01-01T00:00:00+00:00"), cap=800)
-    assert [e.batch_id for e in ledger.running] == ["a", "b"] and [e.batch_id for e in ledger.queue] == ["c"]
+        ledgers.ask(Entry(batch_id=batch_id, slots=min(total, 400), total=total, chunks=1,
+                          since="2026-01-01T00:00:00+00:00"))
+    ledger = ledgers.ledger
+    assert [e.batch_id for e in ledger.running] == ["a", "b"] and ledger.queued == 1
     assert ledger.backlog({}) == 3300  # nothing known done yet
     assert ledger.backlog({"a": 1500, "b": 300}) == 500 + 0 + 1000
     assert ledger.backlog({"a": 2100}) == 0 + 300 + 1000  # progress never counts below zero
@@ -152,22 +253,24 @@ def test_a_batch_the_intake_admitted_starts_its_chunks_without_asking(monkeypatc
     assert [child.name for child in next(gen)[1]] == [names.RUN_CHUNK]
 
 
-class FakeLedgerStore:
-    """The sidecar (state API for one key, with first-write ETags; ``conflicts`` writes fail first; pub/sub)
-    and the workflow client, as the intake uses them."""
+class FakeLedgerStore(FakeSyncDapr):
+    """The sidecar (its state API, as Redis behaves through Dapr; ``conflicts`` ledger writes fail first;
+    pub/sub) and the workflow client, as the intake uses them."""
 
     def __init__(self, conflicts=0):
-        self.data, self.etag, self.conflicts, self.raised = b"", "", conflicts, []
+        super().__init__()
+        self.conflicts, self.raised = conflicts, []
         self.started, self.published = (), []  # workflows that exist; events published
 
-    def get_state(self, store, key):
-        return type("Item", (), {"data": self.data, "etag": self.etag})()
-
-    def save_state(self, store, key, value, etag=None, options=None):
-        if self.conflicts or (etag or "") != self.etag:
-            self.conflicts = max(0, self.conflicts - 1)
+    def save_state(self, store, key, value, etag=None, options=None, state_metadata=None):
+        if key == ADMISSION_LEDGER_KEY and self.conflicts:
+            self.conflicts -= 1
             raise RuntimeError("etag mismatch")
-        self.data, self.etag = value.encode(), str(int(self.etag or 0) + 1)
+        super().save_state(store, key, value, etag=etag, options=options, state_metadata=state_metadata)
+
+    @property
+    def ledger(self):
+        return Ledger.model_validate_json(self.state.items[ADMISSION_LEDGER_KEY])
 
     def raise_workflow_event(self, instance_id, name):
         self.raised.append((instance_id, name))
@@ -197,9 +300,9 @@ def test_the_intake_admits_what_fits_queues_the_rest_and_is_idempotent():
     assert intake.admit(batch("c", 600)) is False  # 1200 > 1000: queued
     assert intake.admit(batch("d", 100)) is False  # would fit, but never overtakes c
     assert intake.admit(batch("a", 600)) is True  # redelivered: still one entry, still running
-    ledger = Ledger.model_validate_json(store.data)
+    ledger = store.ledger
     assert [(e.batch_id, e.slots) for e in ledger.running] == [("a", 400), ("b", 400)]
-    assert [e.batch_id for e in ledger.queue] == ["c", "d"] and store.raised == []
+    assert ledger.queued == 2 and store.raised == []
     # Restarted with a larger cap: the next batch's request admits the queue, and wakes those batches.
     wider = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=2000))
     assert wider.admit(batch("e", 100)) is True
@@ -220,8 +323,8 @@ def test_a_batch_dapr_gave_up_on_gives_its_slots_back_unless_its_workflow_starte
     for batch_id in "ab":
         raw = events.encode(TASK_BATCH_EVENT_TYPE, batch(batch_id, 400))
         assert intake.on_undeliverable(type("Event", (), {"data": raw})()).status.name == "success"
-    ledger = Ledger.model_validate_json(store.data)
-    assert [e.batch_id for e in ledger.running] == ["b", "c"] and ledger.queue == []
+    ledger = store.ledger
+    assert [e.batch_id for e in ledger.running] == ["b", "c"] and ledger.queued == 0
     assert store.raised == [("c", names.ADMITTED_EVENT)]
     assert [topic for topic, _ in store.published] == [DEADLETTER_TOPIC] * 2
     assert intake.on_undeliverable(type("Event", (), {"data": b"not json"})()).status.name == "success"
@@ -283,7 +386,7 @@ def test_a_failure_that_can_pass_is_retried_and_one_that_cannot_is_dead_lettered
     assert topic == DEADLETTER_TOPIC and type(error).__name__ in record["data"]["reason"]
     assert record["data"]["event"]["data"]["batch_id"] == "a"
     # Its slots were given back: the next batch is admitted, not queued behind one that never runs.
-    assert Ledger.model_validate_json(store.data).running == []
+    assert store.ledger.running == []
 
 
 def test_a_batch_id_with_colons_runs_under_an_instance_id_dapr_reads_back_whole():
@@ -300,4 +403,4 @@ def test_a_batch_id_with_colons_runs_under_an_instance_id_dapr_reads_back_whole(
     intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800))
     intake.start(batch("hx::1:", 5))
     assert started == ["hx~~1~"]
-    assert Ledger.model_validate_json(store.data).running[0].batch_id == "hx::1:"  # the ledger keeps the batch id
+    assert store.ledger.running[0].batch_id == "hx::1:"  # the ledger keeps the batch id

@@ -77,7 +77,7 @@ def released(monkeypatch):
     async def release(client, workflows, batch_id):
         batches.append(batch_id)
 
-    monkeypatch.setattr(activities.ledger_store, "release", release)
+    monkeypatch.setattr(activities.ledger_store, "release_and_wake", release)
     monkeypatch.setattr(activities, "_workflow_client", lambda: None)
     return batches
 
@@ -173,7 +173,7 @@ def test_a_failed_cleanup_after_the_publish_is_not_a_failed_publish(monkeypatch)
 
     monkeypatch.setattr(activities, "_client", lambda: client)
     monkeypatch.setattr(activities, "_workflow_client", lambda: None)
-    monkeypatch.setattr(activities.ledger_store, "release", release)
+    monkeypatch.setattr(activities.ledger_store, "release_and_wake", release)
     summary = asyncio.run(activities.publish_outcome(None, PublishInput(batch_id="b", chunks=1, started_at="t0",
                                                                         finished_at="t1")))
     assert summary.completed == 1 and len(client.published) == 1

@@ -97,7 +97,7 @@ def drive(monkeypatch, tasks, answer, state=None):
     monkeypatch.setattr(activities, "_load_tasks", load)
     monkeypatch.setattr(activities, "_save_results", save)
     monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
-    monkeypatch.setattr(activities.ledger_store, "release", release)
+    monkeypatch.setattr(activities.ledger_store, "release_and_wake", release)
     monkeypatch.setattr(activities, "_workflow_client", lambda: None)
 
     gen = batch_workflow.process_batch(FakeContext(), BatchInput(batch_id="b", total=len(tasks), chunks=1,

@@ -14,7 +14,7 @@ def test_metrics_name_what_a_dashboard_needs() -> None:
     metrics.step_call("score", "ok", 0.03)
     live.batches.moving("metrics-test", "enrich", ["t1", "t2"])
     ledger = Ledger(running=[Entry(batch_id="r", slots=100, total=300, chunks=3, since="2026-11-30T00:00:00+00:00")],
-                    queue=[Entry(batch_id="q", slots=100, total=50, chunks=1, since="2026-11-30T00:00:00+00:00")])
+                    head=0, tail=1, queued=1, queued_tasks=50)
     metrics.record(ledger, {"r": 100})
     text = generate_latest(metrics.REGISTRY).decode()
     live.batches.forget("metrics-test")

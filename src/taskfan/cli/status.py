@@ -13,7 +13,7 @@ import httpx
 
 from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, dapr_headers, settings, workflow_dapr_url
 from taskfan.cli.progress import Progress
-from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE, workflow_instance_id
+from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE, admission_ticket_key, workflow_instance_id
 
 
 def workflow_state(batch_id: str) -> dict[str, Any] | None:
@@ -35,16 +35,23 @@ def workflow_state(batch_id: str) -> dict[str, Any] | None:
 
 
 def queue_position(batch_id: str) -> int | None:
-    """A queued batch's place in the admission queue (1 = next), from the ledger the workflow keeps."""
+    """A queued batch's place in the admission queue (1 = next), from the ledger the workflow keeps and the
+    batch's ticket in it (services/workflow/admission.py), read through the workflow sidecar's state API."""
+    from services.workflow.admission import Ledger, Ticket
+
     current = settings()
-    url = f"{workflow_dapr_url(current)}/v1.0/state/{STATESTORE}/{ADMISSION_LEDGER_KEY}"
+    base = f"{workflow_dapr_url(current)}/v1.0/state/{STATESTORE}"
     try:
-        response = httpx.get(url, timeout=10, headers=dapr_headers(current))
-        ledger = response.json() if response.status_code == 200 else {}
+        with httpx.Client(timeout=10, headers=dapr_headers(current)) as http:
+            ledger = http.get(f"{base}/{ADMISSION_LEDGER_KEY}")
+            ticket = http.get(f"{base}/{admission_ticket_key(batch_id)}")
+        if ledger.status_code != 200 or ticket.status_code != 200:
+            return None  # 204: no ledger, or no ticket (not queued)
+        position = Ledger.model_validate_json(ledger.content).position(batch_id,
+                                                                     Ticket.model_validate_json(ticket.content))
     except (httpx.HTTPError, ValueError):
         return None
-    queue = [entry.get("batch_id") for entry in ledger.get("queue", [])]
-    return queue.index(batch_id) + 1 if batch_id in queue else None
+    return position or None
 
 
 def summarize(batch_id: str, state: dict[str, Any] | None,
