@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from .helpers import cli, dapr_auth, frozen, lesson_tasks, outcomes_for, post_batch, wait_for, wait_outcome
+from taskfan.cli.status import queue_position
+from taskfan.contracts import ADMISSION_LEDGER_KEY
+
+from .helpers import (
+    cli,
+    dapr_auth,
+    frozen,
+    ingest_auth,
+    lesson_tasks,
+    outcomes_for,
+    post_batch,
+    wait_for,
+    wait_outcome,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +70,36 @@ def test_batches_beyond_the_cap_queue_in_arrival_order_and_terminated_ones_still
         assert (outcome["total"], outcome["completed"], outcome["failed"]) == (per_batch, per_batch, 0), b
     for b in [*running, *queued]:
         assert len(outcomes_for(redis_client, b)) == 1, f"{b}: exactly one outcome"
+
+
+def test_a_long_queue_keeps_the_ledger_small_and_every_place_exact(stack, settings, redis_client, batch_id):
+    # 300 batches behind 4 running ones (the scorers frozen): the ledger document stays the size of the running
+    # batches, each queued batch knows its place, and all of them finish once the scorers wake.
+    per_batch, cap = stack.settings.max_in_flight, stack.settings.max_tasks_in_progress
+    running = [f"{batch_id}-run{i}" for i in range(cap // per_batch)]
+    queued = [f"{batch_id}-q{i:03d}" for i in range(300)]
+    scorers = [p.name for p in stack.running().processes if p.name.startswith("scorer-") and "daprd" not in p.name]
+    ledger_key = f"workflow||{ADMISSION_LEDGER_KEY}"
+    with frozen(stack, scorers):
+        for b in running:
+            assert post_batch(settings, {"batch_id": b, "tasks": lesson_tasks(b, per_batch)}).status_code == 202
+        wait_for(lambda: all(status(b).get("state") == "RUNNING" for b in running), "the first batches to run", 60)
+        # Quickly, from 8 threads: the scorers stay frozen for less than a step's deadline.
+        with httpx.Client(base_url=settings.ingest_url, headers=ingest_auth(settings), timeout=30) as http, \
+                ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda b: http.post("/batches", json={"batch_id": b, "tasks": lesson_tasks(
+                b, 1)}).status_code, queued))
+        assert answers == [202] * len(queued)
+        ledger_of = lambda: json.loads(redis_client.hget(ledger_key, "data") or b"{}")  # noqa: E731
+        wait_for(lambda: ledger_of().get("queued") == len(queued), "every batch to be queued", 30)
+        # Every place exactly once, as `taskfan status` reads them (Dapr's state API: the ledger and the ticket).
+        assert sorted(queue_position(b) for b in queued) == list(range(1, len(queued) + 1))
+        ledger = redis_client.hget(ledger_key, "data")
+        assert len(ledger) < 4096, len(ledger)  # the running batches and counts, not 300 entries
+        assert json.loads(ledger)["queued"] == len(queued)
+    for b in [*running, *queued]:
+        outcome = wait_outcome(redis_client, b, timeout=300)
+        assert outcome["failed"] == 0, b
+    assert json.loads(redis_client.hget(ledger_key, "data"))["queued"] == 0
+    leftovers = [k for k in redis_client.scan_iter(match=f"workflow||{ADMISSION_LEDGER_KEY}~*", count=1000)]
+    assert leftovers == []  # every queue entry and ticket deleted once admitted
