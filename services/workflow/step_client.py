@@ -31,13 +31,14 @@ log = logging.getLogger(__name__)
 # app's "unavailable" answer. Step calls are pure functions of their input, so repeating is safe.
 UNREACHABLE_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0)
 UNREACHABLE_STATUSES = {502, 503, 504}
-# Every call has a deadline (Settings.step_timeout_s): Dapr's resiliency policy on the step apps cuts
-# it off and answers "context deadline exceeded". A timed-out call is made once more at once: Dapr
-# picks a replica at random per call, so with several replicas it most likely lands on a live one.
-# (Dapr 1.18's circuit breaker on an app target is per app id, not per replica, measured: it would
-# stop every replica's calls because one hangs, so it is not used.)
+# Every call has a deadline (Settings.step_timeout_s), kept here: the client gives up and closes the
+# connection, and the sidecar cancels the call to the app (why not Dapr's resiliency timeout:
+# components/resiliency.yaml). A timed-out call is made once more at once: Dapr picks a replica at random
+# per call, so with several replicas it most likely lands on a live one. (Dapr 1.18's circuit breaker on an
+# app target is per app id, not per replica, measured: it would stop every replica's calls because one
+# hangs, so it is not used.)
 TIMEOUT_TRIES = 2
-# How Dapr words a call it cut off at the deadline (both seen from 1.18.1).
+# How Dapr words a call cut off at a deadline (both seen from 1.18.1), e.g. the callee's sidecar's own.
 DAPR_TIMED_OUT = ("context deadline exceeded", "code = DeadlineExceeded")
 # Dapr's name resolution found no live replica: one is restarting, or a busy machine delayed the
 # replicas' heartbeats. Transient, like an unreachable replica.
@@ -45,8 +46,6 @@ DAPR_NO_HOST = "no host found with the given ID"
 # The chosen replica's sidecar refused the connection: it is shutting down (a scale-down drains it) or
 # crashed, and its registration in name resolution has not gone yet. The call never reached the app.
 DAPR_UNAVAILABLE = "code = Unavailable"
-# Our own cut-off, later than Dapr's: it only matters if the sidecar itself hangs.
-CLIENT_DEADLINE_MARGIN_S = 10.0
 
 
 class Failure(Enum):
@@ -80,7 +79,7 @@ def _sidecar() -> aiohttp.ClientSession:
         _session = aiohttp.ClientSession(
             base_url=f"http://{settings.DAPR_RUNTIME_HOST}:{settings.DAPR_HTTP_PORT}",
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s() + CLIENT_DEADLINE_MARGIN_S, sock_connect=5),
+            timeout=aiohttp.ClientTimeout(total=timeout_s(), sock_connect=5),
             connector=aiohttp.TCPConnector(limit=256),
         )
     return _session

@@ -82,13 +82,21 @@ def test_resources_are_rendered_with_this_stacks_redis_and_run_dir(tmp_path):
         tmp_path / "name-resolution.db")
 
 
-def test_the_step_deadline_setting_reaches_daprs_resiliency_policy_on_every_step_app(tmp_path):
+def test_no_dapr_timeout_on_the_step_apps_the_step_client_keeps_the_deadline(tmp_path, monkeypatch):
+    # daprd 1.18.1 panics when a caller goes away while it streams an answer under a resiliency timeout
+    # (components/resiliency.yaml): the deadline is the step client's, from STEP_TIMEOUT_MS.
     stack = Stack(Settings(step_timeout_ms=12_500, run_dir=str(tmp_path)), runfile.load(RUN_FILE))
     stack.render_resources()
     spec = yaml.safe_load((tmp_path / "resources" / "resiliency.yaml").read_text())["spec"]
-    assert spec["policies"]["timeouts"]["step"] == "12.5s"
-    assert {app: target["timeout"] for app, target in spec["targets"]["apps"].items()} == {
-        AppId.VALIDATOR: "step", AppId.ENRICHER: "step", AppId.SCORER: "step"}
+    assert "timeouts" not in spec["policies"] and "apps" not in spec["targets"]
+    repo = Path(__file__).resolve().parents[2]
+    chart = (repo / "deploy" / "helm" / "taskfan" / "templates" / "dapr-resources.yaml").read_text()
+    assert "timeout:" not in chart and "timeouts:" not in chart
+    from services.workflow import step_client
+
+    monkeypatch.setenv("STEP_TIMEOUT_MS", "12500")
+    monkeypatch.setattr(step_client, "_timeout_s", None)
+    assert step_client.timeout_s() == 12.5
 
 
 @pytest.mark.parametrize(("edit", "message"), [

@@ -159,8 +159,8 @@ class Stack:
         """Copy the run file's resources and configuration, pointed at this stack's Redis and run dir.
 
         The committed files are valid as they are for `dapr run -f .` with the default Redis; the
-        launcher only sets ``redisHost`` (REDIS_HOST:REDIS_PORT), the step calls' deadline (the
-        resiliency timeout ``step``) and the name-resolution database path.
+        launcher only sets ``redisHost`` (REDIS_HOST:REDIS_PORT), the secrets file and the name-resolution
+        database path.
         """
         self.resources_dir.mkdir(parents=True, exist_ok=True)
         for old in self.resources_dir.glob("*.yaml"):
@@ -169,9 +169,6 @@ class Stack:
             for source in sorted(self.run_file.resolve(folder).glob("*.yaml")):
                 documents = list(yaml.safe_load_all(source.read_text()))
                 for document in documents:
-                    timeouts = ((document.get("spec") or {}).get("policies") or {}).get("timeouts") or {}
-                    if "step" in timeouts:
-                        timeouts["step"] = f"{self.settings.step_timeout_s:g}s"
                     for item in (document.get("spec") or {}).get("metadata") or []:
                         if item.get("name") == "redisHost":
                             item["value"] = self.settings.redis_address
