@@ -45,7 +45,10 @@ DAPR_TIMED_OUT = ("context deadline exceeded", "code = DeadlineExceeded")
 DAPR_NO_HOST = "no host found with the given ID"
 # The chosen replica's sidecar refused the connection: it is shutting down (a scale-down drains it) or
 # crashed, and its registration in name resolution has not gone yet. The call never reached the app.
-DAPR_UNAVAILABLE = "code = Unavailable"
+# Or the caller's sidecar closed its connection to that sidecar while the call was on it ("client connection
+# is closing", code Canceled: seen for the replicas `stack scale` removes once the step deadline is the
+# client's). The call may have reached the app; step calls are pure, so it is made again elsewhere.
+DAPR_UNAVAILABLE = ("code = Unavailable", "grpc: the client connection is closing")
 
 
 class Failure(Enum):
@@ -144,7 +147,8 @@ async def call(app_id: str, method: str, tasks: list[dict[str, object]], extra: 
         said = _said(answer)
         if any(words in said for words in DAPR_TIMED_OUT):
             return None, timed_out, Failure.TIMED_OUT, {}
-        unreachable = response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said or DAPR_UNAVAILABLE in said
+        unreachable = (response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said
+                       or any(words in said for words in DAPR_UNAVAILABLE))
         failure = Failure.UNREACHABLE if unreachable else Failure.FAILED
         return None, f"{app_id}/{method} answered {response.status}: {said}", failure, {}
     try:

@@ -57,7 +57,10 @@ DAPR_SAID = {
                           # a replica's sidecar that `stack scale` is removing (seen from 1.18.1)
                           "failed to invoke, id: scorer, err: rpc error: code = Unavailable desc = connection error: "
                           'desc = "transport: Error while dialing: dial tcp 127.0.0.1:5511: connect: connection '
-                          'refused"'],
+                          'refused"',
+                          # the same, its connection closed by our sidecar while a call was on it
+                          "failed to invoke, id: scorer, err: rpc error: code = Canceled desc = grpc: the client "
+                          "connection is closing"],
 }
 
 
