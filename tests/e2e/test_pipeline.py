@@ -180,14 +180,19 @@ def test_cli_publish_wait_and_status(batch_id, tmp_path):
     assert (summary["done"], summary["total"], summary["completed"]) == (1, 1, 1)
 
 
+WATCHED = 10_000
+
+
 def test_status_watch_shows_a_live_bar_on_a_terminal_and_plain_lines_when_piped(settings, batch_id):
-    # The watcher starts first (it waits for the batch to appear), then a batch of 1,500 tasks is published.
+    # The watcher starts first (it waits for the batch to appear), then a batch of 10,000 tasks is published:
+    # several seconds of RUNNING for the 0.25-s polls to see (1,500 tasks took 0.44 s once step calls had no
+    # Dapr timeout, and the watcher saw no RUNNING at all).
     def watch(batch: str, stderr: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "taskfan.cli", "status", batch, "--watch", "--timeout", "300"],
                                 stdout=subprocess.PIPE, stderr=stderr, cwd=REPO_ROOT)
 
     def publish(batch: str) -> None:
-        assert post_batch(settings, {"batch_id": batch, "tasks": lesson_tasks(batch, 1500)}).status_code == 202
+        assert post_batch(settings, {"batch_id": batch, "tasks": lesson_tasks(batch, WATCHED)}).status_code == 202
 
     piped_batch = f"{batch_id}-pipe"
     with watch(piped_batch, subprocess.PIPE) as piped:
@@ -199,8 +204,8 @@ def test_status_watch_shows_a_live_bar_on_a_terminal_and_plain_lines_when_piped(
     assert piped.returncode == 0, lines
     assert not any("\r" in line or "\x1b" in line for line in lines)
     assert any(line.startswith("RUNNING: ") for line in lines), lines
-    assert lines[-1] == "COMPLETED: 1500/1500 tasks  1500 completed", lines
-    assert json.loads(out)["completed"] == 1500
+    assert lines[-1] == f"COMPLETED: {WATCHED}/{WATCHED} tasks  {WATCHED} completed", lines
+    assert json.loads(out)["completed"] == WATCHED
 
     tty_batch = f"{batch_id}-tty"
     primary, secondary = pty.openpty()  # a terminal of its own, as a user's shell gives it
@@ -220,9 +225,10 @@ def test_status_watch_shows_a_live_bar_on_a_terminal_and_plain_lines_when_piped(
     os.close(primary)
     frames = screen.decode().split("\r\x1b[2K")[1:]
     running = [f for f in frames if "RUNNING:" in f]
-    assert running and all(re.match(r"\[[#.]{30}\] +\d+%  RUNNING: \d+/1500 tasks", f) for f in running), frames
+    bar = re.compile(r"\[[#.]{30}\] +\d+%  RUNNING: \d+/" + str(WATCHED) + " tasks")
+    assert running and all(bar.match(f) for f in running), frames
     assert any("tasks/s" in f and " left" in f for f in running), frames
-    assert frames[-1].strip().startswith("[" + "#" * 30 + "] 100%  COMPLETED: 1500/1500 tasks"), frames
+    assert frames[-1].strip().startswith("[" + "#" * 30 + f"] 100%  COMPLETED: {WATCHED}/{WATCHED} tasks"), frames
 
 
 def test_status_through_the_dapr_workflow_api(stack, settings, redis_client, batch_id):
@@ -284,13 +290,17 @@ def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_
         stack.stop_sidecar(daprd)
 
 
+# Large enough to be still running when the process is killed, however fast the pipeline has become.
+CRASHED_TASKS = 10_000
+
+
 @pytest.mark.parametrize("process", ["workflow", "workflow-daprd", "validator", "scorer-1", "scorer-1-daprd",
                                      "redis", "scheduler", "placement"])
 def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, batch_id, process):
     from taskfan.cli.common import CliError
     from taskfan.cli.status import workflow_state
 
-    tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(3000)]
+    tasks = [{**LESSON_TASK, "task_id": f"{batch_id}-{i}"} for i in range(CRASHED_TASKS)]
     assert post_batch(settings, {"batch_id": batch_id, "tasks": tasks}).status_code == 202
 
     def progress() -> int:
@@ -307,7 +317,7 @@ def test_a_batch_survives_a_crash_of_one_process(stack, settings, redis_client, 
     assert not outcomes_for(redis_client, batch_id), "the batch finished before the crash: nothing was tested"
     restart(stack, process)  # SIGKILL it mid-batch, then start it again
     outcome = wait_outcome(redis_client, batch_id, timeout=300)
-    assert (outcome["total"], outcome["completed"], outcome["failed"]) == (3000, 3000, 0)
+    assert (outcome["total"], outcome["completed"], outcome["failed"]) == (CRASHED_TASKS, CRASHED_TASKS, 0)
     assert [r["task_id"] for r in outcome["results"]] == [t["task_id"] for t in tasks]
 
 
