@@ -1,7 +1,9 @@
 """Turns events on ``tasks`` into workflow instances, at most one per batch id.
 
-Every malformed event is answered on the dead-letter topic with the reason. A handler never
-raises: it returns success, or retry when Dapr itself is unavailable (Dapr then redelivers).
+Every malformed event is answered on the dead-letter topic with the reason, at once. A handler never
+raises: it returns success, or retry when the failure can pass (Dapr, Redis or the scheduler unavailable:
+``retry.is_transient``; Dapr then redelivers, within the resiliency policy ``intake``). A failure that would
+repeat is dead-lettered at once too, never retried.
 """
 
 from __future__ import annotations
