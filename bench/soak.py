@@ -464,17 +464,15 @@ class FaultInjector(threading.Thread):
         """Arm ``point``; once a batch holds the workflow app there, SIGKILL and restart it. False: no batch
         passed the point in time (disarmed, nothing killed)."""
         directory = self.stack.run_dir / "fault-points"
-        armed, reached = directory / f"{point}.armed", directory / f"{point}.reached"
-        armed.touch()
+        fault_points.arm(directory, point)
         deadline = time.monotonic() + 60
-        while not reached.exists():
-            if self.abort.is_set() or time.monotonic() > deadline:
-                armed.unlink(missing_ok=True)
-                if not reached.exists():
-                    return False
-                break
+        while not fault_points.reached(directory, point) and not self.abort.is_set() and time.monotonic() < deadline:
             self.abort.wait(0.1)
-        reached.unlink()
+        # Reached, if only just as time ran out: the app waits there, and is killed below.
+        was_reached = fault_points.reached(directory, point)
+        fault_points.disarm(directory, point)
+        if not was_reached:
+            return False
         restart(self.stack, "workflow")
         return True
 

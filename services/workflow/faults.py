@@ -30,6 +30,21 @@ def _directory() -> Path | None:
     return Path(configured) if configured else None
 
 
+def arm(directory: Path, name: str) -> None:
+    """The test's side: the next time the app passes ``name``, it waits there."""
+    (directory / f"{name}.armed").touch()
+
+
+def reached(directory: Path, name: str) -> bool:
+    return (directory / f"{name}.reached").exists()
+
+
+def disarm(directory: Path, name: str) -> None:
+    """Armed or reached, the point is forgotten."""
+    for state in ("armed", "reached"):
+        (directory / f"{name}.{state}").unlink(missing_ok=True)
+
+
 def point(name: str) -> None:
     """Wait here for ever (to be killed) if the point ``name`` is armed; else return at once."""
     directory = _directory()

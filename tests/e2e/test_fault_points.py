@@ -22,14 +22,6 @@ from .test_admission import status, terminate
 pytestmark = pytest.mark.e2e
 
 
-def arm(point: str) -> None:
-    (FAULT_POINTS_DIR / f"{point}.armed").touch()
-
-
-def reached(point: str) -> bool:
-    return (FAULT_POINTS_DIR / f"{point}.reached").exists()
-
-
 def one_outcome(redis_client, batch_id: str, total: int) -> dict:
     outcome = wait_outcome(redis_client, batch_id, timeout=240)
     # Settled: the ledger let it go (released after the outcome, by the workflow or the reconciler).
@@ -56,14 +48,13 @@ def _outcome_events(redis_client) -> list[dict]:
 ])
 def test_a_crash_at_a_fault_point_still_ends_in_exactly_one_outcome(stack, settings, redis_client, batch_id,
                                                                      point, tasks):
-    arm(point)
+    faults.arm(FAULT_POINTS_DIR, point)
     try:
         assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, tasks)}).status_code == 202
-        wait_for(lambda: reached(point), f"the workflow app to reach {point}", 60)
+        wait_for(lambda: faults.reached(FAULT_POINTS_DIR, point), f"the workflow app to reach {point}", 60)
         restart(stack, "workflow")  # SIGKILL while held there, then start it again
     finally:
-        (FAULT_POINTS_DIR / f"{point}.armed").unlink(missing_ok=True)
-        (FAULT_POINTS_DIR / f"{point}.reached").unlink(missing_ok=True)
+        faults.disarm(FAULT_POINTS_DIR, point)
     outcome = one_outcome(redis_client, batch_id, tasks)
     assert outcome["completed"] == tasks
 
@@ -72,18 +63,18 @@ def test_a_crash_in_the_middle_of_answering_for_a_terminated_batch_ends_in_exact
         stack, settings, redis_client, batch_id):
     total = 300
     scorers = [p.name for p in stack.running().processes if p.name.startswith("scorer-") and "daprd" not in p.name]
-    arm(faults.IN_TERMINATE)
+    faults.arm(FAULT_POINTS_DIR, faults.IN_TERMINATE)
     try:
         with frozen(stack, scorers):  # the batch waits at its score step: still running when terminated
             assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, total)}).status_code \
                 == 202
             wait_for(lambda: status(batch_id).get("state") == "RUNNING", "the batch to run", 60)
             terminate(stack, settings, batch_id)
-            wait_for(lambda: reached(faults.IN_TERMINATE), "the reconciler to answer for the terminated batch", 60)
+            wait_for(lambda: faults.reached(FAULT_POINTS_DIR, faults.IN_TERMINATE),
+                     "the reconciler to answer for the terminated batch", 60)
             restart(stack, "workflow")
     finally:
-        (FAULT_POINTS_DIR / f"{faults.IN_TERMINATE}.armed").unlink(missing_ok=True)
-        (FAULT_POINTS_DIR / f"{faults.IN_TERMINATE}.reached").unlink(missing_ok=True)
+        faults.disarm(FAULT_POINTS_DIR, faults.IN_TERMINATE)
     outcome = one_outcome(redis_client, batch_id, total)
     assert outcome["failed"] == total  # none got past the frozen scorers
     assert {r["error"] for r in outcome["results"]} == {
