@@ -192,9 +192,8 @@ def locate(batch_id: str) -> Steps[tuple[Entry | None, int | None]]:
     ticket = _ticket((yield Get(admission_ticket_key(batch_id))))
     if ticket is None or not ledger.holds(ticket):
         return None, None
-    found = yield GetMany([admission_queue_key(ticket.ticket)])
-    data = found.get(admission_queue_key(ticket.ticket))
-    return (QueuedEntry.model_validate_json(data).entry if data else None), ledger.position(batch_id, ticket)
+    item = yield Get(admission_queue_key(ticket.ticket))
+    return (QueuedEntry.model_validate_json(item.data).entry if item.data else None), ledger.position(batch_id, ticket)
 
 
 def _claim(ticket: int, entry: Entry, now: float) -> Steps[bool]:
@@ -288,16 +287,24 @@ async def run(client: DaprClient, steps: Steps[T]) -> T:
         return await _run(client, steps)
 
 
+def advance(steps: Steps[T], reply: Any, error: Exception | None) -> tuple[bool, Any]:
+    """Hand a change the answer to its last operation (or the error it met): (False, its next operation),
+    or (True, its result) once it is done."""
+    try:
+        return False, steps.throw(error) if error is not None else steps.send(reply)
+    except StopIteration as stop:
+        return True, stop.value
+
+
 async def _run(client: DaprClient, steps: Steps[T]) -> T:
     reply: Any = None
     error: Exception | None = None
     started = time.perf_counter()
     while True:
-        try:
-            op = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as stop:
+        done, op = advance(steps, reply, error)
+        if done:
             _observe(started)
-            return stop.value
+            return op
         reply, error = None, None
         if isinstance(op, Get):
             reply = await client.get_state(STATESTORE, op.key)
@@ -326,11 +333,10 @@ def _run_now(client: clients.DaprClient, steps: Steps[T]) -> T:
     error: Exception | None = None
     started = time.perf_counter()
     while True:
-        try:
-            op = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as stop:
+        done, op = advance(steps, reply, error)
+        if done:
             _observe(started)
-            return stop.value
+            return op
         reply, error = None, None
         if isinstance(op, Get):
             reply = client.get_state(STATESTORE, op.key)

@@ -75,10 +75,9 @@ def drive(state: FakeDaprState, steps: Any) -> Any:
     """Run a change to its end against ``state``."""
     reply, error = None, None
     while True:
-        try:
-            op = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as stop:
-            return stop.value
+        done, op = ledger_store.advance(steps, reply, error)
+        if done:
+            return op
         reply, error = step(state, op)
 
 

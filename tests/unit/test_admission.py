@@ -96,10 +96,9 @@ def test_a_change_costs_the_same_however_long_the_queue():
     steps = ledger_store.release("running")
     reply, error = None, None
     while True:
-        try:
-            op = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as stop:
-            admitted = stop.value
+        finished, op = ledger_store.advance(steps, reply, error)
+        if finished:
+            admitted = op
             break
         if isinstance(op, (ledger_store.Get, ledger_store.GetMany)):
             reads += [op.key] if isinstance(op, ledger_store.Get) else op.keys
@@ -120,11 +119,9 @@ def test_changes_made_at_once_lose_nothing():
         for name, steps in (("x", first), ("y", second)):
             if name in done:
                 continue
-            reply, error = replies[name]
-            try:
-                op = steps.throw(error) if error is not None else steps.send(reply)
-            except StopIteration as stop:
-                done[name] = stop.value
+            finished, op = ledger_store.advance(steps, *replies[name])
+            if finished:
+                done[name] = op
                 continue
             replies[name] = step(ledgers.state, op)
     assert sorted(p for _, p in done.values()) == [1, 2]
