@@ -23,6 +23,7 @@ from taskfan.contracts import (
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
     CONSOLE_TERMINATE,
+    is_batch_id,
     workflow_instance_id,
 )
 from taskfan.dapr_app import json_method
@@ -38,6 +39,8 @@ class ConsoleAnswers:
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
         """The workflow's runtime status (None: no such workflow) and its counts, if it reported any."""
+        if not is_batch_id(batch_id):  # the console passes on what a URL held: no Dapr name is made of it
+            return None, None
         state = self.workflows.get_workflow_state(workflow_instance_id(batch_id), fetch_payloads=True)
         if state is None:
             return None, None
@@ -68,7 +71,8 @@ class ConsoleAnswers:
         """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""
         batch_id = str(body["batch_id"])
         status, counts = self.progress(batch_id)
-        entry, position = ledger_store.run_now(self.dapr, ledger_store.locate(batch_id))
+        entry, position = (ledger_store.run_now(self.dapr, ledger_store.locate(batch_id)) if is_batch_id(batch_id)
+                           else (None, None))
         return {"batch_id": batch_id, "status": status, "counts": counts.model_dump() if counts else None,
                 "position": position, "since": entry.since if entry else None,
                 "tasks": live.batches.view(batch_id)}

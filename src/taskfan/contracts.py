@@ -6,6 +6,7 @@ a unit test fails when they drift.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -68,6 +69,11 @@ BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 BatchId = Annotated[str, StringConstraints(pattern=BATCH_ID_PATTERN)]
+
+
+def is_batch_id(text: str) -> bool:
+    """Whether ``text`` could name a batch: only such text is ever turned into a Dapr instance id or key."""
+    return re.fullmatch(BATCH_ID_PATTERN, text) is not None
 
 
 def workflow_instance_id(batch_id: str) -> str:

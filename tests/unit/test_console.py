@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from services.console import pages
@@ -242,3 +243,17 @@ def test_a_jaeger_trace_becomes_rows_in_start_order_under_their_parents() -> Non
         ("ingest", "pubsub/tasks", 0.0, 10.0, 0, False), ("workflow", "activity||run_chunk", 2.0, 5.0, 1, True)]
     page = pages.trace_page("b1", "t" * 32, rows, "http://127.0.0.1:16686/api/traces/" + "t" * 32)
     assert page.count('<tr data-service="') == 2
+
+
+@pytest.mark.parametrize("batch_id", ["a||b", "hx::1||actor", "\ud800", "x" * 129, "a b", "../state/x"])
+def test_the_workflow_app_makes_no_dapr_name_of_what_is_not_a_batch_id(batch_id):
+    from services.workflow.console_api import ConsoleAnswers
+
+    class NoDapr:
+        def __getattr__(self, name):
+            raise AssertionError(f"{name} called for {batch_id!r}")
+
+    answers = ConsoleAnswers(NoDapr(), NoDapr())
+    assert answers.batch({"batch_id": batch_id})["status"] is None
+    assert answers.terminate({"batch_id": batch_id}) == {"terminated": False, "status": None,
+                                                          "reason": "no such batch is running"}
