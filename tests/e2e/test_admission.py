@@ -77,7 +77,8 @@ def test_a_long_queue_keeps_the_ledger_small_and_every_place_exact(stack, settin
     # batches, each queued batch knows its place, and all of them finish once the scorers wake.
     per_batch, cap = stack.settings.max_in_flight, stack.settings.max_tasks_in_progress
     running = [f"{batch_id}-run{i}" for i in range(cap // per_batch)]
-    queued = [f"{batch_id}-q{i:03d}" for i in range(300)]
+    # Ids with Dapr's separators: each is in a ticket key, an instance id and the CLI's state URL.
+    queued = [f"{batch_id}::q{i:03d}:" for i in range(300)]
     scorers = [p.name for p in stack.running().processes if p.name.startswith("scorer-") and "daprd" not in p.name]
     ledger_key = f"workflow||{ADMISSION_LEDGER_KEY}"
     with frozen(stack, scorers):
