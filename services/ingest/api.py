@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from services.ingest import openapi
+from services.ingest import capacity, openapi
+from services.ingest.capacity import Gauge
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
 from taskfan.contracts import (
@@ -84,8 +85,9 @@ def first_line(exc: Exception) -> str:
 
 
 def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | None = None, *,
-               token: str, hosts: set[str]) -> FastAPI:
-    """The ingest API; pass a publisher and a batch-record client to test it without a sidecar.
+               token: str, hosts: set[str], gauge: Gauge | None = None) -> FastAPI:
+    """The ingest API; pass a publisher and a batch-record client to test it without a sidecar. ``gauge``
+    (``capacity``) refuses batches while the stack is full; None: never refused for that.
 
     An empty ``token`` leaves ``POST /batches`` open: only a stack with SECURITY=off (the benchmark's
     comparison) starts ingest without one (``app.main`` refuses otherwise).
@@ -126,6 +128,8 @@ def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | No
             batch = await asyncio.to_thread(parse_batch, await read_limited(request))
         except RejectedBatch as exc:
             return error(exc.status, str(exc))
+        if gauge is not None and (full := await asyncio.to_thread(gauge.refusal)):
+            return error(503, full, headers={"Retry-After": str(capacity.RETRY_AFTER_S)})
         try:
             claim = await asyncio.to_thread(batch_records.claim, state["records"], batch)
         except Exception as exc:  # noqa: BLE001 - the state store is unavailable: the client may retry

@@ -38,7 +38,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     421: _json("Error", "the `Host` header is not this server's address (DNS rebinding protection)"),
     415: _json("Error", "the body is not application/json"),
     422: _json("Error", "the JSON is not a valid batch (the message names every problem)"),
-    503: _json("Error", "pub/sub or the state store is unavailable; try again"),
+    503: {**_json("Error", "the stack is full (Redis near its memory ceiling, or a consumer group's backlog near "
+                           "a stream's cap), or pub/sub or the state store is unavailable: nothing was accepted; "
+                           "try again"),
+          "headers": {"Retry-After": {"description": "when the stack is full: seconds to wait before trying again",
+                                      "schema": {"type": "integer"}}}},
 }
 
 REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {

@@ -102,9 +102,8 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
             raise
         # The batch's only chunk ran to its end before, published the outcome and deleted its tasks; the
         # engine runs it again (its completion was lost to a crash): what it did is in the outcome's record.
-        done = record.summary
-        return ChunkRunResult(summary=ChunkSummary(done=done.total, completed=done.completed, rejected=done.rejected,
-                                                   failed=done.failed), outcome=done)
+        return ChunkRunResult(summary=ChunkSummary.model_validate(record.progress().model_dump(include={
+            "done", "completed", "rejected", "failed"})), outcome=record.summary)
     if inp.run == 0:
         earlier = ChunkProgress(finished=[], waiting=chunk_steps.from_the_start(tasks))
     else:
@@ -219,7 +218,8 @@ async def _publish_and_forget(inp: PublishInput) -> OutcomeSummary:
     return summary
 
 
-async def publish_results(client: DaprClient, inp: PublishInput, missing: Callable[[int], str]) -> OutcomeSummary:
+async def publish_results(client: DaprClient, inp: PublishInput, missing: Callable[[int], str],
+                          ended: str = "COMPLETED") -> OutcomeSummary:
     """Publish the batch's outcome from its saved chunk results; a chunk without results (lost, or never
     finished) reports each of its tasks as failed with ``missing(index)``: every task is accounted for.
 
@@ -227,12 +227,12 @@ async def publish_results(client: DaprClient, inp: PublishInput, missing: Callab
     first write wins) before it is published, and a caller that finds a record publishes the recorded event if
     it is not marked published yet, nothing otherwise. A crash can make the engine run this again (its history
     lost the first run, measured by the soak), and the reconciler may answer for a workflow terminated while
-    it was publishing: both end in the one recorded event.
+    it was publishing: both end in the one recorded event. ``ended``: how the workflow ended, for the record.
     """
     key = outcome_key(inp.batch_id)
     record = await outcome_record(client, inp.batch_id)
     if record is None:
-        record = await _record_outcome(client, inp, missing)
+        record = await _record_outcome(client, inp, missing, ended)
     if not record.published:
         assert record.event is not None
         await client.publish_event(PUBSUB, OUTCOMES_TOPIC, record.event.encode(),
@@ -240,7 +240,7 @@ async def publish_results(client: DaprClient, inp: PublishInput, missing: Callab
         faults.point(faults.AFTER_PUBLISH)
         # With its ETag: Dapr's Redis store takes a later write to a key written first-write only so.
         current = await client.get_state(STATESTORE, key)
-        published = OutcomeRecord(summary=record.summary, published=True)
+        published = record.model_copy(update={"event": None, "published": True})
         await client.save_state(STATESTORE, key, published.model_dump_json(), etag=current.etag or None,
                                 state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
     return record.summary
@@ -251,7 +251,8 @@ async def outcome_record(client: DaprClient, batch_id: str) -> OutcomeRecord | N
     return OutcomeRecord.model_validate_json(item.data) if item.data else None
 
 
-async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callable[[int], str]) -> OutcomeRecord:
+async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callable[[int], str],
+                          ended: str) -> OutcomeRecord:
     """Aggregate the outcome and record it as intended; if another caller recorded one first, that one."""
     keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
     items = {item.key: item.data for item in (await client.get_bulk_state(STATESTORE, keys, parallelism=8)).items}
@@ -267,7 +268,7 @@ async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callab
     data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
                          event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
     record = OutcomeRecord(summary=OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"})),
-                           event=data.decode())
+                           event=data.decode(), ended=ended)
     try:
         await client.save_state(STATESTORE, outcome_key(inp.batch_id), record.model_dump_json(),
                                 options=_FIRST_WRITE, state_metadata={"ttlInSeconds": str(STATE_TTL_S)})

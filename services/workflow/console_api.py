@@ -18,11 +18,13 @@ from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
 from services.workflow import ledger_store, live, scoring
-from services.workflow.models import BatchProgress
+from services.workflow.models import BatchProgress, OutcomeRecord
+from services.workflow.state_keys import outcome_key
 from taskfan.contracts import (
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
     CONSOLE_TERMINATE,
+    STATESTORE,
     is_batch_id,
     workflow_instance_id,
 )
@@ -38,12 +40,17 @@ class ConsoleAnswers:
 
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
-        """The workflow's runtime status (None: no such workflow) and its counts, if it reported any."""
+        """The workflow's runtime status (None: no such batch) and its counts, if it reported any; once Dapr
+        has purged a finished workflow (its retention policy), as the batch's outcome record tells them."""
         if not is_batch_id(batch_id):  # the console passes on what a URL held: no Dapr name is made of it
             return None, None
         state = self.workflows.get_workflow_state(workflow_instance_id(batch_id), fetch_payloads=True)
         if state is None:
-            return None, None
+            item = self.dapr.get_state(STATESTORE, outcome_key(batch_id))
+            if not item.data:
+                return None, None
+            record = OutcomeRecord.model_validate_json(item.data)
+            return record.ended.lower(), record.progress()
         try:
             counts = BatchProgress.model_validate_json(state.serialized_custom_status or "")
         except ValueError:

@@ -27,7 +27,7 @@ from services.workflow.aggregate import chunk
 from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input, chunks_of, slots_of
 from services.workflow.names import BATCH_WORKFLOW
 from services.workflow.retry import is_transient
-from services.workflow.state_keys import STATE_TTL_S, tasks_key
+from services.workflow.state_keys import STATE_TTL_S, outcome_key, tasks_key
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
 from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, TaskBatch, workflow_instance_id
@@ -50,8 +50,13 @@ class BatchIntake:
         except events.EventError as exc:
             return self.dead_letter(raw, str(exc))
         try:
-            if batch_records.claim(self.dapr, batch) is Claim.CONFLICT:
+            claim = batch_records.claim(self.dapr, batch)
+            if claim is Claim.CONFLICT:
                 return self.dead_letter(raw, batch_records.conflict_message(batch.batch_id))
+            if claim is Claim.SAME and self.answered(batch.batch_id):
+                # Its workflow ran, published the outcome and was purged (retention): the record answers.
+                log.info("duplicate batch ignored: its outcome is out", extra={"batch_id": batch.batch_id})
+                return TopicEventResponse("success")
             return self.start(batch, traceparent_in(envelope))
         except Exception as exc:  # noqa: BLE001 - every failure gets an answer: a retry or a dead letter
             error = f"{type(exc).__name__}: {events.printable(str(exc), 300)}"
@@ -83,6 +88,9 @@ class BatchIntake:
         except events.EventError:
             return  # never admitted
         self.release_unstarted(batch.batch_id)
+
+    def answered(self, batch_id: str) -> bool:
+        return bool(self.dapr.get_state(STATESTORE, outcome_key(batch_id)).data)
 
     def release_unstarted(self, batch_id: str) -> None:
         if self.workflows.get_workflow_state(workflow_instance_id(batch_id), fetch_payloads=False) is None:

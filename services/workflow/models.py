@@ -165,4 +165,12 @@ class OutcomeRecord(BaseModel):
     summary: OutcomeSummary
     event: str | None = None  # the outcome CloudEvent, until it is published
     published: bool = False
+    # How the batch's workflow ended (a Dapr runtime status): what `taskfan status` and the console show once
+    # Dapr has purged the workflow's state (its retention policy) and this record answers for it.
+    ended: str = "COMPLETED"
+
+    def progress(self) -> BatchProgress:
+        done = self.summary
+        return BatchProgress(total=done.total, done=done.total, completed=done.completed, rejected=done.rejected,
+                             failed=done.failed)
 

@@ -100,7 +100,7 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings:
         failure = state.failure_details.message if state is not None and state.failure_details else None
         reason = unfinished_reason(status, failure)
         if reason is not None:
-            await answer(client, entry, reason)
+            await answer(client, entry, reason, status.name if status is not None else WorkflowStatus.FAILED.name)
             faults.point(faults.IN_TERMINATE)
         await ledger_store.release_and_wake(client, workflows, entry.batch_id)
         live.batches.forget(entry.batch_id)
@@ -135,13 +135,13 @@ def _done(custom_status: str | None) -> int:
         return 0  # not started yet: nothing done
 
 
-async def answer(client: DaprClient, entry: Entry, reason: str) -> None:
+async def answer(client: DaprClient, entry: Entry, reason: str, ended: str) -> None:
     log.warning("answering for a batch whose workflow ended early", extra={"batch_id": entry.batch_id,
                                                                             "reason": reason})
     inp = PublishInput(batch_id=entry.batch_id, chunks=entry.chunks, started_at=entry.since,
                        finished_at=datetime.now(UTC).isoformat())
     try:
-        await activities.publish_results(client, inp, lambda _: reason)
+        await activities.publish_results(client, inp, lambda _: reason, ended)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so on the dead-letter topic
         await activities.dead_letter(client, BatchFailure(
             batch_id=entry.batch_id, total=entry.total,

@@ -36,6 +36,10 @@ DEADLETTER_TOPIC = "tasks-deadletter"
 # Where Dapr itself moves an event on `tasks` once its retries are exhausted; the workflow service
 # turns each into a record on DEADLETTER_TOPIC in Taskfan's shape.
 UNDELIVERABLE_TOPIC = "tasks-undeliverable"
+# The Redis user of ingest's stream gauge and trimmer (services/ingest/capacity.py).
+KEEPER_USER = "taskfan-keeper"
+# Taskfan's streams: each bounded by STREAM_MAX_ENTRIES and trimmed by the keeper.
+TOPICS = (TASKS_TOPIC, OUTCOMES_TOPIC, DEADLETTER_TOPIC, UNDELIVERABLE_TOPIC)
 
 # The workflow app's methods the console calls (service invocation; only the console may).
 CONSOLE_BATCHES, CONSOLE_BATCH, CONSOLE_TERMINATE = "console-batches", "console-batch", "console-terminate"

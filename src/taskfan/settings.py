@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 
@@ -21,6 +22,23 @@ class Settings:
     # When the Redis the stack starts fsyncs its append-only file. A killed Redis process loses nothing
     # either way (the AOF is written before Redis replies); `everysec` bounds a machine crash's loss to ~1 s.
     redis_appendfsync: str = "everysec"
+    # The Redis the stack starts holds at most this much (its `maxmemory`, evicting nothing): ingest refuses
+    # new batches with a 503 once Redis holds 80 % of it (services/ingest/capacity.py), so batches in
+    # progress have room to finish. A number of bytes, or with a unit as Redis reads it (512mb, 4gb).
+    redis_maxmemory: str = "2gb"
+    # Each Taskfan stream (tasks, outcomes, the dead-letter topics) holds at most about this many events
+    # (Dapr's maxLenApprox); ingest refuses new batches (503) while a consumer group has 80 % of it not yet
+    # acknowledged, so no event is trimmed before it is read. Events every group acknowledged are trimmed
+    # once STREAM_RETENTION_S old (services/ingest/capacity.py).
+    stream_max_entries: int = 100_000
+    stream_retention_s: int = 3600
+    # The append-only file is rewritten (compacted to the data it holds) once it has doubled since its last
+    # rewrite and is at least this big: its size follows the data, not the writes.
+    redis_aof_rewrite_min_size: str = "16mb"
+    # A finished batch's workflow state (history, status, reminders) is purged by Dapr this long after it
+    # completed (the Configuration's workflow state retention policy); its outcome record answers after that.
+    # A failed or terminated one is kept a day, for investigation.
+    workflow_retention_s: int = 60
     # Where the ingest app listens (the stack sets INGEST_PORT from dapr.yaml).
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8080
@@ -70,6 +88,8 @@ class Settings:
     app_api_token: str = field(default="", repr=False)
     ingest_token: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)
+    # The Redis user `taskfan-keeper` (ingest's): reads memory and stream backlogs, trims the streams, no more.
+    redis_keeper_password: str = field(default="", repr=False)
     # "off" starts a stack with no tokens, no mTLS, no access control and no Redis password: only for
     # `make bench` to measure what the locks cost side by side (security_cost_pct), in a run directory
     # of its own. Never for a stack anyone else can reach.
@@ -102,6 +122,10 @@ class Settings:
     def check(self) -> None:
         if self.redis_appendfsync not in ("always", "everysec", "no"):
             raise SettingsError("REDIS_APPENDFSYNC must be always, everysec or no")
+        for name in ("redis_maxmemory", "redis_aof_rewrite_min_size"):
+            if not re.fullmatch(r"[1-9][0-9]*(k|kb|m|mb|g|gb)?", getattr(self, name).lower()):
+                raise SettingsError(f"{name.upper()} is a size as Redis reads it (a number of bytes, or 512mb, "
+                                    f"4gb), got {getattr(self, name)!r}")
         if self.security not in ("on", "off"):
             raise SettingsError("SECURITY must be on or off")
         try:
@@ -114,7 +138,8 @@ class Settings:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be >= 0")
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
-                     "ingest_port", "console_port", "traces_otlp_port", "traces_query_port"):
+                     "ingest_port", "console_port", "traces_otlp_port", "traces_query_port", "workflow_retention_s",
+                     "stream_max_entries", "stream_retention_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 

@@ -31,6 +31,7 @@ class StackSecrets:
     app_api_token: str  # sidecar -> app calls (APP_API_TOKEN); apps accept only it
     ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`)
     redis_password: str  # Redis `requirepass`; components read it through the secret store
+    redis_keeper_password: str  # Redis user `taskfan-keeper`: ingest's stream gauge and trimmer only
 
     @classmethod
     def generate(cls) -> StackSecrets:
@@ -70,7 +71,8 @@ def load(run_dir: Path) -> StackSecrets | None:
         stored = json.loads(path(run_dir).read_text())
     except FileNotFoundError:
         return None
-    return StackSecrets(**{f.name: stored[f.name.replace("_", "-")] for f in fields(StackSecrets)})
+    # A secret added since the file was written is empty here; ``ensure`` generates it.
+    return StackSecrets(**{f.name: stored.get(f.name.replace("_", "-"), "") for f in fields(StackSecrets)})
 
 
 def ensure(run_dir: Path, locked: bool = True) -> StackSecrets:
@@ -88,13 +90,21 @@ def ensure(run_dir: Path, locked: bool = True) -> StackSecrets:
             raise ValueError(f"{path(run_dir)} belongs to a stack with SECURITY={'off' if locked else 'on'}: "
                              "give the other one a run directory of its own (RUN_DIR)")
         path(run_dir).chmod(0o600)
+        if locked and not all(asdict(existing).values()):  # a file from before a secret was added: add it
+            existing = StackSecrets(**{name: value or secrets.token_urlsafe(32)
+                                       for name, value in asdict(existing).items()})
+            _write(path(run_dir), existing, create=False)
         return existing
     created = StackSecrets.generate() if locked else StackSecrets.none()
-    # Created with 0600 from the start: never readable by others, not even for a moment.
-    descriptor = os.open(path(run_dir), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as out:
-        json.dump(created.as_secret_store(), out, indent=2)
+    _write(path(run_dir), created, create=True)
     return created
+
+
+def _write(file: Path, stored: StackSecrets, create: bool) -> None:
+    # Created with 0600 from the start: never readable by others, not even for a moment.
+    descriptor = os.open(file, os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else os.O_TRUNC), 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        json.dump(stored.as_secret_store(), out, indent=2)
 
 
 def run_dir(settings: Settings, run_file: RunFile) -> Path:

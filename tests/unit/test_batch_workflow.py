@@ -157,12 +157,17 @@ def test_the_reconciler_and_the_workflow_racing_publish_one_outcome():
                                                               "description": "y"}]).encode()})
     workflow = PublishInput(batch_id="b", chunks=2, started_at="t0", finished_at="t1")
     reconciler_inp = workflow.model_copy(update={"finished_at": "t2"})
-    first = asyncio.run(activities._record_outcome(client, workflow, lambda _: "lost"))
-    second = asyncio.run(activities._record_outcome(client, reconciler_inp, lambda _: "terminated"))
-    assert second == first
-    asyncio.run(activities.publish_results(client, reconciler_inp, lambda _: "terminated"))
+    first = asyncio.run(activities._record_outcome(client, workflow, lambda _: "lost", "COMPLETED"))
+    second = asyncio.run(activities._record_outcome(client, reconciler_inp, lambda _: "terminated", "TERMINATED"))
+    assert second == first and first.ended == "COMPLETED"
+    asyncio.run(activities.publish_results(client, reconciler_inp, lambda _: "terminated", "TERMINATED"))
     asyncio.run(activities.publish_results(client, workflow, lambda _: "lost"))
     assert len(client.published) == 1 and client.published[0]["data"]["results"][1]["error"] == "chunk: lost"
+    # Published, the record keeps how the batch ended and its counts (what answers once Dapr purged it).
+    kept = asyncio.run(activities.outcome_record(client, "b"))
+    assert kept.published and kept.event is None and kept.ended == "COMPLETED"
+    assert kept.progress().model_dump() == {"done": 2, "completed": 1, "rejected": 0, "failed": 1, "total": 2,
+                                            "queued": False}
 
 
 def test_a_failed_cleanup_after_the_publish_is_not_a_failed_publish(monkeypatch):

@@ -58,7 +58,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
                        EXIT_UNREACHABLE) from None
     if response.status_code != 202:
         code = EXIT_BAD_INPUT if 400 <= response.status_code < 500 else EXIT_REFUSED
-        raise CliError(f"batch refused ({response.status_code}): {_error_text(response)}", code)
+        # A 503 with Retry-After: the stack is full for now (services/ingest/capacity.py); nothing was accepted.
+        later = (f"; nothing was accepted, publish it again in {response.headers['retry-after']} s"
+                 if "retry-after" in response.headers else "")
+        raise CliError(f"batch refused ({response.status_code}): {_error_text(response)}{later}", code)
     accepted = response.json()
     print(f"published batch {accepted['batch_id']} ({accepted['tasks']} tasks)", file=sys.stderr)
     if not args.wait:

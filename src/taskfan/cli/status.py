@@ -11,9 +11,16 @@ from typing import Any
 
 import httpx
 
+from taskfan import events
 from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, dapr_headers, settings, workflow_dapr_url
 from taskfan.cli.progress import Progress
-from taskfan.contracts import ADMISSION_LEDGER_KEY, STATESTORE, admission_ticket_key, workflow_instance_id
+from taskfan.contracts import (
+    ADMISSION_LEDGER_KEY,
+    STATESTORE,
+    admission_ticket_key,
+    is_batch_id,
+    workflow_instance_id,
+)
 
 
 def workflow_state(batch_id: str) -> dict[str, Any] | None:
@@ -54,9 +61,30 @@ def queue_position(batch_id: str) -> int | None:
     return position or None
 
 
+def outcome_record(batch_id: str) -> dict[str, Any] | None:
+    """The batch's outcome record (services/workflow/models.py ``OutcomeRecord``), through the workflow
+    sidecar's state API: what answers for a batch once Dapr has purged its finished workflow."""
+    from services.workflow.state_keys import outcome_key
+
+    current = settings()
+    url = f"{workflow_dapr_url(current)}/v1.0/state/{STATESTORE}/{outcome_key(batch_id)}"
+    try:
+        response = httpx.get(url, timeout=10, headers=dapr_headers(current))
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def summarize(batch_id: str, state: dict[str, Any] | None,
-              position: Callable[[str], int | None] = lambda _: None) -> dict[str, Any]:
+              position: Callable[[str], int | None] = lambda _: None,
+              record: Callable[[str], dict[str, Any] | None] = lambda _: None) -> dict[str, Any]:
     if state is None:
+        if (found := record(batch_id)) is not None:
+            outcome = found["summary"]
+            return {"batch_id": batch_id, "state": found.get("ended", "COMPLETED"), "done": outcome["total"],
+                    **{k: outcome[k] for k in ("total", "completed", "rejected", "failed", "average_score")},
+                    "created_at": outcome["started_at"], "last_updated_at": outcome["finished_at"],
+                    "detail": "finished, its workflow's state purged: from the batch's outcome record"}
         return {"batch_id": batch_id, "state": "UNKNOWN", "detail": "no workflow with this id (yet)"}
     props = state.get("properties", {})
     progress = json.loads(props.get("dapr.workflow.custom_status") or "{}")
@@ -83,11 +111,14 @@ def summarize(batch_id: str, state: dict[str, Any] | None,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if not is_batch_id(args.batch_id):  # no Dapr URL is made of it
+        raise CliError(f"{events.printable(args.batch_id, 200)!r} is not a batch id (1 to 128 characters: letters, "
+                       "digits, '.', '_', '-', ':')", EXIT_REFUSED)
     if args.watch:
         summary = wait_until_done(args.batch_id, args.timeout)
         print(json.dumps(summary, indent=2))
         return 0 if summary["state"] == "COMPLETED" else EXIT_REFUSED
-    summary = summarize(args.batch_id, workflow_state(args.batch_id), queue_position)
+    summary = summarize(args.batch_id, workflow_state(args.batch_id), queue_position, outcome_record)
     print(json.dumps(summary, indent=2))
     return 0 if summary["state"] != "UNKNOWN" else EXIT_REFUSED
 
@@ -115,7 +146,8 @@ def wait_until_done(batch_id: str, timeout: float) -> dict[str, Any]:
                 time.sleep(0.5)
                 continue
             transient_errors = 0
-            summary = summarize(batch_id, state, queue_position)  # the ledger is read only for a queued batch
+            # The ledger is read only for a queued batch, the outcome record only for a purged one.
+            summary = summarize(batch_id, state, queue_position, outcome_record)
             progress.update(summary)
             if summary["state"] in ENDED:
                 return summary

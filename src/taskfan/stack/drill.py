@@ -12,9 +12,10 @@ from taskfan.stack.launcher import Stack
 from taskfan.stack.processes import StackError, pid_alive, port_open, wait_until
 
 
-def restart(stack: Stack, name: str) -> None:
+def restart(stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
     """``name`` is a process name as ``stack status`` shows it: ``workflow``, ``scorer-0``,
-    ``workflow-daprd``, ``redis``, ``scheduler``, ...
+    ``workflow-daprd``, ``redis``, ``scheduler``, ... ``env``: an app's environment from now on (the
+    variables its launch set; ``Process.env``), e.g. other settings for a test; None: as it was.
     """
     state = stack.running()
     if state is None:
@@ -36,7 +37,7 @@ def restart(stack: Stack, name: str) -> None:
         wait_until(lambda: readiness.service_ready(stack, name), name, alive=readiness.alive_check(process))
     else:
         if name == instance.label:
-            stack.spawn(state, name, old.cmd, old.env, ports=old.ports, cwd=instance.app_dir)
+            stack.spawn(state, name, old.cmd, old.env if env is None else env, ports=old.ports, cwd=instance.app_dir)
         else:
             stack.start_daprd(state, instance, bin_dir)
         readiness.wait_app(stack, state, instance, bin_dir)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from taskfan import runfile, stack_secrets
-from taskfan.contracts import AppId
+from taskfan.contracts import KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
 from taskfan.stack import readiness
@@ -173,6 +173,8 @@ class Stack:
                         if item.get("name") == "redisHost":
                             item["value"] = self.settings.redis_address
                         item["value"] = self._scoped(item.get("name"), item.get("value"))
+                        if item.get("name") == "maxLenApprox":
+                            item["value"] = str(self.settings.stream_max_entries)
                         if item.get("name") == "secretsFile":
                             item["value"] = str(stack_secrets.path(self.run_dir))
                 (self.resources_dir / source.name).write_text(yaml.safe_dump_all(documents, sort_keys=False))
@@ -183,6 +185,8 @@ class Stack:
         config.setdefault("spec", {})["tracing"] = {"samplingRate": self.settings.trace_sampling, **({"otel": {
             "endpointAddress": f"127.0.0.1:{self.settings.traces_otlp_port}", "isSecure": False,
             "protocol": "grpc"}} if self.settings.tracing else {})}
+        retention = config["spec"].setdefault("workflow", {}).setdefault("stateRetentionPolicy", {})
+        retention["completed"] = f"{self.settings.workflow_retention_s}s"
         resolver = config.get("spec", {}).get("nameResolution", {}).get("configuration")
         if resolver is not None and "connectionString" in resolver:
             resolver["connectionString"] = str(self.name_resolution_db)
@@ -208,7 +212,7 @@ class Stack:
             # Own session: the stack outlives `make up`, and `down` can stop each process group.
             # Secrets travel in the environment (owner-only in /proc), never on the command line, and are
             # not recorded in stack.json; Redis reads its password from a file instead.
-            secret_env = {} if name == "redis" else self.secrets.app_env()
+            secret_env = {} if name == "redis" else {**self.secrets.app_env(), **self._own_secrets(name)}
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **secret_env, **(env or {})}, cwd=cwd or self.run_dir,
                                     start_new_session=True)
@@ -217,6 +221,20 @@ class Stack:
         state.processes.append(process)
         state.save(self.state_path)
         return process
+
+    def _own_secrets(self, name: str) -> dict[str, str]:
+        """A secret one process has and the others have not: ingest's Redis user (``redis_acl``)."""
+        return {"REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password} if name == AppId.INGEST else {}
+
+    def redis_acl(self) -> str:
+        """Redis's users: the default one (the password the components use) and ``taskfan-keeper``, which
+        may read memory and stream backlogs and trim the Taskfan streams, nothing else (ingest's gauge)."""
+        if not self.secrets.redis_password:
+            return ""
+        streams = " ".join(f"~{stream}" for stream in TOPICS)
+        return (f"requirepass {self.secrets.redis_password}\n"
+                f"user {KEEPER_USER} on >{self.secrets.redis_keeper_password} resetkeys {streams} resetchannels "
+                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n")
 
     def _start_redis(self, state: StackState, redis_server: str, progress: Progress) -> None:
         host, port = self.settings.redis_host, self.settings.redis_port
@@ -231,10 +249,15 @@ class Stack:
         # The password goes in a config file (owner-only): a command line is visible to every user.
         config = stack_secrets.path(self.run_dir).parent / "redis.conf"
         config.touch(mode=0o600)
-        config.write_text(f"requirepass {self.secrets.redis_password}\n" if self.secrets.redis_password else "")
+        config.write_text(self.redis_acl())
         process = self.spawn(state, "redis", [
             redis_server, str(config), "--bind", host, "--port", str(port), "--dir", str(data_dir),
             "--appendonly", "yes", "--appendfsync", self.settings.redis_appendfsync, "--save", "",
+            "--auto-aof-rewrite-percentage", "100",
+            "--auto-aof-rewrite-min-size", self.settings.redis_aof_rewrite_min_size,
+            # Never evict: every key is a batch's state or an unacknowledged event. At the ceiling Redis refuses
+            # writes; ingest stops accepting batches well before it (services/ingest/capacity.py).
+            "--maxmemory", self.settings.redis_maxmemory, "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
         ], ports=[port])
         state.redis_started = True
@@ -293,6 +316,13 @@ class Stack:
             "--healthz-port", str(scheduler_health), "--healthz-listen-address", "127.0.0.1",
             "--listen-address", "127.0.0.1",
             "--etcd-data-dir", str(self.run_dir / "scheduler"),
+            # The jobs of finished workflows are deleted (workflow state retention); so that the store's
+            # size follows what it holds: old revisions compacted every few minutes, a snapshot (which lets
+            # etcd drop write-ahead logs) every 10,000 writes, two of each kept, and a defragmentation at
+            # start once 16 MB are free in the database file.
+            "--etcd-compaction-mode", "periodic", "--etcd-compaction-retention", "5m",
+            "--etcd-snapshot-count", "10000", "--etcd-max-snapshots", "2", "--etcd-max-wals", "2",
+            "--etcd-experimental-bootstrap-defrag-threshold-megabytes", "16",
             "--etcd-client-port", str(etcd_client),
             "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{etcd_peer}",
             "--enable-metrics=false", "--log-as-json", *tls,
