@@ -163,3 +163,43 @@ def test_daprs_intake_retries_end_well_before_redis_hands_the_event_to_a_second_
         assert policy["policy"] == "constant"  # a horizon with no randomness in it
         horizon = _seconds(policy["duration"]) * policy["maxRetries"]
         assert horizon + 30 <= processing_timeout
+
+
+def test_the_stacks_limits_reach_redis_dapr_and_the_chart_alike(tmp_path):
+    # One setting each: Redis's ceiling and AOF rewrite, the streams' cap, the workflow retention; the chart
+    # carries the same shapes, and the Redis user of ingest's keeper names the same streams in both.
+    from taskfan.contracts import KEEPER_USER, TOPICS
+
+    settings = Settings(run_dir=str(tmp_path), redis_maxmemory="300mb", stream_max_entries=500,
+                        workflow_retention_s=45)
+    stack = Stack(settings, runfile.load(RUN_FILE))
+    stack.render_resources()
+    pubsub = yaml.safe_load((tmp_path / "resources" / "pubsub.yaml").read_text())["spec"]["metadata"]
+    assert next(m["value"] for m in pubsub if m["name"] == "maxLenApprox") == "500"
+    retention = yaml.safe_load((tmp_path / "config.yaml").read_text())["spec"]["workflow"]["stateRetentionPolicy"]
+    assert retention == {"completed": "45s", "anyTerminal": "24h"}
+    acl = stack.redis_acl().splitlines()[1]
+    assert acl.startswith(f"user {KEEPER_USER} on >") and all(f" ~{topic} " in acl for topic in TOPICS)
+    repo = Path(__file__).resolve().parents[2]
+    templates = repo / "deploy" / "helm" / "taskfan" / "templates"
+    chart_acl = re.search(r"user taskfan-keeper on >%s (.*?)\\n", (templates / "redis.yaml").read_text()).group(1)
+    assert chart_acl == acl.split(" ", 4)[4]  # the same grants, word for word
+    chart = (templates / "dapr-resources.yaml").read_text()
+    assert "stateRetentionPolicy:" in chart and "value: {{ .Values.streams.maxEntries | quote }}" in chart
+    assert "--maxmemory {{ .Values.redis.maxmemory }} --maxmemory-policy noeviction" in (
+        templates / "redis.yaml").read_text()
+
+
+def test_a_secrets_file_from_before_a_secret_was_added_gets_it_and_keeps_the_rest(tmp_path):
+    import json
+
+    from taskfan import stack_secrets
+
+    first = stack_secrets.ensure(tmp_path)
+    file = stack_secrets.path(tmp_path)
+    stored = json.loads(file.read_text())
+    del stored["redis-keeper-password"]
+    file.write_text(json.dumps(stored))
+    again = stack_secrets.ensure(tmp_path)
+    assert again.redis_password == first.redis_password and len(again.redis_keeper_password) > 30
+    assert stack_secrets.load(tmp_path) == again and file.stat().st_mode & 0o777 == 0o600

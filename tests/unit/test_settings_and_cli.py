@@ -17,7 +17,9 @@ def test_env_overrides():
 
 
 @pytest.mark.parametrize("env", [{"REDIS_PORT": "abc"}, {"MAX_IN_FLIGHT": "0"}, {"SCORE_DELAY_MS": "-1"},
-                                 {"REDIS_APPENDFSYNC": "sometimes"}])
+                                 {"REDIS_APPENDFSYNC": "sometimes"}, {"REDIS_MAXMEMORY": "lots"},
+                                 {"REDIS_MAXMEMORY": "0"}, {"STREAM_MAX_ENTRIES": "0"},
+                                 {"WORKFLOW_RETENTION_S": "0"}])
 def test_bad_settings_fail_fast(env):
     with pytest.raises(SettingsError):
         Settings.from_env(env)
@@ -101,3 +103,22 @@ def test_patched_environ_sets_variables_for_a_while_and_restores_them(monkeypatc
     except RuntimeError:
         pass
     assert os.environ["SCORERS"] == "2" and "SCORE_DELAY_MS" not in os.environ
+
+
+def test_a_purged_batchs_status_comes_from_its_outcome_record():
+    from taskfan.cli.status import summarize
+
+    record = {"summary": {"batch_id": "b", "total": 3, "completed": 2, "rejected": 1, "failed": 0,
+                          "average_score": 0.5, "started_at": "t0", "finished_at": "t1"},
+              "published": True, "ended": "TERMINATED"}
+    summary = summarize("b", None, record=lambda _: record)
+    assert (summary["state"], summary["done"], summary["total"], summary["rejected"]) == ("TERMINATED", 3, 3, 1)
+    assert "purged" in summary["detail"]
+    assert summarize("b", None)["state"] == "UNKNOWN"
+
+
+def test_status_refuses_text_that_is_not_a_batch_id(capsys):
+    from taskfan.cli.main import main
+
+    assert main(["status", "a||b"]) == 1
+    assert "is not a batch id" in capsys.readouterr().err
