@@ -77,6 +77,10 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     log_level: str = "INFO"
+    # Each process's log in the local stack is rotated past this size, LOG_FILES old copies kept
+    # (src/taskfan/stack/logkeeper.py).
+    log_max_bytes: int = 20 * 2**20
+    log_files: int = 3
     # Outside Dapr apps allowed to publish batches to `tasks`, and to subscribe to `outcomes` and
     # `tasks-deadletter` (comma-separated app ids; a subscriber's app id is its consumer group). Every
     # other app id is refused those topics by its sidecar (pub/sub scopes).
@@ -139,7 +143,7 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be >= 0")
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
                      "ingest_port", "console_port", "traces_otlp_port", "traces_query_port", "workflow_retention_s",
-                     "stream_max_entries", "stream_retention_s"):
+                     "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 

@@ -7,15 +7,15 @@ import signal
 from pathlib import Path
 
 from taskfan.contracts import AppId
-from taskfan.stack import readiness
+from taskfan.stack import logkeeper, readiness
 from taskfan.stack.launcher import Stack
 from taskfan.stack.processes import StackError, pid_alive, port_open, wait_until
 
 
 def restart(stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
     """``name`` is a process name as ``stack status`` shows it: ``workflow``, ``scorer-0``,
-    ``workflow-daprd``, ``redis``, ``scheduler``, ... ``env``: an app's environment from now on (the
-    variables its launch set; ``Process.env``), e.g. other settings for a test; None: as it was.
+    ``workflow-daprd``, ``redis``, ``scheduler``, ... ``env``: the environment the launcher gives it from now
+    on (``Process.env``; not for a sidecar), e.g. other settings for a test; None: as it was.
     """
     state = stack.running()
     if state is None:
@@ -33,8 +33,10 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
     state.processes.remove(old)
     instance = next((i for i in stack.topology.instances(state.scorers) if name in (i.label, i.sidecar_label)), None)
     if instance is None:  # Redis or the control plane: the same command again
-        process = stack.spawn(state, name, old.cmd, old.env, ports=old.ports, cwd=Path(old.cwd) if old.cwd else None)
-        wait_until(lambda: readiness.service_ready(stack, name), name, alive=readiness.alive_check(process))
+        process = stack.spawn(state, name, old.cmd, old.env if env is None else env, ports=old.ports,
+                              cwd=Path(old.cwd) if old.cwd else None)
+        if name != logkeeper.NAME:  # it has nothing to be ready for
+            wait_until(lambda: readiness.service_ready(stack, name), name, alive=readiness.alive_check(process))
     else:
         if name == instance.label:
             stack.spawn(state, name, old.cmd, old.env if env is None else env, ports=old.ports, cwd=instance.app_dir)

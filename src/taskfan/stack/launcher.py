@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from taskfan import runfile, stack_secrets
 from taskfan.contracts import KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
-from taskfan.stack import readiness
+from taskfan.stack import logkeeper, readiness
 from taskfan.stack.mtls import Mtls
 from taskfan.stack.processes import (
     Process,
@@ -120,6 +121,7 @@ class Stack:
 
         state = StackState(scorers=scorers)
         try:
+            self.spawn(state, logkeeper.NAME, [sys.executable, "-m", "taskfan.stack.logkeeper", str(self.logs_dir)])
             self._start_redis(state, redis_server, progress)
             if jaeger is not None:
                 self._start_jaeger(state, jaeger, progress)
