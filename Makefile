@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCORERS ?= 1
 
-.PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak lint schemas clean images \
+.PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak soak-long lint schemas clean images \
 	k8s-deps k8s-up k8s-down k8s-test bench-deps
 
 help: ## list the targets
@@ -59,6 +59,9 @@ bench-quick: deps bench-deps ## every benchmark scenario and peer at a tiny size
 
 soak: deps ## the pipeline under load and random faults for SOAK_SECONDS (600), a ledger in bench/results/soak.json
 	$(BIN)/python -m bench.soak --seconds $(or $(SOAK_SECONDS),600)
+
+soak-long: deps ## the same for SOAK_LONG_SECONDS (3600) with the stack's curves: bench/results/soak-long.{json,png}
+	$(BIN)/python -m bench.soak --long --seconds $(or $(SOAK_LONG_SECONDS),3600)
 
 images: venv ## OCI image archives (Taskfan, Dapr's control plane, KEDA) in .taskfan/images, no Docker (root)
 	@bash deploy/images/build.sh >/dev/null

@@ -23,6 +23,13 @@ interrupted.
 
     python -m bench.soak                    # 10 minutes, writes bench/results/soak.json
     python -m bench.soak --seconds 90 --output /tmp/soak.json
+    python -m bench.soak --long             # `make soak-long`: 1 hour, its curves (bench/soak_curves.py)
+
+--long samples the stack every --sample-every seconds and fails as well when a curve trends the wrong way
+after the first 10 minutes (bench/soak_curves.py); it writes bench/results/soak-long.json and .png. So that
+one hour shows the steady state, its stack keeps what expires on a shorter clock: acknowledged events
+5 minutes (STREAM_RETENTION_S), batch and outcome records 15 minutes (RECORD_TTL_S), logs rotated at
+1 MiB (LOG_MAX_BYTES); the defaults reach the same state later, at a size the README gives.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import redis
 import yaml
 
 from bench import hostile as hostile_events
+from bench import soak_curves
 from bench.soak_ledger import (
     WAYS,
     Fault,
@@ -70,6 +78,9 @@ from taskfan.versions import DAPR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "soak.json"
+LONG_OUTPUT = REPO_ROOT / "bench" / "results" / "soak-long.json"
+# What --long shortens, so that an hour reaches the steady state (see the module's text).
+LONG_CLOCKS = {"STREAM_RETENTION_S": "300", "RECORD_TTL_S": "900", "LOG_MAX_BYTES": str(2**20)}
 DEFAULT_PORT_OFFSET = 10_000
 SCORERS = 2
 STEP_APPS = ("validator", "enricher", "scorer")
@@ -135,7 +146,7 @@ def stack_ports(topology: Topology, scorers: int, redis_port: int) -> dict[int, 
     return ports
 
 
-def prepare_stack(run_dir: Path, offset: int) -> Stack:
+def prepare_stack(run_dir: Path, offset: int, long: bool = False) -> Stack:
     """A fresh run directory with the shifted run file; the stack that runs from it (not started yet)."""
     source = REPO_ROOT / runfile.RUN_FILE_NAME
     state = StackState.load(run_dir / "stack.json")
@@ -164,7 +175,7 @@ def prepare_stack(run_dir: Path, offset: int) -> Stack:
     # The apps, the launcher's own Settings and the `taskfan publish` subprocesses all read these.
     # No tracing: its Jaeger would take the default stack's ports, and the soak's figures are about faults.
     (run_dir / "fault-points").mkdir()
-    os.environ.update({"REDIS_PORT": str(redis_port), "RUN_DIR": str(run_dir),
+    os.environ.update({**(LONG_CLOCKS if long else {}), "REDIS_PORT": str(redis_port), "RUN_DIR": str(run_dir),
                        runfile.RUN_FILE_ENV: str(path), "TRACE_SAMPLING": "0",
                        "FAULT_POINTS_DIR": str(run_dir / "fault-points")})
     stack = Stack(Settings.from_env(), shifted)
@@ -495,9 +506,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=600, help="how long to publish (default 600)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="the ledger as JSON (default bench/results/soak.json)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="how long to publish (default 600; with --long 3600)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the ledger as JSON (default bench/results/soak.json; with --long soak-long.json)")
+    parser.add_argument("--long", action="store_true",
+                        help="sample the stack's curves and check them for trends (make soak-long)")
+    parser.add_argument("--sample-every", type=float, default=300,
+                        help="with --long: seconds between samples (default 300)")
     parser.add_argument("--seed", type=int, default=None, help="seed of batches and faults (default: random)")
     parser.add_argument("--interval", type=float, default=1.5, help="seconds between batches (default 1.5)")
     parser.add_argument("--min-tasks", type=int, default=5)
@@ -522,6 +538,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="logs and data of the soak's stack (default .taskfan/soak-<offset>; emptied first)")
     args = parser.parse_args(argv)
+    args.seconds = args.seconds if args.seconds is not None else (3600 if args.long else 600)
+    args.output = args.output or (LONG_OUTPUT if args.long else DEFAULT_OUTPUT)
     if not 1 <= args.min_tasks <= args.max_tasks:
         parser.error("--min-tasks must be at least 1 and at most --max-tasks")
     if args.seconds <= 0 or args.interval <= 0:
@@ -540,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     say(f"seed {seed} (repeat the same batches and faults with --seed {seed}); run dir {run_dir}")
     try:
-        stack = prepare_stack(run_dir, args.port_offset)
+        stack = prepare_stack(run_dir, args.port_offset, args.long)
     except StackError as exc:
         say(f"cannot start: {exc}")
         return 2
@@ -548,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     collector = Collector(stack.settings, stack.secrets.redis_password)
     publisher: Publisher | None = None
     injector: FaultInjector | None = None
+    sampler: soak_curves.Sampler | None = None
     try:
         say(f"starting the stack: ingest {stack.ingest_url}, Redis {stack.settings.redis_port}, {SCORERS} scorers")
         try:
@@ -568,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
             + ("no faults" if args.no_faults else f"a fault every {args.fault_interval:.0f}±{args.fault_jitter:.0f} s"))
         if not args.no_faults:
             injector.start()
+        if args.long:
+            sampler = soak_curves.Sampler(stack, lambda: _finished(publisher, collector), args.sample_every, say)
+            sampler.start()
         until = time.monotonic() + args.seconds
         feeder = threading.Thread(target=publisher.run, args=(until,), name="feeder", daemon=True)
         feeder.start()
@@ -575,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
             feeder.join(PROGRESS_EVERY_S)
             _progress(publisher, collector, injector)
         end.set()
+        if sampler is not None:
+            sampler.halt.set()
+            sampler.join()
         if injector.is_alive():
             say("publishing period over; waiting for the fault in progress to be recovered from")
             injector.join()
@@ -593,6 +618,15 @@ def main(argv: list[str] | None = None) -> int:
                   "redis_appendfsync": stack.settings.redis_appendfsync, "logs": str(stack.logs_dir),
                   "code": code, "settings": stack_settings(stack.settings)}
         found = problems(ledger)
+        if sampler is not None:
+            curves = soak_curves.trends(sampler.samples)
+            ledger["curves"] = {"every_s": args.sample_every, "warm_up_s": soak_curves.WARM_UP_S,
+                                "change_per_half_hour": curves, "samples": sampler.samples,
+                                "clocks": LONG_CLOCKS}
+            found += soak_curves.problems(curves)
+            soak_curves.plot(sampler.samples, curves, args.output.with_suffix(".png"))
+            say(f"curves: {', '.join(f'{k} {v:+.1%}' for k, v in curves.items() if v is not None)} per half hour; "
+                f"plotted in {args.output.with_suffix('.png')}")
         print(render(ledger, config), flush=True)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"config": config, "ok": not found, "problems": found, **ledger},
@@ -620,6 +654,16 @@ def main(argv: list[str] | None = None) -> int:
             publisher.pool.shutdown(wait=True, cancel_futures=True)
         collector.halt.set()
         stack.down(progress=lambda line: say(line))
+
+
+def _finished(publisher: Publisher, collector: Collector) -> list[tuple[float, float, int]]:
+    """(received at, accepted -> outcome seconds, tasks) of every batch with an outcome, for the curves."""
+    with publisher.lock:
+        accepted = {p.batch_id: p for p in publisher.published if p.accepted_at is not None}
+    with collector.lock:
+        firsts = [(batch_id, received[0]) for batch_id, received in collector.received.items() if received]
+    return [(r.received_at, r.received_at - accepted[b].accepted_at, len(accepted[b].tasks))  # type: ignore[operator]
+            for b, r in firsts if b in accepted]
 
 
 def _progress(publisher: Publisher, collector: Collector, injector: FaultInjector | None) -> None:

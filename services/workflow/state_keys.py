@@ -4,7 +4,10 @@ No valid batch id can collide with another's key: keys end in a fixed ``:<kind>:
 from the right.
 """
 
-STATE_TTL_S = 7 * 24 * 3600  # batch data left behind by a crash expires
+from taskfan.settings import Settings
+
+# The outcome record's life, and batch data left behind by a crash expires (RECORD_TTL_S, 7 days).
+STATE_TTL_S = Settings.from_env().record_ttl_s
 
 
 def tasks_key(batch_id: str, index: int) -> str:

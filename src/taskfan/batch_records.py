@@ -15,8 +15,9 @@ from dapr.clients import DaprClient
 from dapr.clients.grpc._state import Concurrency, StateOptions
 
 from taskfan.contracts import BATCHES_STORE, TaskBatch
+from taskfan.settings import Settings
 
-RECORD_TTL_S = 7 * 24 * 3600
+RECORD_TTL_S = Settings.from_env().record_ttl_s  # RECORD_TTL_S, 7 days by default
 
 
 class Claim(Enum):
@@ -35,9 +36,9 @@ def record_key(batch_id: str) -> str:
 
 
 def conflict_message(batch_id: str) -> str:
-    days = RECORD_TTL_S // 86400
+    days = RECORD_TTL_S / 86400
     return (f"batch id {batch_id!r} is already in use with different content "
-            f"(an id stays bound to its first content for {days} days); publish it under another id")
+            f"(an id stays bound to its first content for {days:g} days); publish it under another id")
 
 
 def claim(client: DaprClient, batch: TaskBatch) -> Claim:

@@ -39,6 +39,9 @@ class Settings:
     # completed (the Configuration's workflow state retention policy); its outcome record answers after that.
     # A failed or terminated one is kept a day, for investigation.
     workflow_retention_s: int = 60
+    # How long a batch id stays bound to its content and its outcome record is kept (a duplicate is
+    # ignored, `taskfan status` answers), and what a crash leaves of a batch's data expires (a Redis TTL).
+    record_ttl_s: int = 7 * 24 * 3600
     # Where the ingest app listens (the stack sets INGEST_PORT from dapr.yaml).
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8080
@@ -143,7 +146,7 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be >= 0")
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
                      "ingest_port", "console_port", "traces_otlp_port", "traces_query_port", "workflow_retention_s",
-                     "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files"):
+                     "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files", "record_ttl_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 
