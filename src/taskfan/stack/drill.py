@@ -12,10 +12,11 @@ from taskfan.stack.launcher import Stack
 from taskfan.stack.processes import StackError, pid_alive, port_open, wait_until
 
 
-def restart(stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
+def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
     """``name`` is a process name as ``stack status`` shows it: ``workflow``, ``scorer-0``,
     ``workflow-daprd``, ``redis``, ``scheduler``, ... ``env``: the environment the launcher gives it from now
-    on (``Process.env``; not for a sidecar), e.g. other settings for a test; None: as it was.
+    on (``Process.env``; not for a sidecar), e.g. other settings for a test; ``command``: an app's command
+    from now on (a new version of its code); None: as it was.
     """
     state = stack.running()
     if state is None:
@@ -39,7 +40,8 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
             wait_until(lambda: readiness.service_ready(stack, name), name, alive=readiness.alive_check(process))
     else:
         if name == instance.label:
-            stack.spawn(state, name, old.cmd, old.env if env is None else env, ports=old.ports, cwd=instance.app_dir)
+            stack.spawn(state, name, command or old.cmd, old.env if env is None else env, ports=old.ports,
+                        cwd=instance.app_dir)
         else:
             stack.start_daprd(state, instance, bin_dir)
         readiness.wait_app(stack, state, instance, bin_dir)

@@ -1,0 +1,54 @@
+"""Upgrading with batches in flight, on the real stack: the workflow app restarted on new code (a changed
+activity, a new version of the workflow; tests/e2e/upgraded_workflow.py) while batches run and wait. The
+batches started before finish on the version they started with, and take the changed activity from then
+on; the batches started after run the new version. Every batch its one outcome, every task in it.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from taskfan.stack.drill import restart
+
+from .helpers import REPO_ROOT, lesson_tasks, outcomes_for, post_batch, stream_events, wait_for
+from .upgraded_workflow import mark_key
+
+TASKS = 10_000  # each runs for seconds: the upgrade lands while they run and while some wait for admission
+BEFORE = 6  # four run at full width under the default cap, two wait in the queue
+
+
+def test_batches_in_flight_finish_on_their_version_and_new_ones_run_the_new(stack, settings, redis_client):
+    token = uuid.uuid4().hex[:6]
+    before = [f"up-{token}-before-{i}" for i in range(BEFORE)]
+    for batch_id in before:
+        assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks("t", TASKS)}).status_code == 202
+    process = next(p for p in stack.running().processes if p.name == "workflow")
+    wait_for(lambda: redis_client.exists(f"workflow||taskfan:{before[-1]}:tasks:00000"),
+             "the last batch's tasks stored by the intake", 60)
+    upgraded = [sys.executable, str(REPO_ROOT / "tests" / "e2e" / "upgraded_workflow.py")]
+    try:
+        restart(stack, "workflow", env={**process.env, "PYTHONPATH": str(REPO_ROOT)}, command=upgraded)
+        in_flight = [b for b in before if not outcomes_for(redis_client, b)]
+        assert in_flight, "every batch finished before the upgrade: nothing tested"
+        after = [f"up-{token}-after-{i}" for i in range(2)]
+        for batch_id in after:
+            assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks("t", 100)}).status_code == 202
+        wait_for(lambda: {e["data"]["batch_id"] for e in stream_events(redis_client, "outcomes")}
+                 >= {*before, *after}, "every outcome", 300)
+        for batch_id in [*before, *after]:
+            outcomes = outcomes_for(redis_client, batch_id)
+            assert len(outcomes) == 1, (batch_id, len(outcomes))
+            assert outcomes[0]["completed"] == outcomes[0]["total"], (batch_id, outcomes[0])
+
+        def marked(batch_id: str, what: str) -> bool:
+            return bool(redis_client.exists(f"workflow||{mark_key(batch_id, what)}"))
+
+        # Started before: their version (no v2 call), the changed activity once it ran on the new code.
+        for batch_id in before:
+            assert not marked(batch_id, "workflow"), f"{batch_id} replayed on the new version"
+        assert all(marked(b, "activity") for b in in_flight), in_flight  # 100 chunks: published by publish_outcome
+        # Started after: the new version. (A batch of one chunk publishes from run_chunk, not publish_outcome.)
+        assert all(marked(b, "workflow") for b in after)
+    finally:
+        restart(stack, "workflow", env=process.env, command=process.cmd)
