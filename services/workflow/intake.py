@@ -55,7 +55,7 @@ class BatchIntake:
                 return self.dead_letter(raw, batch_records.conflict_message(batch.batch_id))
             if claim is Claim.SAME and self.answered(batch.batch_id):
                 # Its workflow ran, published the outcome and was purged (retention): the record answers.
-                log.info("duplicate batch ignored: its outcome is out", extra={"batch_id": batch.batch_id})
+                log.info("duplicate batch ignored", extra={"batch_id": batch.batch_id, "why": "its outcome is out"})
                 return TopicEventResponse("success")
             return self.start(batch, traceparent_in(envelope))
         except Exception as exc:  # noqa: BLE001 - every failure gets an answer: a retry or a dead letter
