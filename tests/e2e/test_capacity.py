@@ -78,17 +78,19 @@ def test_near_the_memory_ceiling_new_batches_wait_and_those_in_progress_finish(s
 
 
 def test_near_a_streams_cap_ingest_waits_for_the_group_furthest_behind(stack, settings, redis_client):
-    """Ingest restarted with a cap of 50 events; a consumer group of ``outcomes`` that reads nothing."""
+    """A consumer group of ``outcomes`` that has read nothing (the group furthest behind: the whole stream),
+    and ingest restarted with a cap whose 80 % that group reaches 40 outcomes from now."""
     group = f"e2e-laggard-{uuid.uuid4().hex[:6]}"
-    redis_client.xgroup_create(OUTCOMES_TOPIC, group, id="$")
+    redis_client.xgroup_create(OUTCOMES_TOPIC, group, id="0")
+    cap = int((redis_client.xlen(OUTCOMES_TOPIC) + 40) / capacity.FULL_SHARE) + 1
     process = next(p for p in stack.running().processes if p.name == "ingest")
-    restart(stack, "ingest", env={**process.env, "STREAM_MAX_ENTRIES": "50"})
+    restart(stack, "ingest", env={**process.env, "STREAM_MAX_ENTRIES": str(cap)})
     try:
         accepted, refusal = accepted_until_full(settings, f"cap-{uuid.uuid4().hex[:6]}", 100)
         assert refusal["retry_after"] == str(capacity.RETRY_AFTER_S)
         assert f"consumer group {group!r}" in refusal["body"]["error"]
         assert f"XGROUP DESTROY outcomes {group}" in refusal["body"]["error"]
-        assert len(accepted) >= 30, len(accepted)  # 80 % of 50, less what other tests' last outcomes added
+        assert len(accepted) >= 30, len(accepted)  # 40, less what other tests' last outcomes added
         # Nothing accepted is lost: every batch has its outcome, once.
         wait_for(lambda: {e["data"]["batch_id"] for e in stream_events(redis_client, OUTCOMES_TOPIC)}
                  >= set(accepted), "the outcome of every accepted batch", 120)
