@@ -44,8 +44,10 @@ CACHE_BYTES = 16 * 2**20
 NOTE_CHARS = 300  # a dead-letter reason is kept this long
 # A value the sidecar takes in one call (its message limit, with room for the request around it).
 MAX_DETAIL_BYTES = MAX_MESSAGE_BYTES - 2**16
-# Writes and deletes per store call: a flush after a long outage, or a shrunk ring, goes in several.
-WRITES_PER_CALL = 50
+# Pages (up to ~260 KB each) and deletes per store call: a flush after an outage, or a shrunk ring, goes in
+# several calls, each well under the sidecar's message limit.
+PAGES_PER_CALL = 20
+DELETES_PER_CALL = 200
 READS_PER_CALL = 20
 
 Detail = Literal["tasks", "results"]
@@ -196,7 +198,7 @@ class BatchBook:
         self._detail_total = 0
         self._dirty: set[int] = set()  # blocks changed since the last flush
         self._written: dict[int, float] = {}  # block -> when its page was last written (epoch seconds)
-        self._doomed: set[str] = set()  # detail keys to delete at the next flush
+        self._doomed: set[str] = set()  # keys to delete at the next flush (details, pages of a shrunk ring)
         self._writing: dict[str, bytes] = {}  # details being written now: readers get them from here meanwhile
         self._cache = ByteCache(cache_bytes)
 
@@ -209,9 +211,12 @@ class BatchBook:
         value = TASKS.dump_json(batch.tasks)
         with self._lock:
             summary = self._by_id.get(batch.batch_id) or self._add(batch.batch_id, len(batch.tasks))
-            summary.rerun_of = summary.rerun_of or (rerun_of if rerun_of and is_batch_id(rerun_of) else None)
-            summary.trace_id = summary.trace_id or trace_id
-            self._touch(summary)
+            if rerun_of and is_batch_id(rerun_of) and not summary.rerun_of:
+                summary.rerun_of = rerun_of
+                self._touch(summary)
+            if trace_id and not summary.trace_id:
+                summary.trace_id = trace_id
+                self._touch(summary)
             first = not (summary.tasks_bytes or summary.published or summary.details_dropped)
             if first:
                 summary.total = len(batch.tasks)
@@ -304,8 +309,8 @@ class BatchBook:
             beyond += [s for s in mine if s.number < oldest]
         with self._lock:
             self._next, self._first, self._held_from = head.next, oldest, oldest
-            for summary in sorted(summaries, key=lambda s: s.number):
-                if summary.batch_id in self._by_id:
+            for summary in sorted(summaries, key=lambda s: s.number, reverse=True):
+                if summary.batch_id in self._by_id:  # left the history and seen again since: the newer stays
                     continue
                 self._by_number[summary.number] = self._by_id[summary.batch_id] = summary
                 self._detail_total += summary.tasks_bytes + summary.results_bytes
@@ -338,19 +343,22 @@ class BatchBook:
                       .encode()) for b in blocks]
             head = Head(next=self._next, pages=self.pages).model_dump_json().encode()
             self._written = {b: at for b, at in self._written.items() if newest_block - self.pages < b}
-        for i in range(0, max(len(pages), len(doomed)), WRITES_PER_CALL):
-            part, deletes = pages[i:i + WRITES_PER_CALL], doomed[i:i + WRITES_PER_CALL]
+        parts = [(pages[i:i + PAGES_PER_CALL], []) for i in range(0, len(pages), PAGES_PER_CALL)]
+        parts += [([], doomed[i:i + DELETES_PER_CALL]) for i in range(0, len(doomed), DELETES_PER_CALL)]
+        for n, (some_pages, deletes) in enumerate(parts):
             try:
-                # The head goes with every part: what it says is true once any part is written.
-                self.store.change({**{page_key(b % self.pages): data for b, data in part}, HEAD_KEY: head}, deletes)
+                # The head goes with every part of pages: what it says is true once any part is written.
+                self.store.change({page_key(b % self.pages): data for b, data in some_pages} | (
+                    {HEAD_KEY: head} if some_pages else {}), deletes)
             except Exception as exc:  # noqa: BLE001 - the sidecar or Redis away: kept for the next flush
                 log.warning("could not write the console's history", extra={"error": str(exc)})
                 with self._lock:
-                    self._dirty.update(b for b, _ in pages[i:])
-                    self._doomed.update(doomed[i:])
+                    for left, doomed_left in parts[n:]:
+                        self._dirty.update(b for b, _ in left)
+                        self._doomed.update(doomed_left)
                 return
             with self._lock:
-                self._written.update((b, now) for b, _ in part)
+                self._written.update((b, now) for b, _ in some_pages)
 
     # --- inside the lock ---------------------------------------------------------------------------------
 
@@ -363,7 +371,7 @@ class BatchBook:
             self._first += 1
             if old is not None:
                 del self._by_id[old.batch_id]
-                self._drop_details(old)
+                self._drop_details(old)  # the console is the owner: nothing it forgot stays in the store
         return summary
 
     def _touch(self, summary: Summary) -> None:
@@ -400,14 +408,16 @@ class BatchBook:
             number += 1
         self._held_from = number
 
-    def _drop_details(self, summary: Summary) -> None:
+    def _drop_details(self, summary: Summary, delete: bool = True) -> None:
+        """``delete``: their keys go at the next flush (not when they were never written)."""
         for kind in DETAILS:
             if summary.held(kind):
                 key = detail_key(kind, summary.batch_id)
                 self._detail_total -= summary.held(kind)
                 summary.hold(kind, 0)
                 self._cache.drop(key)
-                self._doomed.add(key)
+                if delete:
+                    self._doomed.add(key)
         summary.details_dropped = True
         self._touch(summary)
 
@@ -420,7 +430,9 @@ class BatchBook:
             log.warning("could not keep a batch's details", extra={"batch_id": summary.batch_id, "error": str(exc)})
             with self._lock:
                 if summary.held(kind):
-                    self._drop_details(summary)
+                    # Not written, so nothing to delete (were it written after all, its TTL ends it): an outage
+                    # of the store leaves no pile of deletes behind.
+                    self._drop_details(summary, delete=False)
         finally:
             with self._lock:
                 if self._writing.get(key) is value:
@@ -440,7 +452,7 @@ class BatchBook:
             if not summary.held(kind) or self._by_id.get(batch_id) is not summary:
                 return None  # dropped meanwhile
             if found is None:  # its TTL ran out, or someone deleted it
-                self._drop_details(summary)
+                self._drop_details(summary, delete=False)
             else:
                 self._cache.put(key, found)
         return found
@@ -492,7 +504,10 @@ class Flusher:
     def start(self) -> None:
         def loop() -> None:
             while not self._stop.wait(self.interval_s):
-                self.book.flush()
+                try:
+                    self.book.flush()
+                except Exception:  # a bug in a flush must not end the history's writing for good
+                    log.exception("the console's history flush failed")
 
         self._thread = threading.Thread(target=loop, name="console-history", daemon=True)
         self._thread.start()

@@ -508,3 +508,35 @@ def test_no_key_is_made_of_what_is_not_a_batch_id(batch_id: str) -> None:
         client.get(path, headers=AUTH)
     client.post(f"/batches/{quoted}/rerun", headers=AUTH)
     assert all(CONSOLE_KEY.fullmatch(key) for key in state.items)
+
+
+def test_writes_the_store_refused_are_made_at_the_next_flush_and_pages_are_written_again_before_their_ttl() -> None:
+    class Refusing(FakeSyncDapr):
+        refuse = False
+
+        def execute_state_transaction(self, store, operations, transactional_metadata=None):
+            if self.refuse:
+                raise RuntimeError("connection refused")
+            super().execute_state_transaction(store, operations, transactional_metadata)
+
+    dapr = Refusing()
+    clock = [1_000_000.0]
+    book = BatchBook(ConsoleState(dapr), history=250, clock=lambda: clock[0])  # type: ignore[arg-type]
+    finish(book, "kept", ["completed"])
+    dapr.refuse = True
+    finish(book, "unkept", ["failed"])  # its details could not be written: shown as no longer kept
+    book.flush()
+    assert not any(key.startswith(HEAD_KEY) for key in dapr.state.items)
+    unkept = book.get("unkept")
+    assert unkept is not None and unkept.details_dropped and unkept.published and book.tasks("unkept") is None
+    dapr.refuse = False
+    book.flush()  # what the last flush could not write
+    again = new_book(dapr.state, history=250)
+    assert again.load() == 2 and again.get("unkept").failed == 1  # type: ignore[union-attr]
+
+    transactions = dapr.transactions
+    book.flush()
+    assert dapr.transactions == transactions  # nothing changed: nothing written
+    clock[0] += 2 * 24 * 3600  # two days on: the page is written again, its TTL starts over
+    book.flush()
+    assert dapr.transactions == transactions + 1 and json.loads(dapr.state.items[page_key(0)])["written_at"] == clock[0]
