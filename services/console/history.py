@@ -478,7 +478,7 @@ def _page(data: bytes | None, key: str) -> Page | None:
         return None
 
 
-def read_back(book: BatchBook, attempts: int = 10, pause_s: float = 1.0,
+def read_back(book: BatchBook, attempts: int = 30, pause_s: float = 1.0,
               sleep: Callable[[float], None] = time.sleep) -> int:
     """``book.load()``, again while the store does not answer (Redis restarting); after ``attempts``, its error."""
     for attempt in range(1, attempts + 1):
