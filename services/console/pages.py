@@ -191,8 +191,8 @@ def task_row(index: int, row: TaskRow, rerun: str | None = None) -> str:
             f'<td>{score}</td><td>{"<br>".join(details)}</td></tr>')
 
 
-DETAILS_GONE = ("This batch's details (its tasks and their results) are no longer kept: the console keeps the "
-                "most recent batches' details, CONSOLE_DETAIL_BYTES in all. Its counts are its outcome's.")
+DETAILS_GONE = ("This batch's details (its tasks and their results) are no longer kept: the console keeps the most "
+                "recent batches' details, CONSOLE_DETAIL_BYTES in all. Its summary stays.")
 
 
 def batch_summary(row: BatchRow | None, counts: dict[str, int], trace_url: str | None,

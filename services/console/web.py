@@ -159,10 +159,11 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
         found = chosen(state, page)
         if isinstance(found, Response):
             return found
+        asked = found
 
         async def update() -> dict[str, Any]:
             # The page asked for may since have gone (batches left the history, a filter's rows ended): empty.
-            now = listed(state, found.page) or BatchesPage(rows=[], page=found.page, pages=found.pages)
+            now = listed(state, asked.page) or BatchesPage(rows=[], page=asked.page, pages=asked.pages)
             return {"parts": {"rows": pages.batch_table_body(now.rows), "pager": pages.pager(now, state),
                               "chart": chart()}}
 
