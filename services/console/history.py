@@ -20,6 +20,7 @@ details when they arrive, one write per batch.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -54,7 +55,8 @@ Detail = Literal["tasks", "results"]
 DETAILS: tuple[Detail, ...] = ("tasks", "results")
 Moment = Annotated[str, StringConstraints(max_length=40)]  # an ISO 8601 time
 Note = Annotated[str, StringConstraints(max_length=NOTE_CHARS)]
-TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+TRACE_ID = r"^[0-9a-f]{32}$"
+TraceId = Annotated[str, StringConstraints(pattern=TRACE_ID)]
 
 TASKS = TypeAdapter(list[Task])
 RESULTS = TypeAdapter(list[TaskResult])
@@ -105,10 +107,6 @@ class Summary:
     tasks_bytes: int = 0  # the size of its tasks in the store; 0: not there
     results_bytes: int = 0
     details_dropped: bool = False  # its details were deleted for room, or never fitted: only this is left
-
-    @property
-    def details_kept(self) -> bool:
-        return not self.details_dropped
 
     def held(self, kind: Detail) -> int:
         return self.tasks_bytes if kind == "tasks" else self.results_bytes
@@ -214,7 +212,7 @@ class BatchBook:
             if rerun_of and is_batch_id(rerun_of) and not summary.rerun_of:
                 summary.rerun_of = rerun_of
                 self._touch(summary)
-            if trace_id and not summary.trace_id:
+            if trace_id and re.match(TRACE_ID, trace_id) and not summary.trace_id:
                 summary.trace_id = trace_id
                 self._touch(summary)
             first = not (summary.tasks_bytes or summary.published or summary.details_dropped)
