@@ -406,15 +406,15 @@ class BatchBook:
             number += 1
         self._held_from = number
 
-    def _drop_details(self, summary: Summary, delete: bool = True) -> None:
-        """``delete``: their keys go at the next flush (not when they were never written)."""
+    def _drop_details(self, summary: Summary, absent: Detail | None = None) -> None:
+        """Its details are no longer kept: their keys go at the next flush (but ``absent``'s, not in the store)."""
         for kind in DETAILS:
             if summary.held(kind):
                 key = detail_key(kind, summary.batch_id)
                 self._detail_total -= summary.held(kind)
                 summary.hold(kind, 0)
                 self._cache.drop(key)
-                if delete:
+                if kind != absent:
                     self._doomed.add(key)
         summary.details_dropped = True
         self._touch(summary)
@@ -430,7 +430,7 @@ class BatchBook:
                 if summary.held(kind):
                     # Not written, so nothing to delete (were it written after all, its TTL ends it): an outage
                     # of the store leaves no pile of deletes behind.
-                    self._drop_details(summary, delete=False)
+                    self._drop_details(summary, absent=kind)
         finally:
             with self._lock:
                 if self._writing.get(key) is value:
@@ -450,7 +450,7 @@ class BatchBook:
             if not summary.held(kind) or self._by_id.get(batch_id) is not summary:
                 return None  # dropped meanwhile
             if found is None:  # its TTL ran out, or someone deleted it
-                self._drop_details(summary, delete=False)
+                self._drop_details(summary, absent=kind)
             else:
                 self._cache.put(key, found)
         return found

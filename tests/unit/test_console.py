@@ -523,14 +523,16 @@ def test_writes_the_store_refused_are_made_at_the_next_flush_and_pages_are_writt
     clock = [1_000_000.0]
     book = BatchBook(ConsoleState(dapr), history=250, clock=lambda: clock[0])  # type: ignore[arg-type]
     finish(book, "kept", ["completed"])
+    book.accepted(batch("unkept", 1))
     dapr.refuse = True
-    finish(book, "unkept", ["failed"])  # its details could not be written: shown as no longer kept
+    book.finished(outcome("unkept", ["failed"]))  # its results could not be written: shown as no longer kept
     book.flush()
     assert not any(key.startswith(HEAD_KEY) for key in dapr.state.items)
     unkept = book.get("unkept")
     assert unkept is not None and unkept.details_dropped and unkept.published and book.tasks("unkept") is None
     dapr.refuse = False
-    book.flush()  # what the last flush could not write
+    book.flush()  # what the last flush could not write, and the delete of the tasks it did write
+    assert detail_keys(dapr.state) == {detail_key("tasks", "kept"), detail_key("results", "kept")}
     again = new_book(dapr.state, history=250)
     assert again.load() == 2 and again.get("unkept").failed == 1  # type: ignore[union-attr]
 
