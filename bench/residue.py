@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from services.console.history import KEY_PREFIX
 from taskfan import stack_secrets
 from taskfan.contracts import ADMISSION_LEDGER_KEY, OUTCOMES_TOPIC
 from taskfan.stack import Stack
@@ -32,6 +33,7 @@ BATCH_RECORD = "batch record"  # ingest's and the intake's: a TTL
 BATCH_DATA = "batch data"  # the workflow app's: deleted after the outcome, a TTL for what a crash leaves
 ADMISSION = "admission ledger"  # the workflow app's: an entry leaves when its batch is answered
 STREAM = "stream"  # Dapr's pub/sub: trimmed by the stream keeper (services/ingest/capacity.py)
+CONSOLE = "console history"  # the console's: bounded in all (services/console/history.py), a TTL as a backstop
 OTHER = "other"
 
 
@@ -41,6 +43,8 @@ def owner(key: str) -> str:
     name = key.split("||", 1)[-1]
     if name.startswith(ADMISSION_LEDGER_KEY):
         return ADMISSION
+    if name.startswith(KEY_PREFIX + "~"):
+        return CONSOLE
     if name.startswith("taskfan:") and name.endswith(":outcome"):
         return OUTCOME_RECORD
     if name.startswith("taskfan:"):

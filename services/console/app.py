@@ -2,7 +2,8 @@
 
 Its sidecar brings it every batch on ``tasks``, every outcome and every dead-letter record (its own
 subscriptions, so it sees batches from any publisher: ingest, the Dapr API, a raw Redis client), carries
-its questions to the workflow app (service invocation) and publishes the re-runs it is asked for.
+its questions to the workflow app (service invocation), publishes the re-runs it is asked for, and keeps its
+history in the state store (``history``), read back when it starts.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 import httpx
 import uvicorn
 from dapr.clients import DaprClient
+from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.clients.grpc._response import TopicEventResponse
 from dapr.ext.grpc import App
 
-from services.console.records import BatchBook
+from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnreadable, read_back
 from services.console.watch import Watcher
 from services.console.web import create_console
 from taskfan import events
@@ -31,6 +33,7 @@ from taskfan.contracts import (
     MAX_MESSAGE_BYTES,
     OUTCOMES_TOPIC,
     PUBSUB,
+    STATESTORE,
     TASK_BATCH_EVENT_TYPE,
     TASKS_TOPIC,
     AppId,
@@ -64,6 +67,26 @@ class WorkflowApp:
 
     def terminate(self, batch_id: str) -> dict[str, Any]:
         return self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id})
+
+
+class ConsoleState:
+    """The console's keys in its sidecar's state store (``statestore``; Dapr prefixes them ``console||``)."""
+
+    def __init__(self, dapr: DaprClient, ttl_s: int = STATE_TTL_S) -> None:
+        self.dapr = dapr
+        self.ttl = {"ttlInSeconds": str(ttl_s)}  # a backstop: the console deletes what it no longer keeps
+
+    def read(self, keys: list[str]) -> dict[str, bytes]:
+        items = self.dapr.get_bulk_state(STATESTORE, keys, parallelism=8).items
+        if failed := [item for item in items if item.error]:
+            raise RuntimeError(f"the state store did not answer for {failed[0].key}: {failed[0].error}")
+        return {item.key: item.data for item in items if item.data}
+
+    def change(self, writes: dict[str, bytes], deletes: list[str]) -> None:
+        operations = [TransactionalStateOperation(key, value, metadata=self.ttl) for key, value in writes.items()]
+        operations += [TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
+                       for key in deletes]
+        self.dapr.execute_state_transaction(STATESTORE, operations)
 
 
 class Jaeger:
@@ -133,7 +156,13 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
         raise SystemExit("INGEST_TOKEN is not set: the console never runs without authentication "
                          "(`taskfan stack up` generates the stack's token)")
     dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
-    book = BatchBook()
+    book = BatchBook(ConsoleState(dapr), history=settings.console_history, detail_bytes=settings.console_detail_bytes)
+    try:
+        read_back(book)  # before the subscriptions: their events land on the history read
+    except HistoryUnreadable as exc:
+        raise SystemExit(str(exc)) from exc
+    flusher = Flusher(book)
+    flusher.start()
     subscriptions = Subscriptions(book)
     raw = {"rawPayload": "true"}
     app.subscribe(PUBSUB, TASKS_TOPIC, metadata=raw)(subscriptions.on_tasks)
@@ -161,6 +190,7 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
         server.should_exit = True
         thread.join(timeout=5)
         watcher.stop()
+        flusher.stop()  # what changed in the last seconds
 
     return shutdown
 

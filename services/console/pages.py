@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from services.console.records import STAGES, STATES, BatchRow, SpanRow, TaskRow
+from services.console.records import STAGES, STATES, BatchesPage, BatchRow, SpanRow, TaskRow
 
 MAX_TASK_ROWS = 2000  # a batch page lists at most this many tasks (filter by stage for the others)
 
@@ -33,6 +33,7 @@ table { border-collapse: collapse; width: 100%; font-size: .9rem; } th, td { tex
 .s-rejected { background: #f7ebcf; } .filters a { margin-right: .6rem; } .filters a.on { font-weight: 700; }
 .muted { color: #6b7386; font-size: .85rem; } .err { color: #b3261e; } button { cursor: pointer; }
 .counts span { margin-right: 1rem; } #message { margin: .5rem 0; min-height: 1.2rem; font-weight: 600; }
+.pager a { margin: 0 .6rem; }
 svg text { font-size: 10px; fill: #6b7386; }
 """
 
@@ -143,11 +144,27 @@ def throughput_chart(rates: list[tuple[float, float]], width: int = 640, height:
             f'<div class="muted">now {rates[-1][1]:.0f} tasks/s · peak {top:.0f} tasks/s</div>')
 
 
-def batches_page(rows: list[BatchRow], state: str, chart: str, stream: str) -> str:
+def query(state: str = "", page: int = 1) -> str:
+    """The batches page's query string: ``?state=...&page=...``, without what is the default."""
+    asked = ([f"state={quote(state, safe='')}"] if state else []) + ([f"page={page}"] if page != 1 else [])
+    return "?" + "&".join(asked) if asked else ""
+
+
+def pager(shown: BatchesPage, state: str) -> str:
+    """Links to the newer and older pages of batches, around "page N of M"."""
+    previous = (f'<a href="/{escape(query(state, shown.page - 1))}" rel="prev">previous</a>' if shown.page > 1
+                else "")
+    following = (f'<a href="/{escape(query(state, shown.page + 1))}" rel="next">next</a>'
+                 if shown.page < shown.pages else "")
+    return f'{previous}<span>page {shown.page} of {shown.pages}</span>{following}'
+
+
+def batches_page(shown: BatchesPage, state: str, chart: str, stream: str) -> str:
     body = (f"<h1>Batches</h1>{filters(state)}<h2 style='font-size:1rem'>Throughput</h2>"
             f'<div id="chart">{chart}</div><table><thead><tr><th>batch</th><th>state</th><th>progress</th>'
             "<th>completed</th><th>rejected</th><th>failed</th><th>average score</th><th>started</th>"
-            f'<th>finished</th></tr></thead><tbody id="rows">{batch_table_body(rows)}</tbody></table>')
+            f'<th>finished</th></tr></thead><tbody id="rows">{batch_table_body(shown.rows)}</tbody></table>'
+            f'<p class="pager" id="pager">{pager(shown, state)}</p>')
     return layout("Batches", body, active="batches", stream=stream)
 
 
@@ -174,13 +191,20 @@ def task_row(index: int, row: TaskRow, rerun: str | None = None) -> str:
             f'<td>{score}</td><td>{"<br>".join(details)}</td></tr>')
 
 
-def batch_summary(row: BatchRow | None, counts: dict[str, int], trace_url: str | None) -> str:
+DETAILS_GONE = ("This batch's details (its tasks and their results) are no longer kept: the console keeps the most "
+                "recent batches' details, CONSOLE_DETAIL_BYTES in all. Its summary stays.")
+
+
+def batch_summary(row: BatchRow | None, counts: dict[str, int], trace_url: str | None,
+                  details_gone: bool = False) -> str:
     if row is None:
         return '<p class="muted">Neither the console nor the workflow app knows this batch (yet).</p>'
     position = f" · #{row.position} in the queue" if row.position else ""
     trace = f' · <a href="{escape(trace_url)}">trace</a>' if trace_url else ""
     stages = "".join(f'<span><span class="stage s-{s}">{s}</span> {counts.get(s, 0)}</span>' for s in STAGES)
     note = f'<p class="err">{escape(row.note)}</p>' if row.note else ""
+    if details_gone:
+        note += f'<p class="muted" id="details-gone">{DETAILS_GONE}</p>'
     return (f'<p><span class="state s-{escape(row.state)}" id="state">{escape(row.state)}</span>{position} · '
             f"{progress_bar(row.total, row.completed, row.rejected, row.failed)} · started {when(row.started_at)}"
             f"{' · finished ' + when(row.finished_at) if row.finished_at else ''}{trace}</p>"
@@ -209,12 +233,13 @@ def shown_tasks(tasks: list[TaskRow], stage: str) -> list[tuple[int, TaskRow]]:
 
 
 def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts: dict[str, int], stage: str,
-               actions: str, trace_url: str | None, stream: str, rerun: str | None) -> str:
+               actions: str, trace_url: str | None, stream: str, rerun: str | None, details_gone: bool = False) -> str:
     shown = shown_tasks(tasks, stage)
     stage_filter = filter_links("tasks: ", stage, [("all", "?")] + [(s, f"?stage={s}") for s in STAGES])
     more = (f'<p class="muted">The first {MAX_TASK_ROWS} of {len(tasks)} tasks; filter by stage for the others.</p>'
             if len(tasks) > len(shown) and not stage else "")
-    body = (f'<h1>Batch {escape(batch_id)}</h1><div id="summary">{batch_summary(row, counts, trace_url)}</div>'
+    body = (f'<h1>Batch {escape(batch_id)}</h1><div id="summary">{batch_summary(row, counts, trace_url, details_gone)}'
+            "</div>"
             f'<div id="actions">{actions}</div>{stage_filter}{more}<table><thead><tr><th>task</th><th>title</th>'
             f'<th>stage</th><th>score</th><th>tags, issues, error</th></tr></thead><tbody id="tasks">'
             + "".join(task_row(i, t, rerun) for i, t in shown) + "</tbody></table>")

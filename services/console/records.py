@@ -1,9 +1,8 @@
-"""What the console knows and shows, as plain data and functions (no Dapr, no HTTP).
+"""What the console shows, as plain data and functions (no Dapr, no HTTP).
 
-- ``BatchBook``: every batch the console saw on ``tasks`` (its tasks, for a re-run), its outcome from
-  ``outcomes`` (each task's result) or its dead-letter reason; the most recent ``MAX_BATCHES``, in memory.
-- ``batch_rows`` / ``task_rows``: the book merged with what the workflow app says now (``console_api``):
-  each batch's state and counts, each task's stage.
+- ``batches_page`` / ``batch_row`` / ``task_rows``: what the console remembers (``history``: a summary of each
+  batch, its details on demand) merged with what the workflow app says now (``console_api``): each batch's
+  state and counts, a page of them at a time; each task's stage.
 - ``Throughput``: tasks finished per second over the last minutes, from samples of a counter.
 """
 
@@ -12,93 +11,17 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from taskfan.contracts import Outcome, Task, TaskBatch, TaskResult
+from services.console.history import Summary
+from taskfan.contracts import Task, TaskResult
 
-MAX_BATCHES = 1000
-# Task payloads are kept for re-runs; beyond this many tasks held, the oldest batches' payloads are dropped.
-MAX_TASKS_HELD = 200_000
 STAGES = ("waiting", "validate", "enrich", "score", "done", "rejected", "failed")
 STATES = ("queued", "running", "finished", "failed", "dead-lettered", "accepted")
 MAX_BATCH_ID = 128
-
-
-@dataclass
-class BatchRecord:
-    batch_id: str
-    total: int
-    seen_at: str  # when the console saw it on `tasks`, or learned of it
-    tasks: list[Task] | None = None  # None once dropped (MAX_TASKS_HELD), or never seen
-    outcome: Outcome | None = None
-    dead_letter: str | None = None
-    rerun_of: str | None = None
-    trace_id: str | None = None  # of the trace Dapr started when the batch was published (its traceparent)
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-class BatchBook:
-    def __init__(self, max_batches: int = MAX_BATCHES, max_tasks_held: int = MAX_TASKS_HELD) -> None:
-        self._lock = threading.Lock()
-        self._records: OrderedDict[str, BatchRecord] = OrderedDict()  # oldest first
-        self.max_batches = max_batches
-        self.max_tasks_held = max_tasks_held
-
-    def accepted(self, batch: TaskBatch, rerun_of: str | None = None, trace_id: str | None = None) -> None:
-        """A batch on ``tasks``. The first content seen under an id is kept, as the workflow keeps it."""
-        with self._lock:
-            record = self._records.get(batch.batch_id)
-            if record is None:
-                record = self._add(batch.batch_id, len(batch.tasks))
-            if record.tasks is None and record.outcome is None:
-                record.tasks = list(batch.tasks)
-                record.total = len(batch.tasks)
-            record.rerun_of = record.rerun_of or rerun_of
-            record.trace_id = record.trace_id or trace_id
-            self._trim()
-
-    def finished(self, outcome: Outcome) -> None:
-        with self._lock:
-            record = self._records.get(outcome.batch_id) or self._add(outcome.batch_id, outcome.total)
-            record.outcome = outcome
-            record.total = outcome.total
-
-    def dead_lettered(self, batch_id: str, reason: str) -> None:
-        with self._lock:
-            record = self._records.get(batch_id)
-            if record is not None and record.outcome is None:
-                record.dead_letter = reason
-
-    def get(self, batch_id: str) -> BatchRecord | None:
-        with self._lock:
-            return self._records.get(batch_id)
-
-    def recent(self) -> list[BatchRecord]:
-        """Newest first."""
-        with self._lock:
-            return list(reversed(self._records.values()))
-
-    def _add(self, batch_id: str, total: int) -> BatchRecord:
-        record = BatchRecord(batch_id=batch_id, total=total, seen_at=utc_now())
-        self._records[batch_id] = record
-        while len(self._records) > self.max_batches:
-            self._records.popitem(last=False)
-        return record
-
-    def _trim(self) -> None:
-        held = sum(len(r.tasks) for r in self._records.values() if r.tasks is not None)
-        for record in self._records.values():  # oldest first
-            if held <= self.max_tasks_held:
-                break
-            if record.tasks is not None:
-                held -= len(record.tasks)
-                record.tasks = None
+ROWS_PER_PAGE = 100
 
 
 @dataclass
@@ -146,12 +69,10 @@ def rerun_id(batch_id: str, what: str) -> str:
     return base + suffix
 
 
-def failed_tasks(record: BatchRecord) -> list[Task]:
+def failed_tasks(tasks: list[Task], results: list[TaskResult]) -> list[Task]:
     """The tasks of a finished batch whose result is ``failed``, for a re-run of them alone."""
-    if record.outcome is None or record.tasks is None:
-        return []
-    failed = {r.task_id for r in record.outcome.results if r.status == "failed"}
-    return [task for task in record.tasks if task.task_id in failed]
+    failed = {r.task_id for r in results if r.status == "failed"}
+    return [task for task in tasks if task.task_id in failed]
 
 
 # --- merged views ------------------------------------------------------------------------------------------
@@ -181,17 +102,22 @@ class BatchRow:
         return {**self.__dict__, "percent": self.percent}
 
 
-def finished_row(record: BatchRecord) -> BatchRow | None:
-    """A batch the book can answer for alone: published (its outcome), dead-lettered, or only seen."""
-    if record.outcome is not None:
-        o = record.outcome
-        return BatchRow(batch_id=o.batch_id, state="failed" if o.failed else "finished", total=o.total, done=o.total,
-                        completed=o.completed, rejected=o.rejected, failed=o.failed, started_at=o.started_at,
-                        finished_at=o.finished_at, average_score=o.average_score, rerun_of=record.rerun_of)
-    if record.dead_letter is not None:
-        return BatchRow(batch_id=record.batch_id, state="dead-lettered", total=record.total, started_at=record.seen_at,
-                        note=record.dead_letter, rerun_of=record.rerun_of)
-    return None
+def summary_state(summary: Summary) -> str:
+    """The state of a batch the book can answer for alone."""
+    if summary.published:
+        return "failed" if summary.failed else "finished"
+    return "accepted" if summary.dead_letter is None else "dead-lettered"
+
+
+def summary_row(summary: Summary) -> BatchRow:
+    """A batch as the book has it: published (its outcome's counts), dead-lettered, or only seen on ``tasks``."""
+    if summary.published:
+        return BatchRow(batch_id=summary.batch_id, state=summary_state(summary), total=summary.total,
+                        done=summary.total, completed=summary.completed, rejected=summary.rejected,
+                        failed=summary.failed, started_at=summary.started_at, finished_at=summary.finished_at,
+                        average_score=summary.average_score, rerun_of=summary.rerun_of)
+    return BatchRow(batch_id=summary.batch_id, state=summary_state(summary), total=summary.total,
+                    started_at=summary.seen_at, note=summary.dead_letter, rerun_of=summary.rerun_of)
 
 
 def running_row(batch_id: str, entry: dict[str, Any], total: int, since: str | None) -> BatchRow:
@@ -199,39 +125,53 @@ def running_row(batch_id: str, entry: dict[str, Any], total: int, since: str | N
                     **{k: int(entry.get(k) or 0) for k in ("done", "completed", "rejected", "failed")})
 
 
-def batch_rows(book: BatchBook, now: dict[str, Any]) -> list[BatchRow]:
-    """Every batch: running and queued ones as the workflow app says (``console-batches``), the others as
-    the book has them; running, then queued, then the rest newest first."""
-    rows: dict[str, BatchRow] = {}
+@dataclass
+class BatchesPage:
+    rows: list[BatchRow]
+    page: int  # from 1
+    pages: int  # at least 1, even with no rows
+
+
+def batches_page(recent: list[Summary], now: dict[str, Any], state: str = "", page: int = 1,
+                 per_page: int = ROWS_PER_PAGE) -> BatchesPage | None:
+    """Page ``page`` of every batch, of one state if asked: running and queued ones as the workflow app says
+    (``console-batches``), then the others as the book has them (``recent``: newest first). None when there is
+    no such page."""
+    live: dict[str, BatchRow] = {}
     for entry in now.get("queued", []):
-        rows[entry["batch_id"]] = BatchRow(batch_id=entry["batch_id"], state="queued", total=entry["total"],
+        live[entry["batch_id"]] = BatchRow(batch_id=entry["batch_id"], state="queued", total=entry["total"],
                                            position=entry["position"], started_at=entry["since"])
     for entry in now.get("running", []):
-        rows[entry["batch_id"]] = running_row(entry["batch_id"], entry, entry["total"], entry["since"])
-    others: list[BatchRow] = []
-    for record in book.recent():
-        row = finished_row(record)
-        if row is not None and record.outcome is not None:
-            rows.pop(record.batch_id, None)  # published: the ledger may not have caught up yet
-        if record.batch_id in rows:
-            rows[record.batch_id].rerun_of = record.rerun_of
-            continue
-        # seen on `tasks`, not (yet, or any more) in the ledger, no outcome yet
-        others.append(row or BatchRow(batch_id=record.batch_id, state="accepted", total=record.total,
-                                      started_at=record.seen_at, rerun_of=record.rerun_of))
-    live = sorted(rows.values(), key=lambda r: (r.state != "running", r.position or 0, r.started_at or ""))
-    return live + others
+        live[entry["batch_id"]] = running_row(entry["batch_id"], entry, entry["total"], entry["since"])
+    others: list[Summary] = []
+    for summary in recent:
+        if summary.published:
+            live.pop(summary.batch_id, None)  # published: the ledger may not have caught up yet
+        if summary.batch_id in live:
+            live[summary.batch_id].rerun_of = summary.rerun_of
+        elif not state or summary_state(summary) == state:
+            others.append(summary)  # seen on `tasks`, not (yet, or any more) in the ledger
+    first = sorted((r for r in live.values() if not state or r.state == state),
+                   key=lambda r: (r.state != "running", r.position or 0, r.started_at or ""))
+    pages = max(1, -(-(len(first) + len(others)) // per_page))
+    if not 1 <= page <= pages:
+        return None
+    start = (page - 1) * per_page
+    rows = first[start:start + per_page]
+    start_others = max(0, start - len(first))
+    rows += [summary_row(s) for s in others[start_others:start_others + per_page - len(rows)]]
+    return BatchesPage(rows=rows, page=page, pages=pages)
 
 
-def batch_row(record: BatchRecord | None, answer: dict[str, Any] | None) -> BatchRow | None:
+def batch_row(summary: Summary | None, answer: dict[str, Any] | None) -> BatchRow | None:
     """One batch from the book and the workflow app's answer about it (``console-batch``)."""
-    if record is not None and record.outcome is not None:
-        return finished_row(record)
+    if summary is not None and summary.published:
+        return summary_row(summary)
     answer = answer or {}
     counts = answer.get("counts") or {}
-    total = int(counts.get("total") or (record.total if record else 0))
-    batch_id = record.batch_id if record else str(answer.get("batch_id"))
-    rerun_of = record.rerun_of if record else None
+    total = int(counts.get("total") or (summary.total if summary else 0))
+    batch_id = summary.batch_id if summary else str(answer.get("batch_id"))
+    rerun_of = summary.rerun_of if summary else None
     if answer.get("position"):
         return BatchRow(batch_id=batch_id, state="queued", total=total, position=answer["position"],
                         started_at=answer.get("since"), rerun_of=rerun_of)
@@ -243,10 +183,7 @@ def batch_row(record: BatchRecord | None, answer: dict[str, Any] | None) -> Batc
         return BatchRow(batch_id=batch_id, state=str(answer["status"]), total=total, started_at=answer.get("since"),
                         rerun_of=rerun_of, **{k: int(counts.get(k) or 0) for k in ("done", "completed", "rejected",
                                                                                       "failed")})
-    if record is not None:
-        return finished_row(record) or BatchRow(batch_id=batch_id, state="accepted", total=record.total,
-                                                started_at=record.seen_at, rerun_of=rerun_of)
-    return None
+    return summary_row(summary) if summary is not None else None
 
 
 @dataclass
@@ -269,13 +206,15 @@ def _from_result(result: TaskResult, title: str = "") -> TaskRow:
                    issues=list(result.issues), error=result.error)
 
 
-def task_rows(record: BatchRecord | None, moving: dict[str, dict[str, Any]]) -> list[TaskRow]:
-    """Each task's stage, in the batch's order: its result from the outcome once published; until then where
-    the workflow app's live view (``moving``) has it, else waiting."""
-    titles = {t.task_id: t.title for t in (record.tasks or [])} if record else {}
-    if record is not None and record.outcome is not None:
-        return [_from_result(r, titles.get(r.task_id, "")) for r in record.outcome.results]
-    order = [t.task_id for t in record.tasks] if record is not None and record.tasks is not None else []
+def task_rows(summary: Summary | None, tasks: list[Task] | None, results: list[TaskResult] | None,
+              moving: dict[str, dict[str, Any]]) -> list[TaskRow]:
+    """Each task's stage, in the batch's order: its result from the outcome once published (none when its
+    results are no longer kept); until then where the workflow app's live view (``moving``) has it, else
+    waiting. ``tasks``: the batch's, when kept (their order and titles)."""
+    titles = {t.task_id: t.title for t in tasks or []}
+    if summary is not None and summary.published:
+        return [_from_result(r, titles.get(r.task_id, "")) for r in results or []]
+    order = [t.task_id for t in tasks or []]
     order += sorted(set(moving) - set(order))
     rows = []
     for task_id in order:

@@ -1,9 +1,10 @@
 """console transport: the web console's HTTP routes (pages, JSON, server-sent events, actions).
 
 Pages and their live updates are rendered by ``pages``; what they show comes from ``records`` (the book of
-batches seen on the topics, merged with the workflow app's answers). ``Workflow`` and ``publish`` are the
-two ways out (the workflow app's console methods, and the ``tasks`` topic), both through the console's
-sidecar in ``app``; tests pass fakes.
+batches seen on the topics, ``history``, merged with the workflow app's answers). ``Workflow`` and ``publish``
+are the two ways out (the workflow app's console methods, and the ``tasks`` topic), both through the console's
+sidecar in ``app``; tests pass fakes. The book's details and its re-run bookkeeping read and write its state
+store: those calls run on a worker thread, not on the event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, quote
@@ -20,12 +22,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from services.console import pages
+from services.console.history import BatchBook, Summary
 from services.console.records import (
     STAGES,
     STATES,
-    BatchBook,
+    BatchesPage,
+    BatchRow,
+    TaskRow,
     batch_row,
-    batch_rows,
+    batches_page,
     failed_tasks,
     rerun_id,
     span_rows,
@@ -33,7 +38,7 @@ from services.console.records import (
     task_rows,
 )
 from services.console.watch import Watcher
-from taskfan.contracts import TaskBatch
+from taskfan.contracts import Task, TaskBatch, TaskResult
 from taskfan.http_doors import Doors, error
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ STREAM_INTERVAL_S = 1.0
 KEEPALIVE_S = 15.0
 # Sent by the console's own script with every action; a form on another site cannot send it.
 ACTION_HEADER = "x-taskfan-console"
+PAGE_NUMBER = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits only (int() would take "٣" and " 3")
 
 
 class Workflow(Protocol):
@@ -68,8 +74,8 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
     doors = Doors(token, hosts, cookie=COOKIE)
 
     def trace_url(batch_id: str) -> str | None:
-        record = book.get(batch_id)
-        return f"{pages.batch_href(batch_id)}/trace" if traces is not None and record and record.trace_id else None
+        summary = book.get(batch_id)
+        return f"{pages.batch_href(batch_id)}/trace" if traces is not None and summary and summary.trace_id else None
 
     @api.middleware("http")
     async def doors_middleware(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
@@ -115,46 +121,85 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
 
     # --- batches ----------------------------------------------------------------------------------------
 
-    def rows(state: str) -> list[Any]:
-        everything = batch_rows(book, watcher.now())
-        return [r for r in everything if r.state == state] if state else everything
+    def listed(state: str, page: int) -> BatchesPage | None:
+        return batches_page(book.recent(), watcher.now(), state, page)
 
     def chart() -> str:
         return pages.throughput_chart(watcher.throughput.rates())
 
-    @api.get("/", response_class=HTMLResponse)
-    async def batches_page(state: str = "") -> Response:
+    def chosen(state: str, page: str) -> BatchesPage | Response:
+        """The page of batches asked for, or the answer to a bad question."""
         if state and state not in STATES:
             return error(400, f"state is one of {', '.join(STATES)}")
-        stream = "/events/batches" + (f"?state={state}" if state else "")
-        return HTMLResponse(pages.batches_page(rows(state), state, chart(), stream))
+        number = int(page) if PAGE_NUMBER.fullmatch(page) else 0
+        found = listed(state, number) if number else None
+        if found is None:
+            last = listed(state, 1).pages  # type: ignore[union-attr] - page 1 always exists
+            return error(400, f"page is a whole number from 1 to {last}, got {page[:20]!r}")
+        return found
+
+    @api.get("/", response_class=HTMLResponse)
+    async def batches(state: str = "", page: str = "1") -> Response:
+        found = chosen(state, page)
+        if isinstance(found, Response):
+            return found
+        stream = "/events/batches" + pages.query(state=state, page=found.page)
+        return HTMLResponse(pages.batches_page(found, state, chart(), stream))
 
     @api.get("/api/batches")
-    async def batches_json(state: str = "") -> dict[str, Any]:
-        return {"batches": [r.as_dict() for r in rows(state)], "error": watcher.error}
+    async def batches_json(state: str = "", page: str = "1") -> Response:
+        found = chosen(state, page)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse({"batches": [r.as_dict() for r in found.rows], "page": found.page, "pages": found.pages,
+                             "error": watcher.error})
 
     @api.get("/events/batches")
-    async def batches_events(request: Request, state: str = "") -> StreamingResponse:
+    async def batches_events(request: Request, state: str = "", page: str = "1") -> Response:
+        found = chosen(state, page)
+        if isinstance(found, Response):
+            return found
+        asked = found
+
         async def update() -> dict[str, Any]:
-            return {"parts": {"rows": pages.batch_table_body(rows(state)), "chart": chart()}}
+            # The page asked for may since have gone (batches left the history, a filter's rows ended): empty.
+            now = listed(state, asked.page) or BatchesPage(rows=[], page=asked.page, pages=asked.pages)
+            return {"parts": {"rows": pages.batch_table_body(now.rows), "pager": pages.pager(now, state),
+                              "chart": chart()}}
 
         return _stream(request, update)
 
     # --- one batch --------------------------------------------------------------------------------------
 
-    async def view(batch_id: str) -> tuple[Any, list[Any], dict[str, int], str, bool]:
-        record = book.get(batch_id)
+    def details(summary: Summary | None) -> tuple[list[Task] | None, list[TaskResult] | None]:
+        """The batch's tasks and results, as far as the book still has them (blocking: a state store read)."""
+        if summary is None:
+            return None, None
+        try:
+            tasks = book.tasks(summary.batch_id)
+            return tasks, book.results(summary.batch_id) if summary.published else None
+        except Exception as exc:  # noqa: BLE001 - shown without them; the next update reads again
+            log.warning("the state store did not answer", extra={"batch_id": summary.batch_id, "error": str(exc)})
+            return None, None
+
+    async def view(batch_id: str) -> tuple[BatchRow | None, list[TaskRow], dict[str, int], str, bool]:
+        summary = book.get(batch_id)
         answer = None
-        if record is None or record.outcome is None:  # published: the book has everything
+        if summary is None or not summary.published:  # published: the book has everything
             try:
                 answer = await asyncio.to_thread(workflow.batch, batch_id)
             except Exception as exc:  # noqa: BLE001 - shown as "unknown"; the next update asks again
                 log.warning("the workflow app did not answer", extra={"batch_id": batch_id, "error": str(exc)})
-        row = batch_row(record, answer)
-        tasks = task_rows(record, (answer or {}).get("tasks") or {})
-        can_rerun = record is not None and record.tasks is not None
+        tasks, results = await asyncio.to_thread(details, summary)
+        row = batch_row(summary, answer)
+        rows = task_rows(summary, tasks, results, (answer or {}).get("tasks") or {})
+        can_rerun = tasks is not None
         actions = pages.batch_actions(row, can_rerun, row.failed if row else 0)
-        return row, tasks, stage_counts(tasks), actions, can_rerun and row is not None and row.finished_at is not None
+        return row, rows, stage_counts(rows), actions, can_rerun and row is not None and row.finished_at is not None
+
+    def details_gone(batch_id: str) -> bool:
+        summary = book.get(batch_id)
+        return summary is not None and summary.details_dropped
 
     @api.get("/batches/{batch_id}", response_class=HTMLResponse)
     async def batch_page(batch_id: str, stage: str = "") -> Response:
@@ -164,7 +209,8 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
         stream = pages.batch_href(batch_id).replace("/batches/", "/events/batches/", 1) + (
             f"?stage={stage}" if stage else "")
         return HTMLResponse(pages.batch_page(batch_id, row, tasks, counts, stage, actions, trace_url(batch_id),
-                                             stream, _rerun_action(batch_id) if rerunnable else None),
+                                             stream, _rerun_action(batch_id) if rerunnable else None,
+                                             details_gone=details_gone(batch_id)),
                             status_code=200 if row is not None else 404)
 
     @api.get("/api/batches/{batch_id}")
@@ -172,10 +218,10 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
         row, tasks, counts, _, _ = await view(batch_id)
         if row is None:
             return error(404, f"no batch {batch_id!r} is known to the console or the workflow app")
-        record = book.get(batch_id)
-        trace = traces.url(record.trace_id) if traces is not None and record and record.trace_id else None
+        summary = book.get(batch_id)
+        trace = traces.url(summary.trace_id) if traces is not None and summary and summary.trace_id else None
         return JSONResponse({"batch": row.as_dict(), "stages": counts, "tasks": [t.as_dict() for t in tasks],
-                             "trace": trace})
+                             "trace": trace, "details_kept": not details_gone(batch_id)})
 
     @api.get("/events/batches/{batch_id}")
     async def batch_events(request: Request, batch_id: str, stage: str = "") -> StreamingResponse:
@@ -187,7 +233,8 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
             rerun = _rerun_action(batch_id) if rerunnable else None
             shown = pages.shown_tasks(tasks, stage)
             rows = {i: pages.task_row(i, task, rerun) for i, task in shown}
-            parts = {"summary": pages.batch_summary(row, counts, trace_url(batch_id)), "actions": actions}
+            parts = {"summary": pages.batch_summary(row, counts, trace_url(batch_id), details_gone(batch_id)),
+                     "actions": actions}
             order = [task.task_id for _, task in shown]
             if order != sent_order:  # rows came or went (the tasks became known, a stage filter): all of them
                 sent_order[:] = order
@@ -214,24 +261,29 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
 
     @api.post("/batches/{batch_id}/rerun")
     async def rerun(batch_id: str, request: Request) -> Response:
-        record = book.get(batch_id)
-        if record is None or record.outcome is None:
+        summary = book.get(batch_id)
+        if summary is None or not summary.published:
             return error(409, "only a finished batch is re-run (its outcome published); this one is not")
-        if record.tasks is None:
-            return error(410, "the console no longer holds this batch's tasks (it keeps the most recent ones)")
         try:
             wanted = json.loads(await request.body() or b"{}").get("tasks", "all")
         except (ValueError, AttributeError):
             return error(400, 'the body is {"tasks": "all" | "failed" | [task ids]}')
-        if wanted == "all":
-            tasks, kind = list(record.tasks), "rerun"
-        elif wanted == "failed":
-            tasks, kind = failed_tasks(record), "retry"
-        elif isinstance(wanted, list):
-            failed = {t.task_id for t in failed_tasks(record)}
-            tasks, kind = [t for t in record.tasks if t.task_id in set(wanted) & failed], "retry"
-        else:
+        if wanted != "all" and wanted != "failed" and not isinstance(wanted, list):
             return error(400, 'the body is {"tasks": "all" | "failed" | [task ids]}')
+        try:
+            held, results = await asyncio.to_thread(lambda: (book.tasks(batch_id), book.results(batch_id)))
+        except Exception as exc:  # noqa: BLE001
+            return error(502, f"could not read the batch's tasks from the state store: {exc}")
+        if held is None or (wanted != "all" and results is None):
+            return error(410, "the console no longer keeps this batch's tasks (it keeps the most recent batches' "
+                              "details, CONSOLE_DETAIL_BYTES in all)")
+        if wanted == "all":
+            tasks, kind = held, "rerun"
+        else:
+            failed = failed_tasks(held, results or [])
+            named = {w for w in wanted if isinstance(w, str)} if isinstance(wanted, list) else set()
+            tasks = failed if wanted == "failed" else [t for t in failed if t.task_id in named]
+            kind = "retry"
         if not tasks:
             return error(409, "nothing to re-run: no such failed task in this batch")
         try:
@@ -242,7 +294,7 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
             await asyncio.to_thread(publish, batch)
         except Exception as exc:  # noqa: BLE001
             return error(502, f"could not publish the re-run: {exc}")
-        book.accepted(batch, rerun_of=batch_id)
+        await asyncio.to_thread(book.accepted, batch, rerun_of=batch_id)
         log.info("re-run published from the console", extra={"batch_id": batch.batch_id, "rerun_of": batch_id,
                                                                "tasks": len(tasks)})
         return JSONResponse({"message": f"Published {len(tasks)} task(s) as batch {batch.batch_id}.",
@@ -250,17 +302,17 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
 
     @api.get("/batches/{batch_id}/trace", response_class=HTMLResponse)
     async def trace_page(batch_id: str) -> Response:
-        record = book.get(batch_id)
-        if traces is None or record is None or record.trace_id is None:
+        summary = book.get(batch_id)
+        if traces is None or summary is None or summary.trace_id is None:
             return error(404, "no trace is known for this batch (tracing off, or the console did not see it "
                               "published)")
         try:
-            found = await asyncio.to_thread(traces.get, record.trace_id)
+            found = await asyncio.to_thread(traces.get, summary.trace_id)
         except Exception as exc:  # noqa: BLE001
             return error(502, f"the tracing backend did not answer: {exc}")
         note = "" if found else '<p class="muted">No spans yet: sidecars export them every few seconds.</p>'
-        return HTMLResponse(pages.trace_page(batch_id, record.trace_id, span_rows(found or {}),
-                                             traces.url(record.trace_id), note))
+        return HTMLResponse(pages.trace_page(batch_id, summary.trace_id, span_rows(found or {}),
+                                             traces.url(summary.trace_id), note))
 
     # --- scorers ----------------------------------------------------------------------------------------
 

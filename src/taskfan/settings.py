@@ -60,6 +60,11 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_hosts: str = ""
+    # What the console remembers, in its state store, across its restarts (services/console/history.py): the
+    # summaries of the newest CONSOLE_HISTORY batches, and batches' details (their tasks, for re-runs, and
+    # their results) up to CONSOLE_DETAIL_BYTES in all, the oldest batches' deleted first.
+    console_history: int = 10_000
+    console_detail_bytes: int = 64 * 2**20
     workflow_dapr_url: str = ""
     # Scorer behaviour: a slow model emulated with a non-blocking delay and a per-replica cap.
     score_delay_ms: int = 0
@@ -146,7 +151,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be >= 0")
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
                      "ingest_port", "console_port", "traces_otlp_port", "traces_query_port", "workflow_retention_s",
-                     "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files", "record_ttl_s"):
+                     "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files", "record_ttl_s",
+                     "console_history", "console_detail_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 

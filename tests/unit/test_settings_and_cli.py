@@ -8,6 +8,7 @@ from taskfan.settings import Settings, SettingsError
 def test_defaults():
     s = Settings.from_env({})
     assert (s.redis_port, s.max_in_flight, s.scorer_concurrency, s.score_delay_ms) == (6379, 400, 8, 0)
+    assert (s.console_history, s.console_detail_bytes) == (10_000, 64 * 2**20)
 
 
 def test_env_overrides():
@@ -19,7 +20,8 @@ def test_env_overrides():
 @pytest.mark.parametrize("env", [{"REDIS_PORT": "abc"}, {"MAX_IN_FLIGHT": "0"}, {"SCORE_DELAY_MS": "-1"},
                                  {"REDIS_APPENDFSYNC": "sometimes"}, {"REDIS_MAXMEMORY": "lots"},
                                  {"REDIS_MAXMEMORY": "0"}, {"STREAM_MAX_ENTRIES": "0"},
-                                 {"WORKFLOW_RETENTION_S": "0"}])
+                                 {"WORKFLOW_RETENTION_S": "0"}, {"CONSOLE_HISTORY": "0"},
+                                 {"CONSOLE_DETAIL_BYTES": "64MiB"}, {"CONSOLE_DETAIL_BYTES": "-1"}])
 def test_bad_settings_fail_fast(env):
     with pytest.raises(SettingsError):
         Settings.from_env(env)
