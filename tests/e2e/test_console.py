@@ -184,3 +184,24 @@ def test_the_console_refuses_without_the_token(stack: Stack) -> None:
 def test_screenshots_were_saved() -> None:
     saved = sorted(p.name for p in Path(SCREENSHOTS).glob("*.png"))
     assert {"batches.png", "batch.png", "batch-running.png", "scorers.png", "trace.png"} <= set(saved), saved
+
+
+def test_a_restarted_console_remembers_finished_batches_and_their_tasks(stack, settings, redis_client, batch_id):
+    from taskfan.stack.drill import restart
+
+    tasks = [*lesson_tasks("t", 3), {**lesson_tasks("t", 1)[0], "task_id": "t-fail-me"}]  # fails in the scorer
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": tasks}).status_code == 202
+    outcome = wait_outcome(redis_client, batch_id)
+    api = f"{stack.console_url}/api/batches/{batch_id}"
+    headers = ingest_auth(settings)
+    wait_for(lambda: (r := httpx.get(api, headers=headers, timeout=10)).status_code == 200
+             and r.json()["batch"]["state"] == "failed", "the console to see the outcome", 30)
+    restart(stack, "console")  # SIGKILL, then started again: what it knew is read back from the state store
+    shown = wait_for(lambda: (r := httpx.get(api, headers=headers, timeout=10)).status_code == 200 and r.json(),
+                     "the restarted console to answer for the batch", 60)
+    assert shown["batch"]["total"] == 4 and shown["batch"]["completed"] == outcome["completed"]
+    assert {t["task_id"]: t["stage"] for t in shown["tasks"]} == {
+        r["task_id"]: STAGE_OF_STATUS[r["status"]] for r in outcome["results"]}
+    listed = httpx.get(f"{stack.console_url}/api/batches", headers=headers, timeout=10).json()
+    assert batch_id in {row["batch_id"] for row in listed["batches"]} and listed["page"] == 1
+    assert httpx.get(f"{stack.console_url}/api/batches?page=0", headers=headers, timeout=10).status_code == 400
