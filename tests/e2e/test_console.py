@@ -10,6 +10,7 @@ Screenshots of every page go to .taskfan/e2e/screenshots/.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from services.console.history import FLUSH_INTERVAL_S
 from taskfan.settings import Settings
 from taskfan.stack import Stack
 
@@ -196,6 +198,7 @@ def test_a_restarted_console_remembers_finished_batches_and_their_tasks(stack, s
     headers = ingest_auth(settings)
     wait_for(lambda: (r := httpx.get(api, headers=headers, timeout=10)).status_code == 200
              and r.json()["batch"]["state"] == "failed", "the console to see the outcome", 30)
+    time.sleep(FLUSH_INTERVAL_S + 1)  # its summaries reach the store every FLUSH_INTERVAL_S (what a kill loses)
     restart(stack, "console")  # SIGKILL, then started again: what it knew is read back from the state store
     shown = wait_for(lambda: (r := httpx.get(api, headers=headers, timeout=10)).status_code == 200 and r.json(),
                      "the restarted console to answer for the batch", 60)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 import uuid
 
+import httpx
+
 from taskfan.stack.drill import restart
 
-from .helpers import REPO_ROOT, lesson_tasks, outcomes_for, post_batch, stream_events, wait_for
+from .helpers import REPO_ROOT, dapr_auth, lesson_tasks, outcomes_for, post_batch, stream_events, wait_for
 from .upgraded_workflow import mark_key
 
 TASKS = 10_000  # each runs for seconds: the upgrade lands while they run and while some wait for admission
@@ -26,11 +28,22 @@ def test_batches_in_flight_finish_on_their_version_and_new_ones_run_the_new(stac
     process = next(p for p in stack.running().processes if p.name == "workflow")
     wait_for(lambda: redis_client.exists(f"workflow||taskfan:{before[-1]}:tasks:00000"),
              "the last batch's tasks stored by the intake", 60)
+    # A batch whose workflow has run a step (it set its custom status) has the version it started on in its
+    # history; one scheduled but not run yet has no history, and starts on the version current when it runs.
+    dapr = stack.run_file.dapr_http_url("workflow")
+
+    def has_run(batch_id: str) -> bool:
+        state = httpx.get(f"{dapr}/v1.0/workflows/dapr/{batch_id}", headers=dapr_auth(settings), timeout=10)
+        return state.status_code == 200 and bool(state.json().get("properties", {}).get(
+            "dapr.workflow.custom_status"))
+
+    wait_for(lambda: has_run(before[0]), "the first batch to run", 60)
+    started = [b for b in before if has_run(b)]
     upgraded = [sys.executable, str(REPO_ROOT / "tests" / "e2e" / "upgraded_workflow.py")]
     try:
         restart(stack, "workflow", env={**process.env, "PYTHONPATH": str(REPO_ROOT)}, command=upgraded)
         in_flight = [b for b in before if not outcomes_for(redis_client, b)]
-        assert in_flight, "every batch finished before the upgrade: nothing tested"
+        assert set(in_flight) & set(started), "no batch that had run was still running at the upgrade: nothing tested"
         after = [f"up-{token}-after-{i}" for i in range(2)]
         for batch_id in after:
             assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks("t", 100)}).status_code == 202
@@ -44,8 +57,8 @@ def test_batches_in_flight_finish_on_their_version_and_new_ones_run_the_new(stac
         def marked(batch_id: str, what: str) -> bool:
             return bool(redis_client.exists(f"workflow||{mark_key(batch_id, what)}"))
 
-        # Started before: their version (no v2 call), the changed activity once it ran on the new code.
-        for batch_id in before:
+        # Run before: their version (no v2 call), the changed activity once it ran on the new code.
+        for batch_id in started:
             assert not marked(batch_id, "workflow"), f"{batch_id} replayed on the new version"
         assert all(marked(b, "activity") for b in in_flight), in_flight  # 100 chunks: published by publish_outcome
         # Started after: the new version. (A batch of one chunk publishes from run_chunk, not publish_outcome.)
