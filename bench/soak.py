@@ -626,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "change_per_half_hour": curves, "samples": sampler.samples,
                                 "clocks": LONG_CLOCKS}
             found += soak_curves.problems(curves)
+            found += soak_curves.log_problems(sampler.samples, stack.settings.log_max_bytes, stack.settings.log_files)
             soak_curves.plot(sampler.samples, curves, args.output.with_suffix(".png"))
             say(f"curves: {', '.join(f'{k} {v:+.1%}' for k, v in curves.items() if v is not None)} per half hour; "
                 f"plotted in {args.output.with_suffix('.png')}")

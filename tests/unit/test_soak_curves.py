@@ -34,3 +34,13 @@ def test_throughput_falling_fails_rising_does_not():
 
 def test_too_few_samples_after_the_warm_up_are_no_verdict():
     assert trends(samples(lambda t: t, minutes=15))["redis_used_memory"] is None
+
+
+def test_logs_are_held_to_their_cap_not_to_a_trend():
+    from bench.soak_curves import log_problems
+
+    growing = [{"t_s": t, "log_bytes_by_process": {"workflow": t * 100, "redis": 10}} for t in range(0, 3601, 300)]
+    assert "log_bytes" not in trends(growing)  # growing below the cap is what logs do until rotation
+    assert log_problems(growing, max_bytes=10**6, files=3) == []
+    assert log_problems(growing, max_bytes=10**4, files=1) == [
+        "the logs of workflow reached 360,000 bytes, over their cap of 40,000 (LOG_MAX_BYTES, LOG_FILES)"]
