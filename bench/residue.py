@@ -88,12 +88,12 @@ def snapshot(client: redis.Redis, stack: Stack) -> Snapshot:
                        timeout=10).json()
     return Snapshot(keys=dict(keys), bytes=dict(sizes), stream_entries=entries,
                     used_memory=int(client.info("memory")["used_memory"]),
-                    aof_bytes=_size(stack.run_dir / "redis" / "appendonlydir"),
+                    aof_bytes=dir_bytes(stack.run_dir / "redis" / "appendonlydir"),
                     scheduler_keys=int(count.get("count", 0)), scheduler_db_in_use=int(status["dbSizeInUse"]),
-                    scheduler_dir_bytes=_size(stack.run_dir / "scheduler"))
+                    scheduler_dir_bytes=dir_bytes(stack.run_dir / "scheduler"))
 
 
-def _size(path: Path) -> int:
+def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("**/*") if p.is_file()) if path.exists() else 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import redis
 
+from bench import residue
 from taskfan.contracts import TOPICS
 from taskfan.stack import Stack, StackState
 
@@ -32,10 +33,6 @@ LIMIT = 0.10
 RISING_IS_BAD = ("p50_s", "p95_s", "rss_total_kib", "redis_used_memory", "scheduler_db_in_use", "scheduler_db_bytes",
                  "stream_entries")
 FALLING_IS_BAD = ("tasks_per_s",)
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.glob("**/*") if p.is_file()) if path.exists() else 0
 
 
 def sample(stack: Stack, client: redis.Redis, finished: list[tuple[float, float, int]], since: float,
@@ -70,10 +67,10 @@ def sample(stack: Stack, client: redis.Redis, finished: list[tuple[float, float,
         "rss_kib": rss, "rss_total_kib": sum(rss.values()),
         "redis_used_memory": int(client.info("memory")["used_memory"]),
         "scheduler_db_in_use": in_use, "scheduler_db_bytes": db_bytes,
-        "scheduler_dir_bytes": _dir_bytes(stack.run_dir / "scheduler"),
-        "aof_bytes": _dir_bytes(stack.run_dir / "redis" / "appendonlydir"),
+        "scheduler_dir_bytes": residue.dir_bytes(stack.run_dir / "scheduler"),
+        "aof_bytes": residue.dir_bytes(stack.run_dir / "redis" / "appendonlydir"),
         "streams": streams, "stream_entries": sum(streams.values()),
-        "log_bytes": _dir_bytes(stack.logs_dir), "log_bytes_by_process": _logs_by_process(stack.logs_dir),
+        "log_bytes": residue.dir_bytes(stack.logs_dir), "log_bytes_by_process": _logs_by_process(stack.logs_dir),
     }
 
 
