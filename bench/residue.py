@@ -63,6 +63,7 @@ class Snapshot:
     aof_bytes: int = 0
     scheduler_keys: int = 0  # the scheduler's etcd: its jobs (reminders, timers) and its own few keys
     scheduler_db_in_use: int = 0  # bytes of etcd's database in use (freed pages excluded)
+    scheduler_db_bytes: int = 0  # its database file, freed pages included (shrinks only by defragmentation)
     scheduler_dir_bytes: int = 0  # its data directory: the database, write-ahead logs and snapshots
 
     def as_dict(self) -> dict[str, object]:
@@ -90,6 +91,7 @@ def snapshot(client: redis.Redis, stack: Stack) -> Snapshot:
                     used_memory=int(client.info("memory")["used_memory"]),
                     aof_bytes=dir_bytes(stack.run_dir / "redis" / "appendonlydir"),
                     scheduler_keys=int(count.get("count", 0)), scheduler_db_in_use=int(status["dbSizeInUse"]),
+                    scheduler_db_bytes=int(status["dbSize"]),
                     scheduler_dir_bytes=dir_bytes(stack.run_dir / "scheduler"))
 
 

@@ -28,7 +28,7 @@ interrupted.
 --long samples the stack every --sample-every seconds and fails as well when a curve trends the wrong way
 after the first 10 minutes (bench/soak_curves.py); it writes bench/results/soak-long.json and .png. So that
 one hour shows the steady state, its stack keeps what expires on a shorter clock: acknowledged events
-5 minutes (STREAM_RETENTION_S), batch and outcome records 15 minutes (RECORD_TTL_S), logs rotated at
+5 minutes (STREAM_RETENTION_S), batch and outcome records 5 minutes (RECORD_TTL_S), logs rotated at
 1 MiB (LOG_MAX_BYTES), the console's history 200 batches and 1 MiB of their details (CONSOLE_HISTORY,
 CONSOLE_DETAIL_BYTES); the defaults reach the same state later, at a size the README gives.
 """
@@ -81,7 +81,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "soak.json"
 LONG_OUTPUT = REPO_ROOT / "bench" / "results" / "soak-long.json"
 # What --long shortens, so that an hour reaches the steady state (see the module's text).
-LONG_CLOCKS = {"STREAM_RETENTION_S": "300", "RECORD_TTL_S": "900", "LOG_MAX_BYTES": str(2**20),
+LONG_CLOCKS = {"STREAM_RETENTION_S": "300", "RECORD_TTL_S": "300", "LOG_MAX_BYTES": str(2**20),
                "CONSOLE_HISTORY": "200", "CONSOLE_DETAIL_BYTES": str(2**20)}
 DEFAULT_PORT_OFFSET = 10_000
 SCORERS = 2

@@ -3,9 +3,9 @@ curve trends the wrong way.
 
 A sample: throughput and accepted -> outcome latency over the interval, RSS per process, Redis's memory,
 the scheduler's data (etcd's database in use, its file, its folder with the write-ahead logs), the streams'
-lengths and the logs' size. ``trends`` fits a line through each curve after the warm-up and gives its
-change per half hour as a share of its mean; ``problems`` names those over the limit (latency, memory,
-stored data, streams, logs going up; throughput going down).
+lengths and the logs' size. ``trends`` gives each curve's slope after the warm-up as a change per half hour,
+a share of its level; ``problems`` names those over the limit (latency, memory, stored data, streams going
+up; throughput going down).
 """
 
 from __future__ import annotations
@@ -48,27 +48,17 @@ def sample(stack: Stack, client: redis.Redis, finished: list[tuple[float, float,
             rss[process.name] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
         except (OSError, StopIteration):
             rss[process.name] = 0
-    etcd = f"http://127.0.0.1:{stack.topology.scheduler_ports[2]}/v3/maintenance/status"
-    try:
-        status = httpx.post(etcd, json={}, timeout=10).json()
-        in_use, db_bytes = int(status["dbSizeInUse"]), int(status["dbSize"])
-    except (httpx.HTTPError, KeyError, ValueError):
-        in_use = db_bytes = 0
-    streams = {}
-    for topic in TOPICS:
-        try:
-            streams[topic] = client.xlen(topic)
-        except redis.RedisError:
-            streams[topic] = 0
+    kept = residue.snapshot(client, stack)
+    streams = {topic: kept.stream_entries.get(topic, 0) for topic in TOPICS}
     return {
         "t_s": round(now - started, 1), "at": now,
         "tasks_per_s": sum(tasks for _, tasks in window) / max(1e-9, now - since),
         "p50_s": _percentile(latencies, 0.50), "p95_s": _percentile(latencies, 0.95), "outcomes": len(window),
         "rss_kib": rss, "rss_total_kib": sum(rss.values()),
-        "redis_used_memory": int(client.info("memory")["used_memory"]),
-        "scheduler_db_in_use": in_use, "scheduler_db_bytes": db_bytes,
-        "scheduler_dir_bytes": residue.dir_bytes(stack.run_dir / "scheduler"),
-        "aof_bytes": residue.dir_bytes(stack.run_dir / "redis" / "appendonlydir"),
+        "redis_used_memory": kept.used_memory, "redis_bytes_by_owner": kept.bytes, "redis_keys_by_owner": kept.keys,
+        "scheduler_keys": kept.scheduler_keys,
+        "scheduler_db_in_use": kept.scheduler_db_in_use, "scheduler_db_bytes": kept.scheduler_db_bytes,
+        "scheduler_dir_bytes": kept.scheduler_dir_bytes, "aof_bytes": kept.aof_bytes,
         "streams": streams, "stream_entries": sum(streams.values()),
         "log_bytes": residue.dir_bytes(stack.logs_dir), "log_bytes_by_process": _logs_by_process(stack.logs_dir),
     }
@@ -102,8 +92,9 @@ def _percentile(values: list[float], share: float) -> float | None:
 
 
 def trends(samples: list[dict[str, Any]], warm_up_s: float = WARM_UP_S) -> dict[str, float | None]:
-    """Each curve's fitted change per half hour after the warm-up, as a share of its mean there (None: too
-    few points or a mean of zero)."""
+    """Each curve's change per half hour after the warm-up, as a share of its median there (None: too few
+    points or a level of zero). The slope is Sen's (the median of the slopes between every two samples), so
+    one sample taken during a fault (a p95 of seconds while Redis restarts) does not make a trend."""
     after = [s for s in samples if s["t_s"] >= warm_up_s]
     result: dict[str, float | None] = {}
     for name in (*RISING_IS_BAD, *FALLING_IS_BAD):
@@ -111,13 +102,13 @@ def trends(samples: list[dict[str, Any]], warm_up_s: float = WARM_UP_S) -> dict[
         if len(points) < 3:
             result[name] = None
             continue
-        xs, ys = zip(*points, strict=True)
-        mean = statistics.fmean(ys)
-        if mean == 0:
-            result[name] = None if all(y == 0 for y in ys) else 1.0
+        level = statistics.median(y for _, y in points)
+        if level == 0:
+            result[name] = None if all(y == 0 for _, y in points) else 1.0
             continue
-        slope = statistics.linear_regression(xs, ys).slope
-        result[name] = slope * HALF_HOUR_S / mean
+        slope = statistics.median((y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points)
+                                  for x2, y2 in points[i + 1:] if x2 != x1)
+        result[name] = slope * HALF_HOUR_S / level
     return result
 
 
@@ -151,7 +142,7 @@ class Sampler(threading.Thread):
             now = time.time()
             try:
                 taken = sample(self.stack, client, self.finished(), since, now, started)
-            except redis.RedisError as exc:  # Redis restarting (a fault): the next one
+            except (redis.RedisError, httpx.HTTPError) as exc:  # Redis or the scheduler restarting (a fault)
                 self.report(f"sample skipped: {exc}")
             else:
                 self.samples.append(taken)

@@ -21,6 +21,16 @@ def test_memory_growing_more_than_a_tenth_per_half_hour_fails_and_is_named():
                                "the warm-up (limit +10%)"]
 
 
+def test_one_sample_taken_during_a_fault_is_not_a_trend_but_a_steady_rise_is():
+    spiked = samples(lambda t: 1000)
+    spiked[-1]["p95_s"] = 16.0  # the last five minutes held a Redis restart
+    assert problems(trends(spiked)) == []
+    rising = samples(lambda t: 1000)
+    for s in rising:
+        s["p95_s"] = 1.0 + s["t_s"] / 3600
+    assert any("p95_s rose" in p for p in problems(trends(rising)))
+
+
 def test_throughput_falling_fails_rising_does_not():
     falling = samples(lambda t: 1000)
     for s in falling:
