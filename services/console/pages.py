@@ -12,7 +12,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from services.console.records import STAGES, STATES, BatchesPage, BatchRow, SpanRow, TaskRow
+from services.console import records
+from services.console.records import STATES, BatchesPage, BatchRow, SpanRow, TaskRow
 
 MAX_TASK_ROWS = 2000  # a batch page lists at most this many tasks (filter by stage for the others)
 
@@ -201,7 +202,7 @@ def batch_summary(row: BatchRow | None, counts: dict[str, int], trace_url: str |
         return '<p class="muted">Neither the console nor the workflow app knows this batch (yet).</p>'
     position = f" · #{row.position} in the queue" if row.position else ""
     trace = f' · <a href="{escape(trace_url)}">trace</a>' if trace_url else ""
-    stages = "".join(f'<span><span class="stage s-{s}">{s}</span> {counts.get(s, 0)}</span>' for s in STAGES)
+    stages = "".join(f'<span><span class="stage s-{s}">{s}</span> {counts.get(s, 0)}</span>' for s in records.stages())
     note = f'<p class="err">{escape(row.note)}</p>' if row.note else ""
     if details_gone:
         note += f'<p class="muted" id="details-gone">{DETAILS_GONE}</p>'
@@ -235,7 +236,7 @@ def shown_tasks(tasks: list[TaskRow], stage: str) -> list[tuple[int, TaskRow]]:
 def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts: dict[str, int], stage: str,
                actions: str, trace_url: str | None, stream: str, rerun: str | None, details_gone: bool = False) -> str:
     shown = shown_tasks(tasks, stage)
-    stage_filter = filter_links("tasks: ", stage, [("all", "?")] + [(s, f"?stage={s}") for s in STAGES])
+    stage_filter = filter_links("tasks: ", stage, [("all", "?")] + [(s, f"?stage={s}") for s in records.stages()])
     more = (f'<p class="muted">The first {MAX_TASK_ROWS} of {len(tasks)} tasks; filter by stage for the others.</p>'
             if len(tasks) > len(shown) and not stage else "")
     body = (f'<h1>Batch {escape(batch_id)}</h1><div id="summary">{batch_summary(row, counts, trace_url, details_gone)}'
@@ -258,9 +259,9 @@ def scorers_part(now: dict[str, Any]) -> str:
         for s in scorers) or '<tr><td colspan="6" class="muted">No scorer has answered yet.</td></tr>'
     error = f'<p class="err">{escape(now["error"])}</p>' if now.get("error") else ""
     return (f'{error}<p class="counts"><span>backlog <strong id="backlog">{backlog}</strong> tasks</span>'
-            f'<span>being validated {stages.get("validate", 0)}</span><span>being enriched {stages.get("enrich", 0)}'
-            f'</span><span>being scored {stages.get("score", 0)}</span><span>score calls in flight '
-            f'{now.get("calls_in_flight", 0)}</span></p><table><thead><tr><th>replica</th><th>slots</th>'
+            + "".join(f"<span>at {escape(step)} {stages.get(step, 0)}</span>" for step in records.steps())
+            + f'<span>score calls in flight {now.get("calls_in_flight", 0)}</span></p>'
+            + "<table><thead><tr><th>replica</th><th>slots</th>"
             "<th>tasks in progress</th><th>scored per second</th><th>scored (since the workflow app started)</th>"
             f"<th>last answer</th></tr></thead><tbody>{rows}</tbody></table>")
 

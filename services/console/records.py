@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import threading
@@ -16,9 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.console.history import Summary
+from taskfan import pipeline
 from taskfan.contracts import Task, TaskResult
 
-STAGES = ("waiting", "validate", "enrich", "score", "done", "rejected", "failed")
+
+@functools.cache
+def steps() -> tuple[str, ...]:
+    """The pipeline's steps (pipeline.yaml), read once the console first needs them, not at import."""
+    return pipeline.load().names
+
+
+def stages() -> tuple[str, ...]:
+    """Where a task can be: waiting between runs, at one of the pipeline's steps, or finished."""
+    return ("waiting", *steps(), "done", "rejected", "failed")
+
+
 STATES = ("queued", "running", "finished", "failed", "dead-lettered", "accepted")
 MAX_BATCH_ID = 128
 ROWS_PER_PAGE = 100
@@ -226,7 +239,7 @@ def task_rows(summary: Summary | None, tasks: list[Task] | None, results: list[T
 
 
 def stage_counts(rows: list[TaskRow]) -> dict[str, int]:
-    counts = dict.fromkeys(STAGES, 0)
+    counts = dict.fromkeys(stages(), 0)
     for row in rows:
         counts[row.stage] = counts.get(row.stage, 0) + 1
     return counts

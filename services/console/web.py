@@ -21,10 +21,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from services.console import pages
+from services.console import pages, records
 from services.console.history import BatchBook, Summary
 from services.console.records import (
-    STAGES,
     STATES,
     BatchesPage,
     BatchRow,
@@ -203,8 +202,8 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
 
     @api.get("/batches/{batch_id}", response_class=HTMLResponse)
     async def batch_page(batch_id: str, stage: str = "") -> Response:
-        if stage and stage not in STAGES:
-            return error(400, f"stage is one of {', '.join(STAGES)}")
+        if stage and stage not in records.stages():
+            return error(400, f"stage is one of {', '.join(records.stages())}")
         row, tasks, counts, actions, rerunnable = await view(batch_id)
         stream = pages.batch_href(batch_id).replace("/batches/", "/events/batches/", 1) + (
             f"?stage={stage}" if stage else "")

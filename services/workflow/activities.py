@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ from services.workflow.models import (
     SaveResultsInput,
 )
 from services.workflow.state_keys import STATE_TTL_S, outcome_key, progress_key, results_key, tasks_key
-from taskfan import events
+from taskfan import events, pipeline
 from taskfan.contracts import (
     DEADLETTER_TOPIC,
     MAX_MESSAGE_BYTES,
@@ -52,11 +52,11 @@ from taskfan.contracts import (
     PUBSUB,
     STATESTORE,
     AppId,
-    ScoreRequest,
     StepAnswer,
     Task,
     TaskResult,
 )
+from taskfan.pipeline import Pipeline, Spread, Step
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,15 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
         return ChunkRunResult(summary=ChunkSummary.model_validate(record.progress().model_dump(include={
             "done", "completed", "rejected", "failed"})), outcome=record.summary)
     if inp.run == 0:
-        earlier = ChunkProgress(finished=[], waiting=chunk_steps.from_the_start(tasks))
+        earlier = ChunkProgress(finished=[], waiting=chunk_steps.from_the_start(step_calls().pipeline, tasks))
     else:
         item = await _client().get_state(STATESTORE, progress_key(chunk.batch_id, chunk.index, inp.run - 1))
         if not item.data:
             raise LookupError(f"run {inp.run - 1} of chunk {chunk.index} of batch {chunk.batch_id} left no "
                               "progress in the state store")
         earlier = ChunkProgress.model_validate_json(item.data)
-    run = await chunk_steps.run_chain(tasks, earlier.waiting, _watched(chunk.batch_id))
+    steps = step_calls()
+    run = await chunk_steps.run_chain(steps.pipeline, tasks, earlier.waiting, steps.for_batch(chunk.batch_id))
     live.batches.finished(chunk.batch_id, run.finished)
     metrics.tasks_finished(run.finished)
     live.batches.moving(chunk.batch_id, live.WAITING, (task.task_id for task in run.waiting))
@@ -139,34 +140,39 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
     return ChunkRunResult(summary=summary, outcome=outcome)
 
 
-async def _validate(tasks: list[Task]) -> list[StepAnswer]:
-    return await step_client.invoke(AppId.VALIDATOR, "validate", tasks)
+class StepCalls:
+    """The pipeline's steps, reached through Dapr service invocation: one call of a step for the tasks at it,
+    each step's calls spread over its app's replicas as the declaration says (``Spread``)."""
+
+    def __init__(self, declared: Pipeline) -> None:
+        self.pipeline = declared
+        self.dispatchers = {step.name: scoring.Dispatcher(step) for step in declared.steps
+                            if step.spread is Spread.BY_SLOTS}
+
+    def for_batch(self, batch_id: str) -> chunk_steps.StepCall:
+        """The step call for a batch's chunk, telling the console's live view (``live``) which tasks each call
+        is for as it starts."""
+
+        async def call(step: Step, payload: list[dict[str, Any]]) -> list[StepAnswer]:
+            live.batches.moving(batch_id, step.name, (item["task_id"] for item in payload))
+            if (dispatcher := self.dispatchers.get(step.name)) is not None:
+                return await dispatcher.call(payload)
+            answers, _ = await step_client.request(step, payload)
+            assert answers is not None  # only a call that may be refused is answered without answers
+            return answers
+
+        return call
 
 
-async def _enrich(tasks: list[Task]) -> list[StepAnswer]:
-    return await step_client.invoke(AppId.ENRICHER, "enrich", tasks)
+_steps: StepCalls | None = None
 
 
-async def _score(requests: list[ScoreRequest]) -> list[StepAnswer]:
-    # Spread over the scorer replicas by what their answers tell (services/workflow/scoring.py).
-    return await scoring.dispatcher.score([r.model_dump(mode="json") for r in requests])
-
-
-STEPS = chunk_steps.Steps(validate=_validate, enrich=_enrich, score=_score)
-
-
-def _watched(batch_id: str) -> chunk_steps.Steps:
-    """STEPS, telling the console's live view (``live``) which tasks each call is for as it starts."""
-
-    def telling(stage: str, call: Callable[[list[Any]], Awaitable[list[StepAnswer]]]) -> Any:
-        async def step(items: list[Any]) -> list[StepAnswer]:
-            live.batches.moving(batch_id, stage, (item.task_id for item in items))
-            return await call(items)
-        return step
-
-    return chunk_steps.Steps(validate=telling(chunk_steps.VALIDATE, STEPS.validate),
-                             enrich=telling(chunk_steps.ENRICH, STEPS.enrich),
-                             score=telling(chunk_steps.SCORE, STEPS.score))
+def step_calls() -> StepCalls:
+    # Read at the first chunk, not at import: an installed wheel imports this with no declaration at hand.
+    global _steps
+    if _steps is None:
+        _steps = StepCalls(pipeline.load())
+    return _steps
 
 
 async def _load_tasks(chunk: ChunkRef, client: DaprClient | None = None) -> list[Task]:

@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from services.workflow.models import ChunkSummary
 from taskfan.contracts import Outcome, TaskResult
+from taskfan.pipeline import RESULT_FIELDS
 
 T = TypeVar("T")
 
 MAX_ERROR_CHARS = 300  # keeps a 10,000-task outcome far below the 4 MiB workflow payload cap
 
 
-def completed(task_id: str, score: int, tags: list[str]) -> TaskResult:
-    return TaskResult(task_id=task_id, status="completed", score=score, tags=tags)
+def completed(task_id: str, added: dict[str, Any]) -> TaskResult:
+    """A task through every step: what they added, ``score`` and ``tags`` in the outcome's own fields."""
+    return TaskResult(task_id=task_id, status="completed", score=added.get("score"), tags=added.get("tags", []),
+                      added=_others(added))
 
 
 def rejected(task_id: str, issues: list[str]) -> TaskResult:
     return TaskResult(task_id=task_id, status="rejected", score=0, issues=issues)
 
 
-def failed(task_id: str, step: str, error: str, tags: list[str] | None = None) -> TaskResult:
+def failed(task_id: str, step: str, error: str, added: dict[str, Any] | None = None) -> TaskResult:
+    """A task that could not finish ``step``, with what earlier steps added."""
+    added = added or {}
     message = f"{step}: {error}"
     if len(message) > MAX_ERROR_CHARS:
         message = message[: MAX_ERROR_CHARS - 1] + "…"
-    return TaskResult(task_id=task_id, status="failed", score=None, tags=tags or [], error=message)
+    return TaskResult(task_id=task_id, status="failed", score=None, tags=added.get("tags", []), error=message,
+                      added=_others(added))
+
+
+def _others(added: dict[str, Any]) -> dict[str, Any]:
+    return {field: value for field, value in added.items() if field not in RESULT_FIELDS}
 
 
 def chunk(items: Sequence[T], size: int) -> list[list[T]]:

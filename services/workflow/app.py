@@ -13,7 +13,7 @@ from dapr.clients import DaprClient
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient
 
-from services.workflow import console_api, metrics, reconciler
+from services.workflow import activities, console_api, metrics, reconciler
 from services.workflow.console_api import ConsoleAnswers
 from services.workflow.intake import BatchIntake
 from services.workflow.worker import create_runtime
@@ -36,9 +36,10 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     )(intake.on_event)
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
-    console_api.configure(app, ConsoleAnswers(dapr, workflows))
+    steps = activities.step_calls()
+    console_api.configure(app, ConsoleAnswers(dapr, workflows, steps.dispatchers.values()))
     stop_reconciler = reconciler.start(settings)
-    metrics_server = metrics.serve(settings)
+    metrics_server = metrics.serve(settings, steps.pipeline.names)
 
     def shutdown() -> None:
         stop_reconciler()

@@ -1,37 +1,32 @@
-"""One run of a chunk's tasks through the chain validate -> enrich -> score. Plain logic, no Dapr.
+"""One run of a chunk's tasks through the pipeline's steps (pipeline.yaml), in order. Plain logic, no Dapr.
 
-A run takes the tasks still waiting (all of them, from validation, on the first run) through the
-remaining steps, one call per step for all of them: a task that validation rejects stops there; a
-task whose call failed waits at that step for the next run, ``STEP_ATTEMPTS`` runs at most per step,
-then fails with the error. The batch workflow runs the chunk again after a durable backoff
-(``STEP_BACKOFF``) while tasks wait: a chunk never fails, so every accepted task ends up in the outcome.
+A run takes the tasks still waiting (all of them, at the first step, on the first run) through the remaining
+steps, one call per step for all the tasks at it: a task a step rejects (``may_reject``, an answer with
+issues) stops there; a task whose call failed waits at that step for the next run, ``STEP_ATTEMPTS`` runs at
+most per step, then fails with the error; a task through every step is completed with what the steps added.
+The batch workflow runs the chunk again after a durable backoff (``STEP_BACKOFF``) while tasks wait: a chunk
+never fails, so every accepted task ends up in the outcome.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from services.workflow import aggregate
 from services.workflow.models import WaitingTask
-from taskfan.contracts import ScoreRequest, StepAnswer, Task, TaskResult
+from taskfan.contracts import MAX_ADDED_BYTES, StepAnswer, Task, TaskResult
+from taskfan.pipeline import TASK_FIELDS, Pipeline, Step
 
-VALIDATE, ENRICH, SCORE = "validate", "enrich", "score"
 STEP_ATTEMPTS = 3
 STEP_BACKOFF = (timedelta(milliseconds=500), timedelta(seconds=1))
 
-TaskStep = Callable[[list[Task]], Awaitable[list[StepAnswer]]]
-ScoreStep = Callable[[list[ScoreRequest]], Awaitable[list[StepAnswer]]]
-
-
-@dataclass(frozen=True)
-class Steps:
-    """The three step calls; each answers one ``StepAnswer`` per task, in order (an ``error`` if it failed)."""
-
-    validate: TaskStep
-    enrich: TaskStep
-    score: ScoreStep
+# One call of a step for some tasks: the tasks' requests (task_id and what the step reads) in, one answer per
+# task out, in order (an ``error`` if it failed for that task).
+StepCall = Callable[[Step, list[dict[str, Any]]], Awaitable[list[StepAnswer]]]
 
 
 @dataclass
@@ -41,50 +36,68 @@ class ChainRun:
 
     def call_failed(self, task: WaitingTask, error: str) -> None:
         if task.attempts + 1 >= STEP_ATTEMPTS:
-            self.finished.append(aggregate.failed(task.task_id, task.step, error, task.tags))
+            self.finished.append(aggregate.failed(task.task_id, task.step, error, task.added))
         else:
             self.waiting.append(task.model_copy(update={"attempts": task.attempts + 1}))
 
 
-def from_the_start(tasks: Sequence[Task]) -> list[WaitingTask]:
-    return [WaitingTask(task_id=task.task_id, step=VALIDATE) for task in tasks]
+def from_the_start(pipeline: Pipeline, tasks: Sequence[Task]) -> list[WaitingTask]:
+    return [WaitingTask(task_id=task.task_id, step=pipeline.steps[0].name) for task in tasks]
 
 
-async def run_chain(tasks: Sequence[Task], waiting: Sequence[WaitingTask], steps: Steps) -> ChainRun:
+def request(step: Step, task: Task, added: dict[str, Any]) -> dict[str, Any]:
+    """What ``step`` is sent for ``task``: its id and the fields the step reads."""
+    return {"task_id": task.task_id,
+            **{name: getattr(task, name) if name in TASK_FIELDS else added[name] for name in step.reads}}
+
+
+async def run_chain(pipeline: Pipeline, tasks: Sequence[Task], waiting: Sequence[WaitingTask],
+                    call: StepCall) -> ChainRun:
     """One run of ``waiting`` (tasks of ``tasks``) through the rest of the chain."""
     by_id = {task.task_id: task for task in tasks}
     run = ChainRun()
-
-    def at(step: str) -> list[WaitingTask]:
-        return [task for task in waiting if task.step == step]
-
-    to_enrich = at(ENRICH)
-    if to_validate := at(VALIDATE):
-        for task, answer in zip(to_validate, await steps.validate([by_id[t.task_id] for t in to_validate]),
-                                strict=True):
+    known = set(pipeline.names)
+    for task in waiting:
+        if task.step not in known:  # saved by a worker whose pipeline had that step
+            run.finished.append(aggregate.failed(task.task_id, task.step, "the step is no longer in the pipeline",
+                                                 task.added))
+    moved_on: list[WaitingTask] = []  # tasks the previous step passed on in this run
+    for position, step in enumerate(pipeline.steps):
+        here = [task for task in waiting if task.step == step.name] + moved_on
+        moved_on = []
+        if not here:
+            continue
+        answers = await call(step, [request(step, by_id[task.task_id], task.added) for task in here])
+        following = pipeline.steps[position + 1] if position + 1 < len(pipeline.steps) else None
+        for task, answer in zip(here, answers, strict=True):
             if answer.error is not None:
                 run.call_failed(task, answer.error)
-            elif answer.issues:  # rejected: the task stops here
+            elif step.may_reject and answer.issues:  # rejected: the task stops here
                 run.finished.append(aggregate.rejected(task.task_id, answer.issues))
             else:
-                to_enrich.append(WaitingTask(task_id=task.task_id, step=ENRICH))
-    to_score = at(SCORE)
-    if to_enrich:
-        for task, answer in zip(to_enrich, await steps.enrich([by_id[t.task_id] for t in to_enrich]), strict=True):
-            if answer.error is not None:
-                run.call_failed(task, answer.error)
-            else:
-                to_score.append(WaitingTask(task_id=task.task_id, step=SCORE, tags=answer.tags))
-    if to_score:
-        requests = [ScoreRequest(task_id=t.task_id, tags=t.tags or []) for t in to_score]
-        for task, answer in zip(to_score, await steps.score(requests), strict=True):
-            if answer.error is not None:
-                run.call_failed(task, answer.error)
-            elif answer.score is None:
-                run.finished.append(aggregate.failed(task.task_id, SCORE, "the scorer answered no score", task.tags))
-            else:
-                run.finished.append(aggregate.completed(task.task_id, answer.score, task.tags or []))
+                added, wrong = _with_added(step, task.added, answer)
+                if wrong is not None:  # the app's answer, not the call, is wrong: asking again gets the same
+                    run.finished.append(aggregate.failed(task.task_id, step.name, wrong, task.added))
+                elif following is None:
+                    run.finished.append(aggregate.completed(task.task_id, added))
+                else:
+                    moved_on.append(WaitingTask(task_id=task.task_id, step=following.name, added=added))
     return run
+
+
+def _with_added(step: Step, before: dict[str, Any], answer: StepAnswer) -> tuple[dict[str, Any], str | None]:
+    """What the task holds once ``answer`` added to it; or what is wrong with the answer."""
+    try:
+        added = {**before, **step.added(answer.model_extra or {})}
+    except ValueError as exc:
+        return before, f"{step.app_id}/{step.method} {exc}"
+    try:
+        size = len(json.dumps(added, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        return before, f"{step.app_id}/{step.method} answered text that is not Unicode (a lone surrogate)"
+    if size > MAX_ADDED_BYTES:
+        return before, f"{step.app_id}/{step.method} added more than {MAX_ADDED_BYTES} bytes to the task"
+    return added, None
 
 
 def backoff(waiting: Sequence[WaitingTask]) -> timedelta:

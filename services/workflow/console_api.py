@@ -11,6 +11,7 @@ outcome (every unfinished task failed, "terminated") as for any workflow ended e
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from dapr.clients import DaprClient
@@ -34,10 +35,11 @@ QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them
 
 
 class ConsoleAnswers:
-    def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient) -> None:
+    def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient,
+                 dispatchers: Iterable[scoring.Dispatcher] = ()) -> None:
         self.dapr = dapr
         self.workflows = workflows
-
+        self.dispatchers = tuple(dispatchers)  # of the steps spread by slots: their replicas, for the console
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
         """The workflow's runtime status (None: no such batch) and its counts, if it reported any; once Dapr
@@ -72,7 +74,8 @@ class ConsoleAnswers:
         return {"running": running, "queued": queued, "queued_batches": ledger.queued,
                 "queued_tasks": ledger.queued_tasks, "cap": ledger.cap,
                 "finished_tasks": live.batches.finished_tasks, "stages": live.batches.stage_counts(),
-                "scorers": scoring.dispatcher.view.report(now), "calls_in_flight": scoring.dispatcher.view.in_flight}
+                "scorers": [replica for d in self.dispatchers for replica in d.view.report(now)],
+                "calls_in_flight": sum(d.view.in_flight for d in self.dispatchers)}
 
     def batch(self, body: dict[str, Any]) -> dict[str, Any]:
         """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""

@@ -29,7 +29,7 @@ BACKLOG = Gauge("taskfan_backlog_tasks",
 BATCHES = Gauge("taskfan_batches", "Batches in the admission ledger, by state", ["state"], registry=REGISTRY)
 TASKS = Counter("taskfan_tasks_finished", "Tasks this workflow process finished, by status", ["status"],
                 registry=REGISTRY)
-STEP_CALLS = Histogram("taskfan_step_call_seconds", "Step calls (service invocation of validator, enricher, scorer) "
+STEP_CALLS = Histogram("taskfan_step_call_seconds", "Step calls (service invocation of the step apps, pipeline.yaml) "
                        "from the call to its answer, by step and result", ["step", "result"], registry=REGISTRY,
                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 LEDGER_CHANGE = Histogram("taskfan_ledger_change_seconds", "Changes of the admission ledger (a batch queued, "
@@ -42,16 +42,17 @@ class TasksInStep(Collector):
     """Tasks of running batches in each step right now, from the activities' live view (``live``): where the
     backlog sits (waiting = between runs, after a failed call)."""
 
+    def __init__(self, steps: tuple[str, ...]) -> None:
+        self.steps = steps
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("taskfan_tasks_in_step", "Tasks of running batches in each step now, in this "
                                    "workflow process", labels=["step"])
         counts = live.batches.stage_counts()
-        for step in (live.WAITING, "validate", "enrich", "score"):
+        for step in (live.WAITING, *self.steps):
             family.add_metric([step], counts.get(step, 0))
         yield family
 
-
-REGISTRY.register(TasksInStep())
 
 
 def tasks_finished(results: Iterable[TaskResult]) -> None:
@@ -69,9 +70,11 @@ def record(ledger: Ledger, done: dict[str, int]) -> None:
     BATCHES.labels(state="queued").set(ledger.queued)
 
 
-def serve(settings: Settings) -> WSGIServer | None:
+def serve(settings: Settings, steps: tuple[str, ...]) -> WSGIServer | None:
+    """/metrics, with the tasks in each of ``steps`` (the pipeline's)."""
     if not settings.metrics_port:
         return None
+    REGISTRY.register(TasksInStep(steps))
     server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY)
     log.info("metrics on /metrics", extra={"address": f"{settings.metrics_host}:{settings.metrics_port}"})
     return server

@@ -7,7 +7,9 @@ result back with ``Model.model_validate``: the engine hands it plain JSON.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, model_validator
 
 from taskfan.contracts import TaskResult
 
@@ -73,12 +75,22 @@ class BatchFailure(BaseModel):
 
 
 class WaitingTask(BaseModel):
-    """A task of a chunk still in the chain: the step it is at, the calls of that step already failed."""
+    """A task of a chunk still in the chain: the step it is at, the calls of that step already failed, and
+    what earlier steps added to it (pipeline.yaml, ``adds``)."""
 
     task_id: str
     step: str
     attempts: int = 0
-    tags: list[str] | None = None  # the enricher's, for scoring
+    added: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_before_the_declared_pipeline(cls, data: Any) -> Any:
+        # Progress saved by a worker of before pipeline.yaml kept the enricher's tags apart.
+        if isinstance(data, dict) and "tags" in data:
+            data = {**data, "added": {"tags": data["tags"]} if data["tags"] is not None else {}}
+            del data["tags"]
+        return data
 
 
 class ChunkRun(BaseModel):

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.workflow import step_client
-from taskfan.contracts import AppId, StepAnswer
+from taskfan.contracts import StepAnswer
+from taskfan.pipeline import Step
 
 FAST_CALL_S = 0.1  # a call whose tasks one replica scores in less than this goes whole, no dispatch
 SEEN_S = 30.0  # a replica not heard from for this long no longer counts (it was scaled away)
@@ -87,15 +88,17 @@ class ScorerView:
 
 
 class Dispatcher:
-    """Scores tasks through the scorer replicas (one per workflow process: the activities share it)."""
+    """Calls a ``by-slots`` step (pipeline.yaml: the scorer) through its replicas; one per step and workflow
+    process, the activities share it."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: Step) -> None:
+        self.step = step
         self.view = ScorerView()
         self._changed: asyncio.Condition | None = None
 
-    async def score(self, payload: list[dict[str, Any]]) -> list[StepAnswer]:
+    async def call(self, payload: list[dict[str, Any]]) -> list[StepAnswer]:
         if self.view.fast(len(payload), time.monotonic()):
-            answers, said = await step_client.request(AppId.SCORER, "score", payload)
+            answers, said = await step_client.request(self.step, payload)
             assert answers is not None
             self.view.learn(said, time.monotonic(), scored=len(answers))
             return answers
@@ -108,7 +111,7 @@ class Dispatcher:
             pause = REFUSED_PAUSE_S[0]
             while True:
                 insist = refused_since is not None and time.monotonic() - refused_since > INSIST_AFTER_S
-                answers, said = await step_client.request(AppId.SCORER, "score", [task], may_refuse=not insist)
+                answers, said = await step_client.request(self.step, [task], may_refuse=not insist)
                 await self._learn(said, scored=len(answers or ()))
                 if answers is not None:
                     return answers
@@ -143,5 +146,3 @@ class Dispatcher:
                 self.view.in_flight -= 1
                 changed.notify_all()
 
-
-dispatcher = Dispatcher()

@@ -11,17 +11,17 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
 from contextvars import ContextVar
 from enum import Enum
 from typing import Any
 
 import aiohttp
 from dapr.conf import settings
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from services.workflow import metrics
 from taskfan.contracts import StepAnswer
+from taskfan.pipeline import Step
 from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,17 +88,12 @@ def _sidecar() -> aiohttp.ClientSession:
     return _session
 
 
-async def invoke(app_id: str, method: str, tasks: Sequence[BaseModel]) -> list[StepAnswer]:
-    """One step call for ``tasks``; a failed call gives every task an answer with an ``error``."""
-    answers, _ = await request(app_id, method, [task.model_dump(mode="json") for task in tasks])
-    assert answers is not None  # only a call that may be refused is answered without answers
-    return answers
-
-
-async def request(app_id: str, method: str, payload: list[dict[str, Any]],
+async def request(step: Step, payload: list[dict[str, Any]],
                   may_refuse: bool = False) -> tuple[list[StepAnswer] | None, dict[str, Any]]:
-    """One step call: (answers, what else the app said). A failed call gives every task an answer with
-    an ``error``; a call the app refused (``may_refuse``, and it is busy) gives none."""
+    """One call of ``step`` for the tasks of ``payload``: (answers, what else the app said). A failed call
+    gives every task an answer with an ``error``; a call the app refused (``may_refuse``, and it is busy)
+    gives none."""
+    app_id, method = step.app_id, step.method
     extra = {"may_refuse": True} if may_refuse else {}
     delays = iter(UNREACHABLE_RETRY_DELAYS_S)
     timeouts = 0
@@ -106,7 +101,7 @@ async def request(app_id: str, method: str, payload: list[dict[str, Any]],
         started = time.perf_counter()
         answers, error, failure, said = await call(app_id, method, payload, extra)
         outcome = "ok" if answers is not None else "busy" if said.get("busy") else (failure or Failure.FAILED).name
-        metrics.step_call(method, outcome.lower(), time.perf_counter() - started)
+        metrics.step_call(step.name, outcome.lower(), time.perf_counter() - started)
         if answers is not None or said.get("busy"):
             return answers, said
         if failure is Failure.TIMED_OUT:

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 PUBSUB = "pubsub"
 STATESTORE = "statestore"
@@ -68,8 +77,9 @@ MAX_DESCRIPTION_CHARS = 2_000
 BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 # The message limit between every app and its sidecar (gRPC both ways, and daprd's `--max-body-size`,
-# `maxBodySize` in dapr.yaml): three times the largest outcome the limits above allow (10,000 results
-# with 128-character ids and 300-character errors, ~5 MB), so no valid batch meets a transport limit.
+# `maxBodySize` in dapr.yaml): above the largest outcome the limits allow (10,000 results with 128-character
+# ids, 300-character errors and MAX_ADDED_BYTES of what steps added, ~10 MB), so no valid batch meets a
+# transport limit.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 BatchId = Annotated[str, StringConstraints(pattern=BATCH_ID_PATTERN)]
@@ -138,6 +148,16 @@ class TaskResult(_Model):
     tags: list[str] = []
     issues: list[str] = Field(default=[], description="why validation rejected the task")
     error: str | None = Field(default=None, description="why the task failed after retries")
+    added: dict[str, JsonValue] = Field(default={}, description="what steps of your own added to the task besides "
+                                        "tags and score, by field (pipeline.yaml; README, 'Your own step'); "
+                                        "left out when they added nothing")
+
+    @model_serializer(mode="wrap")
+    def _added_only_when_any(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = write(self)
+        if not data.get("added"):
+            data.pop("added", None)
+        return data
 
 
 class Outcome(_Model):
@@ -161,14 +181,21 @@ class ScoreRequest(BaseModel):
     tags: list[str]
 
 
+# What all the steps together may add to one task (pipeline.yaml, `adds`), as JSON: 10,000 such tasks
+# still fit one outcome well under MAX_MESSAGE_BYTES.
+MAX_ADDED_BYTES = 512
+
+
 class StepAnswer(BaseModel):
-    """A step app's answer for one task; ``error`` is set when the call or the rule failed for it."""
+    """A step app's answer for one task; ``error`` is set when the call or the rule failed for it, ``issues``
+    when the step rejects the task (a step that ``may_reject``). The fields the step adds (``adds`` in
+    pipeline.yaml: ``tags``, ``score``, a field of your own) come as further fields of the answer."""
+
+    model_config = ConfigDict(extra="allow")
 
     task_id: str
     error: str | None = None
-    issues: list[str] = []  # validate
-    tags: list[str] = []  # enrich
-    score: int | None = None  # score
+    issues: list[str] = []
 
 
 class DeadLetter(_Model):

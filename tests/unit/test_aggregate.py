@@ -6,10 +6,10 @@ from taskfan.contracts import Outcome
 
 def test_aggregate_counts_and_average_over_completed_only():
     results = [
-        aggregate.completed("a", 85, ["high-priority", "backend"]),
+        aggregate.completed("a", {"score": 85, "tags": ["high-priority", "backend"]}),
         aggregate.rejected("b", ["Title too short (min 5 characters)"]),
-        aggregate.failed("c", "score_task", "boom", ["backend"]),
-        aggregate.completed("d", 50, []),
+        aggregate.failed("c", "score_task", "boom", {"tags": ["backend"]}),
+        aggregate.completed("d", {"score": 50}),
     ]
     outcome = aggregate.aggregate("batch-1", results, "t0", "t1").model_dump()
     Outcome.model_validate(outcome)
@@ -48,5 +48,5 @@ def test_chunk_rejects_zero():
 
 
 def test_summary_counts_a_chunk():
-    results = [aggregate.completed("a", 50, []), aggregate.rejected("b", ["x"]), aggregate.failed("c", "s", "e")]
+    results = [aggregate.completed("a", {"score": 50}), aggregate.rejected("b", ["x"]), aggregate.failed("c", "s", "e")]
     assert aggregate.summary(results).model_dump() == {"done": 3, "completed": 1, "rejected": 1, "failed": 1}

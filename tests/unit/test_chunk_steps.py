@@ -10,10 +10,11 @@ import dapr.ext.workflow as wf
 import pytest
 
 from services.workflow import activities, batch_workflow, chunk_steps, names
-from services.workflow.chunk_steps import ENRICH, SCORE, STEP_ATTEMPTS, STEP_BACKOFF, VALIDATE
-from services.workflow.models import BatchInput, ChunkRun
+from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
+from services.workflow.models import BatchInput, ChunkRun, WaitingTask
 from services.workflow.state_keys import outcome_key, results_key
-from taskfan.contracts import StepAnswer, Task
+from taskfan import pipeline
+from taskfan.contracts import MAX_ADDED_BYTES, StepAnswer, Task
 from tests.unit.fake_state import FakeDaprState
 
 
@@ -59,26 +60,36 @@ def task(task_id, title="Urgent: fix login API", description="The login api retu
     return Task(task_id=task_id, title=title, description=description)
 
 
+VALIDATE, ENRICH, SCORE = pipeline.load().names  # the committed pipeline.yaml
+
+
 def rules(step, item):
     if step == VALIDATE:
-        return {"issues": [] if len(item.title) >= 5 else ["Title too short (min 5 characters)"]}
+        return {"issues": [] if len(item["title"]) >= 5 else ["Title too short (min 5 characters)"]}
     if step == ENRICH:
         return {"tags": ["high-priority", "backend"]}
-    assert item.tags == ["high-priority", "backend"]  # the scorer gets what enrichment gave
+    assert item == {"task_id": item["task_id"], "tags": ["high-priority", "backend"]}  # what enrichment gave
     return {"score": 85}
 
 
-def drive(monkeypatch, tasks, answer, state=None):
+class FakeSteps:
+    """The step calls run_chunk makes, answered by ``answer(step name, request)`` and counted."""
+
+    def __init__(self, answer, calls, declared=None):
+        self.pipeline, self.answer, self.calls = declared or pipeline.load(), answer, calls
+
+    def for_batch(self, batch_id):
+        async def call(step, payload):
+            self.calls[step.name] += 1
+            self.calls[(step.name, len(payload))] += 1
+            return [StepAnswer(task_id=item["task_id"], **self.answer(step.name, item)) for item in payload]
+        return call
+
+
+def drive(monkeypatch, tasks, answer, state=None, declared=None):
     """Run a one-chunk batch to its outcome; ``answer(step, item)`` gives one task's step answer (a dict).
     Returns the saved results and what was called (steps by task, activities, timers)."""
     calls, saved, pauses, state = Counter(), {}, [], state or FakeState()
-
-    def step(name):
-        async def call(items):
-            calls[name] += 1
-            calls[(name, len(items))] += 1
-            return [StepAnswer(task_id=item.task_id, **answer(name, item)) for item in items]
-        return call
 
     async def load(chunk, client=None):
         return list(tasks)
@@ -92,7 +103,8 @@ def drive(monkeypatch, tasks, answer, state=None):
     async def release(client, workflows, batch_id):
         calls["released"] += 1
 
-    monkeypatch.setattr(activities, "STEPS", chunk_steps.Steps(step(VALIDATE), step(ENRICH), step(SCORE)))
+    steps = FakeSteps(answer, calls, declared)
+    monkeypatch.setattr(activities, "step_calls", lambda: steps)
     monkeypatch.setattr(activities, "_client", lambda: state)
     monkeypatch.setattr(activities, "_load_tasks", load)
     monkeypatch.setattr(activities, "_save_results", save)
@@ -146,7 +158,7 @@ def test_a_failing_task_is_retried_alone_after_durable_pauses_then_succeeds(monk
     attempts = Counter()
 
     def flaky(step, item):
-        if step == SCORE and item.task_id == "b":
+        if step == SCORE and item["task_id"] == "b":
             attempts["b"] += 1
             if attempts["b"] < STEP_ATTEMPTS:
                 return {"error": "scorer unavailable"}
@@ -162,7 +174,7 @@ def test_a_failing_task_is_retried_alone_after_durable_pauses_then_succeeds(monk
 
 def test_a_task_failing_every_attempt_is_failed_with_its_step_error_and_tags(monkeypatch):
     def broken(step, item):
-        if step == SCORE and item.task_id == "b":
+        if step == SCORE and item["task_id"] == "b":
             return {"error": "model crashed"}
         return rules(step, item)
 
@@ -178,7 +190,7 @@ def test_each_step_has_its_own_attempts(monkeypatch):
     failures = Counter()
 
     def flaky(step, item):
-        if item.task_id == "b" and step in (VALIDATE, ENRICH) and failures[step] < STEP_ATTEMPTS - 1:
+        if item["task_id"] == "b" and step in (VALIDATE, ENRICH) and failures[step] < STEP_ATTEMPTS - 1:
             failures[step] += 1
             return {"error": f"{step} unavailable"}
         return rules(step, item)
@@ -194,7 +206,7 @@ def test_an_answer_without_a_score_fails_the_task_at_once(monkeypatch):
         return {} if step == SCORE else rules(step, item)
 
     results, calls, _ = drive(monkeypatch, [task("a")], no_score)
-    assert results[0]["error"] == "score: the scorer answered no score"
+    assert results[0]["error"] == "score: scorer/score answered no 'score'"
     assert calls[names.RUN_CHUNK] == 1
 
 
@@ -211,7 +223,7 @@ def test_a_chunk_whose_activity_failed_reports_its_tasks_failed(monkeypatch):
 
 @pytest.mark.parametrize("attempts, pause", [(1, STEP_BACKOFF[0]), (2, STEP_BACKOFF[1]), (5, STEP_BACKOFF[-1])])
 def test_the_pause_grows_with_the_attempts(attempts, pause):
-    waiting = [chunk_steps.WaitingTask(task_id="a", step=SCORE, attempts=attempts)]
+    waiting = [WaitingTask(task_id="a", step=SCORE, attempts=attempts)]
     assert chunk_steps.backoff(waiting) == pause
 
 
@@ -219,3 +231,69 @@ def test_a_batch_of_one_chunk_still_gets_its_outcome_when_the_chunk_cannot_publi
     results, calls, _ = drive(monkeypatch, [task("a")], rules, FakeState(publish_fails=True))
     assert results[0]["status"] == "completed"
     assert calls["published by the chunk"] == 0  # drive stopped at the workflow's own publish_outcome
+
+
+FOUR_STEPS = pipeline.parse("""
+steps:
+  - {name: validate, app_id: validator, method: validate, reads: [title, description], may_reject: true}
+  - {name: enrich, app_id: enricher, method: enrich, reads: [title, description], adds: {tags: strings}}
+  - {name: detect, app_id: language, method: detect, reads: [title, tags], adds: {language: string}}
+  - {name: score, app_id: scorer, method: score, reads: [tags, language], adds: {score: integer}, spread: by-slots}
+""")
+
+
+def four_steps(step, item):
+    if step == "detect":
+        assert item == {"task_id": item["task_id"], "title": "Urgent: fix login API",
+                        "tags": ["high-priority", "backend"]}
+        return {"language": "en", "ignored": "not declared"}
+    if step == SCORE:
+        assert item["language"] == "en"  # a later step reads what an earlier one added
+        return {"score": 85}
+    return rules(step, item)
+
+
+def test_a_declared_fourth_step_runs_in_order_and_what_it_adds_reaches_the_outcome(monkeypatch):
+    results, calls, _ = drive(monkeypatch, [task("a"), task("b", title="Fix")], four_steps, declared=FOUR_STEPS)
+    assert results[0] == {"task_id": "a", "status": "completed", "score": 85, "tags": ["high-priority", "backend"],
+                          "issues": [], "error": None, "added": {"language": "en"}}
+    assert results[1]["status"] == "rejected"
+    assert calls[("detect", 1)] == calls[(SCORE, 1)] == 1
+
+
+@pytest.mark.parametrize("answer, error", [
+    ({}, "detect: language/detect answered no 'language'"),
+    ({"language": 7}, "detect: language/detect answered a 'language' that is not a string"),
+    ({"language": "x" * MAX_ADDED_BYTES}, f"detect: language/detect added more than {MAX_ADDED_BYTES} bytes to the task"),
+    ({"language": "\udcff"}, "detect: language/detect answered text that is not Unicode (a lone surrogate)"),
+    ({"language": [[["en"]]]}, "detect: language/detect answered a 'language' that is not a string"),
+    ({"language": "en"}, None),
+])
+def test_a_wrong_answer_of_a_step_fails_its_task_at_once_with_what_is_wrong(monkeypatch, answer, error):
+    def wrong(step, item):
+        return answer if step == "detect" else four_steps(step, item) if step != SCORE else {"score": 1}
+
+    results, calls, _ = drive(monkeypatch, [task("a")], wrong, declared=FOUR_STEPS)
+    if error is None:
+        assert results[0]["status"] == "completed" and results[0]["added"] == answer
+        return
+    assert (results[0]["status"], results[0]["error"], results[0]["tags"]) == ("failed", error, ["high-priority", "backend"])
+    assert calls[names.RUN_CHUNK] == 1 and calls[SCORE] == 0
+
+
+def test_a_task_waiting_at_a_step_the_pipeline_no_longer_has_fails_instead_of_waiting_for_ever():
+    waiting = [WaitingTask(task_id="a", step="detect", attempts=1, added={"tags": ["x"]}),
+               WaitingTask(task_id="b", step=SCORE, added={"tags": ["x"]})]
+
+    async def score(step, payload):
+        return [StepAnswer(task_id=item["task_id"], score=3) for item in payload]
+
+    run = asyncio.run(chunk_steps.run_chain(pipeline.load(), [task("a"), task("b")], waiting, score))
+    assert [(r.task_id, r.status, r.error) for r in run.finished] == [
+        ("a", "failed", "detect: the step is no longer in the pipeline"), ("b", "completed", None)]
+    assert not run.waiting
+
+
+def test_progress_saved_before_the_declared_pipeline_is_read_with_its_tags():
+    old = WaitingTask.model_validate({"task_id": "a", "step": SCORE, "attempts": 1, "tags": ["x"]})
+    assert old.added == {"tags": ["x"]}

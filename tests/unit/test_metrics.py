@@ -8,6 +8,8 @@ from taskfan.contracts import TaskResult
 
 
 def test_metrics_name_what_a_dashboard_needs() -> None:
+    in_step = metrics.TasksInStep(("validate", "enrich", "score"))  # as serve registers it, for the pipeline
+    metrics.REGISTRY.register(in_step)
     before = generate_latest(metrics.REGISTRY).decode()
     metrics.tasks_finished([TaskResult(task_id="a", status="completed", score=1),
                             TaskResult(task_id="b", status="failed", score=None, error="x")])
@@ -18,6 +20,7 @@ def test_metrics_name_what_a_dashboard_needs() -> None:
     metrics.record(ledger, {"r": 100})
     text = generate_latest(metrics.REGISTRY).decode()
     live.batches.forget("metrics-test")
+    metrics.REGISTRY.unregister(in_step)
 
     def value(line_start: str, source: str) -> float:
         found = [line for line in source.splitlines() if line.startswith(line_start)]

@@ -11,7 +11,10 @@ import pytest
 
 from services.workflow import scoring
 from services.workflow.scoring import Dispatcher, ScorerView
+from taskfan import pipeline
 from taskfan.contracts import StepAnswer
+
+SCORE = pipeline.load().step("score")
 
 
 def test_the_view_learns_slots_and_task_time_from_answers() -> None:
@@ -52,7 +55,7 @@ class Replicas:
         self.overfull = 0  # calls accepted beyond the room offered (only an insisting call may)
         self.task_s = task_s
 
-    async def request(self, app_id, method, payload, may_refuse=False):
+    async def request(self, step, payload, may_refuse=False):
         name = random.choice(list(self.accepted))
         said = {"replica": name, "slots": 1}
         if self.accepted[name] and self.accepted[name] + len(payload) > 2:
@@ -72,7 +75,7 @@ def test_slow_tasks_are_taken_by_free_replicas_only(monkeypatch, replicas: int) 
     fake = Replicas(replicas, task_s=0.02)
     monkeypatch.setattr(scoring.step_client, "request", fake.request)
     tasks = [{"task_id": f"t{i}", "tags": []} for i in range(8 * replicas)]
-    answers = asyncio.run(Dispatcher().score(tasks))
+    answers = asyncio.run(Dispatcher(SCORE).call(tasks))
     assert [a.task_id for a in answers] == [t["task_id"] for t in tasks]
     assert fake.overfull == 0  # every call went to a replica with room for it
     # Shares differ by a few tasks at most (one waiting at the end, chance at the start); random picks
@@ -85,14 +88,14 @@ def test_a_fast_model_gets_the_chunk_in_one_call(monkeypatch) -> None:
     fake = Replicas(3, task_s=0.0)
     calls = []
 
-    async def counting(app_id, method, payload, may_refuse=False):
+    async def counting(step, payload, may_refuse=False):
         calls.append((len(payload), may_refuse))
-        return await fake.request(app_id, method, payload, may_refuse)
+        return await fake.request(step, payload, may_refuse)
 
     monkeypatch.setattr(scoring.step_client, "request", counting)
-    dispatcher = Dispatcher()
+    dispatcher = Dispatcher(SCORE)
     dispatcher.view.learn({"replica": "r0", "slots": 8, "task_ms": 0.05}, now=time.monotonic())
-    asyncio.run(dispatcher.score([{"task_id": f"t{i}", "tags": []} for i in range(100)]))
+    asyncio.run(dispatcher.call([{"task_id": f"t{i}", "tags": []} for i in range(100)]))
     assert calls == [(100, False)]
 
 
@@ -100,13 +103,13 @@ def test_a_call_refused_for_too_long_queues_where_it_lands(monkeypatch) -> None:
     monkeypatch.setattr(scoring, "INSIST_AFTER_S", 0.05)
     seen = []
 
-    async def always_busy(app_id, method, payload, may_refuse=False):
+    async def always_busy(step, payload, may_refuse=False):
         seen.append(may_refuse)
         if may_refuse:
             return None, {"replica": "r0", "slots": 1, "busy": True}
         return [StepAnswer(task_id=payload[0]["task_id"], score=50)], {"replica": "r0", "slots": 1}
 
     monkeypatch.setattr(scoring.step_client, "request", always_busy)
-    answers = asyncio.run(Dispatcher().score([{"task_id": "t1", "tags": []}]))
+    answers = asyncio.run(Dispatcher(SCORE).call([{"task_id": "t1", "tags": []}]))
     assert answers[0].score == 50
     assert seen[0] is True and seen[-1] is False and len(seen) > 2

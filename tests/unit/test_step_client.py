@@ -7,11 +7,14 @@ import pytest
 
 from services.workflow import step_client
 from services.workflow.step_client import Failure
-from taskfan.contracts import ScoreRequest, StepAnswer
+from taskfan import pipeline
+from taskfan.contracts import StepAnswer
+
+SCORE = pipeline.Step(name="score", app_id="scorer", method="score", reads=(), adds={"score": "integer"})
 
 
 def run_invoke(monkeypatch, answers):
-    """``invoke`` against a scripted ``call``; returns its result and how many calls it made."""
+    """``request`` against a scripted ``call``; returns its answers and how many calls it made."""
     calls = []
 
     async def fake_call(app_id, method, tasks, extra=None):
@@ -20,7 +23,7 @@ def run_invoke(monkeypatch, answers):
 
     monkeypatch.setattr(step_client, "call", fake_call)
     monkeypatch.setattr(step_client, "UNREACHABLE_RETRY_DELAYS_S", (0, 0, 0))
-    result = asyncio.run(step_client.invoke("scorer", "score", [ScoreRequest(task_id="t1", tags=[])]))
+    result, _ = asyncio.run(step_client.request(SCORE, [{"task_id": "t1", "tags": []}]))
     return result, len(calls)
 
 

@@ -9,6 +9,7 @@ and sidecars, and the crash drill, are in ``readiness`` and ``drill``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from taskfan import runfile, stack_secrets
+from taskfan import pipeline, runfile, stack_secrets
 from taskfan.contracts import KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
-from taskfan.stack import logkeeper, readiness
+from taskfan.stack import logkeeper, pipeline_resources, readiness
 from taskfan.stack.mtls import Mtls
 from taskfan.stack.processes import (
     Process,
@@ -62,9 +63,25 @@ class Stack:
         self.ingest_url = self.run_file.ingest_url()
         self.console_url = self.run_file.console_url()
         self.workflow = self.topology.instance("workflow")
+        # The pipeline's declaration (PIPELINE_FILE, else pipeline.yaml): every app is given the same one.
+        self.pipeline_file = pipeline.path().resolve()
         self._secrets: stack_secrets.StackSecrets | None = None
         self.mtls = Mtls(self.run_dir)
         self.sentry_address = f"127.0.0.1:{self.topology.sentry_ports[0]}"
+
+    @functools.cached_property
+    def pipeline(self) -> pipeline.Pipeline:
+        """The declared pipeline, each of its step apps run by the run file."""
+        try:
+            declared = pipeline.load(self.pipeline_file)
+        except pipeline.PipelineError as exc:
+            raise StackError(str(exc)) from exc
+        run = {app.app_id for app in self.run_file.apps}
+        for step in declared.steps:
+            if step.app_id not in run:
+                raise StackError(f"step {step.name!r} of {self.pipeline_file} is served by app {step.app_id!r}, "
+                                 f"which {self.run_file.path} does not run: add it there (README, 'Your own step')")
+        return declared
 
     @property
     def secrets(self) -> stack_secrets.StackSecrets:
@@ -115,6 +132,7 @@ class Stack:
         jaeger = self.jaeger_bin() if self.settings.tracing else None
         instances = self.topology.instances(scorers)
         self.check_ports_free(instances)
+        self.pipeline  # checked before anything starts  # noqa: B018
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.secrets  # generated at the first `up`, kept by `down`  # noqa: B018
         self.render_resources()
@@ -162,7 +180,7 @@ class Stack:
 
         The committed files are valid as they are for `dapr run -f .` with the default Redis; the
         launcher only sets ``redisHost`` (REDIS_HOST:REDIS_PORT), the secrets file and the name-resolution
-        database path.
+        database path, and adds what names the pipeline's step apps (``pipeline_resources``).
         """
         self.resources_dir.mkdir(parents=True, exist_ok=True)
         for old in self.resources_dir.glob("*.yaml"):
@@ -174,6 +192,8 @@ class Stack:
                     for item in (document.get("spec") or {}).get("metadata") or []:
                         if item.get("name") == "redisHost":
                             item["value"] = self.settings.redis_address
+                        if item.get("name") in pipeline_resources.SCOPES:
+                            item["value"] = pipeline_resources.scopes_with_steps(str(item["value"]), self.pipeline)
                         item["value"] = self._scoped(item.get("name"), item.get("value"))
                         if item.get("name") == "maxLenApprox":
                             item["value"] = str(self.settings.stream_max_entries)
@@ -183,6 +203,7 @@ class Stack:
         config = yaml.safe_load(self.run_file.resolve(self.run_file.common.config_file_path).read_text())
         if not self.settings.locked:
             config.get("spec", {}).pop("accessControl", None)  # it needs the SPIFFE ids of mTLS
+        pipeline_resources.with_step_operations(config, self.pipeline)
         # Tracing to the stack's Jaeger, at the configured share of requests; none at all when that is 0.
         config.setdefault("spec", {})["tracing"] = {"samplingRate": self.settings.trace_sampling, **({"otel": {
             "endpointAddress": f"127.0.0.1:{self.settings.traces_otlp_port}", "isSecure": False,
@@ -376,6 +397,7 @@ class Stack:
             "DAPR_GRPC_PORT": str(instance.grpc_port),
             "APP_PORT": str(instance.app_port or ""),
             "TASKFAN_REPLICA": instance.label.rsplit("-", 1)[-1] if instance.name else "0",
+            pipeline.PIPELINE_FILE_ENV: str(self.pipeline_file),
         }
         app_ports = ([instance.app_port] if instance.app_port else []) + self.topology.web_ports(instance.app_id)
         self.spawn(state, instance.label, list(instance.command), env, ports=app_ports, cwd=instance.app_dir)
