@@ -181,7 +181,6 @@ def prepare_stack(run_dir: Path, offset: int, long: bool = False) -> Stack:
                        runfile.RUN_FILE_ENV: str(path), "TRACE_SAMPLING": "0",
                        "FAULT_POINTS_DIR": str(run_dir / "fault-points")})
     stack = Stack(Settings.from_env(), shifted)
-    stack.root = REPO_ROOT  # the install scripts live in the checkout, not beside the copied run file
     # Installed once here: a restart then kills at once instead of re-running the install check first
     # (seconds on a loaded machine), so a fault's recorded start is when its signal was sent.
     bin_dir = stack.dapr_bin()

@@ -46,6 +46,7 @@ from taskfan.stack.topology import MAX_SCORERS, Instance, Topology
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 class Stack:
@@ -53,7 +54,10 @@ class Stack:
         self.settings = settings or Settings.from_env()
         self.run_file = run_file or runfile.load()
         self.topology = Topology(self.run_file)
-        self.root = self.run_file.root
+        # The install scripts and Jaeger's config: beside the run file in a checkout; for a run file of your own
+        # elsewhere, in the checkout this Taskfan runs from.
+        self.root = next((root for root in (self.run_file.root, CHECKOUT) if (root / "deploy").is_dir()),
+                         self.run_file.root)
         self.run_dir = stack_secrets.run_dir(self.settings, self.run_file)
         self.logs_dir = self.run_dir / "logs"
         self.resources_dir = self.run_dir / "resources"
