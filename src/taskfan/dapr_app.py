@@ -135,10 +135,11 @@ def serve(app_id: str, configure: Configure, *, threads: int = 16) -> None:
             shutdown()
 
 
-def serve_step(app_id: str, method: str, rule: Callable[[Task], dict[str, Any]]) -> None:
-    """Serve one pure per-task rule as the step method ``method`` of app ``app_id``."""
+def serve_step(app_id: str, method: str, rule: Callable[[Any], dict[str, Any]], model: type[BaseModel] = Task) -> None:
+    """Serve one pure per-task rule as the step method ``method`` of app ``app_id``; each task of a call is
+    read as ``model`` (what the step reads, pipeline.yaml) before the rule gets it."""
 
     def configure(app: App, settings: Settings) -> None:
-        app.method(method)(json_method(per_task(rule)))
+        app.method(method)(json_method(per_task(rule, model)))
 
     serve(app_id, configure)

@@ -8,7 +8,6 @@ step"); the Helm chart carries a copy in its values, held to this file by a test
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -155,7 +154,9 @@ def parse(text: str, where: str = "pipeline") -> Pipeline:
 
 
 def path() -> Path:
-    return Path(os.environ.get(PIPELINE_FILE_ENV) or DEFAULT_FILE)
+    from taskfan.settings import Settings
+
+    return Path(Settings.from_env().pipeline_file or DEFAULT_FILE)
 
 
 def load(file: Path | None = None) -> Pipeline:

@@ -42,6 +42,9 @@ class Settings:
     # How long a batch id stays bound to its content and its outcome record is kept (a duplicate is
     # ignored, `taskfan status` answers), and what a crash leaves of a batch's data expires (a Redis TTL).
     record_ttl_s: int = 7 * 24 * 3600
+    # The pipeline's declaration (README, "Your own step"); empty: pipeline.yaml of the checkout. The launcher
+    # gives every app of the stack the one it read.
+    pipeline_file: str = ""
     # Where the ingest app listens (the stack sets INGEST_PORT from dapr.yaml).
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8080
