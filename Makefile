@@ -80,7 +80,7 @@ k8s-test: venv k8s-deps ## the cluster tests only (root): up, Taskfan on it, sca
 	$(BIN)/pytest tests/k8s
 
 lint: venv
-	$(BIN)/ruff check src services tests bench
+	$(BIN)/ruff check src services tests bench examples
 
 schemas: venv ## regenerate schemas/*.schema.json from the pydantic models
 	$(BIN)/taskfan schemas

@@ -1,1 +1,2 @@
-"""The five Taskfan microservices, one package each: ingest, workflow, validator, enricher, scorer."""
+"""Taskfan's apps, one package each: ingest, workflow, the three steps of the pipeline as shipped (validator,
+enricher, scorer: pipeline.yaml) and the console."""

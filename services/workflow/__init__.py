@@ -1,1 +1,2 @@
-"""workflow app: one durable Dapr Workflow per batch, fan-out per task, fan-in to one outcome."""
+"""workflow app: one durable Dapr Workflow per batch, fanned out over chunks of its tasks, each chunk through
+the pipeline's steps (pipeline.yaml), fanned in to one outcome."""

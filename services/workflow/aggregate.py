@@ -1,15 +1,13 @@
-"""Pure helpers of the batch workflow: task results, chunking and the fan-in aggregate."""
+"""Pure helpers of the batch workflow: task results and the fan-in aggregate."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from services.workflow.models import ChunkSummary
 from taskfan.contracts import Outcome, TaskResult
 from taskfan.pipeline import RESULT_FIELDS
-
-T = TypeVar("T")
 
 MAX_ERROR_CHARS = 300  # keeps a 10,000-task outcome far below the 4 MiB workflow payload cap
 
@@ -36,13 +34,6 @@ def failed(task_id: str, step: str, error: str, added: dict[str, Any] | None = N
 
 def _others(added: dict[str, Any]) -> dict[str, Any]:
     return {field: value for field, value in added.items() if field not in RESULT_FIELDS}
-
-
-def chunk(items: Sequence[T], size: int) -> list[list[T]]:
-    """Split into consecutive chunks of at most ``size`` items, keeping order."""
-    if size < 1:
-        raise ValueError("chunk size must be >= 1")
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def summary(results: Sequence[TaskResult]) -> ChunkSummary:

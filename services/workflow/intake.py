@@ -23,8 +23,8 @@ from google.protobuf import wrappers_pb2
 from pydantic import BaseModel
 
 from services.workflow import admission, faults, ledger_store
-from services.workflow.aggregate import chunk
-from services.workflow.batch_workflow import TASKS_PER_CHUNK, batch_input, chunks_of, slots_of
+from services.workflow.batch_workflow import batch_input
+from services.workflow.chunking import chunks_of, slots_of, split
 from services.workflow.names import BATCH_WORKFLOW
 from services.workflow.retry import is_transient
 from services.workflow.state_keys import STATE_TTL_S, outcome_key, tasks_key
@@ -142,7 +142,7 @@ class BatchIntake:
         tasks = [task.model_dump(mode="json") for task in batch.tasks]
         items = [StateItem(tasks_key(batch.batch_id, i), json.dumps(part, ensure_ascii=False),
                            metadata={"ttlInSeconds": str(STATE_TTL_S)})
-                 for i, part in enumerate(chunk(tasks, TASKS_PER_CHUNK))]
+                 for i, part in enumerate(split(tasks))]
         self.dapr.save_bulk_state(STATESTORE, items)
 
     def dead_letter(self, raw: bytes, reason: str) -> TopicEventResponse:

@@ -268,8 +268,8 @@ def _save_args(op: Put) -> dict[str, Any]:
 
 
 # Changes made by one process wait for each other (one lock per event loop, one for the blocking callers):
-# made all at once, they would mostly meet each other's ETags and start again (measured: p99 2.5 s at 30
-# batches a second). The ETag still guards against the other callers and processes.
+# made all at once, they would mostly meet each other's ETags and start again (README, Benchmarks). The ETag
+# still guards against the other callers and processes.
 _BLOCKING_CHANGES = threading.Lock()
 _LOOP_CHANGES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 

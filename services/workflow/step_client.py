@@ -1,8 +1,8 @@
 """Calls from the workflow's activities to the step apps, through Dapr service invocation only.
 
 The calls go to our own sidecar's invocation HTTP API over pooled keep-alive connections: the SDK's
-HTTP invocation opens a new connection per call (and its gRPC invocation is deprecated), and on
-the hot path the pool is what matters (~500 -> ~860 tasks/s, measured).
+HTTP invocation opens a new connection per call (and its gRPC invocation is deprecated), and on the hot
+path a new connection per call costs more than the call (README, Benchmarks).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 import pytest
 
-from services.workflow import aggregate
+from services.workflow import aggregate, chunking
 from taskfan.contracts import Outcome
 
 
@@ -37,14 +37,14 @@ def test_long_errors_are_cut():
 
 @pytest.mark.parametrize(("n", "size", "lengths"), [(0, 3, []), (5, 2, [2, 2, 1]), (4, 4, [4]), (4, 10, [4])])
 def test_chunk_keeps_order(n, size, lengths):
-    chunks = aggregate.chunk(list(range(n)), size)
+    chunks = chunking.split(list(range(n)), size)
     assert [len(c) for c in chunks] == lengths
     assert [x for c in chunks for x in c] == list(range(n))
 
 
 def test_chunk_rejects_zero():
     with pytest.raises(ValueError):
-        aggregate.chunk([1], 0)
+        chunking.split([1], 0)
 
 
 def test_summary_counts_a_chunk():
