@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
-from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
 from services.workflow import (
@@ -25,6 +23,7 @@ from services.workflow import (
     ledger_store,
     live,
     metrics,
+    outcome,
     scoring,
     step_client,
 )
@@ -37,23 +36,16 @@ from services.workflow.models import (
     ChunkRun,
     ChunkRunResult,
     ChunkSummary,
-    OutcomeRecord,
     OutcomeSummary,
     PublishInput,
     SaveResultsInput,
 )
-from services.workflow.state_keys import STATE_TTL_S, outcome_key, progress_key, results_key, tasks_key
-from taskfan import events, pipeline
+from services.workflow.state_keys import STATE_TTL_S, progress_key, results_key, tasks_key
+from taskfan import pipeline
 from taskfan.contracts import (
-    DEADLETTER_TOPIC,
     MAX_MESSAGE_BYTES,
-    OUTCOME_EVENT_TYPE,
-    OUTCOMES_TOPIC,
-    PUBSUB,
     STATESTORE,
-    AppId,
     StepAnswer,
-    Task,
     TaskResult,
 )
 from taskfan.pipeline import Pipeline, Spread, Step
@@ -96,9 +88,9 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
     chunk = inp.chunk
     step_client.TRACEPARENT.set(inp.traceparent)
     try:
-        tasks = await _load_tasks(chunk)
+        tasks = await outcome.chunk_tasks(_client(), chunk)
     except LookupError:
-        if inp.publish_since is None or (record := await outcome_record(_client(), chunk.batch_id)) is None:
+        if inp.publish_since is None or (record := await outcome.record_of(_client(), chunk.batch_id)) is None:
             raise
         # The batch's only chunk ran to its end before, published the outcome and deleted its tasks; the
         # engine runs it again (its completion was lost to a crash): what it did is in the outcome's record.
@@ -125,19 +117,19 @@ async def run_chunk(ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunR
         pause = chunk_steps.backoff(run.waiting)
         return ChunkRunResult(waiting=len(run.waiting), pause_ms=int(pause.total_seconds() * 1000))
     summary = await _save_results(chunk, chunk_steps.in_task_order(tasks, finished))
-    outcome = None
+    published = None
     if inp.publish_since is not None:
         # A batch of one chunk publishes from here: one activity, one engine round trip fewer. If that
-        # fails, the workflow's own publish_outcome does it (never twice: publish_results checks first).
+        # fails, the workflow's own publish_outcome does it (never twice: outcome.publish_once checks first).
         try:
-            outcome = await _publish_and_forget(PublishInput(batch_id=chunk.batch_id, chunks=1,
-                                                             started_at=inp.publish_since,
-                                                             finished_at=datetime.now(UTC).isoformat(),
-                                                             reruns=inp.run))
+            published = await _publish_and_clean_up(PublishInput(batch_id=chunk.batch_id, chunks=1,
+                                                                 started_at=inp.publish_since,
+                                                                 finished_at=datetime.now(UTC).isoformat(),
+                                                                 reruns=inp.run))
         except Exception as exc:  # noqa: BLE001 - the workflow publishes instead
             log.warning("could not publish from the chunk; the workflow will", extra={
                 "batch_id": chunk.batch_id, "error": f"{type(exc).__name__}: {exc}"})
-    return ChunkRunResult(summary=summary, outcome=outcome)
+    return ChunkRunResult(summary=summary, outcome=published)
 
 
 class StepCalls:
@@ -175,18 +167,10 @@ def step_calls() -> StepCalls:
     return _steps
 
 
-async def _load_tasks(chunk: ChunkRef, client: DaprClient | None = None) -> list[Task]:
-    """A chunk's tasks from the state store."""
-    item = await (client or _client()).get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
-    if not item.data:
-        raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
-    return [Task.model_validate(t) for t in json.loads(item.data)]
-
-
 async def save_chunk_results(ctx: wf.WorkflowActivityContext, inp: SaveResultsInput) -> ChunkSummary:
     """``run_chunk`` itself failed (its retries spent): each of the chunk's tasks is reported failed."""
     chunk = ChunkRef(batch_id=inp.batch_id, index=inp.index)
-    tasks = await _load_tasks(chunk)
+    tasks = await outcome.chunk_tasks(_client(), chunk)
     results = [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks]
     live.batches.finished(inp.batch_id, results)
     metrics.tasks_finished(results)
@@ -201,16 +185,16 @@ async def _save_results(chunk: ChunkRef, results: list[TaskResult]) -> ChunkSumm
 
 
 async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
-    return await _publish_and_forget(inp)
+    return await _publish_and_clean_up(inp)
 
 
-async def _publish_and_forget(inp: PublishInput) -> OutcomeSummary:
+async def _publish_and_clean_up(inp: PublishInput) -> OutcomeSummary:
     """Publish the outcome, then forget the batch: its slots go to the next batches, its data is deleted.
-    Run again after a crash, it publishes nothing twice (``publish_results``) and forgets again. Forgetting
+    Run again after a crash, it publishes nothing twice (``outcome.publish_once``) and forgets again. Forgetting
     is best effort: the outcome is out whatever it meets (the reconciler gives back the slots of a finished
     workflow; left keys expire)."""
-    summary = await publish_results(_client(), inp, lambda index: f"the results of chunk {index} were lost "
-                                                                  "from the state store")
+    summary = await outcome.publish_once(_client(), inp, lambda index: f"the results of chunk {index} were lost "
+                                                                       "from the state store")
     faults.point(faults.AFTER_RECORD)
     try:
         await ledger_store.release_and_wake(_client(), _workflow_client(), inp.batch_id)
@@ -224,76 +208,6 @@ async def _publish_and_forget(inp: PublishInput) -> OutcomeSummary:
     return summary
 
 
-async def publish_results(client: DaprClient, inp: PublishInput, missing: Callable[[int], str],
-                          ended: str = "COMPLETED") -> OutcomeSummary:
-    """Publish the batch's outcome from its saved chunk results; a chunk without results (lost, or never
-    finished) reports each of its tasks as failed with ``missing(index)``: every task is accounted for.
-
-    One outcome per batch id, whoever calls this and however often: the outcome is recorded (``OutcomeRecord``,
-    first write wins) before it is published, and a caller that finds a record publishes the recorded event if
-    it is not marked published yet, nothing otherwise. A crash can make the engine run this again (its history
-    lost the first run, measured by the soak), and the reconciler may answer for a workflow terminated while
-    it was publishing: both end in the one recorded event. ``ended``: how the workflow ended, for the record.
-    """
-    key = outcome_key(inp.batch_id)
-    record = await outcome_record(client, inp.batch_id)
-    if record is None:
-        record = await _record_outcome(client, inp, missing, ended)
-    if not record.published:
-        assert record.event is not None
-        await client.publish_event(PUBSUB, OUTCOMES_TOPIC, record.event.encode(),
-                                   data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
-        faults.point(faults.AFTER_PUBLISH)
-        # With its ETag: Dapr's Redis store takes a later write to a key written first-write only so.
-        current = await client.get_state(STATESTORE, key)
-        published = record.model_copy(update={"event": None, "published": True})
-        await client.save_state(STATESTORE, key, published.model_dump_json(), etag=current.etag or None,
-                                state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
-    return record.summary
-
-
-async def outcome_record(client: DaprClient, batch_id: str) -> OutcomeRecord | None:
-    item = await client.get_state(STATESTORE, outcome_key(batch_id))
-    return OutcomeRecord.model_validate_json(item.data) if item.data else None
-
-
-async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callable[[int], str],
-                          ended: str) -> OutcomeRecord:
-    """Aggregate the outcome and record it as intended; if another caller recorded one first, that one."""
-    keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
-    items = {item.key: item.data for item in (await client.get_bulk_state(STATESTORE, keys, parallelism=8)).items}
-    results: list[TaskResult] = []
-    for index, key in enumerate(keys):
-        if items.get(key):
-            results += [TaskResult.model_validate(r) for r in json.loads(items[key])]
-        else:
-            tasks = await _load_tasks(ChunkRef(batch_id=inp.batch_id, index=index), client=client)
-            results += [aggregate.failed(t.task_id, "chunk", missing(index)) for t in tasks]
-    outcome = aggregate.aggregate(inp.batch_id, results, inp.started_at, inp.finished_at)
-    # A stable event id: a subscriber can drop the redelivery of a publish run again.
-    data = events.encode(OUTCOME_EVENT_TYPE, outcome, source=AppId.WORKFLOW,
-                         event_id=f"outcome:{inp.batch_id}", subject=inp.batch_id)
-    record = OutcomeRecord(summary=OutcomeSummary.model_validate(outcome.model_dump(exclude={"results"})),
-                           event=data.decode(), ended=ended)
-    try:
-        await client.save_state(STATESTORE, outcome_key(inp.batch_id), record.model_dump_json(),
-                                options=_FIRST_WRITE, state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
-    except Exception:
-        recorded = await outcome_record(client, inp.batch_id)
-        if recorded is None:
-            raise  # the write failed for another reason than a record written first
-        return recorded
-    return record
-
-
-_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
-
-
 async def dead_letter_batch(ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:
-    await dead_letter(_client(), inp)
+    await outcome.dead_letter(_client(), inp)
     await ledger_store.release_and_wake(_client(), _workflow_client(), inp.batch_id)
-
-
-async def dead_letter(client: DaprClient, inp: BatchFailure) -> None:
-    data = events.dead_letter(inp.reason, {"batch_id": inp.batch_id, "total": inp.total}, source=AppId.WORKFLOW)
-    await client.publish_event(PUBSUB, DEADLETTER_TOPIC, data, data_content_type=events.CLOUDEVENT_CONTENT_TYPE)

@@ -20,7 +20,7 @@ from dapr.aio.clients import DaprClient
 from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
-from services.workflow import activities, faults, ledger_store, live, metrics
+from services.workflow import faults, ledger_store, live, metrics, outcome
 from services.workflow.admission import Entry
 from services.workflow.batch_workflow import batch_input
 from services.workflow.models import BatchFailure, BatchProgress, PublishInput
@@ -113,7 +113,7 @@ async def _answered_or_unstartable(client: DaprClient, workflows: DaprWorkflowCl
     workflow was never started (the intake's start is late: the workflow app or its sidecar died between
     the ledger write and the start, or the scheduler is slow) and is started now, from the tasks the intake
     stored. True only when there is nothing to start: answered, or a start Dapr refuses for good (purged)."""
-    if await activities.outcome_record(client, entry.batch_id) is not None:
+    if await outcome.record_of(client, entry.batch_id) is not None:
         return True
     inp = batch_input(entry.batch_id, entry.total, settings.max_in_flight, settings.max_tasks_in_progress,
                       admitted=entry.batch_id in running)
@@ -141,9 +141,9 @@ async def answer(client: DaprClient, entry: Entry, reason: str, ended: str) -> N
     inp = PublishInput(batch_id=entry.batch_id, chunks=entry.chunks, started_at=entry.since,
                        finished_at=datetime.now(UTC).isoformat())
     try:
-        await activities.publish_results(client, inp, lambda _: reason, ended)
+        await outcome.publish_once(client, inp, lambda _: reason, ended)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so on the dead-letter topic
-        await activities.dead_letter(client, BatchFailure(
+        await outcome.dead_letter(client, BatchFailure(
             batch_id=entry.batch_id, total=entry.total,
             reason=f"batch {entry.batch_id}: {reason}, and no outcome could be published: {exc}"))
 

@@ -8,7 +8,7 @@ import dapr.ext.workflow as wf
 import dapr.ext.workflow._durabletask.internal.protos as pb
 import pytest
 
-from services.workflow import activities, batch_workflow, names
+from services.workflow import activities, batch_workflow, names, outcome
 from services.workflow.models import BatchFailure, BatchInput, PublishInput
 from services.workflow.state_keys import outcome_key, results_key, tasks_key
 from tests.unit.fake_state import FakeDaprState
@@ -139,14 +139,14 @@ def test_an_outcome_is_recorded_before_it_is_published_so_a_run_again_repeats_th
     client = CrashAfterPublish({results_key("b", 0): json.dumps([DONE]).encode()})
     inp = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
     with pytest.raises(ConnectionError):
-        asyncio.run(activities.publish_results(client, inp, lambda _: "lost"))
+        asyncio.run(outcome.publish_once(client, inp, lambda _: "lost"))
     # Run again (a later finished_at, or the reconciler with its own reason): the recorded event, unchanged.
     again = FakeStateClient(client.state)
     again.first_write, again.etags = client.first_write, client.etags
-    asyncio.run(activities.publish_results(again, inp.model_copy(update={"finished_at": "t9"}), lambda _: "other"))
+    asyncio.run(outcome.publish_once(again, inp.model_copy(update={"finished_at": "t9"}), lambda _: "other"))
     assert again.published == client.published  # same id, same content: a redelivery, not a second outcome
     assert client.published[0]["id"] == "outcome:b" and client.published[0]["data"]["finished_at"] == "t1"
-    asyncio.run(activities.publish_results(again, inp, lambda _: "lost"))
+    asyncio.run(outcome.publish_once(again, inp, lambda _: "lost"))
     assert len(again.published) == 1  # recorded as published now: nothing more
 
 
@@ -157,14 +157,14 @@ def test_the_reconciler_and_the_workflow_racing_publish_one_outcome():
                                                               "description": "y"}]).encode()})
     workflow = PublishInput(batch_id="b", chunks=2, started_at="t0", finished_at="t1")
     reconciler_inp = workflow.model_copy(update={"finished_at": "t2"})
-    first = asyncio.run(activities._record_outcome(client, workflow, lambda _: "lost", "COMPLETED"))
-    second = asyncio.run(activities._record_outcome(client, reconciler_inp, lambda _: "terminated", "TERMINATED"))
+    first = asyncio.run(outcome._record_outcome(client, workflow, lambda _: "lost", "COMPLETED"))
+    second = asyncio.run(outcome._record_outcome(client, reconciler_inp, lambda _: "terminated", "TERMINATED"))
     assert second == first and first.ended == "COMPLETED"
-    asyncio.run(activities.publish_results(client, reconciler_inp, lambda _: "terminated", "TERMINATED"))
-    asyncio.run(activities.publish_results(client, workflow, lambda _: "lost"))
+    asyncio.run(outcome.publish_once(client, reconciler_inp, lambda _: "terminated", "TERMINATED"))
+    asyncio.run(outcome.publish_once(client, workflow, lambda _: "lost"))
     assert len(client.published) == 1 and client.published[0]["data"]["results"][1]["error"] == "chunk: lost"
     # Published, the record keeps how the batch ended and its counts (what answers once Dapr purged it).
-    kept = asyncio.run(activities.outcome_record(client, "b"))
+    kept = asyncio.run(outcome.record_of(client, "b"))
     assert kept.published and kept.event is None and kept.ended == "COMPLETED"
     assert kept.progress().model_dump() == {"done": 2, "completed": 1, "rejected": 0, "failed": 1, "total": 2,
                                             "queued": False}

@@ -12,7 +12,7 @@ import pytest
 from services.workflow import activities, batch_workflow, chunk_steps, names
 from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
 from services.workflow.models import BatchInput, ChunkRun, WaitingTask
-from services.workflow.state_keys import outcome_key, results_key
+from services.workflow.state_keys import outcome_key, results_key, tasks_key
 from taskfan import pipeline
 from taskfan.contracts import MAX_ADDED_BYTES, StepAnswer, Task
 from tests.unit.fake_state import FakeDaprState
@@ -91,9 +91,7 @@ def drive(monkeypatch, tasks, answer, state=None, declared=None):
     Returns the saved results and what was called (steps by task, activities, timers)."""
     calls, saved, pauses, state = Counter(), {}, [], state or FakeState()
 
-    async def load(chunk, client=None):
-        return list(tasks)
-
+    state.put(tasks_key("b", 0), json.dumps([t.model_dump() for t in tasks]))  # as the intake stores them
     async def save(chunk, results):
         saved["results"] = [r.model_dump() for r in results]
         await state.save_state("statestore", results_key(chunk.batch_id, chunk.index),
@@ -106,7 +104,6 @@ def drive(monkeypatch, tasks, answer, state=None, declared=None):
     steps = FakeSteps(answer, calls, declared)
     monkeypatch.setattr(activities, "step_calls", lambda: steps)
     monkeypatch.setattr(activities, "_client", lambda: state)
-    monkeypatch.setattr(activities, "_load_tasks", load)
     monkeypatch.setattr(activities, "_save_results", save)
     monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
     monkeypatch.setattr(activities.ledger_store, "release_and_wake", release)
