@@ -23,7 +23,7 @@ from typing import Any
 from dapr.ext.grpc import App
 
 from services.scorer.rules import score_for
-from taskfan.contracts import AppId, ScoreRequest
+from taskfan.contracts import AppId, ScoreRequest, SlotsReport
 from taskfan.dapr_app import json_method, per_task, serve
 from taskfan.settings import Settings
 
@@ -58,12 +58,11 @@ class Scorer:
     def score(self, body: dict[str, Any]) -> dict[str, Any]:
         """Score a call's tasks concurrently, within the model's capacity; or refuse it, if allowed and full."""
         tasks = body["tasks"]
-        me = {"replica": self.replica, "slots": self.slots}
         with self.lock:
             # Room for the model's slots and as many tasks again waiting, so that a slot that frees up has its
             # next task at hand; a call bigger than that is refused only while other work is here.
             if body.get("may_refuse") and self.accepted and self.accepted + len(tasks) > 2 * self.slots:
-                return {"busy": True, "in_progress": self.accepted, **me}
+                return self.report(busy=True, in_progress=self.accepted)
             self.accepted += len(tasks)
         try:
             futures = [self.model.submit(self._timed, task) for task in tasks]
@@ -73,8 +72,12 @@ class Scorer:
                 self.accepted -= len(tasks)
                 in_progress = self.accepted  # the other calls' tasks, for the console's scorers page
         model_s = sum(seconds for _, seconds in done)
-        return {"results": [result for result, _ in done], "task_ms": 1000 * model_s / max(1, len(done)),
-                "in_progress": in_progress, **me}
+        return {"results": [result for result, _ in done],
+                **self.report(task_ms=1000 * model_s / max(1, len(done)), in_progress=in_progress)}
+
+    def report(self, **said: Any) -> dict[str, Any]:
+        """What this replica says of its slots (``SlotsReport``)."""
+        return SlotsReport(replica=self.replica, slots=self.slots, **said).model_dump(exclude_defaults=True)
 
     def _timed(self, task: dict[str, Any]) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.workflow import step_client
-from taskfan.contracts import StepAnswer
+from taskfan.contracts import SlotsReport, StepAnswer
 from taskfan.pipeline import Step
 
 FAST_CALL_S = 0.1  # a call whose tasks one replica scores in less than this goes whole, no dispatch
@@ -54,16 +54,14 @@ class ScorerView:
     scored: dict[str, int] = field(default_factory=dict)
     in_progress: dict[str, int] = field(default_factory=dict)
 
-    def learn(self, said: dict[str, Any], now: float, scored: int = 0) -> None:
-        if isinstance(said.get("replica"), str) and isinstance(said.get("slots"), int):
-            replica = said["replica"]
-            self.replicas[replica] = (said["slots"], now)
-            self.scored[replica] = self.scored.get(replica, 0) + scored
-            if isinstance(said.get("in_progress"), int):
-                self.in_progress[replica] = said["in_progress"]
-        task_ms = said.get("task_ms")
-        if isinstance(task_ms, int | float) and task_ms >= 0:
-            seconds = task_ms / 1000
+    def learn(self, said: SlotsReport, now: float, scored: int = 0) -> None:
+        if said.replica is not None and said.slots is not None:
+            self.replicas[said.replica] = (said.slots, now)
+            self.scored[said.replica] = self.scored.get(said.replica, 0) + scored
+            if said.in_progress is not None:
+                self.in_progress[said.replica] = said.in_progress
+        if said.task_ms is not None:
+            seconds = said.task_ms / 1000
             self.task_s = seconds if self.task_s is None else (
                 (1 - TASK_TIME_WEIGHT) * self.task_s + TASK_TIME_WEIGHT * seconds)
 
@@ -119,7 +117,7 @@ class Dispatcher:
                 await asyncio.sleep(random.uniform(pause / 2, pause))
                 pause = min(pause * 1.5, REFUSED_PAUSE_S[1], max(REFUSED_PAUSE_S[0], (self.view.task_s or 0) / 2))
 
-    async def _learn(self, said: dict[str, Any], scored: int) -> None:
+    async def _learn(self, said: SlotsReport, scored: int) -> None:
         known = len(self.view.replicas)
         self.view.learn(said, time.monotonic(), scored)
         if len(self.view.replicas) > known:  # a newly found replica makes room

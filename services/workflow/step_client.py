@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -20,7 +21,7 @@ from dapr.conf import settings
 from pydantic import ValidationError
 
 from services.workflow import metrics
-from taskfan.contracts import StepAnswer
+from taskfan.contracts import SlotsReport, StepAnswer
 from taskfan.pipeline import Step
 from taskfan.settings import Settings
 
@@ -57,6 +58,17 @@ class Failure(Enum):
     TIMED_OUT = "timed out"
 
 
+@dataclass(frozen=True)
+class Called:
+    """One call's end: the answers (one per task), or the error and how the call failed; what the app said
+    of its slots (a ``by-slots`` step), a refusal (``report.busy``) with no answers and no error."""
+
+    answers: list[StepAnswer] | None = None
+    error: str = ""
+    failure: Failure | None = None
+    report: SlotsReport = field(default_factory=SlotsReport)
+
+
 _session: aiohttp.ClientSession | None = None
 _timeout_s: float | None = None
 
@@ -89,9 +101,9 @@ def _sidecar() -> aiohttp.ClientSession:
 
 
 async def request(step: Step, payload: list[dict[str, Any]],
-                  may_refuse: bool = False) -> tuple[list[StepAnswer] | None, dict[str, Any]]:
-    """One call of ``step`` for the tasks of ``payload``: (answers, what else the app said). A failed call
-    gives every task an answer with an ``error``; a call the app refused (``may_refuse``, and it is busy)
+                  may_refuse: bool = False) -> tuple[list[StepAnswer] | None, SlotsReport]:
+    """One call of ``step`` for the tasks of ``payload``: (answers, what the app said of its slots). A failed
+    call gives every task an answer with an ``error``; a call the app refused (``may_refuse``, and it is busy)
     gives none."""
     app_id, method = step.app_id, step.method
     extra = {"may_refuse": True} if may_refuse else {}
@@ -99,33 +111,34 @@ async def request(step: Step, payload: list[dict[str, Any]],
     timeouts = 0
     while True:
         started = time.perf_counter()
-        answers, error, failure, said = await call(app_id, method, payload, extra)
-        outcome = "ok" if answers is not None else "busy" if said.get("busy") else (failure or Failure.FAILED).name
+        called = await call(app_id, method, payload, extra)
+        outcome = ("ok" if called.answers is not None else "busy" if called.report.busy
+                   else (called.failure or Failure.FAILED).name)
         metrics.step_call(step.name, outcome.lower(), time.perf_counter() - started)
-        if answers is not None or said.get("busy"):
-            return answers, said
-        if failure is Failure.TIMED_OUT:
+        if called.answers is not None or called.report.busy:
+            return called.answers, called.report
+        error = called.error
+        if called.failure is Failure.TIMED_OUT:
             timeouts += 1
             if timeouts < TIMEOUT_TRIES:
                 log.info("step call timed out; trying again", extra={"app_id": app_id, "method": method,
                                                                      "tasks": len(payload)})
                 continue
             error = f"{error} ({timeouts} tries)"
-        elif failure is Failure.UNREACHABLE and (delay := next(delays, None)) is not None:
+        elif called.failure is Failure.UNREACHABLE and (delay := next(delays, None)) is not None:
             await asyncio.sleep(delay)
             continue
         break
     log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(payload), "error": error})
-    return [StepAnswer(task_id=t["task_id"], error=error) for t in payload], {}
+    return [StepAnswer(task_id=t["task_id"], error=error) for t in payload], SlotsReport()
 
 
 async def call(app_id: str, method: str, tasks: list[dict[str, object]], extra: dict[str, Any] | None = None,
-               ) -> tuple[list[StepAnswer] | None, str, Failure | None, dict[str, Any]]:
-    """(answers, "", None, the rest of the answer), or (None, error, how it failed, {}); a refusal is
-    (None, "", None, {"busy": True, ...})."""
+               ) -> Called:
+    """One call, made once."""
     # UTF-8 as it is: task text of any script costs its own size, not six bytes a character.
     body = json.dumps({"tasks": tasks, **(extra or {})}, ensure_ascii=False).encode()
-    timed_out = f"{app_id}/{method} timed out after {timeout_s():g}s"
+    timed_out = Called(error=f"{app_id}/{method} timed out after {timeout_s():g}s", failure=Failure.TIMED_OUT)
     try:
         traceparent = TRACEPARENT.get()
         headers = {"content-type": "application/json", **({"traceparent": traceparent} if traceparent else {})}
@@ -133,30 +146,32 @@ async def call(app_id: str, method: str, tasks: list[dict[str, object]], extra: 
                                    headers=headers) as response:
             answer = await response.read()
     except aiohttp.ClientConnectionError as exc:
-        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.UNREACHABLE, {}
+        return Called(error=f"{app_id}/{method}: {type(exc).__name__}: {exc}", failure=Failure.UNREACHABLE)
     except TimeoutError:
-        return None, timed_out, Failure.TIMED_OUT, {}
+        return timed_out
     except aiohttp.ClientError as exc:
-        return None, f"{app_id}/{method}: {type(exc).__name__}: {exc}", Failure.FAILED, {}
+        return Called(error=f"{app_id}/{method}: {type(exc).__name__}: {exc}", failure=Failure.FAILED)
     if response.status >= 300:
         said = _said(answer)
         if any(words in said for words in DAPR_TIMED_OUT):
-            return None, timed_out, Failure.TIMED_OUT, {}
+            return timed_out
         unreachable = (response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said
                        or any(words in said for words in DAPR_UNAVAILABLE))
-        failure = Failure.UNREACHABLE if unreachable else Failure.FAILED
-        return None, f"{app_id}/{method} answered {response.status}: {said}", failure, {}
+        return Called(error=f"{app_id}/{method} answered {response.status}: {said}",
+                      failure=Failure.UNREACHABLE if unreachable else Failure.FAILED)
     try:
         rest = json.loads(answer)
-        if rest.get("busy"):
-            return None, "", None, rest
-        answers = [StepAnswer.model_validate(a) for a in rest.pop("results")]
+        report = SlotsReport.model_validate(rest)
+        if report.busy:
+            return Called(report=report)
+        answers = [StepAnswer.model_validate(a) for a in rest["results"]]
     except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
-        return None, f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}", Failure.FAILED, {}
+        return Called(error=f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}",
+                      failure=Failure.FAILED)
     if len(answers) != len(tasks):
-        return (None, f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks", Failure.FAILED,
-                {})
-    return answers, "", None, rest
+        return Called(error=f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks",
+                      failure=Failure.FAILED)
+    return Called(answers=answers, report=report)
 
 
 def _said(raw: bytes) -> str:

@@ -198,6 +198,22 @@ class StepAnswer(BaseModel):
     issues: list[str] = []
 
 
+class SlotsReport(BaseModel):
+    """What a replica of a ``by-slots`` step (pipeline.yaml, ``spread``: the scorer) says beside its results,
+    and all it says when it refuses a call marked ``may_refuse`` because its slots are busy (``busy``): which
+    replica it is, its slots, its tasks accepted and not answered yet, the model's time per task. Fields
+    beyond these are ignored; a value of the wrong type (strictly: no "3" for 3) makes the whole answer
+    malformed."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    replica: Annotated[str, StringConstraints(max_length=253)] | None = None
+    slots: int | None = Field(default=None, ge=1, le=1_000_000)
+    in_progress: int | None = Field(default=None, ge=0, le=10**9)
+    task_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    busy: bool = False
+
+
 class DeadLetter(_Model):
     """Data of the CloudEvent on ``tasks-deadletter``: an event the workflow service refused."""
 

@@ -38,7 +38,7 @@ from services.console.watch import Watcher
 from services.console.web import ACTION_HEADER, COOKIE, create_console
 from services.workflow.live import LiveBatches
 from services.workflow.scoring import ScorerView
-from taskfan.contracts import BATCH_ID_PATTERN, Outcome, Task, TaskBatch, TaskResult
+from taskfan.contracts import BATCH_ID_PATTERN, Outcome, SlotsReport, Task, TaskBatch, TaskResult
 from tests.unit.fake_state import FakeDaprState, FakeSyncDapr
 
 TOKEN = "s3cret"
@@ -89,9 +89,9 @@ def test_live_view_follows_tasks_through_the_steps_and_forgets_a_published_batch
 
 def test_scorer_view_reports_each_replica_heard_from_lately() -> None:
     view = ScorerView()
-    view.learn({"replica": "0", "slots": 4, "in_progress": 3}, now=100.0, scored=5)
-    view.learn({"replica": "1", "slots": 4, "in_progress": 0}, now=101.0, scored=2)
-    view.learn({"replica": "0", "slots": 4, "in_progress": 1}, now=102.0, scored=1)
+    view.learn(SlotsReport(replica="0", slots=4, in_progress=3), now=100.0, scored=5)
+    view.learn(SlotsReport(replica="1", slots=4, in_progress=0), now=101.0, scored=2)
+    view.learn(SlotsReport(replica="0", slots=4, in_progress=1), now=102.0, scored=1)
     assert view.report(103.0) == [
         {"replica": "0", "slots": 4, "seen_s_ago": 1.0, "scored": 6, "in_progress": 1},
         {"replica": "1", "slots": 4, "seen_s_ago": 2.0, "scored": 2, "in_progress": 0}]

@@ -12,7 +12,7 @@ import pytest
 from services.workflow import scoring
 from services.workflow.scoring import Dispatcher, ScorerView
 from taskfan import pipeline
-from taskfan.contracts import StepAnswer
+from taskfan.contracts import SlotsReport, StepAnswer
 
 SCORE = pipeline.load().step("score")
 
@@ -24,8 +24,8 @@ def test_the_view_learns_slots_and_task_time_from_answers() -> None:
     assert view.may_send(0.0)
     view.in_flight = scoring.PROBES
     assert not view.may_send(0.0)  # a few calls at a time until replicas have answered
-    view.learn({"replica": "a", "slots": 4, "task_ms": 0.1}, now=0.0)
-    view.learn({"replica": "b", "slots": 4, "busy": True}, now=1.0)
+    view.learn(SlotsReport(replica="a", slots=4, task_ms=0.1), now=0.0)
+    view.learn(SlotsReport(replica="b", slots=4, busy=True), now=1.0)
     assert view.live(2.0) == [4, 4]
     assert view.fast(100, 2.0)  # 100 x 0.1 ms over 4 slots: one call
     view.in_flight = 16 + scoring.PROBES - 1  # 8 slots, as many waiting, and a few to find more
@@ -37,10 +37,10 @@ def test_the_view_learns_slots_and_task_time_from_answers() -> None:
 
 def test_a_slow_model_gets_one_task_per_call() -> None:
     view = ScorerView()
-    view.learn({"replica": "a", "slots": 1, "task_ms": 250}, now=0.0)
+    view.learn(SlotsReport(replica="a", slots=1, task_ms=250), now=0.0)
     assert not view.fast(1, 0.0)
     busy = ScorerView()
-    busy.learn({"replica": "a", "slots": 8, "task_ms": 2}, now=0.0)  # GIL-bound threads: 2 ms a task
+    busy.learn(SlotsReport(replica="a", slots=8, task_ms=2), now=0.0)  # GIL-bound threads: 2 ms a task
     assert not busy.fast(1000, 0.0) and busy.fast(100, 0.0)  # 100 x 2 ms / 8 slots = 25 ms
 
 
@@ -60,14 +60,15 @@ class Replicas:
         said = {"replica": name, "slots": 1}
         if self.accepted[name] and self.accepted[name] + len(payload) > 2:
             if may_refuse:
-                return None, {**said, "busy": True}
+                return None, SlotsReport(**said, busy=True)
             self.overfull += 1
         self.accepted[name] += len(payload)
         async with self.slot.setdefault(name, asyncio.Lock()):
             await asyncio.sleep(self.task_s * len(payload))
         self.accepted[name] -= len(payload)
         self.done[name] += len(payload)
-        return [StepAnswer(task_id=t["task_id"], score=50) for t in payload], {**said, "task_ms": 1000 * self.task_s}
+        return ([StepAnswer(task_id=t["task_id"], score=50) for t in payload],
+                SlotsReport(**said, task_ms=1000 * self.task_s))
 
 
 @pytest.mark.parametrize("replicas", [1, 3, 4])
@@ -94,7 +95,7 @@ def test_a_fast_model_gets_the_chunk_in_one_call(monkeypatch) -> None:
 
     monkeypatch.setattr(scoring.step_client, "request", counting)
     dispatcher = Dispatcher(SCORE)
-    dispatcher.view.learn({"replica": "r0", "slots": 8, "task_ms": 0.05}, now=time.monotonic())
+    dispatcher.view.learn(SlotsReport(replica="r0", slots=8, task_ms=0.05), now=time.monotonic())
     asyncio.run(dispatcher.call([{"task_id": f"t{i}", "tags": []} for i in range(100)]))
     assert calls == [(100, False)]
 
@@ -106,8 +107,8 @@ def test_a_call_refused_for_too_long_queues_where_it_lands(monkeypatch) -> None:
     async def always_busy(step, payload, may_refuse=False):
         seen.append(may_refuse)
         if may_refuse:
-            return None, {"replica": "r0", "slots": 1, "busy": True}
-        return [StepAnswer(task_id=payload[0]["task_id"], score=50)], {"replica": "r0", "slots": 1}
+            return None, SlotsReport(replica="r0", slots=1, busy=True)
+        return [StepAnswer(task_id=payload[0]["task_id"], score=50)], SlotsReport(replica="r0", slots=1)
 
     monkeypatch.setattr(scoring.step_client, "request", always_busy)
     answers = asyncio.run(Dispatcher(SCORE).call([{"task_id": "t1", "tags": []}]))

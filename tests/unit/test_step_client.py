@@ -19,7 +19,8 @@ def run_invoke(monkeypatch, answers):
 
     async def fake_call(app_id, method, tasks, extra=None):
         calls.append(method)
-        return (*answers[min(len(calls), len(answers)) - 1], {})
+        answer, error, failure = answers[min(len(calls), len(answers)) - 1]
+        return step_client.Called(answers=answer, error=error, failure=failure)
 
     monkeypatch.setattr(step_client, "call", fake_call)
     monkeypatch.setattr(step_client, "UNREACHABLE_RETRY_DELAYS_S", (0, 0, 0))
@@ -87,7 +88,45 @@ def test_daprs_answers_are_read_as_timeouts_or_unreachable(monkeypatch, failure,
 
     monkeypatch.setattr(step_client, "_sidecar", Session)
     monkeypatch.setattr(step_client, "_timeout_s", 12.0)
-    answers, error, got, _ = asyncio.run(step_client.call("validator", "validate", [{"task_id": "t1"}]))
-    assert (answers, got) == (None, failure)
+    called = asyncio.run(step_client.call("validator", "validate", [{"task_id": "t1"}]))
+    assert (called.answers, called.failure) == (None, failure)
     if failure is Failure.TIMED_OUT:
-        assert error == "validator/validate timed out after 12s"
+        assert called.error == "validator/validate timed out after 12s"
+
+
+def answering(monkeypatch, status, body):
+    class Response:
+        async def read(self):
+            return json.dumps(body).encode()
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+    Response.status = status
+
+    class Session:
+        def post(self, *args, **kwargs):
+            return Response()
+
+    monkeypatch.setattr(step_client, "_sidecar", Session)
+    return asyncio.run(step_client.call("scorer", "score", [{"task_id": "t1"}]))
+
+
+def test_a_replicas_report_of_its_slots_is_typed_and_a_refusal_has_no_answers(monkeypatch):
+    called = answering(monkeypatch, 200, {"results": [{"task_id": "t1", "score": 5}], "replica": "r1", "slots": 2,
+                                          "task_ms": 1.5, "in_progress": 0, "unknown": [1]})
+    assert called.answers == [StepAnswer(task_id="t1", score=5)] and called.failure is None
+    assert (called.report.replica, called.report.slots, called.report.task_ms) == ("r1", 2, 1.5)
+    refused = answering(monkeypatch, 200, {"busy": True, "replica": "r1", "slots": 2, "in_progress": 4})
+    assert (refused.answers, refused.error, refused.report.busy) == (None, "", True)
+
+
+@pytest.mark.parametrize("report", [{"slots": "many"}, {"slots": 0}, {"task_ms": -1}, {"slots": 10**30},
+                                    {"replica": ["r"]}, {"busy": "yes"}, {"slots": "3"}])
+def test_a_report_of_the_wrong_shape_makes_the_answer_malformed(monkeypatch, report):
+    called = answering(monkeypatch, 200, {"results": [{"task_id": "t1", "score": 5}], **report})
+    assert called.answers is None and called.failure is Failure.FAILED
+    assert called.error.startswith("scorer/score: malformed answer: ValidationError")
