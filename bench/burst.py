@@ -21,6 +21,7 @@ import psutil
 import redis
 
 from bench import workload
+from services.workflow.admission import Ledger
 from taskfan import stack_secrets
 from taskfan.contracts import ADMISSION_LEDGER_KEY, OUTCOMES_TOPIC, STATESTORE
 from taskfan.stack import Stack, StackState
@@ -99,9 +100,9 @@ class Probe:
     def _sample_queue(self) -> None:
         with httpx.Client(timeout=5) as http:
             while not self._stop.is_set():
-                with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
-                    ledger = http.get(self.ledger_url, headers=self.ledger_headers).json()
-                    self.max_queued = max(self.max_queued, int(ledger.get("queued", 0)))
+                with contextlib.suppress(httpx.HTTPError, ValueError):  # no ledger yet (204), or mid-restart
+                    ledger = Ledger.model_validate_json(http.get(self.ledger_url, headers=self.ledger_headers).content)
+                    self.max_queued = max(self.max_queued, ledger.queued)
                 self._stop.wait(0.5)
 
     def __enter__(self) -> Probe:

@@ -108,11 +108,12 @@ def test_patched_environ_sets_variables_for_a_while_and_restores_them(monkeypatc
 
 
 def test_a_purged_batchs_status_comes_from_its_outcome_record():
+    from services.workflow.models import OutcomeRecord
     from taskfan.cli.status import summarize
 
-    record = {"summary": {"batch_id": "b", "total": 3, "completed": 2, "rejected": 1, "failed": 0,
-                          "average_score": 0.5, "started_at": "t0", "finished_at": "t1"},
-              "published": True, "ended": "TERMINATED"}
+    record = OutcomeRecord.model_validate({"summary": {"batch_id": "b", "total": 3, "completed": 2, "rejected": 1,
+                                                       "failed": 0, "average_score": 0.5, "started_at": "t0",
+                                                       "finished_at": "t1"}, "published": True, "ended": "TERMINATED"})
     summary = summarize("b", None, record=lambda _: record)
     assert (summary["state"], summary["done"], summary["total"], summary["rejected"]) == ("TERMINATED", 3, 3, 1)
     assert "purged" in summary["detail"]

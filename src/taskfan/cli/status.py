@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from services.workflow.models import BatchProgress, OutcomeRecord
 from taskfan import events
 from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, dapr_headers, settings, workflow_dapr_url
 from taskfan.cli.progress import Progress
@@ -61,43 +62,45 @@ def queue_position(batch_id: str) -> int | None:
     return position or None
 
 
-def outcome_record(batch_id: str) -> dict[str, Any] | None:
-    """The batch's outcome record (services/workflow/models.py ``OutcomeRecord``), through the workflow
-    sidecar's state API: what answers for a batch once Dapr has purged its finished workflow."""
+def outcome_record(batch_id: str) -> OutcomeRecord | None:
+    """The batch's outcome record, through the workflow sidecar's state API: what answers for a batch once
+    Dapr has purged its finished workflow."""
     from services.workflow.state_keys import outcome_key
 
     current = settings()
     url = f"{workflow_dapr_url(current)}/v1.0/state/{STATESTORE}/{outcome_key(batch_id)}"
     try:
         response = httpx.get(url, timeout=10, headers=dapr_headers(current))
-        return response.json() if response.status_code == 200 else None
+        return OutcomeRecord.model_validate_json(response.content) if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
 
 
 def summarize(batch_id: str, state: dict[str, Any] | None,
               position: Callable[[str], int | None] = lambda _: None,
-              record: Callable[[str], dict[str, Any] | None] = lambda _: None) -> dict[str, Any]:
+              record: Callable[[str], OutcomeRecord | None] = lambda _: None) -> dict[str, Any]:
     if state is None:
         if (found := record(batch_id)) is not None:
-            outcome = found["summary"]
-            return {"batch_id": batch_id, "state": found.get("ended", "COMPLETED"), "done": outcome["total"],
-                    **{k: outcome[k] for k in ("total", "completed", "rejected", "failed", "average_score")},
-                    "created_at": outcome["started_at"], "last_updated_at": outcome["finished_at"],
+            outcome = found.summary
+            return {"batch_id": batch_id, "state": found.ended, "done": outcome.total,
+                    **outcome.model_dump(include={"total", "completed", "rejected", "failed", "average_score"}),
+                    "created_at": outcome.started_at, "last_updated_at": outcome.finished_at,
                     "detail": "finished, its workflow's state purged: from the batch's outcome record"}
         return {"batch_id": batch_id, "state": "UNKNOWN", "detail": "no workflow with this id (yet)"}
     props = state.get("properties", {})
-    progress = json.loads(props.get("dapr.workflow.custom_status") or "{}")
+    custom = props.get("dapr.workflow.custom_status")
+    # The workflow's progress (its custom status): none before its first step.
+    progress = BatchProgress.model_validate_json(custom) if custom else None
     summary: dict[str, Any] = {
         "batch_id": batch_id,
         "state": state.get("runtimeStatus"),
-        "done": progress.get("done"),
-        "total": progress.get("total"),
-        **{k: progress[k] for k in ("completed", "rejected", "failed") if progress.get(k) is not None},
+        "done": progress.done if progress else None,
+        "total": progress.total if progress else None,
+        **(progress.model_dump(include={"completed", "rejected", "failed"}) if progress else {}),
         "created_at": state.get("createdAt"),
         "last_updated_at": state.get("lastUpdatedAt"),
     }
-    if progress.get("queued") and summary["state"] == "RUNNING":
+    if progress and progress.queued and summary["state"] == "RUNNING":
         # Waiting for admission (a global cap on tasks in progress); it starts when its turn comes.
         summary["state"] = "QUEUED"
         summary["position"] = position(batch_id)
