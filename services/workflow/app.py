@@ -7,23 +7,36 @@ even one that is not JSON, reaches the intake and is answered with a dead-letter
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from dapr.clients import DaprClient
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient
 
-from services.workflow import activities, console_api, metrics, reconciler
+from services.workflow import console_api, live, metrics, reconciler
+from services.workflow.activities import BatchActivities, StepCalls
 from services.workflow.console_api import ConsoleAnswers
 from services.workflow.intake import BatchIntake
-from services.workflow.worker import create_runtime
+from services.workflow.step_client import StepClient
+from services.workflow.worker import LATEST, WORKFLOW_VERSIONS, create_runtime
+from taskfan import pipeline
 from taskfan.contracts import MAX_MESSAGE_BYTES, PUBSUB, TASKS_TOPIC, UNDELIVERABLE_TOPIC, AppId
 from taskfan.dapr_app import sdk_logger_options, serve
 from taskfan.settings import Settings
 
 
-def configure(app: App, settings: Settings) -> Callable[[], None]:
-    runtime = create_runtime()
+def configure(app: App, settings: Settings, activities: type[BatchActivities] = BatchActivities,
+              versions: Mapping[str, Callable[..., Any]] = WORKFLOW_VERSIONS, latest: str = LATEST,
+              ) -> Callable[[], None]:
+    """The app's parts, made once here and handed to whoever uses them: the live book, the step calls (with
+    their client and the pipeline's declaration), the activities, the intake, the console's answers, the
+    reconciler and the metrics. ``activities``, ``versions``, ``latest``: an upgraded app's own (README,
+    "Upgrading with batches in flight")."""
+    book = live.LiveBatches()
+    steps = StepCalls(pipeline.load(), StepClient(settings.step_timeout_s), book)
+    runtime = create_runtime(activities(steps), versions, latest)
     runtime.start()
     workflows = DaprWorkflowClient(logger_options=sdk_logger_options())
     dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
@@ -36,10 +49,9 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     )(intake.on_event)
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
-    steps = activities.step_calls()
-    console_api.configure(app, ConsoleAnswers(dapr, workflows, steps.dispatchers.values()))
-    stop_reconciler = reconciler.start(settings)
-    metrics_server = metrics.serve(settings, steps.pipeline.names)
+    console_api.configure(app, ConsoleAnswers(dapr, workflows, book, steps.dispatchers.values()))
+    stop_reconciler = reconciler.start(settings, book)
+    metrics_server = metrics.serve(settings, book, steps.pipeline.names)
 
     def shutdown() -> None:
         stop_reconciler()
@@ -50,8 +62,9 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     return shutdown
 
 
-def main() -> None:
-    serve(AppId.WORKFLOW, configure, threads=16)
+def main(**upgraded: Any) -> None:
+    """Serve the workflow app; ``upgraded``: ``configure``'s keywords of an upgraded app."""
+    serve(AppId.WORKFLOW, functools.partial(configure, **upgraded), threads=16)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them
 
 
 class ConsoleAnswers:
-    def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient,
+    def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient, book: live.LiveBatches,
                  dispatchers: Iterable[scoring.Dispatcher] = ()) -> None:
         self.dapr = dapr
         self.workflows = workflows
+        self.book = book
         self.dispatchers = tuple(dispatchers)  # of the steps spread by slots: their replicas, for the console
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
@@ -73,7 +74,7 @@ class ConsoleAnswers:
         now = time.monotonic()
         return {"running": running, "queued": queued, "queued_batches": ledger.queued,
                 "queued_tasks": ledger.queued_tasks, "cap": ledger.cap,
-                "finished_tasks": live.batches.finished_tasks, "stages": live.batches.stage_counts(),
+                "finished_tasks": self.book.finished_tasks, "stages": self.book.stage_counts(),
                 "scorers": [replica for d in self.dispatchers for replica in d.view.report(now)],
                 "calls_in_flight": sum(d.view.in_flight for d in self.dispatchers)}
 
@@ -85,7 +86,7 @@ class ConsoleAnswers:
                            else (None, None))
         return {"batch_id": batch_id, "status": status, "counts": counts.model_dump() if counts else None,
                 "position": position, "since": entry.since if entry else None,
-                "tasks": live.batches.view(batch_id)}
+                "tasks": self.book.view(batch_id)}
 
     def terminate(self, body: dict[str, Any]) -> dict[str, Any]:
         batch_id = str(body["batch_id"])

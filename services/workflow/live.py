@@ -1,11 +1,11 @@
 """Where each task of a running batch is right now, for the console. Plain logic, no Dapr.
 
-``run_chunk`` tells this registry as a chunk's tasks move (the step being called for them, the result each
-one ended with); the console asks for one batch's view through the workflow app. It is memory of this
-process only: kept until the batch's outcome is out, lost with the process (a task it does not know is
-shown waiting until the outcome says what became of it). Thread-safe: the activities write from the
-worker's event loop, the console's calls read from the app's request threads.
-"""
+One book per workflow process, made by the app and handed to the activities, the console's answers, the
+reconciler and the metrics. ``run_chunk`` tells it as a chunk's tasks move (the step being called for them,
+the result each one ended with); the console asks for one batch's view through the workflow app. It is
+memory of this process only: kept until the batch's outcome is out, lost with the process (a task it does
+not know is shown waiting until the outcome says what became of it). Thread-safe: the activities write from
+the worker's event loop, the console's calls read from the app's request threads."""
 
 from __future__ import annotations
 
@@ -86,5 +86,3 @@ class LiveBatches:
                     counts[stage] = counts.get(stage, 0) + 1
         return counts
 
-
-batches = LiveBatches()

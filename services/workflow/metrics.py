@@ -42,13 +42,13 @@ class TasksInStep(Collector):
     """Tasks of running batches in each step right now, from the activities' live view (``live``): where the
     backlog sits (waiting = between runs, after a failed call)."""
 
-    def __init__(self, steps: tuple[str, ...]) -> None:
-        self.steps = steps
+    def __init__(self, book: live.LiveBatches, steps: tuple[str, ...]) -> None:
+        self.book, self.steps = book, steps
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("taskfan_tasks_in_step", "Tasks of running batches in each step now, in this "
                                    "workflow process", labels=["step"])
-        counts = live.batches.stage_counts()
+        counts = self.book.stage_counts()
         for step in (live.WAITING, *self.steps):
             family.add_metric([step], counts.get(step, 0))
         yield family
@@ -70,11 +70,11 @@ def record(ledger: Ledger, done: dict[str, int]) -> None:
     BATCHES.labels(state="queued").set(ledger.queued)
 
 
-def serve(settings: Settings, steps: tuple[str, ...]) -> WSGIServer | None:
-    """/metrics, with the tasks in each of ``steps`` (the pipeline's)."""
+def serve(settings: Settings, book: live.LiveBatches, steps: tuple[str, ...]) -> WSGIServer | None:
+    """/metrics, with the tasks of ``book`` in each of ``steps`` (the pipeline's)."""
     if not settings.metrics_port:
         return None
-    REGISTRY.register(TasksInStep(steps))
+    REGISTRY.register(TasksInStep(book, steps))
     server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY)
     log.info("metrics on /metrics", extra={"address": f"{settings.metrics_host}:{settings.metrics_port}"})
     return server

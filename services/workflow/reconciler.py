@@ -49,10 +49,10 @@ def unfinished_reason(status: WorkflowStatus | None, failure: str | None) -> str
     return None
 
 
-def start(settings: Settings) -> Callable[[], None]:
+def start(settings: Settings, book: live.LiveBatches) -> Callable[[], None]:
     """Run the loop in a thread of its own (its own event loop and clients); return a stopper."""
     stop = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(_loop(stop, settings)), name="reconciler", daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(_loop(stop, settings, book)), name="reconciler", daemon=True)
     thread.start()
 
     def stopper() -> None:
@@ -62,18 +62,19 @@ def start(settings: Settings) -> Callable[[], None]:
     return stopper
 
 
-async def _loop(stop: threading.Event, settings: Settings) -> None:
+async def _loop(stop: threading.Event, settings: Settings, book: live.LiveBatches) -> None:
     client = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
     workflows = DaprWorkflowClient()
     while not stop.is_set():
         try:
-            await reconcile(client, workflows, settings)
+            await reconcile(client, workflows, settings, book)
         except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting: next round
             log.warning("reconcile round failed", extra={"error": str(exc)})
         await asyncio.to_thread(stop.wait, INTERVAL_S)
 
 
-async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings: Settings) -> None:
+async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings: Settings,
+                    book: live.LiveBatches) -> None:
     """One round: every running batch (at most the cap's worth) and the first QUEUE_WINDOW queued ones, so a
     round costs the same however long the queue; a batch further back is looked at once it moves up."""
     ledger = await ledger_store.read(client)
@@ -103,7 +104,7 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings:
             await answer(client, entry, reason, status.name if status is not None else WorkflowStatus.FAILED.name)
             faults.point(faults.IN_TERMINATE)
         await ledger_store.release_and_wake(client, workflows, entry.batch_id)
-        live.batches.forget(entry.batch_id)
+        book.forget(entry.batch_id)
     metrics.record(ledger, done)
 
 

@@ -89,27 +89,28 @@ class Dispatcher:
     """Calls a ``by-slots`` step (pipeline.yaml: the scorer) through its replicas; one per step and workflow
     process, the activities share it."""
 
-    def __init__(self, step: Step) -> None:
-        self.step = step
+    def __init__(self, step: Step, client: step_client.StepClient) -> None:
+        self.step, self.client = step, client
         self.view = ScorerView()
         self._changed: asyncio.Condition | None = None
 
-    async def call(self, payload: list[dict[str, Any]]) -> list[StepAnswer]:
+    async def call(self, payload: list[dict[str, Any]], traceparent: str | None = None) -> list[StepAnswer]:
         if self.view.fast(len(payload), time.monotonic()):
-            answers, said = await step_client.request(self.step, payload)
+            answers, said = await self.client.request(self.step, payload, traceparent=traceparent)
             assert answers is not None
             self.view.learn(said, time.monotonic(), scored=len(answers))
             return answers
-        calls = await asyncio.gather(*(self._one(task) for task in payload))
+        calls = await asyncio.gather(*(self._one(task, traceparent) for task in payload))
         return [answer for answers in calls for answer in answers]
 
-    async def _one(self, task: dict[str, Any]) -> list[StepAnswer]:
+    async def _one(self, task: dict[str, Any], traceparent: str | None) -> list[StepAnswer]:
         async with self._slot():
             refused_since: float | None = None
             pause = REFUSED_PAUSE_S[0]
             while True:
                 insist = refused_since is not None and time.monotonic() - refused_since > INSIST_AFTER_S
-                answers, said = await step_client.request(self.step, [task], may_refuse=not insist)
+                answers, said = await self.client.request(self.step, [task], may_refuse=not insist,
+                                                          traceparent=traceparent)
                 await self._learn(said, scored=len(answers or ()))
                 if answers is not None:
                     return answers

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -23,7 +22,6 @@ from pydantic import ValidationError
 from services.workflow import metrics
 from taskfan.contracts import SlotsReport, StepAnswer
 from taskfan.pipeline import Step
-from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,109 +67,98 @@ class Called:
     report: SlotsReport = field(default_factory=SlotsReport)
 
 
-_session: aiohttp.ClientSession | None = None
-_timeout_s: float | None = None
+class StepClient:
+    """Step calls through the workflow app's own sidecar, over one pool of kept-alive connections; one per
+    workflow process, handed to whoever calls steps. ``timeout_s``: a call's deadline."""
 
+    def __init__(self, timeout_s: float, session: aiohttp.ClientSession | None = None) -> None:
+        self.timeout_s = timeout_s
+        self._session = session
 
-# The trace of the batch whose chunk is calling (taskfan.tracing): set by run_chunk, sent as `traceparent` so
-# that the step apps' sidecars put their spans into the batch's trace. A context variable: each activity is a
-# task of its own, and the calls it starts (asyncio.gather) inherit it.
-TRACEPARENT: ContextVar[str | None] = ContextVar("traceparent", default=None)
+    def sidecar(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the worker's event loop that runs async activities.
+        if self._session is None:
+            headers = {"dapr-api-token": settings.DAPR_API_TOKEN} if settings.DAPR_API_TOKEN else {}
+            self._session = aiohttp.ClientSession(
+                base_url=f"http://{settings.DAPR_RUNTIME_HOST}:{settings.DAPR_HTTP_PORT}",
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=5),
+                connector=aiohttp.TCPConnector(limit=256),
+            )
+        return self._session
 
-
-def timeout_s() -> float:
-    global _timeout_s
-    if _timeout_s is None:
-        _timeout_s = Settings.from_env().step_timeout_s
-    return _timeout_s
-
-
-def _sidecar() -> aiohttp.ClientSession:
-    # Created on first use, inside the worker's event loop that runs async activities.
-    global _session
-    if _session is None:
-        headers = {"dapr-api-token": settings.DAPR_API_TOKEN} if settings.DAPR_API_TOKEN else {}
-        _session = aiohttp.ClientSession(
-            base_url=f"http://{settings.DAPR_RUNTIME_HOST}:{settings.DAPR_HTTP_PORT}",
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s(), sock_connect=5),
-            connector=aiohttp.TCPConnector(limit=256),
-        )
-    return _session
-
-
-async def request(step: Step, payload: list[dict[str, Any]],
-                  may_refuse: bool = False) -> tuple[list[StepAnswer] | None, SlotsReport]:
-    """One call of ``step`` for the tasks of ``payload``: (answers, what the app said of its slots). A failed
-    call gives every task an answer with an ``error``; a call the app refused (``may_refuse``, and it is busy)
-    gives none."""
-    app_id, method = step.app_id, step.method
-    extra = {"may_refuse": True} if may_refuse else {}
-    delays = iter(UNREACHABLE_RETRY_DELAYS_S)
-    timeouts = 0
-    while True:
-        started = time.perf_counter()
-        called = await call(app_id, method, payload, extra)
-        outcome = ("ok" if called.answers is not None else "busy" if called.report.busy
-                   else (called.failure or Failure.FAILED).name)
-        metrics.step_call(step.name, outcome.lower(), time.perf_counter() - started)
-        if called.answers is not None or called.report.busy:
-            return called.answers, called.report
-        error = called.error
-        if called.failure is Failure.TIMED_OUT:
-            timeouts += 1
-            if timeouts < TIMEOUT_TRIES:
-                log.info("step call timed out; trying again", extra={"app_id": app_id, "method": method,
-                                                                     "tasks": len(payload)})
+    async def request(self, step: Step, payload: list[dict[str, Any]], may_refuse: bool = False,
+                      traceparent: str | None = None) -> tuple[list[StepAnswer] | None, SlotsReport]:
+        """One call of ``step`` for the tasks of ``payload``: (answers, what the app said of its slots). A failed
+        call gives every task an answer with an ``error``; a call the app refused (``may_refuse``, and it is
+        busy) gives none. ``traceparent``: the batch's trace (taskfan.tracing), so that the step apps' sidecars
+        put their spans into it."""
+        app_id, method = step.app_id, step.method
+        extra = {"may_refuse": True} if may_refuse else {}
+        delays = iter(UNREACHABLE_RETRY_DELAYS_S)
+        timeouts = 0
+        while True:
+            started = time.perf_counter()
+            called = await self.call(app_id, method, payload, extra, traceparent)
+            outcome = ("ok" if called.answers is not None else "busy" if called.report.busy
+                       else (called.failure or Failure.FAILED).name)
+            metrics.step_call(step.name, outcome.lower(), time.perf_counter() - started)
+            if called.answers is not None or called.report.busy:
+                return called.answers, called.report
+            error = called.error
+            if called.failure is Failure.TIMED_OUT:
+                timeouts += 1
+                if timeouts < TIMEOUT_TRIES:
+                    log.info("step call timed out; trying again", extra={"app_id": app_id, "method": method,
+                                                                         "tasks": len(payload)})
+                    continue
+                error = f"{error} ({timeouts} tries)"
+            elif called.failure is Failure.UNREACHABLE and (delay := next(delays, None)) is not None:
+                await asyncio.sleep(delay)
                 continue
-            error = f"{error} ({timeouts} tries)"
-        elif called.failure is Failure.UNREACHABLE and (delay := next(delays, None)) is not None:
-            await asyncio.sleep(delay)
-            continue
-        break
-    log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(payload), "error": error})
-    return [StepAnswer(task_id=t["task_id"], error=error) for t in payload], SlotsReport()
+            break
+        log.warning("step call failed", extra={"app_id": app_id, "method": method, "tasks": len(payload),
+                                               "error": error})
+        return [StepAnswer(task_id=t["task_id"], error=error) for t in payload], SlotsReport()
 
-
-async def call(app_id: str, method: str, tasks: list[dict[str, object]], extra: dict[str, Any] | None = None,
-               ) -> Called:
-    """One call, made once."""
-    # UTF-8 as it is: task text of any script costs its own size, not six bytes a character.
-    body = json.dumps({"tasks": tasks, **(extra or {})}, ensure_ascii=False).encode()
-    timed_out = Called(error=f"{app_id}/{method} timed out after {timeout_s():g}s", failure=Failure.TIMED_OUT)
-    try:
-        traceparent = TRACEPARENT.get()
-        headers = {"content-type": "application/json", **({"traceparent": traceparent} if traceparent else {})}
-        async with _sidecar().post(f"/v1.0/invoke/{app_id}/method/{method}", data=body,
-                                   headers=headers) as response:
-            answer = await response.read()
-    except aiohttp.ClientConnectionError as exc:
-        return Called(error=f"{app_id}/{method}: {type(exc).__name__}: {exc}", failure=Failure.UNREACHABLE)
-    except TimeoutError:
-        return timed_out
-    except aiohttp.ClientError as exc:
-        return Called(error=f"{app_id}/{method}: {type(exc).__name__}: {exc}", failure=Failure.FAILED)
-    if response.status >= 300:
-        said = _said(answer)
-        if any(words in said for words in DAPR_TIMED_OUT):
+    async def call(self, app_id: str, method: str, tasks: list[dict[str, object]],
+                   extra: dict[str, Any] | None = None, traceparent: str | None = None) -> Called:
+        """One call, made once."""
+        # UTF-8 as it is: task text of any script costs its own size, not six bytes a character.
+        body = json.dumps({"tasks": tasks, **(extra or {})}, ensure_ascii=False).encode()
+        timed_out = Called(error=f"{app_id}/{method} timed out after {self.timeout_s:g}s", failure=Failure.TIMED_OUT)
+        try:
+            headers = {"content-type": "application/json", **({"traceparent": traceparent} if traceparent else {})}
+            async with self.sidecar().post(f"/v1.0/invoke/{app_id}/method/{method}", data=body,
+                                           headers=headers) as response:
+                answer = await response.read()
+        except aiohttp.ClientConnectionError as exc:
+            return Called(error=f"{app_id}/{method}: {type(exc).__name__}: {exc}", failure=Failure.UNREACHABLE)
+        except TimeoutError:
             return timed_out
-        unreachable = (response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said
-                       or any(words in said for words in DAPR_UNAVAILABLE))
-        return Called(error=f"{app_id}/{method} answered {response.status}: {said}",
-                      failure=Failure.UNREACHABLE if unreachable else Failure.FAILED)
-    try:
-        rest = json.loads(answer)
-        report = SlotsReport.model_validate(rest)
-        if report.busy:
-            return Called(report=report)
-        answers = [StepAnswer.model_validate(a) for a in rest["results"]]
-    except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
-        return Called(error=f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}",
-                      failure=Failure.FAILED)
-    if len(answers) != len(tasks):
-        return Called(error=f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks",
-                      failure=Failure.FAILED)
-    return Called(answers=answers, report=report)
+        except aiohttp.ClientError as exc:
+            return Called(error=f"{app_id}/{method}: {type(exc).__name__}: {exc}", failure=Failure.FAILED)
+        if response.status >= 300:
+            said = _said(answer)
+            if any(words in said for words in DAPR_TIMED_OUT):
+                return timed_out
+            unreachable = (response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said
+                           or any(words in said for words in DAPR_UNAVAILABLE))
+            return Called(error=f"{app_id}/{method} answered {response.status}: {said}",
+                          failure=Failure.UNREACHABLE if unreachable else Failure.FAILED)
+        try:
+            rest = json.loads(answer)
+            report = SlotsReport.model_validate(rest)
+            if report.busy:
+                return Called(report=report)
+            answers = [StepAnswer.model_validate(a) for a in rest["results"]]
+        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+            return Called(error=f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}",
+                          failure=Failure.FAILED)
+        if len(answers) != len(tasks):
+            return Called(error=f"{app_id}/{method} returned {len(answers)} results for {len(tasks)} tasks",
+                          failure=Failure.FAILED)
+        return Called(answers=answers, report=report)
 
 
 def _said(raw: bytes) -> str:

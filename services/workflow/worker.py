@@ -10,34 +10,43 @@ until none of them is left.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import dapr.ext.workflow as wf
 
-from services.workflow import activities, names
+from services.workflow import names
+from services.workflow.activities import BatchActivities
 from services.workflow.batch_workflow import process_batch
 from taskfan.dapr_app import sdk_logger_options
 
-ACTIVITIES = {
-    names.RUN_CHUNK: activities.run_chunk,
-    names.SAVE_RESULTS: activities.save_chunk_results,
-    names.PUBLISH_OUTCOME: activities.publish_outcome,
-    names.DEAD_LETTER_BATCH: activities.dead_letter_batch,
-    names.REQUEST_ADMISSION: activities.request_admission,
-}
-
-
 # Each version of the batch workflow still registered, and the one a new batch starts on.
-WORKFLOW_VERSIONS: dict[str, Callable[..., Any]] = {"v1": process_batch}
+WORKFLOW_VERSIONS: Mapping[str, Callable[..., Any]] = {"v1": process_batch}
 LATEST = "v1"
 
 
-def create_runtime() -> wf.WorkflowRuntime:
+def create_runtime(activities: BatchActivities, versions: Mapping[str, Callable[..., Any]] = WORKFLOW_VERSIONS,
+                   latest: str = LATEST) -> wf.WorkflowRuntime:
+    """A runtime with the batch workflow's ``versions`` (new batches on ``latest``) and ``activities``'
+    methods registered under their names."""
     runtime = wf.WorkflowRuntime(maximum_thread_pool_workers=16, logger_options=sdk_logger_options())
-    for version, fn in WORKFLOW_VERSIONS.items():
+    for version, fn in versions.items():
         runtime.register_versioned_workflow(fn, name=names.BATCH_WORKFLOW, version_name=version,
-                                            is_latest=version == LATEST)
-    for name, fn in ACTIVITIES.items():
-        runtime.register_activity(fn, name=name)
+                                            is_latest=version == latest)
+    for name, method in activities.registered().items():
+        runtime.register_activity(_own_function(method), name=name)
     return runtime
+
+
+def _own_function(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A bound method as a function of its own: the SDK marks what it registers on the function itself (which
+    a bound method shares with every instance), and reads the input's model from its signature."""
+
+    @functools.wraps(method)
+    async def activity(ctx: wf.WorkflowActivityContext, inp: Any = None) -> Any:
+        return await method(ctx, inp)
+
+    activity.__signature__ = inspect.signature(method, eval_str=True)  # type: ignore[attr-defined]
+    return activity

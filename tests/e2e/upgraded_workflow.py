@@ -16,7 +16,8 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
-from services.workflow import activities, app, names, worker
+from services.workflow import app, worker
+from services.workflow.activities import BatchActivities
 from services.workflow.batch_workflow import process_batch
 from services.workflow.models import BatchInput, OutcomeSummary, PublishInput
 from taskfan.contracts import STATESTORE
@@ -28,19 +29,20 @@ def mark_key(batch_id: str, what: str) -> str:
     return f"taskfan:{batch_id}:mark:{what}"
 
 
-async def _mark(batch_id: str, what: str) -> None:
-    await activities._client().save_state(STATESTORE, mark_key(batch_id, what), what,  # noqa: SLF001
-                                          state_metadata={"ttlInSeconds": "3600"})
+class UpgradedActivities(BatchActivities):
+    async def mark_workflow(self, ctx: wf.WorkflowActivityContext, batch_id: str) -> None:
+        await self._mark(batch_id, "workflow")
 
+    async def publish_outcome(self, ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
+        summary = await super().publish_outcome(ctx, inp)
+        await self._mark(inp.batch_id, "activity")
+        return summary
 
-async def mark_workflow(ctx: wf.WorkflowActivityContext, batch_id: str) -> None:
-    await _mark(batch_id, "workflow")
+    def registered(self) -> dict[str, Any]:
+        return {**super().registered(), MARK_WORKFLOW: self.mark_workflow}
 
-
-async def publish_outcome(ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
-    summary = await activities.publish_outcome(ctx, inp)
-    await _mark(inp.batch_id, "activity")
-    return summary
+    async def _mark(self, batch_id: str, what: str) -> None:
+        await self.dapr.save_state(STATESTORE, mark_key(batch_id, what), what, state_metadata={"ttlInSeconds": "3600"})
 
 
 def process_batch_v2(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[Any, Any, OutcomeSummary]:
@@ -49,11 +51,8 @@ def process_batch_v2(ctx: wf.DaprWorkflowContext, inp: BatchInput) -> Generator[
 
 
 def main() -> None:
-    worker.ACTIVITIES[names.PUBLISH_OUTCOME] = publish_outcome
-    worker.ACTIVITIES[MARK_WORKFLOW] = mark_workflow
-    worker.WORKFLOW_VERSIONS["v2"] = process_batch_v2
-    worker.LATEST = "v2"
-    app.main()
+    app.main(activities=UpgradedActivities, versions={**worker.WORKFLOW_VERSIONS, "v2": process_batch_v2},
+             latest="v2")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ import dapr.ext.workflow as wf
 import dapr.ext.workflow._durabletask.internal.protos as pb
 import pytest
 
-from services.workflow import activities, batch_workflow, names, outcome
+from services.workflow import batch_workflow, ledger_store, names, outcome
+from services.workflow.activities import BatchActivities, StepCalls
+from services.workflow.live import LiveBatches
 from services.workflow.models import BatchFailure, BatchInput, PublishInput
 from services.workflow.state_keys import outcome_key, results_key, tasks_key
+from services.workflow.step_client import StepClient
+from taskfan import pipeline
 from tests.unit.fake_state import FakeDaprState
 
 
@@ -69,6 +73,12 @@ class FakeStateClient(FakeDaprState):
         self.published.append(json.loads(data))
 
 
+def batch_activities(client):
+    """The activities over a fake state store (the workflow client is never reached: see ``released``)."""
+    steps = StepCalls(pipeline.load(), StepClient(timeout_s=30.0), LiveBatches())
+    return BatchActivities(steps, dapr=client, workflows=object())
+
+
 @pytest.fixture
 def released(monkeypatch):
     """Batches whose slots publish_outcome released (the ledger itself is tested in test_admission)."""
@@ -77,8 +87,7 @@ def released(monkeypatch):
     async def release(client, workflows, batch_id):
         batches.append(batch_id)
 
-    monkeypatch.setattr(activities.ledger_store, "release_and_wake", release)
-    monkeypatch.setattr(activities, "_workflow_client", lambda: None)
+    monkeypatch.setattr(ledger_store, "release_and_wake", release)
     return batches
 
 
@@ -87,9 +96,8 @@ def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost_then_the_batch_
     done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
     client = FakeStateClient({results_key("b", 0): json.dumps([done]).encode(),
                               tasks_key("b", 1): json.dumps([task]).encode()})
-    monkeypatch.setattr(activities, "_client", lambda: client)
-    summary = asyncio.run(activities.publish_outcome(None, PublishInput(batch_id="b", chunks=2, started_at="t0",
-                                                                        finished_at="t1")))
+    inp = PublishInput(batch_id="b", chunks=2, started_at="t0", finished_at="t1")
+    summary = asyncio.run(batch_activities(client).publish_outcome(None, inp))
     assert (summary.total, summary.completed, summary.failed) == (2, 1, 1)
     lost = client.published[0]["data"]["results"][1]
     assert lost["task_id"] == "t-b" and lost["status"] == "failed"
@@ -102,10 +110,9 @@ def test_an_outcome_is_published_once_even_if_the_engine_runs_publish_outcome_ag
     # finds the record of the first and publishes nothing.
     done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
     client = FakeStateClient({results_key("b", 0): json.dumps([done]).encode()})
-    monkeypatch.setattr(activities, "_client", lambda: client)
     inp = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
-    first = asyncio.run(activities.publish_outcome(None, inp))
-    again = asyncio.run(activities.publish_outcome(None, inp.model_copy(update={"finished_at": "t2"})))
+    first = asyncio.run(batch_activities(client).publish_outcome(None, inp))
+    again = asyncio.run(batch_activities(client).publish_outcome(None, inp.model_copy(update={"finished_at": "t2"})))
     assert len(client.published) == 1
     assert again == first
 
@@ -176,23 +183,20 @@ def test_a_failed_cleanup_after_the_publish_is_not_a_failed_publish(monkeypatch)
     async def release(client, workflows, batch_id):
         raise ConnectionError("the sidecar went away")
 
-    monkeypatch.setattr(activities, "_client", lambda: client)
-    monkeypatch.setattr(activities, "_workflow_client", lambda: None)
-    monkeypatch.setattr(activities.ledger_store, "release_and_wake", release)
-    summary = asyncio.run(activities.publish_outcome(None, PublishInput(batch_id="b", chunks=1, started_at="t0",
-                                                                        finished_at="t1")))
+    monkeypatch.setattr(ledger_store, "release_and_wake", release)
+    inp = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
+    summary = asyncio.run(batch_activities(client).publish_outcome(None, inp))
     assert summary.completed == 1 and len(client.published) == 1
 
 
 def test_a_one_chunk_batchs_run_chunk_run_again_after_its_own_cleanup_answers_from_the_record(monkeypatch, released):
     client = FakeStateClient({results_key("b", 0): json.dumps([DONE]).encode()})
-    monkeypatch.setattr(activities, "_client", lambda: client)
-    asyncio.run(activities.publish_outcome(None, PublishInput(batch_id="b", chunks=1, started_at="t0",
+    asyncio.run(batch_activities(client).publish_outcome(None, PublishInput(batch_id="b", chunks=1, started_at="t0",
                                                               finished_at="t1")))
     assert tasks_key("b", 0) not in client.state  # cleaned up
     from services.workflow.models import ChunkRef, ChunkRun
-    result = asyncio.run(activities.run_chunk(None, ChunkRun(chunk=ChunkRef(batch_id="b", index=0),
+    result = asyncio.run(batch_activities(client).run_chunk(None, ChunkRun(chunk=ChunkRef(batch_id="b", index=0),
                                                              publish_since="t0")))
     assert result.summary.done == 1 and result.outcome.completed == 1 and len(client.published) == 1
     with pytest.raises(LookupError):  # a chunk of a larger batch has no such answer: its tasks are lost
-        asyncio.run(activities.run_chunk(None, ChunkRun(chunk=ChunkRef(batch_id="c", index=0))))
+        asyncio.run(batch_activities(client).run_chunk(None, ChunkRun(chunk=ChunkRef(batch_id="c", index=0))))

@@ -9,8 +9,10 @@ from collections import Counter
 import dapr.ext.workflow as wf
 import pytest
 
-from services.workflow import activities, batch_workflow, chunk_steps, names
+from services.workflow import batch_workflow, chunk_steps, ledger_store, names
+from services.workflow.activities import BatchActivities
 from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
+from services.workflow.live import LiveBatches
 from services.workflow.models import BatchInput, ChunkRun, WaitingTask
 from services.workflow.state_keys import outcome_key, results_key, tasks_key
 from taskfan import pipeline
@@ -49,6 +51,11 @@ class FakeState(FakeDaprState):
     def __init__(self, publish_fails=False):
         super().__init__()
         self.published, self.publish_fails = [], publish_fails
+        self.saved = {}  # each key's last value ever written, deleted or not
+
+    def put(self, key, value, *args, **kwargs):
+        super().put(key, value, *args, **kwargs)
+        self.saved[key] = json.loads(value)
 
     async def publish_event(self, pubsub, topic, data, data_content_type=None):
         if self.publish_fails:
@@ -77,8 +84,9 @@ class FakeSteps:
 
     def __init__(self, answer, calls, declared=None):
         self.pipeline, self.answer, self.calls = declared or pipeline.load(), answer, calls
+        self.book = LiveBatches()
 
-    def for_batch(self, batch_id):
+    def for_batch(self, batch_id, traceparent=None):
         async def call(step, payload):
             self.calls[step.name] += 1
             self.calls[(step.name, len(payload))] += 1
@@ -89,25 +97,16 @@ class FakeSteps:
 def drive(monkeypatch, tasks, answer, state=None, declared=None):
     """Run a one-chunk batch to its outcome; ``answer(step, item)`` gives one task's step answer (a dict).
     Returns the saved results and what was called (steps by task, activities, timers)."""
-    calls, saved, pauses, state = Counter(), {}, [], state or FakeState()
+    calls, pauses, state = Counter(), [], state or FakeState()
 
     state.put(tasks_key("b", 0), json.dumps([t.model_dump() for t in tasks]))  # as the intake stores them
-    async def save(chunk, results):
-        saved["results"] = [r.model_dump() for r in results]
-        await state.save_state("statestore", results_key(chunk.batch_id, chunk.index),
-                               json.dumps([r.model_dump(mode="json") for r in results]))
-        return activities.aggregate.summary(results)
 
     async def release(client, workflows, batch_id):
         calls["released"] += 1
 
-    steps = FakeSteps(answer, calls, declared)
-    monkeypatch.setattr(activities, "step_calls", lambda: steps)
-    monkeypatch.setattr(activities, "_client", lambda: state)
-    monkeypatch.setattr(activities, "_save_results", save)
+    the_activities = BatchActivities(FakeSteps(answer, calls, declared), dapr=state, workflows=object())
     monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
-    monkeypatch.setattr(activities.ledger_store, "release_and_wake", release)
-    monkeypatch.setattr(activities, "_workflow_client", lambda: None)
+    monkeypatch.setattr(ledger_store, "release_and_wake", release)  # the ledger is test_admission's
 
     gen = batch_workflow.process_batch(FakeContext(), BatchInput(batch_id="b", total=len(tasks), chunks=1,
                                                                  max_in_flight=400))
@@ -117,7 +116,7 @@ def drive(monkeypatch, tasks, answer, state=None, declared=None):
             first = yielded[1][0]
             if first.name == names.RUN_CHUNK:
                 assert isinstance(first.input, ChunkRun) and first.input.chunk.batch_id == "b"
-                first.result = asyncio.run(activities.run_chunk(None, first.input)).model_dump(mode="json")
+                first.result = asyncio.run(the_activities.run_chunk(None, first.input)).model_dump(mode="json")
             else:
                 pauses.append(first.input)
             calls[first.name] += 1
@@ -136,7 +135,7 @@ def drive(monkeypatch, tasks, answer, state=None, declared=None):
     assert calls["published by the chunk"] == (not state.publish_fails)
     if not state.publish_fails:  # published and forgotten: only the record of the outcome is left
         assert state.items.keys() == {outcome_key("b")}
-    return saved["results"], calls, pauses
+    return state.saved[results_key("b", 0)], calls, pauses
 
 
 def test_chain_rejects_early_keeps_input_order_and_calls_each_step_once(monkeypatch):

@@ -284,7 +284,7 @@ def test_the_workflow_app_makes_no_dapr_name_of_what_is_not_a_batch_id(batch_id)
         def __getattr__(self, name):
             raise AssertionError(f"{name} called for {batch_id!r}")
 
-    answers = ConsoleAnswers(NoDapr(), NoDapr())
+    answers = ConsoleAnswers(NoDapr(), NoDapr(), LiveBatches())
     assert answers.batch({"batch_id": batch_id})["status"] is None
     assert answers.terminate({"batch_id": batch_id}) == {"terminated": False, "status": None,
                                                           "reason": "no such batch is running"}

@@ -8,18 +8,18 @@ from taskfan.contracts import TaskResult
 
 
 def test_metrics_name_what_a_dashboard_needs() -> None:
-    in_step = metrics.TasksInStep(("validate", "enrich", "score"))  # as serve registers it, for the pipeline
+    book = live.LiveBatches()
+    in_step = metrics.TasksInStep(book, ("validate", "enrich", "score"))  # as serve registers it
     metrics.REGISTRY.register(in_step)
     before = generate_latest(metrics.REGISTRY).decode()
     metrics.tasks_finished([TaskResult(task_id="a", status="completed", score=1),
                             TaskResult(task_id="b", status="failed", score=None, error="x")])
     metrics.step_call("score", "ok", 0.03)
-    live.batches.moving("metrics-test", "enrich", ["t1", "t2"])
+    book.moving("metrics-test", "enrich", ["t1", "t2"])
     ledger = Ledger(running=[Entry(batch_id="r", slots=100, total=300, chunks=3, since="2026-11-30T00:00:00+00:00")],
                     head=0, tail=1, queued=1, queued_tasks=50)
     metrics.record(ledger, {"r": 100})
     text = generate_latest(metrics.REGISTRY).decode()
-    live.batches.forget("metrics-test")
     metrics.REGISTRY.unregister(in_step)
 
     def value(line_start: str, source: str) -> float:

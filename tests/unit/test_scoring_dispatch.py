@@ -44,6 +44,13 @@ def test_a_slow_model_gets_one_task_per_call() -> None:
     assert not busy.fast(1000, 0.0) and busy.fast(100, 0.0)  # 100 x 2 ms / 8 slots = 25 ms
 
 
+class Client:
+    """A step client whose calls ``request`` answers."""
+
+    def __init__(self, request):
+        self.request = request
+
+
 class Replicas:
     """N scripted scorer replicas with one slot each (and room for one task waiting, as the scorer app
     has); Dapr's random pick per call."""
@@ -55,7 +62,7 @@ class Replicas:
         self.overfull = 0  # calls accepted beyond the room offered (only an insisting call may)
         self.task_s = task_s
 
-    async def request(self, step, payload, may_refuse=False):
+    async def request(self, step, payload, may_refuse=False, traceparent=None):
         name = random.choice(list(self.accepted))
         said = {"replica": name, "slots": 1}
         if self.accepted[name] and self.accepted[name] + len(payload) > 2:
@@ -74,9 +81,8 @@ class Replicas:
 @pytest.mark.parametrize("replicas", [1, 3, 4])
 def test_slow_tasks_are_taken_by_free_replicas_only(monkeypatch, replicas: int) -> None:
     fake = Replicas(replicas, task_s=0.02)
-    monkeypatch.setattr(scoring.step_client, "request", fake.request)
     tasks = [{"task_id": f"t{i}", "tags": []} for i in range(8 * replicas)]
-    answers = asyncio.run(Dispatcher(SCORE).call(tasks))
+    answers = asyncio.run(Dispatcher(SCORE, fake).call(tasks))
     assert [a.task_id for a in answers] == [t["task_id"] for t in tasks]
     assert fake.overfull == 0  # every call went to a replica with room for it
     # Shares differ by a few tasks at most (one waiting at the end, chance at the start); random picks
@@ -89,12 +95,11 @@ def test_a_fast_model_gets_the_chunk_in_one_call(monkeypatch) -> None:
     fake = Replicas(3, task_s=0.0)
     calls = []
 
-    async def counting(step, payload, may_refuse=False):
+    async def counting(step, payload, may_refuse=False, traceparent=None):
         calls.append((len(payload), may_refuse))
         return await fake.request(step, payload, may_refuse)
 
-    monkeypatch.setattr(scoring.step_client, "request", counting)
-    dispatcher = Dispatcher(SCORE)
+    dispatcher = Dispatcher(SCORE, Client(counting))
     dispatcher.view.learn(SlotsReport(replica="r0", slots=8, task_ms=0.05), now=time.monotonic())
     asyncio.run(dispatcher.call([{"task_id": f"t{i}", "tags": []} for i in range(100)]))
     assert calls == [(100, False)]
@@ -104,13 +109,12 @@ def test_a_call_refused_for_too_long_queues_where_it_lands(monkeypatch) -> None:
     monkeypatch.setattr(scoring, "INSIST_AFTER_S", 0.05)
     seen = []
 
-    async def always_busy(step, payload, may_refuse=False):
+    async def always_busy(step, payload, may_refuse=False, traceparent=None):
         seen.append(may_refuse)
         if may_refuse:
             return None, SlotsReport(replica="r0", slots=1, busy=True)
         return [StepAnswer(task_id=payload[0]["task_id"], score=50)], SlotsReport(replica="r0", slots=1)
 
-    monkeypatch.setattr(scoring.step_client, "request", always_busy)
-    answers = asyncio.run(Dispatcher(SCORE).call([{"task_id": "t1", "tags": []}]))
+    answers = asyncio.run(Dispatcher(SCORE, Client(always_busy)).call([{"task_id": "t1", "tags": []}]))
     assert answers[0].score == 50
     assert seen[0] is True and seen[-1] is False and len(seen) > 2

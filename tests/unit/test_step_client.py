@@ -6,7 +6,7 @@ import json
 import pytest
 
 from services.workflow import step_client
-from services.workflow.step_client import Failure
+from services.workflow.step_client import Failure, StepClient
 from taskfan import pipeline
 from taskfan.contracts import StepAnswer
 
@@ -17,14 +17,14 @@ def run_invoke(monkeypatch, answers):
     """``request`` against a scripted ``call``; returns its answers and how many calls it made."""
     calls = []
 
-    async def fake_call(app_id, method, tasks, extra=None):
-        calls.append(method)
-        answer, error, failure = answers[min(len(calls), len(answers)) - 1]
-        return step_client.Called(answers=answer, error=error, failure=failure)
+    class Scripted(StepClient):
+        async def call(self, app_id, method, tasks, extra=None, traceparent=None):
+            calls.append(method)
+            answer, error, failure = answers[min(len(calls), len(answers)) - 1]
+            return step_client.Called(answers=answer, error=error, failure=failure)
 
-    monkeypatch.setattr(step_client, "call", fake_call)
     monkeypatch.setattr(step_client, "UNREACHABLE_RETRY_DELAYS_S", (0, 0, 0))
-    result, _ = asyncio.run(step_client.request(SCORE, [{"task_id": "t1", "tags": []}]))
+    result, _ = asyncio.run(Scripted(timeout_s=30.0).request(SCORE, [{"task_id": "t1", "tags": []}]))
     return result, len(calls)
 
 
@@ -86,9 +86,8 @@ def test_daprs_answers_are_read_as_timeouts_or_unreachable(monkeypatch, failure,
         def post(self, *args, **kwargs):
             return Response()
 
-    monkeypatch.setattr(step_client, "_sidecar", Session)
-    monkeypatch.setattr(step_client, "_timeout_s", 12.0)
-    called = asyncio.run(step_client.call("validator", "validate", [{"task_id": "t1"}]))
+    called = asyncio.run(StepClient(timeout_s=12.0, session=Session()).call("validator", "validate",
+                                                                           [{"task_id": "t1"}]))
     assert (called.answers, called.failure) == (None, failure)
     if failure is Failure.TIMED_OUT:
         assert called.error == "validator/validate timed out after 12s"
@@ -111,8 +110,7 @@ def answering(monkeypatch, status, body):
         def post(self, *args, **kwargs):
             return Response()
 
-    monkeypatch.setattr(step_client, "_sidecar", Session)
-    return asyncio.run(step_client.call("scorer", "score", [{"task_id": "t1"}]))
+    return asyncio.run(StepClient(timeout_s=30.0, session=Session()).call("scorer", "score", [{"task_id": "t1"}]))
 
 
 def test_a_replicas_report_of_its_slots_is_typed_and_a_refusal_has_no_answers(monkeypatch):
