@@ -8,7 +8,6 @@ Without FAULT_POINTS_DIR, which only the end-to-end tests set, a point does noth
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ IN_TERMINATE = "in-terminate"  # the reconciler answered for a terminated batch;
 POINTS = (AFTER_LEDGER_WRITE, AFTER_PUBLISH, AFTER_RECORD, IN_TERMINATE)
 
 
-@functools.cache
 def _directory() -> Path | None:
     configured = Settings.from_env().fault_points_dir
     return Path(configured) if configured else None

@@ -25,6 +25,7 @@ import time
 import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from dapr import clients
@@ -257,13 +258,13 @@ def _gave_up() -> LedgerBusy:
 # --- running a change -------------------------------------------------------------------------------
 
 _FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
-_TTL = {"ttlInSeconds": str(STATE_TTL_S)}
+_TTL = MappingProxyType({"ttlInSeconds": str(STATE_TTL_S)})
 
 
 def _save_args(op: Put) -> dict[str, Any]:
     args: dict[str, Any] = {"etag": op.etag, "options": _FIRST_WRITE if op.first_write else None}
     if op.key != ADMISSION_LEDGER_KEY:
-        args["state_metadata"] = _TTL  # a queue entry or ticket left behind by a crash expires
+        args["state_metadata"] = dict(_TTL)  # a queue entry or ticket left behind by a crash expires
     return args
 
 

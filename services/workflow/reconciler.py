@@ -35,7 +35,8 @@ INTERVAL_S = 5.0
 # A ledger entry whose workflow cannot be found this long after it queued was purged, not just slow.
 MISSING_GRACE_S = 60.0
 QUEUE_WINDOW = 100
-STILL_GOING = {WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED, WorkflowStatus.STALLED}
+STILL_GOING = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED,
+                         WorkflowStatus.STALLED})
 
 
 def unfinished_reason(status: WorkflowStatus | None, failure: str | None) -> str | None:

@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any
 
 import aiohttp
-from dapr.conf import settings
+import dapr.conf
 from pydantic import ValidationError
 
 from services.workflow import metrics
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # 15 s before the call counts as a failed attempt: Dapr's resiliency retries do not cover a gRPC
 # app's "unavailable" answer. Step calls are pure functions of their input, so repeating is safe.
 UNREACHABLE_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0)
-UNREACHABLE_STATUSES = {502, 503, 504}
+UNREACHABLE_STATUSES = frozenset({502, 503, 504})
 # Every call has a deadline (Settings.step_timeout_s), kept here: the client gives up and closes the
 # connection, and the sidecar cancels the call to the app (why not Dapr's resiliency timeout:
 # components/resiliency.yaml). A timed-out call is made once more at once: Dapr picks a replica at random
@@ -78,9 +78,10 @@ class StepClient:
     def sidecar(self) -> aiohttp.ClientSession:
         # Created on first use, inside the worker's event loop that runs async activities.
         if self._session is None:
-            headers = {"dapr-api-token": settings.DAPR_API_TOKEN} if settings.DAPR_API_TOKEN else {}
+            sdk = dapr.conf.settings  # the SDK's: its sidecar's address and API token, from the environment
+            headers = {"dapr-api-token": sdk.DAPR_API_TOKEN} if sdk.DAPR_API_TOKEN else {}
             self._session = aiohttp.ClientSession(
-                base_url=f"http://{settings.DAPR_RUNTIME_HOST}:{settings.DAPR_HTTP_PORT}",
+                base_url=f"http://{sdk.DAPR_RUNTIME_HOST}:{sdk.DAPR_HTTP_PORT}",
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=5),
                 connector=aiohttp.TCPConnector(limit=256),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import dapr.ext.workflow as wf
@@ -23,7 +24,7 @@ from services.workflow.batch_workflow import process_batch
 from taskfan.dapr_app import sdk_logger_options
 
 # Each version of the batch workflow still registered, and the one a new batch starts on.
-WORKFLOW_VERSIONS: Mapping[str, Callable[..., Any]] = {"v1": process_batch}
+WORKFLOW_VERSIONS: Mapping[str, Callable[..., Any]] = MappingProxyType({"v1": process_batch})
 LATEST = "v1"
 
 
