@@ -66,12 +66,13 @@ class StepCalls:
 
 
 class BatchActivities:
-    """The batch workflow's activities, as methods. The Dapr clients are made on first use, inside the worker's
-    event loop that runs them, unless handed in (a test's fakes)."""
+    """The batch workflow's activities, as methods: the step calls (and their live book), the admission
+    ledger's store and the metrics handed in. The Dapr clients are made on first use, inside the worker's event
+    loop that runs them, unless handed in (a test's fakes)."""
 
-    def __init__(self, steps: StepCalls, dapr: DaprClient | None = None,
-                 workflows: DaprWorkflowClient | None = None) -> None:
-        self.steps, self.book = steps, steps.book
+    def __init__(self, steps: StepCalls, ledger: ledger_store.LedgerStore, measured: metrics.WorkflowMetrics,
+                 dapr: DaprClient | None = None, workflows: DaprWorkflowClient | None = None) -> None:
+        self.steps, self.book, self.ledger, self.metrics = steps, steps.book, ledger, measured
         self._dapr, self._workflows = dapr, workflows
 
     def registered(self) -> dict[str, Callable[..., Awaitable[Any]]]:
@@ -95,7 +96,7 @@ class BatchActivities:
     async def request_admission(self, ctx: wf.WorkflowActivityContext, inp: AdmissionRequest) -> Admission:
         entry = admission.Entry(batch_id=inp.batch_id, slots=inp.slots, total=inp.total, chunks=inp.chunks,
                                 since=inp.since)
-        others, position = await ledger_store.run(self.dapr, ledger_store.ask(entry, inp.cap))
+        others, position = await self.ledger.run(self.dapr, ledger_store.ask(entry, inp.cap))
         await ledger_store.announce(self.workflows, others)
         return Admission(position=position)
 
@@ -125,7 +126,7 @@ class BatchActivities:
         run = await chunk_steps.run_chain(self.steps.pipeline, tasks, earlier.waiting,
                                           self.steps.for_batch(chunk.batch_id, inp.traceparent))
         self.book.finished(chunk.batch_id, run.finished)
-        metrics.tasks_finished(run.finished)
+        self.metrics.tasks_finished(run.finished)
         self.book.moving(chunk.batch_id, live.WAITING, (task.task_id for task in run.waiting))
         finished = [*earlier.finished, *run.finished]
         if run.waiting:
@@ -154,7 +155,7 @@ class BatchActivities:
         tasks = await outcome.chunk_tasks(self.dapr, chunk)
         results = [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks]
         self.book.finished(inp.batch_id, results)
-        metrics.tasks_finished(results)
+        self.metrics.tasks_finished(results)
         return await self._save_results(chunk, results)
 
     async def _save_results(self, chunk: ChunkRef, results: list[TaskResult]) -> ChunkSummary:
@@ -175,7 +176,7 @@ class BatchActivities:
                                                                            "lost from the state store")
         faults.point(faults.AFTER_RECORD)
         try:
-            await ledger_store.release_and_wake(self.dapr, self.workflows, inp.batch_id)
+            await self.ledger.release_and_wake(self.dapr, self.workflows, inp.batch_id)
             self.book.forget(inp.batch_id)
             keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
             keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
@@ -187,4 +188,4 @@ class BatchActivities:
 
     async def dead_letter_batch(self, ctx: wf.WorkflowActivityContext, inp: BatchFailure) -> None:
         await outcome.dead_letter(self.dapr, inp)
-        await ledger_store.release_and_wake(self.dapr, self.workflows, inp.batch_id)
+        await self.ledger.release_and_wake(self.dapr, self.workflows, inp.batch_id)

@@ -15,7 +15,7 @@ from dapr.clients import DaprClient
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient
 
-from services.workflow import console_api, live, metrics, reconciler
+from services.workflow import console_api, ledger_store, live, metrics, reconciler
 from services.workflow.activities import BatchActivities, StepCalls
 from services.workflow.console_api import ConsoleAnswers
 from services.workflow.intake import BatchIntake
@@ -34,13 +34,15 @@ def configure(app: App, settings: Settings, activities: type[BatchActivities] = 
     their client and the pipeline's declaration), the activities, the intake, the console's answers, the
     reconciler and the metrics. ``activities``, ``versions``, ``latest``: an upgraded app's own (README,
     "Upgrading with batches in flight")."""
+    measured = metrics.WorkflowMetrics()
+    ledger = ledger_store.LedgerStore(measured.ledger_changed)
     book = live.LiveBatches()
-    steps = StepCalls(pipeline.load(), StepClient(settings.step_timeout_s), book)
-    runtime = create_runtime(activities(steps), versions, latest)
+    steps = StepCalls(pipeline.load(), StepClient(settings.step_timeout_s, measured), book)
+    runtime = create_runtime(activities(steps, ledger, measured), versions, latest)
     runtime.start()
     workflows = DaprWorkflowClient(logger_options=sdk_logger_options())
     dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
-    intake = BatchIntake(workflows, dapr, settings)
+    intake = BatchIntake(workflows, dapr, settings, ledger)
     app.subscribe(
         PUBSUB, TASKS_TOPIC,
         metadata={"rawPayload": "true"},
@@ -49,9 +51,10 @@ def configure(app: App, settings: Settings, activities: type[BatchActivities] = 
     )(intake.on_event)
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
-    console_api.configure(app, ConsoleAnswers(dapr, workflows, book, steps.dispatchers.values()))
-    stop_reconciler = reconciler.start(settings, book)
-    metrics_server = metrics.serve(settings, book, steps.pipeline.names)
+    console_api.configure(app, ConsoleAnswers(dapr, workflows, book, ledger, steps.dispatchers.values()))
+    stop_reconciler = reconciler.start(settings, book, ledger, measured)
+    measured.watch(book, steps.pipeline.names)
+    metrics_server = measured.serve(settings)
 
     def shutdown() -> None:
         stop_reconciler()

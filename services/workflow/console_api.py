@@ -36,10 +36,11 @@ QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them
 
 class ConsoleAnswers:
     def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient, book: live.LiveBatches,
-                 dispatchers: Iterable[scoring.Dispatcher] = ()) -> None:
+                 ledger: ledger_store.LedgerStore, dispatchers: Iterable[scoring.Dispatcher] = ()) -> None:
         self.dapr = dapr
         self.workflows = workflows
         self.book = book
+        self.ledger = ledger
         self.dispatchers = tuple(dispatchers)  # of the steps spread by slots: their replicas, for the console
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
@@ -70,7 +71,7 @@ class ConsoleAnswers:
                             **(counts.model_dump(exclude={"total", "queued"}) if counts else {})})
         # The head of the queue: a page of it, however long it is (``queued_batches``/``queued_tasks`` count all).
         queued = [{"batch_id": e.batch_id, "total": e.total, "since": e.since, "position": place}
-                  for place, e in ledger_store.run_now(self.dapr, ledger_store.queued(ledger, QUEUE_SHOWN))]
+                  for place, e in self.ledger.run_now(self.dapr, ledger_store.queued(ledger, QUEUE_SHOWN))]
         now = time.monotonic()
         return {"running": running, "queued": queued, "queued_batches": ledger.queued,
                 "queued_tasks": ledger.queued_tasks, "cap": ledger.cap,
@@ -82,7 +83,7 @@ class ConsoleAnswers:
         """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""
         batch_id = str(body["batch_id"])
         status, counts = self.progress(batch_id)
-        entry, position = (ledger_store.run_now(self.dapr, ledger_store.locate(batch_id)) if is_batch_id(batch_id)
+        entry, position = (self.ledger.run_now(self.dapr, ledger_store.locate(batch_id)) if is_batch_id(batch_id)
                            else (None, None))
         return {"batch_id": batch_id, "status": status, "counts": counts.model_dump() if counts else None,
                 "position": position, "since": entry.since if entry else None,

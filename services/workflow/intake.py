@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 
 
 class BatchIntake:
-    def __init__(self, workflows: DaprWorkflowClient, dapr: DaprClient, settings: Settings) -> None:
+    def __init__(self, workflows: DaprWorkflowClient, dapr: DaprClient, settings: Settings,
+                 ledger: ledger_store.LedgerStore) -> None:
         self.workflows = workflows
         self.dapr = dapr
         self.settings = settings
+        self.ledger = ledger
 
     def on_event(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
         raw: bytes = event.data
@@ -94,7 +96,7 @@ class BatchIntake:
 
     def release_unstarted(self, batch_id: str) -> None:
         if self.workflows.get_workflow_state(workflow_instance_id(batch_id), fetch_payloads=False) is None:
-            ledger_store.release_and_wake_now(self.dapr, self.workflows, batch_id)
+            self.ledger.release_and_wake_now(self.dapr, self.workflows, batch_id)
 
     def give_back(self, batch_id: str) -> None:
         """Best effort, before dead-lettering a batch that cannot start: its slots, if it took any."""
@@ -133,7 +135,7 @@ class BatchIntake:
                                 slots=slots_of(len(batch.tasks), self.settings.max_in_flight),
                                 since=datetime.now(UTC).isoformat())
         cap = self.settings.max_tasks_in_progress
-        others, position = ledger_store.run_now(self.dapr, ledger_store.ask(entry, cap))
+        others, position = self.ledger.run_now(self.dapr, ledger_store.ask(entry, cap))
         ledger_store.announce_now(self.workflows, others)
         return position == 0
 

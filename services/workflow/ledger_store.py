@@ -35,7 +35,7 @@ from dapr.ext.workflow import DaprWorkflowClient as SyncWorkflowClient
 from dapr.ext.workflow.aio import DaprWorkflowClient
 from pydantic import BaseModel
 
-from services.workflow import admission, metrics
+from services.workflow import admission
 from services.workflow.admission import Entry, Ledger, Ticket
 from services.workflow.names import ADMITTED_EVENT
 from services.workflow.state_keys import STATE_TTL_S
@@ -268,24 +268,47 @@ def _save_args(op: Put) -> dict[str, Any]:
     return args
 
 
-# Changes made by one process wait for each other (one lock per event loop, one for the blocking callers):
-# made all at once, they would mostly meet each other's ETags and start again (README, Benchmarks). The ETag
-# still guards against the other callers and processes.
-_BLOCKING_CHANGES = threading.Lock()
-_LOOP_CHANGES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+class LedgerStore:
+    """Where one workflow process makes its changes to the admission ledger: made by the app and handed to the
+    intake, the activities, the reconciler and the console's answers. Its changes wait for each other (one
+    lock per event loop, one for the blocking callers): made all at once, they would mostly meet each other's
+    ETags and start again (README, Benchmarks). The ETag still guards against other processes. ``measured``
+    hears how long each change took (the metrics)."""
 
+    def __init__(self, measured: Callable[[float], None] = lambda seconds: None) -> None:
+        self.measured = measured
+        self._blocking = threading.Lock()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
-def _loop_lock() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    if (lock := _LOOP_CHANGES.get(loop)) is None:
-        lock = _LOOP_CHANGES[loop] = asyncio.Lock()
-    return lock
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if (lock := self._loops.get(loop)) is None:
+            lock = self._loops[loop] = asyncio.Lock()
+        return lock
 
+    async def run(self, client: DaprClient, steps: Steps[T]) -> T:
+        """Make a change through the async client."""
+        async with self._loop_lock():
+            started = time.perf_counter()
+            result = await _run(client, steps)
+            self.measured(time.perf_counter() - started)
+            return result
 
-async def run(client: DaprClient, steps: Steps[T]) -> T:
-    """Make a change through the async client."""
-    async with _loop_lock():
-        return await _run(client, steps)
+    def run_now(self, client: clients.DaprClient, steps: Steps[T]) -> T:
+        """Make a change through the blocking client."""
+        with self._blocking:
+            started = time.perf_counter()
+            result = _run_now(client, steps)
+            self.measured(time.perf_counter() - started)
+            return result
+
+    async def release_and_wake(self, client: DaprClient, workflows: DaprWorkflowClient, batch_id: str) -> None:
+        """Give a batch's slots back and wake the batches that now fit (idempotent)."""
+        await announce(workflows, await self.run(client, release(batch_id)))
+
+    def release_and_wake_now(self, client: clients.DaprClient, workflows: SyncWorkflowClient, batch_id: str) -> None:
+        """``release_and_wake`` with the blocking clients."""
+        announce_now(workflows, self.run_now(client, release(batch_id)))
 
 
 def advance(steps: Steps[T], reply: Any, error: Exception | None) -> tuple[bool, Any]:
@@ -300,11 +323,9 @@ def advance(steps: Steps[T], reply: Any, error: Exception | None) -> tuple[bool,
 async def _run(client: DaprClient, steps: Steps[T]) -> T:
     reply: Any = None
     error: Exception | None = None
-    started = time.perf_counter()
     while True:
         done, op = advance(steps, reply, error)
         if done:
-            _observe(started)
             return op
         reply, error = None, None
         if isinstance(op, Get):
@@ -323,20 +344,12 @@ async def _run(client: DaprClient, steps: Steps[T]) -> T:
             await asyncio.sleep(op.seconds)
 
 
-def run_now(client: clients.DaprClient, steps: Steps[T]) -> T:
-    """Make a change through the blocking client."""
-    with _BLOCKING_CHANGES:
-        return _run_now(client, steps)
-
-
 def _run_now(client: clients.DaprClient, steps: Steps[T]) -> T:
     reply: Any = None
     error: Exception | None = None
-    started = time.perf_counter()
     while True:
         done, op = advance(steps, reply, error)
         if done:
-            _observe(started)
             return op
         reply, error = None, None
         if isinstance(op, Get):
@@ -357,10 +370,6 @@ def _run_now(client: clients.DaprClient, steps: Steps[T]) -> T:
                     continue
         elif isinstance(op, Pause):
             time.sleep(op.seconds)
-
-
-def _observe(started: float) -> None:
-    metrics.LEDGER_CHANGE.observe(time.perf_counter() - started)
 
 
 async def read(client: DaprClient) -> Ledger:
@@ -390,13 +399,3 @@ def announce_now(workflows: SyncWorkflowClient, batch_ids: list[str]) -> None:
             workflows.raise_workflow_event(workflow_instance_id(batch_id), ADMITTED_EVENT)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not wake an admitted batch", extra={"batch_id": batch_id, "error": str(exc)})
-
-
-async def release_and_wake(client: DaprClient, workflows: DaprWorkflowClient, batch_id: str) -> None:
-    """Give a batch's slots back and wake the batches that now fit (idempotent)."""
-    await announce(workflows, await run(client, release(batch_id)))
-
-
-def release_and_wake_now(client: clients.DaprClient, workflows: SyncWorkflowClient, batch_id: str) -> None:
-    """``release_and_wake`` with the blocking clients."""
-    announce_now(workflows, run_now(client, release(batch_id)))

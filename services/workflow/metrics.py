@@ -22,22 +22,6 @@ from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REGISTRY = CollectorRegistry()
-BACKLOG = Gauge("taskfan_backlog_tasks",
-                "Tasks accepted and not finished yet: the rest of every running batch and all of every queued "
-                "one; what the scorers still have to score (the scorers' autoscaler reads it)", registry=REGISTRY)
-BATCHES = Gauge("taskfan_batches", "Batches in the admission ledger, by state", ["state"], registry=REGISTRY)
-TASKS = Counter("taskfan_tasks_finished", "Tasks this workflow process finished, by status", ["status"],
-                registry=REGISTRY)
-STEP_CALLS = Histogram("taskfan_step_call_seconds", "Step calls (service invocation of the step apps, pipeline.yaml) "
-                       "from the call to its answer, by step and result", ["step", "result"], registry=REGISTRY,
-                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-LEDGER_CHANGE = Histogram("taskfan_ledger_change_seconds", "Changes of the admission ledger (a batch queued, "
-                          "admitted or released), from the first read to the last write, retries included",
-                          registry=REGISTRY, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                                      2.5, 5))
-
-
 class TasksInStep(Collector):
     """Tasks of running batches in each step right now, from the activities' live view (``live``): where the
     backlog sits (waiting = between runs, after a failed call)."""
@@ -55,26 +39,53 @@ class TasksInStep(Collector):
 
 
 
-def tasks_finished(results: Iterable[TaskResult]) -> None:
-    for result in results:
-        TASKS.labels(status=result.status).inc()
+class WorkflowMetrics:
+    """The workflow app's metrics, in a registry of its own: one per app, handed to whoever measures (the step
+    client, the activities, the reconciler, the ledger's changes)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.backlog = Gauge(
+            "taskfan_backlog_tasks", "Tasks accepted and not finished yet: the rest of every running batch and all "
+            "of every queued one; what the scorers still have to score (the scorers' autoscaler reads it)",
+            registry=self.registry)
+        self.batches = Gauge("taskfan_batches", "Batches in the admission ledger, by state", ["state"],
+                             registry=self.registry)
+        self.tasks = Counter("taskfan_tasks_finished", "Tasks this workflow process finished, by status", ["status"],
+                             registry=self.registry)
+        self.step_calls = Histogram(
+            "taskfan_step_call_seconds", "Step calls (service invocation of the step apps, pipeline.yaml) from the "
+            "call to its answer, by step and result", ["step", "result"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.ledger_changes = Histogram(
+            "taskfan_ledger_change_seconds", "Changes of the admission ledger (a batch queued, admitted or "
+            "released), from the first read to the last write, retries included", registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+    def watch(self, book: live.LiveBatches, steps: tuple[str, ...]) -> None:
+        """Report the tasks of ``book`` in each of ``steps`` (the pipeline's)."""
+        self.registry.register(TasksInStep(book, steps))
+
+    def tasks_finished(self, results: Iterable[TaskResult]) -> None:
+        for result in results:
+            self.tasks.labels(status=result.status).inc()
+
+    def step_call(self, step: str, result: str, seconds: float) -> None:
+        self.step_calls.labels(step=step, result=result).observe(seconds)
+
+    def ledger_changed(self, seconds: float) -> None:
+        self.ledger_changes.observe(seconds)
+
+    def record(self, ledger: Ledger, done: dict[str, int]) -> None:
+        self.backlog.set(ledger.backlog(done))
+        self.batches.labels(state="running").set(len(ledger.running))
+        self.batches.labels(state="queued").set(ledger.queued)
+
+    def serve(self, settings: Settings) -> WSGIServer | None:
+        if not settings.metrics_port:
+            return None
+        server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=self.registry)
+        log.info("metrics on /metrics", extra={"address": f"{settings.metrics_host}:{settings.metrics_port}"})
+        return server
 
 
-def step_call(step: str, result: str, seconds: float) -> None:
-    STEP_CALLS.labels(step=step, result=result).observe(seconds)
-
-
-def record(ledger: Ledger, done: dict[str, int]) -> None:
-    BACKLOG.set(ledger.backlog(done))
-    BATCHES.labels(state="running").set(len(ledger.running))
-    BATCHES.labels(state="queued").set(ledger.queued)
-
-
-def serve(settings: Settings, book: live.LiveBatches, steps: tuple[str, ...]) -> WSGIServer | None:
-    """/metrics, with the tasks of ``book`` in each of ``steps`` (the pipeline's)."""
-    if not settings.metrics_port:
-        return None
-    REGISTRY.register(TasksInStep(book, steps))
-    server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY)
-    log.info("metrics on /metrics", extra={"address": f"{settings.metrics_host}:{settings.metrics_port}"})
-    return server

@@ -50,10 +50,12 @@ def unfinished_reason(status: WorkflowStatus | None, failure: str | None) -> str
     return None
 
 
-def start(settings: Settings, book: live.LiveBatches) -> Callable[[], None]:
+def start(settings: Settings, book: live.LiveBatches, ledger: ledger_store.LedgerStore,
+          measured: metrics.WorkflowMetrics) -> Callable[[], None]:
     """Run the loop in a thread of its own (its own event loop and clients); return a stopper."""
     stop = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(_loop(stop, settings, book)), name="reconciler", daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(_loop(stop, settings, book, ledger, measured)),
+                              name="reconciler", daemon=True)
     thread.start()
 
     def stopper() -> None:
@@ -63,25 +65,27 @@ def start(settings: Settings, book: live.LiveBatches) -> Callable[[], None]:
     return stopper
 
 
-async def _loop(stop: threading.Event, settings: Settings, book: live.LiveBatches) -> None:
+async def _loop(stop: threading.Event, settings: Settings, book: live.LiveBatches, ledger: ledger_store.LedgerStore,
+                measured: metrics.WorkflowMetrics) -> None:
     client = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
     workflows = DaprWorkflowClient()
     while not stop.is_set():
         try:
-            await reconcile(client, workflows, settings, book)
+            await reconcile(client, workflows, settings, book, ledger, measured)
         except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting: next round
             log.warning("reconcile round failed", extra={"error": str(exc)})
         await asyncio.to_thread(stop.wait, INTERVAL_S)
 
 
 async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings: Settings,
-                    book: live.LiveBatches) -> None:
+                    book: live.LiveBatches, store: ledger_store.LedgerStore, measured: metrics.WorkflowMetrics,
+                    ) -> None:
     """One round: every running batch (at most the cap's worth) and the first QUEUE_WINDOW queued ones, so a
     round costs the same however long the queue; a batch further back is looked at once it moves up."""
     ledger = await ledger_store.read(client)
     done: dict[str, int] = {}  # tasks finished per running batch, for the backlog
     running = {entry.batch_id for entry in ledger.running}
-    queued = [entry for _, entry in await ledger_store.run(client, ledger_store.queued(ledger, QUEUE_WINDOW))]
+    queued = [entry for _, entry in await store.run(client, ledger_store.queued(ledger, QUEUE_WINDOW))]
     for entry in [*ledger.running, *queued]:
         try:
             # A running batch's progress is its custom status, a payload (small: its inputs are ids and
@@ -104,9 +108,9 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings:
         if reason is not None:
             await answer(client, entry, reason, status.name if status is not None else WorkflowStatus.FAILED.name)
             faults.point(faults.IN_TERMINATE)
-        await ledger_store.release_and_wake(client, workflows, entry.batch_id)
+        await store.release_and_wake(client, workflows, entry.batch_id)
         book.forget(entry.batch_id)
-    metrics.record(ledger, done)
+    measured.record(ledger, done)
 
 
 async def _answered_or_unstartable(client: DaprClient, workflows: DaprWorkflowClient, entry: Entry,

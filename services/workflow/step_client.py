@@ -71,8 +71,10 @@ class StepClient:
     """Step calls through the workflow app's own sidecar, over one pool of kept-alive connections; one per
     workflow process, handed to whoever calls steps. ``timeout_s``: a call's deadline."""
 
-    def __init__(self, timeout_s: float, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, timeout_s: float, measured: metrics.WorkflowMetrics | None = None,
+                 session: aiohttp.ClientSession | None = None) -> None:
         self.timeout_s = timeout_s
+        self.metrics = measured or metrics.WorkflowMetrics()
         self._session = session
 
     def sidecar(self) -> aiohttp.ClientSession:
@@ -103,7 +105,7 @@ class StepClient:
             called = await self.call(app_id, method, payload, extra, traceparent)
             outcome = ("ok" if called.answers is not None else "busy" if called.report.busy
                        else (called.failure or Failure.FAILED).name)
-            metrics.step_call(step.name, outcome.lower(), time.perf_counter() - started)
+            self.metrics.step_call(step.name, outcome.lower(), time.perf_counter() - started)
             if called.answers is not None or called.report.busy:
                 return called.answers, called.report
             error = called.error

@@ -8,6 +8,7 @@ import pytest
 
 from services.workflow import batch_workflow, ledger_store, names, reconciler
 from services.workflow.admission import Entry, Ledger
+from services.workflow.ledger_store import LedgerStore
 from services.workflow.models import BatchInput
 from taskfan.contracts import ADMISSION_LEDGER_KEY
 from tests.unit.fake_state import FakeDaprState, FakeSyncDapr, drive, step
@@ -290,7 +291,7 @@ def test_the_intake_admits_what_fits_queues_the_rest_and_is_idempotent():
     from taskfan.settings import Settings
 
     store = FakeLedgerStore(conflicts=2)  # another writer got in first, twice: read again, write again
-    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=1000))
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=1000), LedgerStore())
 
     assert intake.admit(batch("a", 600)) is True  # 400 slots (its chunks in flight at once)
     assert intake.admit(batch("b", 600)) is True
@@ -301,7 +302,7 @@ def test_the_intake_admits_what_fits_queues_the_rest_and_is_idempotent():
     assert [(e.batch_id, e.slots) for e in ledger.running] == [("a", 400), ("b", 400)]
     assert ledger.queued == 2 and store.raised == []
     # Restarted with a larger cap: the next batch's request admits the queue, and wakes those batches.
-    wider = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=2000))
+    wider = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=2000), LedgerStore())
     assert wider.admit(batch("e", 100)) is True
     assert store.raised == [("c", names.ADMITTED_EVENT), ("d", names.ADMITTED_EVENT)]
 
@@ -313,7 +314,7 @@ def test_a_batch_dapr_gave_up_on_gives_its_slots_back_unless_its_workflow_starte
     from taskfan.settings import Settings
 
     store = FakeLedgerStore()
-    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800))
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800), LedgerStore())
     for batch_id in "abc":
         intake.admit(batch(batch_id, 400))
     store.started = ("b",)  # a's workflow never started; b's did
@@ -373,7 +374,7 @@ def test_a_failure_that_can_pass_is_retried_and_one_that_cannot_is_dead_lettered
     from taskfan.settings import Settings
 
     store = FailingStart(error)
-    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800))
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800), LedgerStore())
     raw = events.encode(TASK_BATCH_EVENT_TYPE, batch("a", 5))
     assert intake.on_event(type("Event", (), {"data": raw})()).status.name == answer
     if answer == "retry":
@@ -397,7 +398,7 @@ def test_a_batch_id_with_colons_runs_under_an_instance_id_dapr_reads_back_whole(
             started.append(instance_id)
 
     store = Recording(None)
-    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800))
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800), LedgerStore())
     intake.start(batch("hx::1:", 5))
     assert started == ["hx~~1~"]
     assert store.ledger.running[0].batch_id == "hx::1:"  # the ledger keeps the batch id

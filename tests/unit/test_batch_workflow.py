@@ -8,9 +8,11 @@ import dapr.ext.workflow as wf
 import dapr.ext.workflow._durabletask.internal.protos as pb
 import pytest
 
-from services.workflow import batch_workflow, ledger_store, names, outcome
+from services.workflow import batch_workflow, names, outcome
 from services.workflow.activities import BatchActivities, StepCalls
+from services.workflow.ledger_store import LedgerStore
 from services.workflow.live import LiveBatches
+from services.workflow.metrics import WorkflowMetrics
 from services.workflow.models import BatchFailure, BatchInput, PublishInput
 from services.workflow.state_keys import outcome_key, results_key, tasks_key
 from services.workflow.step_client import StepClient
@@ -73,39 +75,41 @@ class FakeStateClient(FakeDaprState):
         self.published.append(json.loads(data))
 
 
-def batch_activities(client):
-    """The activities over a fake state store (the workflow client is never reached: see ``released``)."""
+class Releases(LedgerStore):
+    """A ledger store that lists the batches whose slots are given back (the ledger is test_admission's)."""
+
+    def __init__(self, fails=False):
+        super().__init__()
+        self.released, self.fails = [], fails
+
+    async def release_and_wake(self, client, workflows, batch_id):
+        if self.fails:
+            raise RuntimeError("ledger gone")
+        self.released.append(batch_id)
+
+
+def batch_activities(client, ledger=None):
+    """The activities over a fake state store and ledger store (the workflow client is never reached)."""
     steps = StepCalls(pipeline.load(), StepClient(timeout_s=30.0), LiveBatches())
-    return BatchActivities(steps, dapr=client, workflows=object())
+    return BatchActivities(steps, ledger or Releases(), WorkflowMetrics(), dapr=client, workflows=object())
 
 
-@pytest.fixture
-def released(monkeypatch):
-    """Batches whose slots publish_outcome released (the ledger itself is tested in test_admission)."""
-    batches = []
-
-    async def release(client, workflows, batch_id):
-        batches.append(batch_id)
-
-    monkeypatch.setattr(ledger_store, "release_and_wake", release)
-    return batches
-
-
-def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost_then_the_batch_is_forgotten(monkeypatch, released):
+def test_an_outcome_accounts_for_a_chunk_whose_results_were_lost_then_the_batch_is_forgotten():
     task = {"task_id": "t-b", "title": "Hello world", "description": "Long enough text"}
     done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
     client = FakeStateClient({results_key("b", 0): json.dumps([done]).encode(),
                               tasks_key("b", 1): json.dumps([task]).encode()})
     inp = PublishInput(batch_id="b", chunks=2, started_at="t0", finished_at="t1")
-    summary = asyncio.run(batch_activities(client).publish_outcome(None, inp))
+    ledger = Releases()
+    summary = asyncio.run(batch_activities(client, ledger).publish_outcome(None, inp))
     assert (summary.total, summary.completed, summary.failed) == (2, 1, 1)
     lost = client.published[0]["data"]["results"][1]
     assert lost["task_id"] == "t-b" and lost["status"] == "failed"
     assert lost["error"] == "chunk: the results of chunk 1 were lost from the state store"
-    assert released == ["b"] and set(client.state) == {outcome_key("b")}
+    assert ledger.released == ["b"] and set(client.state) == {outcome_key("b")}
 
 
-def test_an_outcome_is_published_once_even_if_the_engine_runs_publish_outcome_again(monkeypatch, released):
+def test_an_outcome_is_published_once_even_if_the_engine_runs_publish_outcome_again():
     # A crash can lose the history entry of a publish that happened (seen in the soak): the second run
     # finds the record of the first and publishes nothing.
     done = {"task_id": "t-a", "status": "completed", "score": 50, "tags": [], "issues": [], "error": None}
@@ -177,19 +181,14 @@ def test_the_reconciler_and_the_workflow_racing_publish_one_outcome():
                                             "queued": False}
 
 
-def test_a_failed_cleanup_after_the_publish_is_not_a_failed_publish(monkeypatch):
+def test_a_failed_cleanup_after_the_publish_is_not_a_failed_publish():
     client = FakeStateClient({results_key("b", 0): json.dumps([DONE]).encode()})
-
-    async def release(client, workflows, batch_id):
-        raise ConnectionError("the sidecar went away")
-
-    monkeypatch.setattr(ledger_store, "release_and_wake", release)
     inp = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
-    summary = asyncio.run(batch_activities(client).publish_outcome(None, inp))
+    summary = asyncio.run(batch_activities(client, Releases(fails=True)).publish_outcome(None, inp))
     assert summary.completed == 1 and len(client.published) == 1
 
 
-def test_a_one_chunk_batchs_run_chunk_run_again_after_its_own_cleanup_answers_from_the_record(monkeypatch, released):
+def test_a_one_chunk_batchs_run_chunk_run_again_after_its_own_cleanup_answers_from_the_record():
     client = FakeStateClient({results_key("b", 0): json.dumps([DONE]).encode()})
     asyncio.run(batch_activities(client).publish_outcome(None, PublishInput(batch_id="b", chunks=1, started_at="t0",
                                                               finished_at="t1")))

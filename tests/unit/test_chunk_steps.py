@@ -9,10 +9,12 @@ from collections import Counter
 import dapr.ext.workflow as wf
 import pytest
 
-from services.workflow import batch_workflow, chunk_steps, ledger_store, names
+from services.workflow import batch_workflow, chunk_steps, names
 from services.workflow.activities import BatchActivities
 from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
+from services.workflow.ledger_store import LedgerStore
 from services.workflow.live import LiveBatches
+from services.workflow.metrics import WorkflowMetrics
 from services.workflow.models import BatchInput, ChunkRun, WaitingTask
 from services.workflow.state_keys import outcome_key, results_key, tasks_key
 from taskfan import pipeline
@@ -101,12 +103,13 @@ def drive(monkeypatch, tasks, answer, state=None, declared=None):
 
     state.put(tasks_key("b", 0), json.dumps([t.model_dump() for t in tasks]))  # as the intake stores them
 
-    async def release(client, workflows, batch_id):
-        calls["released"] += 1
+    class Releases(LedgerStore):  # the ledger is test_admission's
+        async def release_and_wake(self, client, workflows, batch_id):
+            calls["released"] += 1
 
-    the_activities = BatchActivities(FakeSteps(answer, calls, declared), dapr=state, workflows=object())
+    the_activities = BatchActivities(FakeSteps(answer, calls, declared), Releases(), WorkflowMetrics(), dapr=state,
+                                     workflows=object())
     monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
-    monkeypatch.setattr(ledger_store, "release_and_wake", release)  # the ledger is test_admission's
 
     gen = batch_workflow.process_batch(FakeContext(), BatchInput(batch_id="b", total=len(tasks), chunks=1,
                                                                  max_in_flight=400))

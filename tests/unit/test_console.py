@@ -36,6 +36,7 @@ from services.console.records import (
 )
 from services.console.watch import Watcher
 from services.console.web import ACTION_HEADER, COOKIE, create_console
+from services.workflow.ledger_store import LedgerStore
 from services.workflow.live import LiveBatches
 from services.workflow.scoring import ScorerView
 from taskfan.contracts import BATCH_ID_PATTERN, Outcome, SlotsReport, Task, TaskBatch, TaskResult
@@ -284,7 +285,7 @@ def test_the_workflow_app_makes_no_dapr_name_of_what_is_not_a_batch_id(batch_id)
         def __getattr__(self, name):
             raise AssertionError(f"{name} called for {batch_id!r}")
 
-    answers = ConsoleAnswers(NoDapr(), NoDapr(), LiveBatches())
+    answers = ConsoleAnswers(NoDapr(), NoDapr(), LiveBatches(), LedgerStore())
     assert answers.batch({"batch_id": batch_id})["status"] is None
     assert answers.terminate({"batch_id": batch_id}) == {"terminated": False, "status": None,
                                                           "reason": "no such batch is running"}

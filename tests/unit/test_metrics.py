@@ -9,18 +9,17 @@ from taskfan.contracts import TaskResult
 
 def test_metrics_name_what_a_dashboard_needs() -> None:
     book = live.LiveBatches()
-    in_step = metrics.TasksInStep(book, ("validate", "enrich", "score"))  # as serve registers it
-    metrics.REGISTRY.register(in_step)
-    before = generate_latest(metrics.REGISTRY).decode()
-    metrics.tasks_finished([TaskResult(task_id="a", status="completed", score=1),
+    measured = metrics.WorkflowMetrics()
+    measured.watch(book, ("validate", "enrich", "score"))
+    before = generate_latest(measured.registry).decode()
+    measured.tasks_finished([TaskResult(task_id="a", status="completed", score=1),
                             TaskResult(task_id="b", status="failed", score=None, error="x")])
-    metrics.step_call("score", "ok", 0.03)
+    measured.step_call("score", "ok", 0.03)
     book.moving("metrics-test", "enrich", ["t1", "t2"])
     ledger = Ledger(running=[Entry(batch_id="r", slots=100, total=300, chunks=3, since="2026-11-30T00:00:00+00:00")],
                     head=0, tail=1, queued=1, queued_tasks=50)
-    metrics.record(ledger, {"r": 100})
-    text = generate_latest(metrics.REGISTRY).decode()
-    metrics.REGISTRY.unregister(in_step)
+    measured.record(ledger, {"r": 100})
+    text = generate_latest(measured.registry).decode()
 
     def value(line_start: str, source: str) -> float:
         found = [line for line in source.splitlines() if line.startswith(line_start)]

@@ -1,0 +1,54 @@
+"""The workflow service holds no mutable module-level state: its parts (clients, the live book, the step
+calls, the ledger's locks, the metrics) are made by the app and handed in (services/workflow/app.py), so two
+apps in one process, or two tests, never share one. Constants stay: numbers, text, tuples, frozen sets,
+enums, read-only mappings, frozen models, the SDK's immutable policies."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import importlib
+import logging
+import pkgutil
+import re
+import types
+import typing
+
+import dapr.ext.workflow as wf
+from dapr.clients.grpc._state import StateOptions
+
+import services.workflow
+
+IMMUTABLE = (int, float, str, bytes, bool, type(None), datetime.timedelta, datetime.tzinfo, enum.Enum, re.Pattern,
+             range, types.MappingProxyType, logging.Logger, typing.TypeVar, type(annotations),
+             # The SDKs' option objects, made once and only read.
+             StateOptions, wf.RetryPolicy)
+
+
+def immutable(value: object) -> bool:
+    if isinstance(value, IMMUTABLE):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(immutable(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return type(value).__dataclass_params__.frozen  # type: ignore[attr-defined]
+    return type(value).__module__ in ("typing", "types", "collections.abc") or isinstance(value, type)
+
+
+def module_state(package: types.ModuleType) -> list[str]:
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for name, value in vars(module).items():
+            if name.startswith("__") or isinstance(value, types.ModuleType | types.FunctionType):
+                continue
+            if callable(value) and not isinstance(value, type) and getattr(value, "__module__", "") != module.__name__:
+                continue  # a function or a class imported from elsewhere
+            if not immutable(value):
+                found.append(f"{module.__name__}.{name}: {type(value).__name__}")
+    return found
+
+
+def test_the_workflow_service_holds_no_mutable_module_level_state():
+    assert module_state(services.workflow) == []
