@@ -34,8 +34,9 @@ from services.console.records import (
     stage_counts,
     task_rows,
 )
+from services.console.routes.signin import ACTION_HEADER, COOKIE
 from services.console.watch import Watcher
-from services.console.web import ACTION_HEADER, COOKIE, create_console
+from services.console.web import create_console
 from services.workflow.ledger_store import LedgerStore
 from services.workflow.live import LiveBatches
 from services.workflow.scoring import ScorerView
@@ -181,6 +182,22 @@ def test_pages_escape_what_comes_from_outside() -> None:
     book.accepted(evil)
     html = pages.task_row(0, task_rows(book.get("b"), book.tasks("b"), None, {})[0])
     assert "<script>" not in html and "<img" not in html and "&lt;script&gt;" in html
+
+
+def test_pages_from_the_routes_escape_what_comes_from_outside() -> None:
+    book = new_book()
+    book.accepted(TaskBatch(batch_id="b", tasks=[Task(task_id="<script>alert(1)</script>",
+                                                      title='"><script>alert(2)</script>', description="d")]))
+    client, _, _ = console(book)
+    pages_shown = {"batch page": client.get("/batches/b", headers=AUTH),
+                   "unknown batch": client.get("/batches/" + quote("<script>alert(4)", safe=""), headers=AUTH),
+                   "sign-in page": client.get("/login", params={"next": '/"><script>alert(5)</script>'})}
+    for name, answer in pages_shown.items():
+        assert answer.headers["content-type"].startswith("text/html"), name
+        assert answer.text.count("<script>") == 1, name  # the console's own script, nothing else
+        assert "&lt;script&gt;alert(" in answer.text, name
+    assert "&#34;&gt;&lt;script&gt;alert(2)" in pages_shown["batch page"].text  # no way out of an attribute either
+    assert 'value="/&#34;&gt;&lt;script&gt;alert(5)&lt;/script&gt;"' in pages_shown["sign-in page"].text
 
 
 class FakeWorkflow:

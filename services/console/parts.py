@@ -1,0 +1,44 @@
+"""The console's parts, handed to every router (``routes``): what it remembers, what it watches, its ways out.
+
+``Workflow`` and ``publish`` are the two ways out (the workflow app's console methods, and the ``tasks`` topic),
+both through the console's sidecar in ``app``; tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.console.history import BatchBook
+from services.console.watch import Watcher
+from taskfan.contracts import TaskBatch
+from taskfan.http_doors import Doors
+
+
+class Workflow(Protocol):
+    def batch(self, batch_id: str) -> dict[str, Any]: ...
+
+    def terminate(self, batch_id: str) -> dict[str, Any]: ...
+
+
+Publish = Callable[[TaskBatch], None]
+
+
+class Traces(Protocol):
+    """The tracing backend's query API (Jaeger's ``/api/traces/<id>``)."""
+
+    def url(self, trace_id: str) -> str: ...
+
+    def get(self, trace_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Parts:
+    book: BatchBook  # the batches seen on the topics (``history``)
+    watcher: Watcher  # the workflow app's last answer, and the throughput
+    workflow: Workflow
+    publish: Publish
+    doors: Doors  # who may come in: the stack's token, the hosts it answers to
+    token: str
+    traces: Traces | None = None  # None: tracing is off

@@ -1,0 +1,46 @@
+"""The console's JSON API (``/api/...``): what its pages show, for scripts (the token as ``Authorization:
+Bearer``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from services.console import views
+from services.console.parts import Parts
+from taskfan.http_doors import error
+
+
+def router(parts: Parts) -> APIRouter:
+    routes = APIRouter(prefix="/api")
+    watcher = parts.watcher
+
+    @routes.get("/batches")
+    async def batches_json(state: str = "", page: str = "1") -> Response:
+        found = views.chosen(parts, state, page)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse({"batches": [r.as_dict() for r in found.rows], "page": found.page, "pages": found.pages,
+                             "error": watcher.error})
+
+    @routes.get("/batches/{batch_id}")
+    async def batch_json(batch_id: str) -> Response:
+        view = await views.batch_view(parts, batch_id)
+        if view.row is None:
+            return error(404, f"no batch {batch_id!r} is known to the console or the workflow app")
+        summary = parts.book.get(batch_id)
+        traces = parts.traces
+        trace = traces.url(summary.trace_id) if traces is not None and summary and summary.trace_id else None
+        return JSONResponse({"batch": view.row.as_dict(), "stages": view.counts,
+                             "tasks": [t.as_dict() for t in view.tasks], "trace": trace,
+                             "details_kept": not views.details_gone(parts, batch_id)})
+
+    @routes.get("/scorers")
+    async def scorers_json() -> dict[str, Any]:
+        now = watcher.now()
+        return {key: now.get(key) for key in ("scorers", "stages", "calls_in_flight", "error")} | {
+            "throughput": [{"at": at, "per_s": rate} for at, rate in watcher.throughput.rates()]}
+
+    return routes

@@ -1,0 +1,37 @@
+"""The batches page (``/``: a page of them, filtered by state) and a batch's page (its tasks, by stage)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, Response
+
+from services.console import pages, records, views
+from services.console.parts import Parts
+from taskfan.http_doors import error
+
+
+def router(parts: Parts) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.get("/", response_class=HTMLResponse)
+    async def batches(state: str = "", page: str = "1") -> Response:
+        found = views.chosen(parts, state, page)
+        if isinstance(found, Response):
+            return found
+        stream = "/events/batches" + pages.query(state=state, page=found.page)
+        return HTMLResponse(pages.batches_page(found, state, parts.watcher.throughput.rates(), stream))
+
+    @routes.get("/batches/{batch_id}", response_class=HTMLResponse)
+    async def batch_page(batch_id: str, stage: str = "") -> Response:
+        if stage and stage not in records.stages():
+            return error(400, f"stage is one of {', '.join(records.stages())}")
+        view = await views.batch_view(parts, batch_id)
+        stream = pages.batch_href(batch_id).replace("/batches/", "/events/batches/", 1) + (
+            f"?stage={stage}" if stage else "")
+        html = pages.batch_page(batch_id, view.row, view.tasks, view.counts, stage, can_rerun=view.can_rerun,
+                                trace_url=views.trace_url(parts, batch_id), stream=stream,
+                                rerun=views.rerun_action(batch_id) if view.rerunnable else None,
+                                details_gone=views.details_gone(parts, batch_id))
+        return HTMLResponse(html, status_code=200 if view.row is not None else 404)
+
+    return routes

@@ -1,0 +1,112 @@
+"""Live updates: server-sent event streams (``/events/...``) that keep an open page current. Each one asks again
+every STREAM_INTERVAL_S (what it reads, the watcher's last answer and the book, costs the workflow app nothing
+more per page; a batch's page asks the workflow app about its batch) and sends the page's parts that changed,
+rendered by the same partials as the page (``pages``); the page's script swaps them in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from services.console import pages, views
+from services.console.parts import Parts
+from services.console.records import BatchesPage
+
+STREAM_INTERVAL_S = 1.0
+KEEPALIVE_S = 15.0
+
+Update = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def stream(request: Request, update: Update) -> StreamingResponse:
+    """Server-sent events: ``update()`` every STREAM_INTERVAL_S, sent when it changed; a comment keeps the
+    connection open otherwise."""
+
+    async def events() -> AsyncIterator[str]:
+        last, quiet = "", 0.0
+        while not await request.is_disconnected():
+            data = json.dumps(await update())
+            if data != last:
+                last, quiet = data, 0.0
+                yield f"data: {data}\n\n"
+            elif (quiet := quiet + STREAM_INTERVAL_S) >= KEEPALIVE_S:
+                quiet = 0.0
+                yield ": still here\n\n"
+            await asyncio.sleep(STREAM_INTERVAL_S)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+
+class TaskRowsSent:
+    """A batch page's task rows as its stream last sent them: the next update sends only the rows that changed,
+    or all of them when the rows themselves changed (the tasks became known, others reached the stage shown)."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.rows: dict[int, str] = {}
+
+    def changes(self, order: list[str], rows: dict[int, str]) -> str | dict[int, str]:
+        """Every row's HTML, in one string, when the rows changed (``order``: their task ids); else the rows
+        whose HTML changed, by their index in the batch."""
+        if order != self.order:
+            self.order, self.rows = order, dict(rows)
+            return "".join(rows.values())
+        changed = {i: html for i, html in rows.items() if self.rows.get(i) != html}
+        self.rows.update(changed)
+        return changed
+
+
+def router(parts: Parts) -> APIRouter:
+    routes = APIRouter(prefix="/events")
+
+    def chart() -> str:
+        return pages.throughput_chart(parts.watcher.throughput.rates())
+
+    @routes.get("/batches")
+    async def batches_events(request: Request, state: str = "", page: str = "1") -> Response:
+        asked = views.chosen(parts, state, page)
+        if isinstance(asked, Response):
+            return asked
+
+        async def update() -> dict[str, Any]:
+            # The page asked for may since have gone (batches left the history, a filter's rows ended): empty.
+            now = views.listed(parts, state, asked.page) or BatchesPage(rows=[], page=asked.page, pages=asked.pages)
+            return {"parts": {"rows": pages.batch_table_body(now.rows), "pager": pages.pager(now, state),
+                              "chart": chart()}}
+
+        return stream(request, update)
+
+    @routes.get("/batches/{batch_id}")
+    async def batch_events(request: Request, batch_id: str, stage: str = "") -> StreamingResponse:
+        sent = TaskRowsSent()
+
+        async def update() -> dict[str, Any]:
+            view = await views.batch_view(parts, batch_id)
+            rerun = views.rerun_action(batch_id) if view.rerunnable else None
+            shown = pages.shown_tasks(view.tasks, stage)
+            summary = pages.batch_summary(view.row, view.counts, views.trace_url(parts, batch_id),
+                                          views.details_gone(parts, batch_id))
+            page_parts = {"summary": summary, "actions": pages.batch_actions(view.row, view.can_rerun)}
+            rows = sent.changes([task.task_id for _, task in shown],
+                                {i: pages.task_row(i, task, rerun) for i, task in shown})
+            if isinstance(rows, str):  # the table's body, whole
+                return {"parts": {**page_parts, "tasks": rows}}
+            return {"parts": page_parts, "tasks": rows}
+
+        return stream(request, update)
+
+    @routes.get("/scorers")
+    async def scorers_events(request: Request) -> StreamingResponse:
+        async def update() -> dict[str, Any]:
+            return {"parts": {"scorers": pages.scorers_part(parts.watcher.now()), "chart": chart()}}
+
+        return stream(request, update)
+
+    return routes

@@ -1,0 +1,104 @@
+"""What the pages, the JSON API and the streams show, read from the console's parts: a page of batches (or the
+answer to a bad question about one), one batch as it stands. The book's details read its state store: those
+calls run on a worker thread, not on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+
+from fastapi.responses import Response
+
+from services.console import pages
+from services.console.history import Summary
+from services.console.parts import Parts
+from services.console.records import (
+    STATES,
+    BatchesPage,
+    BatchRow,
+    TaskRow,
+    batch_row,
+    batches_page,
+    stage_counts,
+    task_rows,
+)
+from taskfan.contracts import Task, TaskResult
+from taskfan.http_doors import error
+
+log = logging.getLogger(__name__)
+
+PAGE_NUMBER = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits only (int() would take "٣" and " 3")
+
+
+def listed(parts: Parts, state: str, page: int) -> BatchesPage | None:
+    return batches_page(parts.book.recent(), parts.watcher.now(), state, page)
+
+
+def chosen(parts: Parts, state: str, page: str) -> BatchesPage | Response:
+    """The page of batches asked for, or the answer to a bad question."""
+    if state and state not in STATES:
+        return error(400, f"state is one of {', '.join(STATES)}")
+    number = int(page) if PAGE_NUMBER.fullmatch(page) else 0
+    found = listed(parts, state, number) if number else None
+    if found is None:
+        last = listed(parts, state, 1).pages  # type: ignore[union-attr] - page 1 always exists
+        return error(400, f"page is a whole number from 1 to {last}, got {page[:20]!r}")
+    return found
+
+
+@dataclass
+class BatchView:
+    """One batch as the book and the workflow app have it (``row`` None: neither knows it)."""
+
+    row: BatchRow | None
+    tasks: list[TaskRow]
+    counts: dict[str, int]  # tasks per stage
+    can_rerun: bool  # the book still has its tasks
+
+    @property
+    def rerunnable(self) -> bool:
+        """Finished, with its tasks kept: its failed tasks are offered a re-run one by one."""
+        return self.can_rerun and self.row is not None and self.row.finished_at is not None
+
+
+def _details(parts: Parts, summary: Summary | None) -> tuple[list[Task] | None, list[TaskResult] | None]:
+    """The batch's tasks and results, as far as the book still has them (blocking: a state store read)."""
+    if summary is None:
+        return None, None
+    try:
+        tasks = parts.book.tasks(summary.batch_id)
+        return tasks, parts.book.results(summary.batch_id) if summary.published else None
+    except Exception as exc:  # noqa: BLE001 - shown without them; the next update reads again
+        log.warning("the state store did not answer", extra={"batch_id": summary.batch_id, "error": str(exc)})
+        return None, None
+
+
+async def batch_view(parts: Parts, batch_id: str) -> BatchView:
+    summary = parts.book.get(batch_id)
+    answer = None
+    if summary is None or not summary.published:  # published: the book has everything
+        try:
+            answer = await asyncio.to_thread(parts.workflow.batch, batch_id)
+        except Exception as exc:  # noqa: BLE001 - shown as "unknown"; the next update asks again
+            log.warning("the workflow app did not answer", extra={"batch_id": batch_id, "error": str(exc)})
+    tasks, results = await asyncio.to_thread(_details, parts, summary)
+    rows = task_rows(summary, tasks, results, (answer or {}).get("tasks") or {})
+    return BatchView(row=batch_row(summary, answer), tasks=rows, counts=stage_counts(rows), can_rerun=tasks is not None)
+
+
+def details_gone(parts: Parts, batch_id: str) -> bool:
+    summary = parts.book.get(batch_id)
+    return summary is not None and summary.details_dropped
+
+
+def trace_url(parts: Parts, batch_id: str) -> str | None:
+    """The console's page of the batch's trace, when there is one to show."""
+    summary = parts.book.get(batch_id)
+    return f"{pages.batch_href(batch_id)}/trace" if parts.traces is not None and summary and summary.trace_id else None
+
+
+def rerun_action(batch_id: str) -> str:
+    return pages.batch_href(batch_id) + "/rerun"
