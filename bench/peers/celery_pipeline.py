@@ -43,7 +43,7 @@ def _score_one(task: dict[str, Any]) -> dict[str, Any]:
     delay_ms = int(os.environ.get("SCORE_DELAY_MS", "0"))
     if delay_ms:
         time.sleep(delay_ms / 1000)
-    return aggregate.completed(task["task_id"], score_for(task["tags"]), task["tags"]).model_dump()
+    return aggregate.completed(task["task_id"], {"score": score_for(task["tags"]), "tags": task["tags"]}).model_dump()
 
 
 # --- the same shape as Taskfan: one broker task per step per chunk ---------------------------------------

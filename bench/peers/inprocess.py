@@ -25,7 +25,7 @@ async def _process(task: dict[str, Any], replicas: list[asyncio.Semaphore], dela
         if delay_s:
             await asyncio.sleep(delay_s)
         score = score_for(tags)
-    return aggregate.completed(task["task_id"], score, tags)
+    return aggregate.completed(task["task_id"], {"score": score, "tags": tags})
 
 
 async def _run(batches: list[dict[str, Any]], replicas: int, concurrency: int, delay_s: float,

@@ -6,12 +6,14 @@ import time
 
 import pytest
 
-from services.workflow.chunk_steps import ENRICH, STEP_ATTEMPTS, STEP_BACKOFF, VALIDATE
+from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
 from services.workflow.step_client import TIMEOUT_TRIES
+from taskfan import pipeline
 
 from .helpers import frozen, lesson_tasks, log_records, post_batch, wait_outcome
 
 pytestmark = pytest.mark.e2e
+VALIDATE, ENRICH, _ = pipeline.load().names  # the steps of pipeline.yaml
 
 
 def hung_app_bound_s(deadline_s: float) -> float:
