@@ -30,10 +30,10 @@ from taskfan.settings import Settings
 def configure(app: App, settings: Settings, activities: type[BatchActivities] = BatchActivities,
               versions: Mapping[str, Callable[..., Any]] = WORKFLOW_VERSIONS, latest: str = LATEST,
               ) -> Callable[[], None]:
-    """The app's parts, made once here and handed to whoever uses them: the live book, the step calls (with
-    their client and the pipeline's declaration), the activities, the intake, the console's answers, the
-    reconciler and the metrics. ``activities``, ``versions``, ``latest``: an upgraded app's own (README,
-    "Upgrading with batches in flight")."""
+    """The app's parts, made once here and handed to whoever uses them: the metrics, the admission ledger's
+    store, the live book, the step calls (with their client and the pipeline's declaration), the activities,
+    the intake, the console's answers and the reconciler. ``activities``, ``versions``, ``latest``: an upgraded
+    app's own (README, "Upgrading with batches in flight")."""
     measured = metrics.WorkflowMetrics()
     ledger = ledger_store.LedgerStore(measured.ledger_changed)
     book = live.LiveBatches()

@@ -28,7 +28,7 @@ from taskfan.contracts import (
 
 
 async def publish_once(client: DaprClient, inp: PublishInput, missing: Callable[[int], str],
-                          ended: str = "COMPLETED") -> OutcomeSummary:
+                       ended: str = "COMPLETED") -> OutcomeSummary:
     """Publish the batch's outcome from its saved chunk results; a chunk without results (lost, or never
     finished) reports each of its tasks as failed with ``missing(index)``: every task is accounted for.
 
