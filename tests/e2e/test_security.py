@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from taskfan import stack_secrets
+from taskfan.stack import logkeeper
 from taskfan.stack.topology import Instance
 
 from .helpers import lesson_tasks, log_records, post_batch, wait_outcome
@@ -135,6 +136,39 @@ def test_no_secret_is_on_a_command_line_or_readable_by_others(stack):
     for log in (stack.run_dir / "logs").glob("*.log"):
         assert not any(v in log.read_bytes() for v in values), f"a secret is in {log.name}"
     assert json.loads(path.read_text()).keys() == secrets.as_secret_store().keys()
+
+
+def test_each_process_holds_only_the_secrets_it_uses(stack):
+    secrets = stack_secrets.load(stack.run_dir)
+    assert secrets is not None
+    named = secrets.as_secret_store()
+    sidecar = {"dapr-api-token", "app-api-token"}
+    expected = {"ingest": sidecar | {"ingest-token", "redis-keeper-password"}, "console": sidecar | {"ingest-token"}}
+    seen = set()
+    for process in stack.running().processes:
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+        held = {name for name, value in named.items() if value.encode() in environ}
+        if process.name in ("redis", "jaeger", "sentry", "placement", "scheduler", logkeeper.NAME):
+            wanted: set[str] = set()
+        else:
+            wanted = expected.get(process.name, sidecar)  # every other app and every sidecar
+        assert held == wanted, f"{process.name} holds {sorted(held)}, uses {sorted(wanted)}"
+        seen.add(process.name)
+    assert {"redis", "placement", "ingest", "ingest-daprd", "console", "workflow", "scorer-0"} <= seen, seen
+
+
+def test_no_sidecar_hands_out_a_secret_through_daprs_secrets_api(stack, settings):
+    secrets = stack_secrets.load(stack.run_dir)
+    assert secrets is not None
+    for instance in instances(stack):
+        url = f"http://127.0.0.1:{instance.http_port}/v1.0/secrets/taskfan-secrets"
+        auth = {"dapr-api-token": settings.dapr_api_token}
+        for name in secrets.as_secret_store():
+            refused = httpx.get(f"{url}/{name}", headers=auth, timeout=30)
+            assert refused.status_code == 403 and "ERR_PERMISSION_DENIED" in refused.text, (instance.label, name,
+                                                                                          refused.text)
+        bulk = httpx.get(f"{url}/bulk", headers=auth, timeout=30)  # Dapr leaves out what the scopes deny
+        assert bulk.status_code == 200 and bulk.json() == {}, (instance.label, bulk.text)
 
 
 def invoke(settings, instance: Instance, app_id: str, method: str) -> httpx.Response:

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 CHECKOUT = Path(__file__).resolve().parents[3]
+# The stack's processes that are not Dapr apps or sidecars: they use no token.
+NO_SECRETS = frozenset({"redis", "jaeger", "sentry", "placement", "scheduler", logkeeper.NAME})
 
 
 class Stack:
@@ -239,19 +241,30 @@ class Stack:
             # Own session: the stack outlives `make up`, and `down` can stop each process group.
             # Secrets travel in the environment (owner-only in /proc), never on the command line, and are
             # not recorded in stack.json; Redis reads its password from a file instead.
-            secret_env = {} if name == "redis" else {**self.secrets.app_env(), **self._own_secrets(name)}
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **secret_env, **(env or {})}, cwd=cwd or self.run_dir,
-                                    start_new_session=True)
+                                    env={**stack_secrets.without_secrets(os.environ), **self.secret_env(name),
+                                         **(env or {})},
+                                    cwd=cwd or self.run_dir, start_new_session=True)
         process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {}, str(cwd or self.run_dir),
                           started=start_time(proc.pid))
         state.processes.append(process)
         state.save(self.state_path)
         return process
 
-    def _own_secrets(self, name: str) -> dict[str, str]:
-        """A secret one process has and the others have not: ingest's Redis user (``redis_acl``)."""
-        return {"REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password} if name == AppId.INGEST else {}
+    def secret_env(self, name: str) -> dict[str, str]:
+        """The secrets process ``name`` uses, and no others (a test reads every process's environment): a sidecar
+        and its app the Dapr API token and the app token; ingest its bearer token and its Redis user
+        (``redis_acl``); the console the ingest token (its sign-in); Redis, Sentry, placement, the scheduler,
+        Jaeger and the log keeper none (Redis reads its password from a file)."""
+        if name in NO_SECRETS or not self.settings.locked:
+            return {}
+        env = {"DAPR_API_TOKEN": self.secrets.dapr_api_token, "APP_API_TOKEN": self.secrets.app_api_token}
+        if name == AppId.INGEST:
+            env |= {"INGEST_TOKEN": self.secrets.ingest_token,
+                    "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
+        elif name == AppId.CONSOLE:
+            env["INGEST_TOKEN"] = self.secrets.ingest_token
+        return env
 
     def redis_acl(self) -> str:
         """Redis's users: the default one (the password the components use) and ``taskfan-keeper``, which
@@ -501,7 +514,8 @@ class Stack:
         out = open(self.logs_dir / f"{instance.label}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(self.daprd_command(bin_dir, instance), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL,
-                                env={**os.environ, **self.secrets.app_env(), **self._sidecar_env(app_id)},
+                                env={**stack_secrets.without_secrets(os.environ), **self.secret_env(instance.label),
+                                     **self._sidecar_env(app_id)},
                                 cwd=self.run_dir, start_new_session=True)
         url = f"http://127.0.0.1:{instance.http_port}/v1.0/healthz"
         try:
