@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 import yaml
 
 from taskfan import pipeline, runfile, stack_secrets
 from taskfan.contracts import KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
-from taskfan.stack import logkeeper, pipeline_resources, readiness
+from taskfan.stack import grants, logkeeper, pipeline_resources, readiness
 from taskfan.stack.mtls import Mtls
 from taskfan.stack.processes import (
     Process,
@@ -272,9 +273,37 @@ class Stack:
         if not self.secrets.redis_password:
             return ""
         streams = " ".join(f"~{stream}" for stream in TOPICS)
+        outside = "".join(f"user {grant.user} {' '.join(grant.acl_rules(password))}\n"
+                          for grant, password in grants.existing(self.run_dir, *self._granted()))
         return (f"requirepass {self.secrets.redis_password}\n"
                 f"user {KEEPER_USER} on >{self.secrets.redis_keeper_password} resetkeys {streams} resetchannels "
-                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n")
+                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n" + outside)
+
+    def _granted(self) -> tuple[list[str], list[str]]:
+        return (Settings.comma_list(self.settings.tasks_publishers),
+                Settings.comma_list(self.settings.outcome_subscribers))
+
+    def grant(self, app_id: str) -> tuple[grants.Grant, dict[str, str]]:
+        """The grant of an outside app (``grants``): its folder written from the running stack's resources, its
+        Redis user set now (and in redis.conf from the next start on). Its secrets: the Redis password and its
+        own sidecar's API token."""
+        if self.running() is None or not (self.resources_dir / "pubsub.yaml").exists():
+            raise StackError("no stack is running; start it with `make up`")
+        if not self.settings.locked:
+            raise StackError("this stack runs with SECURITY=off: there is nothing to grant")
+        grant = grants.granted(app_id, *self._granted(), self.run_dir)
+        stored = grants.ensure(grant, self.resources_dir, self.config_path)
+        client = redis.Redis(host=self.settings.redis_host, port=self.settings.redis_port,
+                             password=self.secrets.redis_password, socket_timeout=10)
+        with client:
+            client.execute_command("ACL", "SETUSER", grant.user, *grant.acl_rules(stored["redis-password"]))
+        self.redis_config.write_text(self.redis_acl())  # a restarted Redis keeps the user
+        return grant, stored
+
+    @property
+    def redis_config(self) -> Path:
+        """Redis's config file: its users and their passwords (owner-only; a command line is visible to all)."""
+        return stack_secrets.path(self.run_dir).parent / "redis.conf"
 
     def _start_redis(self, state: StackState, redis_server: str, progress: Progress) -> None:
         host, port = self.settings.redis_host, self.settings.redis_port
@@ -286,8 +315,7 @@ class Stack:
             return
         data_dir = self.run_dir / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
-        # The password goes in a config file (owner-only): a command line is visible to every user.
-        config = stack_secrets.path(self.run_dir).parent / "redis.conf"
+        config = self.redis_config
         config.touch(mode=0o600)
         config.write_text(self.redis_acl())
         process = self.spawn(state, "redis", [
