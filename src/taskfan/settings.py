@@ -98,7 +98,7 @@ class Settings:
     outcome_subscribers: str = "taskfan-cli,my-subscriber"
     # Secrets (never printed: repr=False). The launcher generates them per stack and gives them to its
     # processes; clients read them from the stack's secrets file when these are empty (stack_secrets).
-    dapr_api_token: str = field(default="", repr=False)
+    dapr_token_key: str = field(default="", repr=False)  # the sidecars' tokens derive from it (stack_secrets)
     app_api_token: str = field(default="", repr=False)
     ingest_token: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)

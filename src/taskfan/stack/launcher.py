@@ -252,6 +252,14 @@ class Stack:
         state.save(self.state_path)
         return process
 
+    def app_of(self, name: str) -> str:
+        """The app id of a process of the stack: an app, its sidecar, or a sidecar of its own (``sidecar-<id>``)."""
+        label = name.removesuffix("-daprd")
+        for instance in self.topology.instances(MAX_SCORERS):
+            if instance.label == label:
+                return instance.app_id
+        return label.removeprefix("sidecar-")
+
     def secret_env(self, name: str) -> dict[str, str]:
         """The secrets process ``name`` uses, and no others (a test reads every process's environment): a sidecar
         and its app the Dapr API token and the app token; ingest its bearer token and its Redis user
@@ -259,7 +267,8 @@ class Stack:
         Jaeger and the log keeper none (Redis reads its password from a file)."""
         if name in NO_SECRETS or not self.settings.locked:
             return {}
-        env = {"DAPR_API_TOKEN": self.secrets.dapr_api_token, "APP_API_TOKEN": self.secrets.app_api_token}
+        env = {"DAPR_API_TOKEN": self.secrets.sidecar_token(self.app_of(name)),
+               "APP_API_TOKEN": self.secrets.app_api_token}
         if name == AppId.INGEST:
             env |= {"INGEST_TOKEN": self.secrets.ingest_token,
                     "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
