@@ -29,7 +29,8 @@ SECRETS_FILE = "secrets.json"
 class StackSecrets:
     dapr_api_token: str  # every sidecar's API (DAPR_API_TOKEN); clients send it as `dapr-api-token`
     app_api_token: str  # sidecar -> app calls (APP_API_TOKEN); apps accept only it
-    ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`)
+    ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`); the console's operator credential too
+    console_view_token: str  # the console's viewer credential: looks, never acts; only the console has it
     redis_password: str  # Redis `requirepass`; components read it through the secret store
     redis_keeper_password: str  # Redis user `taskfan-keeper`: ingest's stream gauge and trimmer only
 

@@ -23,8 +23,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
         elif args.action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
             secrets = stack.secrets
-            print(f"export INGEST_TOKEN={secrets.ingest_token} DAPR_API_TOKEN={secrets.dapr_api_token} "
-                  f"REDISCLI_AUTH={secrets.redis_password}")
+            print(f"export INGEST_TOKEN={secrets.ingest_token} CONSOLE_VIEW_TOKEN={secrets.console_view_token} "
+                  f"DAPR_API_TOKEN={secrets.dapr_api_token} REDISCLI_AUTH={secrets.redis_password}")
             if args.app:  # a sidecar of one's own joins the stack's mTLS with an identity for this app id
                 print(f'export DAPR_TRUST_ANCHORS="$(cat {stack.mtls.trust_anchors_file})" '
                       f"DAPR_SENTRY_TOKEN_FILE={stack.mtls.token_file(args.app)} "

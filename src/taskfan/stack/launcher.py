@@ -250,8 +250,13 @@ class Stack:
         return process
 
     def _own_secrets(self, name: str) -> dict[str, str]:
-        """A secret one process has and the others have not: ingest's Redis user (``redis_acl``)."""
-        return {"REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password} if name == AppId.INGEST else {}
+        """A secret one process has and the others have not: ingest's Redis user (``redis_acl``), the console's
+        viewer credential."""
+        if name == AppId.INGEST:
+            return {"REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
+        if name == AppId.CONSOLE:
+            return {"CONSOLE_VIEW_TOKEN": self.secrets.console_view_token}
+        return {}
 
     def redis_acl(self) -> str:
         """Redis's users: the default one (the password the components use) and ``taskfan-keeper``, which
