@@ -36,7 +36,8 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
     viewer's; ``port`` names its session cookie."""
     parts = Parts(book=book, watcher=watcher, workflow=workflow, publish=publish, traces=traces,
                   doors=Doors(token, hosts), credentials=Credentials(token, view_token),
-                  sessions=sessions or Sessions(DEFAULT_SESSION_TTL_S), codes=codes or SignInCodes(),
+                  sessions=Sessions(DEFAULT_SESSION_TTL_S) if sessions is None else sessions,
+                  codes=SignInCodes() if codes is None else codes,
                   cookie=signin.cookie_name(port))
     app = ConsoleApp(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(signin.guard(parts))
