@@ -2,8 +2,8 @@
 
 Signs in with the one-time link `taskfan console --role act` prints; watches a batch published by curl's way
 (ingest's API) reach 100 % on the batches page without a reload; opens it and sees each task's final stage as
-the outcome on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers page; follows
-a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
+the outcome on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers
+page; follows a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
 Screenshots of every page go to .taskfan/e2e/screenshots/.
 """
 
