@@ -203,8 +203,13 @@ def test_a_post_from_another_origin_is_refused_even_with_a_session() -> None:
     assert client.post("/batches/running/terminate", headers=neighbour).status_code == 403
     assert client.post("/logout", headers={"origin": "http://127.0.0.1:9999"}).status_code == 403
     assert client.post("/login", headers={"origin": "http://127.0.0.1:9999"}, data={"token": TOKEN}).status_code == 403
-    ours = {"origin": f"http://{HOST}", **FROM_PAGE}
-    assert client.post("/batches/running/terminate", headers=ours).status_code == 200
+    from_sandbox = {"origin": "null", "sec-fetch-site": "cross-site", ACTION_HEADER: "1"}
+    from_next_port = {"sec-fetch-site": "same-site", ACTION_HEADER: "1"}
+    for elsewhere in (from_sandbox, from_next_port):
+        assert client.post("/batches/running/terminate", headers=elsewhere).status_code == 403, elsewhere
+    # The console's own page: its origin, or `null` (what a browser sends under Referrer-Policy: no-referrer).
+    for ours in ({"origin": f"http://{HOST}"}, {"origin": "null", "sec-fetch-site": "same-origin"}):
+        assert client.post("/batches/running/terminate", headers={**ours, **FROM_PAGE}).status_code == 200, ours
 
 
 # --- headers on every response ----------------------------------------------------------------------------------

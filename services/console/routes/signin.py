@@ -2,7 +2,7 @@
 
 The doors (``guard``): the request names this server in its ``Host``; it carries a console credential as
 ``Authorization: Bearer`` or the cookie of a session (``sessions``); a POST comes from the console's own page (or a
-script with a credential), from no other origin, and is an action only for the ``act`` role.
+script with a credential), from no other origin or site (``foreign``), and is an action only for the ``act`` role.
 
 Signing in (``/login``): a one-time code from ``taskfan console``'s link (``GET /login?code=``; the CLI gets it with
 ``POST /login/code`` and a credential in its header, never in a URL), or a credential typed into the form. Either
@@ -62,9 +62,8 @@ def guard(parts: Parts) -> Guard:
     async def doors_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if (refusal := doors.host_refusal(request)) is not None:
             return refusal
-        origin = request.headers.get("origin")
-        if request.method == "POST" and origin is not None and origin != f"http://{request.headers.get('host')}":
-            return error(403, f"a POST from another origin ({origin[:100]}) is refused")
+        if request.method == "POST" and (elsewhere := foreign(request)) is not None:
+            return error(403, f"a POST from another origin or site ({elsewhere[:100]}) is refused")
         request.state.role = who(parts, request)
         path = request.url.path
         if is_open(path):
@@ -85,6 +84,21 @@ def guard(parts: Parts) -> Guard:
         return await call_next(request)
 
     return doors_middleware
+
+
+def foreign(request: Request) -> str | None:
+    """Where a request a browser sent from another page comes from, None if from the console's own (or not from a
+    browser). The browser's ``Sec-Fetch-Site`` says it (another port of 127.0.0.1 is ``same-site``, not
+    ``same-origin``); so does ``Origin`` unless it is ``null``, which is what a browser sends for the console's own
+    forms and script under ``Referrer-Policy: no-referrer`` (and for a sandboxed frame, whose ``Sec-Fetch-Site`` is
+    ``cross-site``)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return site
+    origin = request.headers.get("origin")
+    if origin not in (None, "null", f"http://{request.headers.get('host')}"):
+        return origin
+    return None
 
 
 def who(parts: Parts, request: Request) -> Role | None:
