@@ -8,6 +8,8 @@ to frame the console, read its JSON and post an action to it. What holds:
   on one host) is the console's session id, which ingest does not take (no batch can be published with it) and
   which is worth nothing once the user signs out;
 - the console will not be framed, and its answers cannot be read or its actions posted from the neighbour's page;
+- the pages work under the Content-Security-Policy (live updates, the operator's buttons) and the browser reports
+  no violation of it; a viewer's pages have no button;
 - the link works once, and no stack credential is on any process's command line after `taskfan console --open`
   (the browser, a fake one here that records its arguments, gets the one-time link only).
 """
@@ -21,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,6 +47,7 @@ PORT_OFFSET = 30_000  # away from the default stack, the soak's (10,000, 11,000)
 RUN_DIR = REPO_ROOT / ".taskfan" / "console-intruder"
 TEST_ONLY_SETTINGS = ("SCORER_FAIL_TASKS", "STEP_TIMEOUT_MS", "RUN_DIR", "FAULT_POINTS_DIR")
 TASK = {"task_id": "t1", "title": "Fix the login page", "description": "It answers 500 errors"}
+FAIL_PATTERN = "*-fail-me"
 
 
 def taskfan(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -76,7 +80,8 @@ def own_stack() -> Iterator[OwnStack]:
     run_file.write_text(yaml.safe_dump(shifted, sort_keys=False))
     env = {**{k: v for k, v in os.environ.items() if k not in TEST_ONLY_SETTINGS},
            runfile.RUN_FILE_ENV: str(run_file), "RUN_DIR": str(RUN_DIR / "run"),
-           "REDIS_PORT": str(Settings.redis_port + PORT_OFFSET), "TRACE_SAMPLING": "0"}
+           "REDIS_PORT": str(Settings.redis_port + PORT_OFFSET), "TRACE_SAMPLING": "0",
+           "SCORER_FAIL_TASKS": FAIL_PATTERN}
     up = taskfan("stack", "up", "--scorers", "1", env=env, timeout=600)
     try:
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
@@ -239,3 +244,47 @@ def test_no_credential_is_on_any_command_line_after_taskfan_console_open(own_sta
         assert httpx.get(link, follow_redirects=False, timeout=10).status_code == 401  # ... and only once
     finally:
         os.kill(pid, signal.SIGTERM)
+
+
+def test_the_pages_work_under_the_policy_for_the_operator_and_show_a_viewer_no_button(
+        own_stack: OwnStack, browser: Browser) -> None:
+    batch_id = f"csp-{uuid.uuid4().hex[:8]}"
+    tasks = [{**TASK, "task_id": f"t{i}"} for i in range(5)] + [{**TASK, "task_id": "t5-fail-me"}]
+    operator = browser.new_context()
+    violations: list[str] = []
+    try:
+        page = operator.new_page()
+        page.on("console", lambda message: violations.append(message.text)
+                if "Content Security Policy" in message.text or "Refused to" in message.text else None)
+        page.goto(taskfan("console", "--role", "act", env=own_stack.env).stdout.strip())
+        page.evaluate("document.addEventListener('securitypolicyviolation', e => "
+                      "(window.violations = window.violations || []).push(e.violatedDirective))")
+        page.evaluate("window.notReloaded = true")
+        expect(page.locator("#role")).to_have_text("operator")
+        published = httpx.post(f"{own_stack.ingest_url}/batches", json={"batch_id": batch_id, "tasks": tasks},
+                               headers=stack_secrets.ingest_headers(own_stack.secrets.ingest_token), timeout=10)
+        assert published.status_code == 202, published.text
+        row = page.locator(f'tr[data-batch="{batch_id}"]')
+        expect(row.locator("[data-percent]")).to_have_attribute("data-percent", "100", timeout=60_000)  # live
+        assert page.evaluate("window.notReloaded") is True
+        expect(row.locator("svg.bar rect.f")).to_have_count(1)  # the bar, drawn without inline style
+        assert page.locator(".bar").first.bounding_box()["width"] > 100  # styled by /static/console.css
+        row.locator("a").first.click()
+        page.get_by_role("button", name="Re-run the 1 failed task").click()
+        page.wait_for_url("**/batches/*.retry-*")  # the script's POST, with its header, under the policy
+        expect(page.locator("#state")).to_have_text("failed", timeout=60_000)
+        assert page.evaluate("window.violations || []") == [] and violations == []
+
+        viewer = browser.new_context()
+        look = viewer.new_page()
+        look.goto(taskfan("console", env=own_stack.env).stdout.strip())
+        look.goto(f"{own_stack.console_url}/batches/{batch_id}")
+        expect(look.locator("#role")).to_have_text("viewer")
+        expect(look.locator("#summary")).to_contain_text("6/6")
+        expect(look.locator("button[data-action]")).to_have_count(0)
+        refused = look.evaluate(f"""fetch('/batches/{batch_id}/rerun', {{method: 'POST', body: '{{}}',
+            headers: {{'x-taskfan-console': '1'}}}}).then(r => r.status)""")
+        assert refused == 403
+        viewer.close()
+    finally:
+        operator.close()
