@@ -361,3 +361,12 @@ def test_the_session_table_and_the_codes_are_bounded_and_forget_what_ended() -> 
                                                   ("view", "view", True), ("view", "act", False)])
 def test_roles_allow_no_more_than_they_are(role: str, wanted: str, allowed: bool) -> None:
     assert Role(role).allows(Role(wanted)) is allowed
+
+
+def test_a_stack_with_its_locks_off_gives_links_without_a_credential() -> None:
+    workflow = FakeWorkflow()
+    app = create_console(new_book(), Watcher(workflow.batches), workflow, lambda _: None, token="", hosts={HOST})
+    client = TestClient(app, base_url=f"http://{HOST}")
+    code_link = client.post("/login/code", json={"role": "act"}).json()["link"]  # SECURITY=off: `taskfan console`
+    assert client.get(code_link, follow_redirects=False).status_code == 303
+    assert client.get("/api/batches").status_code == 200

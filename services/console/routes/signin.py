@@ -164,8 +164,8 @@ def router(parts: Parts) -> APIRouter:
     @routes.post("/login/code")
     async def sign_in_code(request: Request) -> Response:
         """A one-time sign-in link for a role the caller's credential (``Authorization: Bearer``) allows."""
-        has = parts.credentials.role_of(request.headers.get("authorization", "").partition(" ")[2]) if (
-            request.headers.get("authorization", "").lower().startswith("bearer ")) else None
+        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+        has = parts.credentials.role_of(sent) if scheme.lower() == "bearer" or parts.credentials.open else None
         if has is None:
             return error(401, "a sign-in link is given for a console credential sent as `Authorization: Bearer`",
                          {"WWW-Authenticate": "Bearer"})
