@@ -25,6 +25,7 @@ from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnr
 from services.console.sessions import Sessions
 from services.console.watch import Watcher
 from services.console.web import create_console
+from services.workflow.models import BatchesNow, BatchNow, Termination
 from taskfan import events
 from taskfan.contracts import (
     CONSOLE_BATCH,
@@ -55,19 +56,19 @@ class WorkflowApp:
     def __init__(self, dapr: DaprClient) -> None:
         self.dapr = dapr
 
-    def ask(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    def ask(self, method: str, body: dict[str, Any]) -> bytes:
         answer = self.dapr.invoke_method(AppId.WORKFLOW, method, data=json.dumps(body),
                                          content_type="application/json", timeout=10)
-        return json.loads(answer.data)
+        return bytes(answer.data)
 
-    def batches(self) -> dict[str, Any]:
-        return self.ask(CONSOLE_BATCHES, {})
+    def batches(self) -> BatchesNow:
+        return BatchesNow.model_validate_json(self.ask(CONSOLE_BATCHES, {}))
 
-    def batch(self, batch_id: str) -> dict[str, Any]:
-        return self.ask(CONSOLE_BATCH, {"batch_id": batch_id})
+    def batch(self, batch_id: str) -> BatchNow:
+        return BatchNow.model_validate_json(self.ask(CONSOLE_BATCH, {"batch_id": batch_id}))
 
-    def terminate(self, batch_id: str) -> dict[str, Any]:
-        return self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id})
+    def terminate(self, batch_id: str) -> Termination:
+        return Termination.model_validate_json(self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id}))
 
 
 class ConsoleState:

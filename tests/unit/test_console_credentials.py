@@ -39,11 +39,10 @@ def test_a_stack_has_a_viewer_credential_of_its_own_and_an_older_secrets_file_ge
 
 def test_only_the_console_process_gets_the_viewer_credential(tmp_path):
     stack = Stack(Settings(run_dir=str(tmp_path)), runfile.load())
-    assert set(stack._own_secrets("console")) == {"CONSOLE_VIEW_TOKEN"}
-    assert stack._own_secrets("console")["CONSOLE_VIEW_TOKEN"] == stack.secrets.console_view_token
-    for other in ("ingest", "workflow", "scorer-0", "console-daprd"):
-        assert "CONSOLE_VIEW_TOKEN" not in stack._own_secrets(other), other
-    assert stack.secrets.console_view_token not in stack.secrets.app_env().values()
+    assert stack.secret_env("console")["CONSOLE_VIEW_TOKEN"] == stack.secrets.console_view_token
+    for other in ("ingest", "workflow", "scorer-0", "console-daprd", "redis"):
+        assert stack.secrets.console_view_token not in stack.secret_env(other).values(), other
+    assert "CONSOLE_VIEW_TOKEN" not in stack_secrets.without_secrets({"CONSOLE_VIEW_TOKEN": "x"})  # not inherited
 
 
 def test_a_console_session_lasts_eight_hours_unless_set():

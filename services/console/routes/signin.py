@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from types import MappingProxyType
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
@@ -28,8 +29,8 @@ COOKIE = "taskfan_console"  # + "_<port>": two consoles on one host keep their o
 # Sent by the console's own script with every action; a form on another site cannot send it.
 ACTION_HEADER = "x-taskfan-console"
 OPEN_PATHS = ("/login", "/login/code", "/logout", "/healthz")
-STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
-NO_STORE = {"cache-control": "no-store"}
+STATIC = MappingProxyType({"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"})
+NO_STORE = MappingProxyType({"cache-control": "no-store"})
 SIGN_IN_HINT = "run `taskfan console` for a one-time sign-in link"
 
 Guard = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
