@@ -17,8 +17,7 @@ from services.console.sessions import Credentials, Sessions, SignInCodes
 from services.console.shield import Receive, Scope, Send, shielded
 from services.console.watch import Watcher
 from taskfan.http_doors import Doors
-
-DEFAULT_SESSION_TTL_S = 8 * 3600
+from taskfan.settings import Settings
 
 
 class ConsoleApp(FastAPI):
@@ -36,7 +35,7 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
     viewer's; ``port`` names its session cookie."""
     parts = Parts(book=book, watcher=watcher, workflow=workflow, publish=publish, traces=traces,
                   doors=Doors(token, hosts), credentials=Credentials(token, view_token),
-                  sessions=Sessions(DEFAULT_SESSION_TTL_S) if sessions is None else sessions,
+                  sessions=Sessions(Settings.console_session_ttl_s) if sessions is None else sessions,
                   codes=SignInCodes() if codes is None else codes,
                   cookie=signin.cookie_name(port))
     app = ConsoleApp(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
