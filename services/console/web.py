@@ -24,7 +24,7 @@ class ConsoleApp(FastAPI):
     """FastAPI inside the console's shield (``shield``): the security headers on every response it sends, its
     500s included, and a bounded body on the routes open before signing in."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await shielded(super().__call__, scope, receive, send, signin.is_open)
 
 
