@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -67,8 +68,7 @@ def render(template: str, **context: Any) -> str:
 def static_file(name: str) -> str:
     """The console's script or style (``console.js``, ``console.css``), served as files of their own: its
     Content-Security-Policy lets a page run no inline script and apply no inline style."""
-    source, _, _ = TEMPLATES.loader.get_source(TEMPLATES, name)
-    return source
+    return (resources.files("services.console") / "templates" / name).read_text(encoding="utf-8")
 
 
 def page(template: str, title: str, *, active: str, stream: str = "", batch: str = "", role: str = "",
