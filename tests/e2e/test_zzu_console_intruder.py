@@ -38,6 +38,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 from bench.soak import shift_run_file
 from taskfan import runfile, stack_secrets
 from taskfan.settings import Settings
+from taskfan.stack import Stack
 
 from .helpers import REPO_ROOT, wait_for
 
@@ -291,3 +292,12 @@ def test_the_pages_work_under_the_policy_for_the_operator_and_show_a_viewer_no_b
         viewer.close()
     finally:
         operator.close()
+
+
+def test_only_the_console_process_holds_the_viewer_credential(own_stack: OwnStack) -> None:
+    stack = Stack(Settings.from_env(own_stack.env), runfile.load(Path(own_stack.env[runfile.RUN_FILE_ENV])))
+    state = stack.running()
+    assert state is not None
+    view_token = own_stack.secrets.console_view_token.encode()
+    holders = {p.name for p in state.processes if view_token in Path(f"/proc/{p.pid}/environ").read_bytes()}
+    assert holders == {"console"}, holders
