@@ -34,7 +34,8 @@ class StackSecrets:
     # token that opens one app's sidecars only. No process of the stack gets the key itself.
     dapr_token_key: str
     app_api_token: str  # sidecar -> app calls (APP_API_TOKEN); apps accept only it
-    ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`)
+    ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`); the console's operator credential too
+    console_view_token: str  # the console's viewer credential: looks, never acts; only the console has it
     redis_password: str  # Redis `requirepass`; components read it through the secret store
     redis_keeper_password: str  # Redis user `taskfan-keeper`: ingest's stream gauge and trimmer only
 
@@ -59,7 +60,8 @@ class StackSecrets:
 
 # Where a secret can be in an environment: a shell that ran `taskfan stack env` has several. The launcher
 # starts its processes without them, then gives each the ones it uses (``Stack.secret_env``).
-SECRET_ENV = frozenset({"DAPR_API_TOKEN", "DAPR_TOKEN_KEY", "APP_API_TOKEN", "INGEST_TOKEN", "REDIS_PASSWORD",
+SECRET_ENV = frozenset({"DAPR_API_TOKEN", "DAPR_TOKEN_KEY", "APP_API_TOKEN", "INGEST_TOKEN", "CONSOLE_VIEW_TOKEN",
+                        "REDIS_PASSWORD",
                         "REDIS_KEEPER_PASSWORD", "REDISCLI_AUTH"})
 
 

@@ -28,7 +28,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
                 apps = sorted({instance.app_id for instance in stack.topology.instances(1)})
                 sidecars = " ".join(f"DAPR_TOKEN_{app.upper().replace('-', '_')}={secrets.sidecar_token(app)}"
                                     for app in apps)
-                print(f"export INGEST_TOKEN={secrets.ingest_token} {sidecars} REDISCLI_AUTH={secrets.redis_password}")
+                print(f"export INGEST_TOKEN={secrets.ingest_token} CONSOLE_VIEW_TOKEN={secrets.console_view_token} "
+                      f"{sidecars} REDISCLI_AUTH={secrets.redis_password}")
                 return 0
             # An outside app: its grant only (its own sidecar's token, its resources), and an identity for this
             # app id in the stack's mTLS.

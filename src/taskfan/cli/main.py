@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from taskfan.cli.common import CliError
-from taskfan.cli.console import cmd_console
+from taskfan.cli.console import ROLES, cmd_console
 from taskfan.cli.local_stack import cmd_stack
 from taskfan.cli.outcomes import cmd_outcomes
 from taskfan.cli.publish import cmd_publish
@@ -54,8 +54,10 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--timeout", type=float, default=3600, help="seconds to watch (default 3600)")
     st.set_defaults(func=cmd_status)
 
-    con = sub.add_parser("console", help="print the web console's sign-in link for the running stack")
+    con = sub.add_parser("console", help="print a one-time sign-in link to the web console of the running stack")
     con.add_argument("--open", action="store_true", help="and open it in a browser")
+    con.add_argument("--role", choices=ROLES, default="view",
+                     help="view (default): look only; act: also terminate and re-run batches (the operator's)")
     con.set_defaults(func=cmd_console)
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")

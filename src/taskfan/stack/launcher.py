@@ -263,8 +263,8 @@ class Stack:
     def secret_env(self, name: str) -> dict[str, str]:
         """The secrets process ``name`` uses, and no others (a test reads every process's environment): a sidecar
         and its app the Dapr API token and the app token; ingest its bearer token and its Redis user
-        (``redis_acl``); the console the ingest token (its sign-in); Redis, Sentry, placement, the scheduler,
-        Jaeger and the log keeper none (Redis reads its password from a file)."""
+        (``redis_acl``); the console the ingest token and its viewer credential (its two roles' sign-ins); Redis,
+        Sentry, placement, the scheduler, Jaeger and the log keeper none (Redis reads its password from a file)."""
         if name in NO_SECRETS or not self.settings.locked:
             return {}
         env = {"DAPR_API_TOKEN": self.secrets.sidecar_token(self.app_of(name)),
@@ -272,8 +272,8 @@ class Stack:
         if name == AppId.INGEST:
             env |= {"INGEST_TOKEN": self.secrets.ingest_token,
                     "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
-        elif name == AppId.CONSOLE:
-            env["INGEST_TOKEN"] = self.secrets.ingest_token
+        elif name == AppId.CONSOLE:  # its operator's credential (the ingest token) and its viewer's
+            env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token}
         return env
 
     def redis_acl(self) -> str:
