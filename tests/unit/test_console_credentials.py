@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -111,9 +112,16 @@ def test_taskfan_console_says_why_the_console_refused(monkeypatch, capsys):
 
 
 def test_stack_env_prints_both_console_credentials(monkeypatch, capsys, tmp_path):
-    secrets = stack_secrets.ensure(tmp_path)
-    monkeypatch.setattr(stack_cli, "local_stack", lambda: type("FakeStack", (), {"secrets": secrets})())
+    from taskfan import runfile
+    from taskfan.settings import Settings
+    from taskfan.stack import Stack
+
+    stack = Stack(Settings(run_dir=str(tmp_path)), runfile.load(Path(__file__).resolve().parents[2] / "dapr.yaml"))
+    secrets = stack.secrets
+    monkeypatch.setattr(stack_cli, "local_stack", lambda: stack)
     assert stack_cli.cmd_stack(argparse.Namespace(action="env", app=None, scorers=None)) == 0
     printed = capsys.readouterr().out
+    assert f"DAPR_TOKEN_WORKFLOW={secrets.sidecar_token('workflow')}" in printed
+    assert secrets.dapr_token_key not in printed  # the key the tokens derive from stays in the file
     assert f"INGEST_TOKEN={secrets.ingest_token}" in printed
     assert f"CONSOLE_VIEW_TOKEN={secrets.console_view_token}" in printed
