@@ -60,8 +60,8 @@ def test_only_ingest_and_workflow_may_touch_the_batch_records(stack, settings):
         written = httpx.post(base, json=[{"key": "batch:forged", "value": "x"}], headers=auth)
         read = httpx.get(f"{base}/batch:forged", headers=auth)
         for refused in (written, read):
-            assert refused.status_code >= 400 and "ERR_STATE_STORE_NOT_CONFIGURED" in refused.text, (app_id,
-                                                                                                   refused.text)
+            assert refused.status_code == 400 and "ERR_STATE_STORE_NOT_FOUND" in refused.text, (app_id,
+                                                                                              refused.text)
 
 
 def test_each_apps_token_opens_its_own_sidecars_only(stack, settings):
