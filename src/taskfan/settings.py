@@ -63,6 +63,9 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_hosts: str = ""
+    # Where the CLI finds a console (`taskfan batches`, `taskfan console`); empty: the checkout's dapr.yaml.
+    console_url: str = ""
+    taskfan_token: str = field(default="", repr=False)  # the credential the CLI sends it, if not the stack's own
     # How long a console sign-in lasts (services/console/sessions.py): the browser signs in again after it.
     console_session_ttl_s: int = 8 * 3600
     # What the console remembers, in its state store, across its restarts (services/console/history.py): the

@@ -61,7 +61,7 @@ class StackSecrets:
 # Where a secret can be in an environment: a shell that ran `taskfan stack env` has several. The launcher
 # starts its processes without them, then gives each the ones it uses (``Stack.secret_env``).
 SECRET_ENV = frozenset({"DAPR_API_TOKEN", "DAPR_TOKEN_KEY", "APP_API_TOKEN", "INGEST_TOKEN", "CONSOLE_VIEW_TOKEN",
-                        "REDIS_PASSWORD",
+                        "TASKFAN_TOKEN", "REDIS_PASSWORD",
                         "REDIS_KEEPER_PASSWORD", "REDISCLI_AUTH"})
 
 

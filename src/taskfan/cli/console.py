@@ -21,7 +21,7 @@ ROLES = ("view", "act")
 
 def cmd_console(args: argparse.Namespace) -> int:
     current = settings()
-    url = run_file().console_url()
+    url = current.console_url or run_file().console_url()
     # The viewer's credential to look, the operator's (the ingest token) to act: each link no more than asked.
     credential = current.ingest_token if args.role == "act" else (current.console_view_token or current.ingest_token)
     try:
