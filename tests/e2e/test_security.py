@@ -124,20 +124,20 @@ def test_after_the_intruders_the_pipeline_runs_and_each_refusal_was_logged_once(
 
 
 def test_every_listener_of_the_stack_is_on_loopback(stack):
-    # Dapr 1.18.1's placement, scheduler and sentry ignore --healthz-listen-address (pkg/healthz/server/server.go
-    # listens on ":<port>"; fixed upstream after 1.18.1, dapr/dapr#10394): their health ports are the only
-    # wildcard listeners, and they answer nothing but "ok".
-    known_dapr_defect = {stack.topology.placement_ports[1], stack.topology.scheduler_ports[1],
-                         stack.topology.sentry_ports[1]}
-    wildcard = []
+    # Placement's, scheduler's and Sentry's health ports too: Dapr 1.18.1's healthz server ignores
+    # --healthz-listen-address, and the pinned build carries the upstream fix (deploy/dapr/patches).
+    health_ports = {stack.topology.placement_ports[1], stack.topology.scheduler_ports[1],
+                    *([stack.topology.sentry_ports[1]] if stack.settings.locked else [])}
+    listening, wildcard = set(), []
     for pid, name in stack_pids(stack).items():
         for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
             for conn in process.net_connections(kind="inet"):
                 if conn.status != psutil.CONN_LISTEN:
                     continue
-                if conn.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1") and \
-                        conn.laddr.port not in known_dapr_defect:
+                listening.add(conn.laddr.port)
+                if conn.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
                     wildcard.append((name, conn.laddr.ip, conn.laddr.port))
+    assert health_ports <= listening  # the control plane's health ports were among those checked
     assert wildcard == []
 
 
