@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,7 +18,8 @@ import pytest
 import redis
 
 from taskfan import stack_secrets
-from taskfan.stack import logkeeper
+from taskfan.stack import logkeeper, private_files
+from taskfan.stack.processes import wait_until
 from taskfan.stack.topology import Instance
 
 from .helpers import dapr_auth, granted_sidecar, lesson_tasks, log_records, post_batch, wait_outcome
@@ -294,3 +298,47 @@ def test_a_rogue_sidecar_without_a_certificate_cannot_invoke_a_step_app_nor_publ
     finally:
         rogue.terminate()
         rogue.wait(timeout=30)
+
+
+@pytest.fixture
+def outsider() -> Iterator[str]:
+    """A system user with nothing to do with the stack, made for this test and removed after (a name of its own,
+    so two sessions on one machine do not share one)."""
+    # Acting as another user needs root: without it this fails, loudly, as the cluster tests do; never skipped.
+    if os.geteuid() != 0:
+        pytest.fail("reading the run folder as another user needs root (useradd, runuser)")
+    name = f"taskfan-other-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=True)
+
+
+def test_the_run_folder_is_readable_by_the_stack_user_only(stack, settings, redis_client, batch_id, outsider):
+    # Every task's text and outcome is in Redis's append-only file: after a batch, and after Redis rewrote that
+    # file (the rewrite makes new files, as a log rotation or etcd does), nothing in the run folder has a group
+    # or other permission bit, and another user on the machine cannot read it.
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 5)}).status_code == 202
+    assert wait_outcome(redis_client, batch_id)["completed"] == 5
+
+    def rewrite_done() -> bool:
+        persistence = redis_client.info("persistence")
+        return persistence["aof_rewrite_in_progress"] == 0 and persistence["aof_rewrite_scheduled"] == 0
+
+    redis_client.bgrewriteaof()
+    wait_until(rewrite_done, "Redis's AOF rewrite", timeout=60)
+    assert redis_client.info("persistence")["aof_last_bgrewrite_status"] == "ok"
+
+    assert private_files.exposed(stack.run_dir) == []
+    aof_dir = stack.run_dir / "redis" / "appendonlydir"
+    aof_files = sorted(aof_dir.iterdir())
+    assert any(batch_id.encode() in path.read_bytes() for path in aof_files)  # the batch is in there
+    as_outsider = ["runuser", "-u", outsider, "--"]
+    # The outsider can read what anyone may (so a refusal below is the run folder's, not runuser's) ...
+    assert subprocess.run([*as_outsider, "cat", "/etc/passwd"], capture_output=True).returncode == 0
+    # ... and neither the AOF, nor the run folder's listing, nor its logs.
+    for target in [*aof_files, stack.run_dir, stack.logs_dir / "redis.log"]:
+        command = ["ls", str(target)] if target.is_dir() else ["cat", str(target)]
+        refused = subprocess.run([*as_outsider, *command], capture_output=True, text=True)
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr, (target, refused)
