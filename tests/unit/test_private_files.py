@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from taskfan import runfile
 from taskfan.settings import Settings
 from taskfan.stack import Stack, logkeeper, private_files
@@ -37,14 +39,15 @@ def test_a_run_folder_from_before_is_mended_and_links_are_not_followed(tmp_path)
     cluster.mkdir(mode=0o755)
     cluster.chmod(0o755)
 
-    changed = private_files.make_private(run)
+    changed, not_ours = private_files.make_private(run)
 
+    assert not_ours == []
     assert {p.name for p in changed} == {"run", "redis", "appendonlydir", "appendonly.aof.1.incr.aof", "tool.sh"}
     assert (mode(run), mode(run / "redis"), mode(aof), mode(tool)) == (0o700, 0o700, 0o600, 0o700)
     assert mode(outside) == 0o644  # a link's target is not the run folder's
     assert mode(cluster) == 0o755  # the cluster's state keeps its own modes
     assert private_files.exposed(run) == []
-    assert private_files.make_private(run) == []  # nothing left to change
+    assert private_files.make_private(run) == ([], [])  # nothing left to change
 
 
 def test_exposed_names_every_path_with_a_group_or_other_bit(tmp_path):
@@ -107,3 +110,25 @@ def test_the_install_scripts_logs_are_owner_only_and_their_umask_is_left_alone(t
     assert out.stdout.strip() == "0022"  # what the scripts build stays readable by others (the images' user)
     assert (mode(log.parent), mode(log)) == (0o700, 0o600)
     assert "done" in log.read_text()
+
+
+def test_another_users_file_inside_is_left_and_named_but_another_users_run_folder_stops_the_start(tmp_path,
+                                                                                                 monkeypatch):
+    run = tmp_path / "run"
+    (run / "images").mkdir(parents=True)
+    run.chmod(0o755)
+    (run / "images").chmod(0o755)
+    chmod = os.chmod
+    theirs = {run / "images"}
+
+    def as_another_user(path, mode, **kwargs):
+        if Path(path) in theirs:
+            raise PermissionError(1, "Operation not permitted")
+        chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(private_files.os, "chmod", as_another_user)
+    assert private_files.make_private(run) == ([run], [run / "images"])
+    theirs.add(run)
+    run.chmod(0o755)
+    with pytest.raises(private_files.NotPrivate, match="is not this user's"):
+        private_files.make_private(run)

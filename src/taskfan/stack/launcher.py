@@ -183,11 +183,14 @@ class Stack:
         """The run folder and all in it owner-only, a folder from before (an older clone) mended."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            changed = private_files.make_private(self.run_dir)
+            changed, not_ours = private_files.make_private(self.run_dir)
         except private_files.NotPrivate as exc:
             raise StackError(str(exc)) from None
         if changed:
             progress(f"made {len(changed)} files and folders of {self.run_dir} readable by their owner only")
+        if not_ours:
+            log.warning("%d paths of the run folder are another user's and keep their modes (the folder itself "
+                        "is private), e.g. %s", len(not_ours), not_ours[0])
 
     def check_ports_free(self, instances: list[Instance], control_plane: bool = True) -> None:
         ports = [*self.topology.sentry_ports, *self.topology.placement_ports, *self.topology.scheduler_ports,

@@ -24,7 +24,7 @@ NOT_THE_STACKS = frozenset({"k8s"})
 
 
 class NotPrivate(OSError):
-    """A file of the run folder whose modes this user cannot change (another user's)."""
+    """The run folder itself is another user's: its modes cannot be changed by this one."""
 
 
 @contextlib.contextmanager
@@ -49,10 +49,13 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def make_private(folder: Path) -> list[Path]:
+def make_private(folder: Path) -> tuple[list[Path], list[Path]]:
     """Take every group and other bit off ``folder`` and all below it (folders 0700, files keep their owner
-    bits, links are not followed); the paths changed. A path gone meanwhile (a rotated log) is skipped."""
-    changed = []
+    bits, links are not followed): the paths changed, and those left as they were because they are another
+    user's (a root-made file in a user's folder, unreachable to others once the folder is 0700). A path gone
+    meanwhile (a rotated log) is skipped; ``folder`` itself being another user's raises ``NotPrivate``."""
+    changed: list[Path] = []
+    not_ours: list[Path] = []
 
     def mend(path: Path, is_dir: bool) -> None:
         try:
@@ -70,8 +73,11 @@ def make_private(folder: Path) -> list[Path]:
         except FileNotFoundError:
             return
         except PermissionError as exc:
-            raise NotPrivate(f"{path} is not this user's ({exc.strerror}): give it to the stack's user or "
-                             "remove it; the run folder must be readable by its user only") from None
+            if path == folder:
+                raise NotPrivate(f"the run folder {folder} is not this user's ({exc.strerror}): give it to the "
+                                 "stack's user, or run the stack with a RUN_DIR of its own") from None
+            not_ours.append(path)
+            return
         changed.append(path)
 
     mend(folder, True)
@@ -82,7 +88,7 @@ def make_private(folder: Path) -> list[Path]:
             mend(Path(root, name), True)
         for name in files:
             mend(Path(root, name), False)
-    return changed
+    return changed, not_ours
 
 
 def exposed(folder: Path) -> list[tuple[str, str]]:
