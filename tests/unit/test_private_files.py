@@ -128,7 +128,7 @@ def test_another_users_file_inside_is_left_and_named_but_another_users_run_folde
 
     monkeypatch.setattr(private_files.os, "chmod", as_another_user)
     assert private_files.make_private(run) == ([run], [run / "images"])
-    theirs.add(run)
     run.chmod(0o755)
+    theirs.add(run)
     with pytest.raises(private_files.NotPrivate, match="is not this user's"):
         private_files.make_private(run)
