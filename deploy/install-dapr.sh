@@ -34,8 +34,7 @@ for c in "$@"; do
 done
 
 # Patches to the pinned modules (deploy/dapr/patches/*.patch, each naming its module and version on a
-# `module:` line): applied to copies of the files they touch, which every build takes instead of the module
-# cache's (`go build -overlay`; the module cache stays as the proxy served it).
+# `module:` line): every command is built against a patched copy of its module (apply_patches below).
 shopt -s nullglob
 patches=("$here"/dapr/patches/*.patch)
 shopt -u nullglob
