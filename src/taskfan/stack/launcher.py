@@ -323,7 +323,8 @@ class Stack:
         if not self.settings.locked:
             raise StackError("this stack runs with SECURITY=off: there is nothing to grant")
         grant = grants.granted(app_id, *self._granted(), self.run_dir)
-        stored = grants.ensure(grant, self.resources_dir, self.config_path)
+        with private_files.private_umask():  # the grant's folder is the run folder's: owner-only
+            stored = grants.ensure(grant, self.resources_dir, self.config_path)
         client = redis.Redis(host=self.settings.redis_host, port=self.settings.redis_port,
                              password=self.secrets.redis_password, socket_timeout=10)
         with client:
