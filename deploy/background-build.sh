@@ -59,7 +59,8 @@ run() {
 case ${1:-} in
   start)
     stop  # a run interrupted before its exit trap ran
-    mkdir -p "${log%/*}"
+    # The log and the pid file owner-only, like the rest of the run folder (README, Security).
+    private_file "$log" && private_file "$pidfile"
     # setsid: its own session (see above); its pid is the session id `stop` kills.
     setsid bash "${BASH_SOURCE[0]}" run >"$log" 2>&1 </dev/null &
     echo $! >"$pidfile"

@@ -10,7 +10,8 @@
 # building at once. Prints the bin directory on stdout (its last line); one line per step on stderr, the
 # output of go in the install log (see lib.sh). Prints nothing on stderr when the runtime is already built.
 # A cache that lacks some commands (one built before sentry was added) gets only the missing ones built:
-# the binaries present are kept as long as their daprd reports the pinned version.
+# the binaries present are kept as long as their daprd reports the pinned version. The patches in
+# deploy/dapr/patches (each documents itself) are applied to a copy of the module they name before building.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,10 +33,18 @@ for c in "$@"; do
   esac
 done
 
-# How daprd is built (deploy/dapr/cmd/daprd/main.go: Dapr's stable components plus the SQLite name resolver).
-# A cache whose daprd was built another way (a clone from before, with allcomponents) is built again.
+# Patches to the pinned modules (deploy/dapr/patches/*.patch, each naming its module and version on a
+# `module:` line): every command is built against a patched copy of its module (apply_patches below).
+shopt -s nullglob
+patches=("$here"/dapr/patches/*.patch)
+shopt -u nullglob
+
+# How daprd is built (deploy/dapr/cmd/daprd/main.go: Dapr's stable components plus the SQLite name resolver)
+# and the patches every command is built with. A cache built another way (a clone from before, with
+# allcomponents or without a patch) is built again, every command of it.
 # The files' content, not their paths: every clone on the machine shares one build.
-recipe="stablecomponents+sqlite $(cat "$here/dapr/cmd/daprd/main.go" "$here/dapr/go.mod" | sha256sum | cut -c1-16)"
+recipe="stablecomponents+sqlite $(cat "$here/dapr/cmd/daprd/main.go" "$here/dapr/go.mod" "${patches[@]}" |
+  sha256sum | cut -c1-16)"
 
 daprd_current() {
   [[ -x "$bin/daprd" && $(cat "$bin/RECIPE" 2>/dev/null) == "$recipe" ]] &&
@@ -50,6 +59,8 @@ built() {
 if built; then echo "$bin"; exit 0; fi
 
 command -v go >/dev/null || fail "Go >= 1.26.4 is required to build the Dapr runtime (README, Requirements)"
+(( ${#patches[@]} == 0 )) || command -v patch >/dev/null ||
+  fail "patch is required to build the Dapr runtime (apt-get install patch)"
 mkdir -p "$prefix"
 build_lock "$prefix/.lock" "Dapr $DAPR_VERSION"
 if built; then echo "$bin"; exit 0; fi
@@ -88,6 +99,27 @@ download_modules() {
   go list -deps -tags stablecomponents -f '{{with .Module}}{{.Path}} {{.Version}}{{end}}' "${packages[@]}" | sort -u
 }
 phase "download Go modules for Dapr $DAPR_VERSION" download_modules
+# Each patched module is built from a copy of it (src/patched/<module>) with its patch applied, through a
+# `replace` in the build's own copy of go.mod (`go build -overlay` refuses files of the module cache). A patch
+# written for another version of its module than the build uses stops the build.
+apply_patches() {
+  local p mod version have dir copy
+  for p in "${patches[@]}"; do
+    read -r mod version < <(awk '$1 == "module:" { print $2, $3; exit }' "$p") &&
+      [[ -n $mod && -n $version ]] || { echo "$p: no 'module: PATH VERSION' line"; return 1; }
+    have=$(go list -m -f '{{.Version}}' "$mod") && dir=$(go list -m -f '{{.Dir}}' "$mod") || return 1
+    [[ $have == "$version" ]] ||
+      { echo "$p is written for $mod $version, the build uses $have: port the patch or drop it"; return 1; }
+    [[ -d $dir ]] || { echo "$mod $have is not in the module cache"; return 1; }
+    copy=$src/patched/$mod
+    [[ -d $copy ]] || { mkdir -p "$copy" && cp -r "$dir/." "$copy" && chmod -R u+w "$copy"; } || return 1
+    patch -d "$copy" -p1 --forward --batch -i "$p" || { echo "$p does not apply to $mod $have"; return 1; }
+    go mod edit -replace "$mod=./patched/$mod" || return 1
+    echo "patched $mod $have with ${p##*/}"
+  done
+}
+(( ${#patches[@]} == 0 )) ||
+  phase "apply ${#patches[@]} patch(es) to Dapr $DAPR_VERSION (deploy/dapr/patches)" apply_patches
 for c in "${missing[@]}"; do
   phase "build $c" go build -tags stablecomponents -trimpath -ldflags "$ldflags" -o "$prefix/bin.tmp/$c" \
     "$(package_of "$c")"

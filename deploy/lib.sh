@@ -19,6 +19,13 @@ trap '[[ -z $_phase_open ]] || echo "interrupted; output in $install_log" >&2' E
 
 say() { echo "$log_prefix: $*" >&2; }
 
+# private_file FILE: FILE created readable by this user only (its folder too, when made here), as everything in
+# the run folder is (README, Security); an existing one loses its group and other bits. Only these: the script's
+# own umask stays as it was, since what it builds (binaries, images) is run by other users too.
+private_file() {
+  (umask 077 && mkdir -p "${1%/*}" && touch "$1") && chmod go= "$1"
+}
+
 fail() { say "$*"; exit 1; }
 
 duration() {
@@ -28,7 +35,7 @@ duration() {
 phase() {
   local what=$1 start=$SECONDS first=0 rc=0
   shift
-  mkdir -p "${install_log%/*}"
+  private_file "$install_log"
   [[ ! -f $install_log ]] || first=$(wc -l <"$install_log")
   printf '\n== %s  %s\n$ %s\n' "$(date '+%F %T')" "$what" "$*" >>"$install_log"
   printf '%s: %s ... ' "$log_prefix" "$what" >&2

@@ -20,7 +20,7 @@ import redis
 from taskfan import stack_secrets
 from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC
 from taskfan.settings import Settings
-from taskfan.stack import Stack, iter_log_records
+from taskfan.stack import Stack, iter_log_records, private_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,9 @@ def granted_sidecar(stack: Stack, app_id: str) -> Iterator[tuple[int, int, dict[
     env = dict(item.split("=", 1) for item in shell.stdout.decode().split("\0") if "=" in item)
     http, grpc_port, internal = free_ports(3)
     grant = env["TASKFAN_GRANT"]
-    log = open(stack.logs_dir / f"grant-{app_id}.log", "ab")  # noqa: SIM115 - closed below
+    # Owner-only, as everything in the run folder (test_security checks it after this test).
+    log = open(stack.logs_dir / f"grant-{app_id}.log", "ab",  # noqa: SIM115 - closed below
+               opener=private_files.open_private)
     daprd = subprocess.Popen([
         str(stack.dapr_bin() / "daprd"), "--app-id", app_id, "--dapr-grpc-port", str(grpc_port),
         "--dapr-http-port", str(http), "--dapr-internal-grpc-port", str(internal),

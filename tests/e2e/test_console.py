@@ -59,8 +59,11 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
 
 
 def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))  # the viewport: a 1,500-task page is 67,000 px tall
+    # Owner-only, as all of the run folder is (test_security checks it): the pages show the tasks' text.
+    SCREENSHOTS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))  # the viewport: a 1,500-task page is 67,000 px tall
+    path.chmod(0o600)
 
 
 def mixed_tasks(prefix: str, count: int) -> list[dict[str, str]]:

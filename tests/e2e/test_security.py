@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,7 +18,8 @@ import pytest
 import redis
 
 from taskfan import stack_secrets
-from taskfan.stack import logkeeper
+from taskfan.stack import logkeeper, private_files
+from taskfan.stack.processes import wait_until
 from taskfan.stack.topology import Instance
 
 from .helpers import dapr_auth, granted_sidecar, lesson_tasks, log_records, post_batch, wait_outcome
@@ -124,20 +128,20 @@ def test_after_the_intruders_the_pipeline_runs_and_each_refusal_was_logged_once(
 
 
 def test_every_listener_of_the_stack_is_on_loopback(stack):
-    # Dapr 1.18.1's placement, scheduler and sentry ignore --healthz-listen-address (pkg/healthz/server/server.go
-    # listens on ":<port>"; fixed upstream after 1.18.1, dapr/dapr#10394): their health ports are the only
-    # wildcard listeners, and they answer nothing but "ok".
-    known_dapr_defect = {stack.topology.placement_ports[1], stack.topology.scheduler_ports[1],
-                         stack.topology.sentry_ports[1]}
-    wildcard = []
+    # Placement's, scheduler's and Sentry's health ports too: Dapr 1.18.1's healthz server ignores
+    # --healthz-listen-address, and the pinned build carries the upstream fix (deploy/dapr/patches).
+    health_ports = {stack.topology.placement_ports[1], stack.topology.scheduler_ports[1],
+                    *([stack.topology.sentry_ports[1]] if stack.settings.locked else [])}
+    listening, wildcard = set(), []
     for pid, name in stack_pids(stack).items():
         for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
             for conn in process.net_connections(kind="inet"):
                 if conn.status != psutil.CONN_LISTEN:
                     continue
-                if conn.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1") and \
-                        conn.laddr.port not in known_dapr_defect:
+                listening.add(conn.laddr.port)
+                if conn.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
                     wildcard.append((name, conn.laddr.ip, conn.laddr.port))
+    assert health_ports <= listening  # the control plane's health ports were among those checked
     assert wildcard == []
 
 
@@ -294,3 +298,47 @@ def test_a_rogue_sidecar_without_a_certificate_cannot_invoke_a_step_app_nor_publ
     finally:
         rogue.terminate()
         rogue.wait(timeout=30)
+
+
+@pytest.fixture
+def outsider() -> Iterator[str]:
+    """A system user with nothing to do with the stack, made for this test and removed after (a name of its own,
+    so two sessions on one machine do not share one)."""
+    # Acting as another user needs root: without it this fails, loudly, as the cluster tests do; never skipped.
+    if os.geteuid() != 0:
+        pytest.fail("reading the run folder as another user needs root (useradd, runuser)")
+    name = f"taskfan-other-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=True)
+
+
+def test_the_run_folder_is_readable_by_the_stack_user_only(stack, settings, redis_client, batch_id, outsider):
+    # Every task's text and outcome is in Redis's append-only file: after a batch, and after Redis rewrote that
+    # file (the rewrite makes new files, as a log rotation or etcd does), nothing in the run folder has a group
+    # or other permission bit, and another user on the machine cannot read it.
+    assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 5)}).status_code == 202
+    assert wait_outcome(redis_client, batch_id)["completed"] == 5
+
+    def rewrite_done() -> bool:
+        persistence = redis_client.info("persistence")
+        return persistence["aof_rewrite_in_progress"] == 0 and persistence["aof_rewrite_scheduled"] == 0
+
+    redis_client.bgrewriteaof()
+    wait_until(rewrite_done, "Redis's AOF rewrite", timeout=60)
+    assert redis_client.info("persistence")["aof_last_bgrewrite_status"] == "ok"
+
+    assert private_files.exposed(stack.run_dir) == []
+    aof_dir = stack.run_dir / "redis" / "appendonlydir"
+    aof_files = sorted(aof_dir.iterdir())
+    assert any(batch_id.encode() in path.read_bytes() for path in aof_files)  # the batch is in there
+    as_outsider = ["runuser", "-u", outsider, "--"]
+    # The outsider can read what anyone may (so a refusal below is the run folder's, not runuser's) ...
+    assert subprocess.run([*as_outsider, "cat", "/etc/passwd"], capture_output=True).returncode == 0
+    # ... and neither the AOF, nor the run folder's listing, nor its logs.
+    for target in [*aof_files, stack.run_dir, stack.logs_dir / "redis.log"]:
+        command = ["ls", str(target)] if target.is_dir() else ["cat", str(target)]
+        refused = subprocess.run([*as_outsider, *command], capture_output=True, text=True)
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr, (target, refused)

@@ -27,7 +27,7 @@ from taskfan import pipeline, runfile, stack_secrets
 from taskfan.contracts import KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
-from taskfan.stack import grants, logkeeper, pipeline_resources, readiness
+from taskfan.stack import grants, logkeeper, pipeline_resources, private_files, readiness
 from taskfan.stack.mtls import Mtls
 from taskfan.stack.processes import (
     Process,
@@ -154,6 +154,14 @@ class Stack:
             progress("traces: Jaeger is being built in the background (once per machine, about 6 min); this stack "
                      "runs without traces, the next `make up` has them")
             self.settings = dataclasses.replace(self.settings, trace_sampling="0")
+        # Everything the stack writes from here on is its user's only (private_files); the install scripts
+        # above ran with the umask from before.
+        with private_files.private_umask():
+            return self._up(scorers, bin_dir, redis_server, jaeger, progress)
+
+    def _up(self, scorers: int, bin_dir: Path, redis_server: str, jaeger: Path | None,
+            progress: Progress) -> StackState:
+        self.make_run_dir_private(progress)
         instances = self.topology.instances(scorers)
         self.check_ports_free(instances)
         self.pipeline  # checked before anything starts  # noqa: B018
@@ -187,6 +195,19 @@ class Stack:
         progress(f"stack is up: ingest API {self.ingest_url}, console {self.console_url} (`taskfan console`), "
                  f"{scorers} scorer(s), logs in {self.logs_dir}")
         return state
+
+    def make_run_dir_private(self, progress: Progress) -> None:
+        """The run folder and all in it owner-only, a folder from before (an older clone) mended."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            changed, not_ours = private_files.make_private(self.run_dir)
+        except private_files.NotPrivate as exc:
+            raise StackError(str(exc)) from None
+        if changed:
+            progress(f"made {len(changed)} files and folders of {self.run_dir} readable by their owner only")
+        if not_ours:
+            log.warning("%d paths of the run folder are another user's and keep their modes (the folder itself "
+                        "is private), e.g. %s", len(not_ours), not_ours[0])
 
     def check_ports_free(self, instances: list[Instance], control_plane: bool = True) -> None:
         ports = [*self.topology.sentry_ports, *self.topology.placement_ports, *self.topology.scheduler_ports,
@@ -255,14 +276,15 @@ class Stack:
     def spawn(self, state: StackState, name: str, cmd: list[str], env: dict[str, str] | None = None,
               ports: list[int] | None = None, cwd: Path | None = None) -> Process:
         log_path = self.logs_dir / f"{name}.log"
-        with open(log_path, "ab") as out:
+        with open(log_path, "ab", opener=private_files.open_private) as out:
             # Own session: the stack outlives `make up`, and `down` can stop each process group.
             # Secrets travel in the environment (owner-only in /proc), never on the command line, and are
             # not recorded in stack.json; Redis reads its password from a file instead.
+            # umask: what the process writes (Redis's AOF, etcd's data, rotated logs) is its user's only.
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**stack_secrets.without_secrets(os.environ), **self.secret_env(name),
                                          **(env or {})},
-                                    cwd=cwd or self.run_dir, start_new_session=True)
+                                    cwd=cwd or self.run_dir, start_new_session=True, umask=private_files.UMASK)
         process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {}, str(cwd or self.run_dir),
                           started=start_time(proc.pid))
         state.processes.append(process)
@@ -318,7 +340,8 @@ class Stack:
         if not self.settings.locked:
             raise StackError("this stack runs with SECURITY=off: there is nothing to grant")
         grant = grants.granted(app_id, *self._granted(), self.run_dir)
-        stored = grants.ensure(grant, self.resources_dir, self.config_path)
+        with private_files.private_umask():  # the grant's folder is the run folder's: owner-only
+            stored = grants.ensure(grant, self.resources_dir, self.config_path)
         client = redis.Redis(host=self.settings.redis_host, port=self.settings.redis_port,
                              password=self.secrets.redis_password, socket_timeout=10)
         with client:
@@ -565,13 +588,14 @@ class Stack:
             raise StackError("no stack is running; start it with `make up`")
         bin_dir = self.dapr_bin()
         instance = Instance(app_id, *free_ports(3), None, name=f"sidecar-{app_id}")
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.logs_dir / f"{instance.label}.log", "ab")  # noqa: SIM115 - lives with the process
+        self.logs_dir.mkdir(mode=private_files.PRIVATE_DIR, parents=True, exist_ok=True)
+        out = open(self.logs_dir / f"{instance.label}.log", "ab",  # noqa: SIM115 - lives with the process
+                   opener=private_files.open_private)
         proc = subprocess.Popen(self.daprd_command(bin_dir, instance), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL,
                                 env={**stack_secrets.without_secrets(os.environ), **self.secret_env(instance.label),
                                      **self._sidecar_env(app_id)},
-                                cwd=self.run_dir, start_new_session=True)
+                                cwd=self.run_dir, start_new_session=True, umask=private_files.UMASK)
         url = f"http://127.0.0.1:{instance.http_port}/v1.0/healthz"
         try:
             wait_until(lambda: http_status(url) == 204, f"{instance.label} sidecar",

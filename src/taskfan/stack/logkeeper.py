@@ -20,6 +20,7 @@ from pathlib import Path
 
 from taskfan import logs
 from taskfan.settings import Settings
+from taskfan.stack import private_files
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ def rotate(path: Path, keep: int) -> None:
         older = path.with_name(f"{path.name}.{n}")
         if older.exists():
             older.replace(path.with_name(f"{path.name}.{n + 1}"))
-    with open(path, "rb") as source, open(path.with_name(f"{path.name}.1"), "wb") as copy:
+    # The copy owner-only whatever the umask, like the log it copies (private_files).
+    with open(path, "rb") as source, open(path.with_name(f"{path.name}.1"), "wb",
+                                          opener=private_files.open_private) as copy:
         shutil.copyfileobj(source, copy)
         with open(path, "r+b") as writable:
             writable.truncate(0)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from taskfan.stack.private_files import write_private
+
 STARTUP_TIMEOUT_S = 120.0
 
 
@@ -61,7 +63,8 @@ class StackState:
         )
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+        # Owner-only like all of the run folder: it names every process, port and log.
+        write_private(path, json.dumps(asdict(self), indent=2))
 
     def find(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)
