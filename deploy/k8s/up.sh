@@ -96,6 +96,13 @@ KEDA_VERSION=$(awk '$1 == "require" && $2 == "github.com/kedacore/keda/v2" { sub
   "$repo/deploy/keda/go.mod")
 phase "KEDA $KEDA_VERSION" keda
 
+# The release namespace admits only pods that pass PodSecurity `restricted` (README, Security).
+namespace_restricted() {
+  kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null &&
+    kubectl label namespace "$namespace" --overwrite pod-security.kubernetes.io/enforce=restricted \
+      pod-security.kubernetes.io/enforce-version=latest >/dev/null
+}
+phase "namespace $namespace (PodSecurity restricted)" namespace_restricted
 phase "Taskfan" helm upgrade --install taskfan "$repo/deploy/helm/taskfan" --namespace "$namespace" \
-  --create-namespace --set redis.persistence.storageClass=taskfan-local --wait --timeout 10m "$@"
+  --set redis.persistence.storageClass=taskfan-local --wait --timeout 10m "$@"
 say "ready: kubectl -n $namespace get pods (KUBECONFIG=$(bash "$here/cluster.sh" kubeconfig))"
