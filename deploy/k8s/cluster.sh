@@ -332,6 +332,20 @@ record_host() {
 }
 
 # --- up ---------------------------------------------------------------------------------------------------
+# A connection to a Service's address made before kube-proxy has programmed that Service (a pod starting beside
+# the Service it calls, while kube-proxy and kube-router take turns at iptables) is not translated: it would leave
+# through the default route, masqueraded, to whatever answers there (seen: an HTTP 400 for daprd's Redis, a 404
+# for KEDA's metrics, kept alive for good). Packets still addressed to the Service range after the nat table are
+# dropped instead: the client's SYN is sent again a second later, and is translated by then. The chain is swept
+# on down like kube-proxy's (its name starts KUBE-).
+guard_unproxied_services() {
+  local chain=KUBE-TASKFAN-UNPROXIED
+  iptables -w -t mangle -N "$chain" 2>/dev/null || iptables -w -t mangle -F "$chain"
+  iptables -w -t mangle -A "$chain" -d "$service_cidr" -m comment \
+    --comment "taskfan-k8s: a Service address kube-proxy has not translated yet" -j DROP &&
+    { iptables -w -t mangle -C POSTROUTING -j "$chain" 2>/dev/null || iptables -w -t mangle -I POSTROUTING 1 -j "$chain"; }
+}
+
 # What kube-router's policy controller reads (its own client certificate, CN system:kube-router).
 kube_router_rbac='apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -454,6 +468,10 @@ up() {
     --bind-address 127.0.0.1 --secure-port 10259 --cert-dir "$run/scheduler" --leader-elect=false
   wait_for kube-controller-manager 60 "the controller-manager's /healthz" healthz https://127.0.0.1:10257/healthz
   wait_for kube-scheduler 60 "the scheduler's /healthz" healthz https://127.0.0.1:10259/healthz
+  done_step
+
+  step "a guard for Service addresses kube-proxy has not programmed yet"
+  guard_unproxied_services || fail_step kube-proxy "could not add the iptables guard for $service_cidr"
   done_step
 
   step "kubelet and kube-proxy; node $node Ready"
@@ -608,6 +626,13 @@ down_impl() {
   # What kube-proxy --cleanup and CNI DEL would have removed, and what nothing removes by itself.
   sweep_iptables
   sweep_ipsets  # after the rules that matched on them are gone
+  # Connections of the pods and to the Services, which outlive them in the kernel's table (an established one for
+  # days): a next cluster reuses the same pod and Service addresses.
+  if command -v conntrack >/dev/null; then
+    conntrack -D -s "$cluster_cidr" >/dev/null 2>&1 || true
+    conntrack -D -d "$service_cidr" >/dev/null 2>&1 || true
+    conntrack -D -d "$cluster_cidr" >/dev/null 2>&1 || true
+  fi
   ip link delete "$bridge" 2>/dev/null || true
   local ns
   if [[ -f $run/netns.list ]]; then
