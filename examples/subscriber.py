@@ -1,12 +1,12 @@
 """A minimal outcome subscriber of your own: a Dapr streaming subscription through your own sidecar.
 
-Start a sidecar for it (its app id is your consumer group, granted by OUTCOME_SUBSCRIBERS), with the
-stack's token and mTLS identity in the environment, then run this file (README, "Getting outcomes"):
+Start a sidecar for it (its app id is your consumer group, granted by OUTCOME_SUBSCRIBERS) with its grant
+(its own token, resources and mTLS identity) in the environment, then run this file (README, "Getting outcomes"):
     eval "$(.venv/bin/taskfan stack env --app my-subscriber)"
     ~/.cache/taskfan/dapr/1.18.1/bin/daprd --app-id my-subscriber --dapr-grpc-port 4600 \
         --dapr-http-port 3600 --dapr-internal-grpc-port 5600 --dapr-listen-addresses 127.0.0.1 \
         --dapr-internal-grpc-listen-address 127.0.0.1 --enable-mtls --sentry-address $SENTRY_ADDRESS \
-        --enable-metrics=false --resources-path .taskfan/resources --config .taskfan/config.yaml &
+        --enable-metrics=false --resources-path $TASKFAN_GRANT/resources --config $TASKFAN_GRANT/config.yaml &
     .venv/bin/python examples/subscriber.py
 """
 

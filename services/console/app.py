@@ -24,6 +24,7 @@ from dapr.ext.grpc import App
 from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnreadable, read_back
 from services.console.watch import Watcher
 from services.console.web import create_console
+from services.workflow.models import BatchesNow, BatchNow, Termination
 from taskfan import events
 from taskfan.contracts import (
     CONSOLE_BATCH,
@@ -54,19 +55,19 @@ class WorkflowApp:
     def __init__(self, dapr: DaprClient) -> None:
         self.dapr = dapr
 
-    def ask(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    def ask(self, method: str, body: dict[str, Any]) -> bytes:
         answer = self.dapr.invoke_method(AppId.WORKFLOW, method, data=json.dumps(body),
                                          content_type="application/json", timeout=10)
-        return json.loads(answer.data)
+        return bytes(answer.data)
 
-    def batches(self) -> dict[str, Any]:
-        return self.ask(CONSOLE_BATCHES, {})
+    def batches(self) -> BatchesNow:
+        return BatchesNow.model_validate_json(self.ask(CONSOLE_BATCHES, {}))
 
-    def batch(self, batch_id: str) -> dict[str, Any]:
-        return self.ask(CONSOLE_BATCH, {"batch_id": batch_id})
+    def batch(self, batch_id: str) -> BatchNow:
+        return BatchNow.model_validate_json(self.ask(CONSOLE_BATCH, {"batch_id": batch_id}))
 
-    def terminate(self, batch_id: str) -> dict[str, Any]:
-        return self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id})
+    def terminate(self, batch_id: str) -> Termination:
+        return Termination.model_validate_json(self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id}))
 
 
 class ConsoleState:

@@ -18,6 +18,7 @@ from jinja2.ext import Extension
 
 from services.console import records
 from services.console.records import STATES, BatchesPage, BatchRow, SpanRow, TaskRow
+from services.console.watch import Seen
 
 MAX_TASK_ROWS = 2000  # a batch page lists at most this many tasks (filter by stage for the others)
 CHART_WIDTH, CHART_HEIGHT = 640, 120
@@ -138,19 +139,17 @@ def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts
 # --- scorers, signing in, traces --------------------------------------------------------------------------------
 
 
-def _scorers(now: dict[str, Any]) -> dict[str, Any]:
+def _scorers(now: Seen) -> dict[str, Any]:
     """What ``_scorers.html`` shows of the watcher's last answer (``Watcher.now``)."""
-    backlog = sum(r.get("total", 0) - r.get("done", 0) for r in now.get("running", [])) + now.get(
-        "queued_tasks", sum(q.get("total", 0) for q in now.get("queued", [])))
-    return {"scorers": now.get("scorers", []), "at_step": now.get("stages", {}), "backlog": backlog,
-            "calls_in_flight": now.get("calls_in_flight", 0), "error": now.get("error")}
+    return {"scorers": now.scorers(), "at_step": now.answer.stages, "backlog": now.backlog,
+            "calls_in_flight": now.answer.calls_in_flight, "error": now.error}
 
 
-def scorers_part(now: dict[str, Any]) -> str:
+def scorers_part(now: Seen) -> str:
     return render("_scorers.html", **_scorers(now))
 
 
-def scorers_page(now: dict[str, Any], rates: list[tuple[float, float]]) -> str:
+def scorers_page(now: Seen, rates: list[tuple[float, float]]) -> str:
     return page("scorers.html", "Scorers", active="scorers", stream="/events/scorers", **_scorers(now),
                 **chart_points(rates))
 

@@ -12,14 +12,15 @@ from typing import Any, Protocol
 
 from services.console.history import BatchBook
 from services.console.watch import Watcher
+from services.workflow.models import BatchNow, Termination
 from taskfan.contracts import TaskBatch
 from taskfan.http_doors import Doors
 
 
 class Workflow(Protocol):
-    def batch(self, batch_id: str) -> dict[str, Any]: ...
+    def batch(self, batch_id: str) -> BatchNow: ...
 
-    def terminate(self, batch_id: str) -> dict[str, Any]: ...
+    def terminate(self, batch_id: str) -> Termination: ...
 
 
 Publish = Callable[[TaskBatch], None]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.console.history import Summary
+from services.workflow.models import BatchesNow, BatchNow, MovingTask, RunningBatch
 from taskfan import pipeline
 from taskfan.contracts import Task, TaskResult
 
@@ -133,9 +134,9 @@ def summary_row(summary: Summary) -> BatchRow:
                     started_at=summary.seen_at, note=summary.dead_letter, rerun_of=summary.rerun_of)
 
 
-def running_row(batch_id: str, entry: dict[str, Any], total: int, since: str | None) -> BatchRow:
-    return BatchRow(batch_id=batch_id, state="running", total=total, started_at=since,
-                    **{k: int(entry.get(k) or 0) for k in ("done", "completed", "rejected", "failed")})
+def running_row(entry: RunningBatch) -> BatchRow:
+    return BatchRow(batch_id=entry.batch_id, state="running", total=entry.total, started_at=entry.since,
+                    done=entry.done, completed=entry.completed, rejected=entry.rejected, failed=entry.failed)
 
 
 @dataclass
@@ -145,17 +146,17 @@ class BatchesPage:
     pages: int  # at least 1, even with no rows
 
 
-def batches_page(recent: list[Summary], now: dict[str, Any], state: str = "", page: int = 1,
+def batches_page(recent: list[Summary], now: BatchesNow, state: str = "", page: int = 1,
                  per_page: int = ROWS_PER_PAGE) -> BatchesPage | None:
     """Page ``page`` of every batch, of one state if asked: running and queued ones as the workflow app says
     (``console-batches``), then the others as the book has them (``recent``: newest first). None when there is
     no such page."""
     live: dict[str, BatchRow] = {}
-    for entry in now.get("queued", []):
-        live[entry["batch_id"]] = BatchRow(batch_id=entry["batch_id"], state="queued", total=entry["total"],
-                                           position=entry["position"], started_at=entry["since"])
-    for entry in now.get("running", []):
-        live[entry["batch_id"]] = running_row(entry["batch_id"], entry, entry["total"], entry["since"])
+    for queued in now.queued:
+        live[queued.batch_id] = BatchRow(batch_id=queued.batch_id, state="queued", total=queued.total,
+                                         position=queued.position, started_at=queued.since)
+    for running in now.running:
+        live[running.batch_id] = running_row(running)
     others: list[Summary] = []
     for summary in recent:
         if summary.published:
@@ -176,27 +177,24 @@ def batches_page(recent: list[Summary], now: dict[str, Any], state: str = "", pa
     return BatchesPage(rows=rows, page=page, pages=pages)
 
 
-def batch_row(summary: Summary | None, answer: dict[str, Any] | None) -> BatchRow | None:
+def batch_row(summary: Summary | None, answer: BatchNow | None) -> BatchRow | None:
     """One batch from the book and the workflow app's answer about it (``console-batch``)."""
     if summary is not None and summary.published:
         return summary_row(summary)
-    answer = answer or {}
-    counts = answer.get("counts") or {}
-    total = int(counts.get("total") or (summary.total if summary else 0))
-    batch_id = summary.batch_id if summary else str(answer.get("batch_id"))
+    if answer is None or answer.status is None and not answer.position:
+        return summary_row(summary) if summary is not None else None
+    counts = answer.counts
+    total = counts.total if counts and counts.total else (summary.total if summary else 0)
+    batch_id = summary.batch_id if summary else answer.batch_id
     rerun_of = summary.rerun_of if summary else None
-    if answer.get("position"):
-        return BatchRow(batch_id=batch_id, state="queued", total=total, position=answer["position"],
-                        started_at=answer.get("since"), rerun_of=rerun_of)
-    if answer.get("status") in ("running", "pending", "suspended"):
-        row = running_row(batch_id, counts, total, answer.get("since"))
-        row.rerun_of = rerun_of
-        return row
-    if answer.get("status"):  # ended (completed, terminated, failed): the outcome is on its way
-        return BatchRow(batch_id=batch_id, state=str(answer["status"]), total=total, started_at=answer.get("since"),
-                        rerun_of=rerun_of, **{k: int(counts.get(k) or 0) for k in ("done", "completed", "rejected",
-                                                                                      "failed")})
-    return summary_row(summary) if summary is not None else None
+    if answer.position:
+        return BatchRow(batch_id=batch_id, state="queued", total=total, position=answer.position,
+                        started_at=answer.since, rerun_of=rerun_of)
+    done = {k: getattr(counts, k) if counts else 0 for k in ("done", "completed", "rejected", "failed")}
+    # Running (or pending, suspended); else ended (completed, terminated, failed): the outcome is on its way.
+    state = "running" if answer.status in ("running", "pending", "suspended") else str(answer.status)
+    return BatchRow(batch_id=batch_id, state=state, total=total, started_at=answer.since, rerun_of=rerun_of,
+                    **done)
 
 
 @dataclass
@@ -220,7 +218,7 @@ def _from_result(result: TaskResult, title: str = "") -> TaskRow:
 
 
 def task_rows(summary: Summary | None, tasks: list[Task] | None, results: list[TaskResult] | None,
-              moving: dict[str, dict[str, Any]]) -> list[TaskRow]:
+              moving: dict[str, MovingTask]) -> list[TaskRow]:
     """Each task's stage, in the batch's order: its result from the outcome once published (none when its
     results are no longer kept); until then where the workflow app's live view (``moving``) has it, else
     waiting. ``tasks``: the batch's, when kept (their order and titles)."""
@@ -231,10 +229,9 @@ def task_rows(summary: Summary | None, tasks: list[Task] | None, results: list[T
     order += sorted(set(moving) - set(order))
     rows = []
     for task_id in order:
-        now = moving.get(task_id, {})
-        rows.append(TaskRow(task_id=task_id, stage=str(now.get("stage", "waiting")), title=titles.get(task_id, ""),
-                            score=now.get("score"), tags=list(now.get("tags") or []),
-                            issues=list(now.get("issues") or []), error=now.get("error")))
+        now = moving.get(task_id) or MovingTask(stage="waiting")
+        rows.append(TaskRow(task_id=task_id, stage=now.stage, title=titles.get(task_id, ""), score=now.score,
+                            tags=list(now.tags), issues=list(now.issues), error=now.error))
     return rows
 
 
@@ -276,11 +273,11 @@ class Throughput:
         return rates
 
 
-def per_replica_rates(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, float]:
+def per_replica_rates(before: BatchesNow, after: BatchesNow, seconds: float) -> dict[str, float]:
     """Tasks scored per second by each replica between two ``console-batches`` answers."""
-    was = {s["replica"]: s["scored"] for s in before.get("scorers", [])}
+    was = {s.replica: s.scored for s in before.scorers}
     rates = {}
-    for scorer in after.get("scorers", []):
-        delta = scorer["scored"] - was.get(scorer["replica"], scorer["scored"])
-        rates[scorer["replica"]] = max(0.0, delta) / seconds if seconds > 0 else 0.0
+    for scorer in after.scorers:
+        delta = scorer.scored - was.get(scorer.replica, scorer.scored)
+        rates[scorer.replica] = max(0.0, delta) / seconds if seconds > 0 else 0.0
     return rates

@@ -34,7 +34,7 @@ PAGE_NUMBER = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits only (int() would t
 
 
 def listed(parts: Parts, state: str, page: int) -> BatchesPage | None:
-    return batches_page(parts.book.recent(), parts.watcher.now(), state, page)
+    return batches_page(parts.book.recent(), parts.watcher.now().answer, state, page)
 
 
 def chosen(parts: Parts, state: str, page: str) -> BatchesPage | Response:
@@ -85,7 +85,7 @@ async def batch_view(parts: Parts, batch_id: str) -> BatchView:
         except Exception as exc:  # noqa: BLE001 - shown as "unknown"; the next update asks again
             log.warning("the workflow app did not answer", extra={"batch_id": batch_id, "error": str(exc)})
     tasks, results = await asyncio.to_thread(_details, parts, summary)
-    rows = task_rows(summary, tasks, results, (answer or {}).get("tasks") or {})
+    rows = task_rows(summary, tasks, results, answer.tasks if answer else {})
     return BatchView(row=batch_row(summary, answer), tasks=rows, counts=stage_counts(rows), can_rerun=tasks is not None)
 
 

@@ -8,36 +8,52 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.console.records import Throughput, per_replica_rates
+from services.workflow.models import BatchesNow
 
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
 
 
+@dataclass(frozen=True)
+class Seen:
+    """The workflow app's last answer, each scorer's tasks scored per second since the one before, and why the
+    last question went unanswered (None: it was answered)."""
+
+    answer: BatchesNow = field(default_factory=BatchesNow)
+    per_s: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def scorers(self) -> list[dict[str, Any]]:
+        return [{**s.model_dump(), "per_s": round(self.per_s.get(s.replica, 0.0), 1)} for s in self.answer.scorers]
+
+    @property
+    def backlog(self) -> int:
+        """Tasks not finished yet: those of the running batches and of the whole queue."""
+        return sum(r.total - r.done for r in self.answer.running) + self.answer.queued_tasks
+
+
 class Watcher:
-    def __init__(self, ask: Callable[[], dict[str, Any]], interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, ask: Callable[[], BatchesNow], interval_s: float = INTERVAL_S) -> None:
         self.ask = ask
         self.interval_s = interval_s
         self.throughput = Throughput()
         self._lock = threading.Lock()
-        self._now: dict[str, Any] = {}
+        self._now: BatchesNow | None = None
         self._at = 0.0
         self._rates: dict[str, float] = {}
         self.error: str | None = None  # why the last question went unanswered
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def now(self) -> dict[str, Any]:
+    def now(self) -> Seen:
         """The workflow app's last answer (``console-batches``), with each scorer's tasks scored per second."""
         with self._lock:
-            now = dict(self._now)
-            rates = dict(self._rates)
-        now["scorers"] = [{**s, "per_s": round(rates.get(s["replica"], 0.0), 1)} for s in now.get("scorers", [])]
-        now["error"] = self.error
-        return now
+            return Seen(answer=self._now or BatchesNow(), per_s=dict(self._rates), error=self.error)
 
     def poll(self) -> None:
         try:
@@ -49,9 +65,9 @@ class Watcher:
             return
         at = time.monotonic()
         self.error = None
-        self.throughput.sample(at, int(answer.get("finished_tasks", 0)))
+        self.throughput.sample(at, answer.finished_tasks)
         with self._lock:
-            if self._now:
+            if self._now is not None:
                 self._rates = per_replica_rates(self._now, answer, at - self._at)
             self._now, self._at = answer, at
 

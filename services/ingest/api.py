@@ -115,7 +115,7 @@ def create_api(publisher: DaprClient | None = None, records: SyncDaprClient | No
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.post("/batches", status_code=202, responses=openapi.RESPONSES, openapi_extra=openapi.REQUEST_BODY)
+    @api.post("/batches", status_code=202, responses=openapi.responses(), openapi_extra=openapi.request_body())
     async def submit(request: Request) -> JSONResponse:
         if refusal := doors.token_refusal(request):
             return refusal

@@ -29,24 +29,28 @@ def _json(schema: str, description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: _json("Accepted", "accepted and published to the `tasks` topic"),
-    400: _json("Error", "the body is not valid JSON"),
-    401: _json("Error", "no or a wrong bearer token (`Authorization: Bearer <the stack's ingest token>`)"),
-    409: _json("Error", "the batch id is already in use with different content"),
-    413: _json("Error", "the body is over 2 MiB"),
-    421: _json("Error", "the `Host` header is not this server's address (DNS rebinding protection)"),
-    415: _json("Error", "the body is not application/json"),
-    422: _json("Error", "the JSON is not a valid batch (the message names every problem)"),
-    503: {**_json("Error", "the stack is full (Redis near its memory ceiling, or a consumer group's backlog near "
-                           "a stream's cap), or pub/sub or the state store is unavailable: nothing was accepted; "
-                           "try again"),
-          "headers": {"Retry-After": {"description": "when the stack is full: seconds to wait before trying again",
-                                      "schema": {"type": "integer"}}}},
-}
+def responses() -> dict[int | str, dict[str, Any]]:
+    """Every answer of ``POST /batches`` (a new dict each time: FastAPI keeps what it is given)."""
+    return {
+        202: _json("Accepted", "accepted and published to the `tasks` topic"),
+        400: _json("Error", "the body is not valid JSON"),
+        401: _json("Error", "no or a wrong bearer token (`Authorization: Bearer <the stack's ingest token>`)"),
+        409: _json("Error", "the batch id is already in use with different content"),
+        413: _json("Error", "the body is over 2 MiB"),
+        421: _json("Error", "the `Host` header is not this server's address (DNS rebinding protection)"),
+        415: _json("Error", "the body is not application/json"),
+        422: _json("Error", "the JSON is not a valid batch (the message names every problem)"),
+        503: {**_json("Error", "the stack is full (Redis near its memory ceiling, or a consumer group's backlog near "
+                               "a stream's cap), or pub/sub or the state store is unavailable: nothing was accepted; "
+                               "try again"),
+              "headers": {"Retry-After": {"description": "when the stack is full: seconds to wait before trying again",
+                                          "schema": {"type": "integer"}}}},
+    }
 
-REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "$ref": "#/components/schemas/BatchRequest"}}}}}
+
+def request_body() -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/BatchRequest"}}}}}
 
 
 def install(api: FastAPI) -> None:

@@ -1,11 +1,12 @@
 """Scoring rules: a base score raised by the tags enrichment gave the task."""
 
 from collections.abc import Iterable
+from types import MappingProxyType
 
 from services.enricher.rules import BACKEND, HIGH_PRIORITY
 
 BASE_SCORE = 50
-TAG_BONUS = {HIGH_PRIORITY: 30, BACKEND: 5}
+TAG_BONUS = MappingProxyType({HIGH_PRIORITY: 30, BACKEND: 5})
 
 
 def score_for(tags: Iterable[str]) -> int:

@@ -19,7 +19,15 @@ from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
 from services.workflow import ledger_store, live, scoring
-from services.workflow.models import BatchProgress, OutcomeRecord
+from services.workflow.models import (
+    BatchesNow,
+    BatchNow,
+    BatchProgress,
+    OutcomeRecord,
+    QueuedBatch,
+    RunningBatch,
+    Termination,
+)
 from services.workflow.state_keys import outcome_key
 from taskfan.contracts import (
     CONSOLE_BATCH,
@@ -61,43 +69,42 @@ class ConsoleAnswers:
             counts = None
         return state.runtime_status.name.lower(), counts
 
-    def batches(self, _: dict[str, Any]) -> dict[str, Any]:
+    def batches(self, _: dict[str, Any]) -> BatchesNow:
         """Running and queued batches with their counts; the stages and scorers of the whole stack."""
         ledger = ledger_store.read_now(self.dapr)
         running = []
         for entry in ledger.running:
             _, counts = self.progress(entry.batch_id)
-            running.append({"batch_id": entry.batch_id, "total": entry.total, "since": entry.since,
-                            **(counts.model_dump(exclude={"total", "queued"}) if counts else {})})
+            running.append(RunningBatch(batch_id=entry.batch_id, total=entry.total, since=entry.since,
+                                        **(counts.model_dump(exclude={"total", "queued"}) if counts else {})))
         # The head of the queue: a page of it, however long it is (``queued_batches``/``queued_tasks`` count all).
-        queued = [{"batch_id": e.batch_id, "total": e.total, "since": e.since, "position": place}
+        queued = [QueuedBatch(batch_id=e.batch_id, total=e.total, since=e.since, position=place)
                   for place, e in self.ledger.run_now(self.dapr, ledger_store.queued(ledger, QUEUE_SHOWN))]
         now = time.monotonic()
-        return {"running": running, "queued": queued, "queued_batches": ledger.queued,
-                "queued_tasks": ledger.queued_tasks, "cap": ledger.cap,
-                "finished_tasks": self.book.finished_tasks, "stages": self.book.stage_counts(),
-                "scorers": [replica for d in self.dispatchers for replica in d.view.report(now)],
-                "calls_in_flight": sum(d.view.in_flight for d in self.dispatchers)}
+        return BatchesNow(running=running, queued=queued, queued_batches=ledger.queued,
+                          queued_tasks=ledger.queued_tasks, cap=ledger.cap, finished_tasks=self.book.finished_tasks,
+                          stages=self.book.stage_counts(),
+                          scorers=[replica for d in self.dispatchers for replica in d.view.report(now)],
+                          calls_in_flight=sum(d.view.in_flight for d in self.dispatchers))
 
-    def batch(self, body: dict[str, Any]) -> dict[str, Any]:
+    def batch(self, body: dict[str, Any]) -> BatchNow:
         """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""
         batch_id = str(body["batch_id"])
         status, counts = self.progress(batch_id)
         entry, position = (self.ledger.run_now(self.dapr, ledger_store.locate(batch_id)) if is_batch_id(batch_id)
                            else (None, None))
-        return {"batch_id": batch_id, "status": status, "counts": counts.model_dump() if counts else None,
-                "position": position, "since": entry.since if entry else None,
-                "tasks": self.book.view(batch_id)}
+        return BatchNow(batch_id=batch_id, status=status, counts=counts, position=position,
+                        since=entry.since if entry else None, tasks=self.book.view(batch_id))
 
-    def terminate(self, body: dict[str, Any]) -> dict[str, Any]:
+    def terminate(self, body: dict[str, Any]) -> Termination:
         batch_id = str(body["batch_id"])
         status, _ = self.progress(batch_id)
         if status not in {WorkflowStatus.RUNNING.name.lower(), WorkflowStatus.PENDING.name.lower(),
                           WorkflowStatus.SUSPENDED.name.lower()}:
-            return {"terminated": False, "status": status,
-                    "reason": "no such batch is running" if status is None else f"the batch is {status}"}
+            return Termination(terminated=False, status=status,
+                               reason="no such batch is running" if status is None else f"the batch is {status}")
         self.workflows.terminate_workflow(workflow_instance_id(batch_id))
-        return {"terminated": True, "status": status}
+        return Termination(terminated=True, status=status)
 
 
 def configure(app: App, answers: ConsoleAnswers) -> None:

@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from services.workflow.models import MovingTask
 from taskfan.contracts import TaskResult
 
 WAITING = "waiting"
@@ -64,17 +65,16 @@ class LiveBatches:
             while len(self._forgotten) > FORGOTTEN_KEPT:
                 self._forgotten.popitem(last=False)
 
-    def view(self, batch_id: str) -> dict[str, dict[str, object]]:
+    def view(self, batch_id: str) -> dict[str, MovingTask]:
         """Each known task's stage, with its result once it has one."""
         with self._lock:
             stages = dict(self._stages.get(batch_id, {}))
             results = dict(self._results.get(batch_id, {}))
-        view: dict[str, dict[str, object]] = {}
+        view: dict[str, MovingTask] = {}
         for task_id, stage in stages.items():
-            entry: dict[str, object] = {"stage": stage}
-            if (result := results.get(task_id)) is not None:
-                entry.update(result.model_dump(mode="json", exclude={"task_id", "status"}))
-            view[task_id] = entry
+            result = results.get(task_id)
+            view[task_id] = MovingTask(stage=stage, **(result.model_dump(include={"score", "tags", "issues", "error",
+                                                                                 "added"}) if result else {}))
         return view
 
     def stage_counts(self) -> dict[str, int]:

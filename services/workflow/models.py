@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, JsonValue, model_validator
 
 from taskfan.contracts import TaskResult
 
@@ -186,3 +186,74 @@ class OutcomeRecord(BaseModel):
         return BatchProgress(total=done.total, done=done.total, completed=done.completed, rejected=done.rejected,
                              failed=done.failed)
 
+
+
+# --- the console's questions: what ``console_api`` answers and ``services/console`` reads -------------------------
+
+
+class RunningBatch(ChunkSummary):
+    batch_id: str
+    total: int
+    since: str | None = None
+
+
+class QueuedBatch(BaseModel):
+    batch_id: str
+    total: int
+    since: str | None = None
+    position: int  # in the admission queue, 1 = next
+
+
+class ScorerReplica(BaseModel):
+    """One replica of a step spread by slots, as its answers describe it (``scoring.ScorerView``)."""
+
+    replica: str
+    slots: int
+    seen_s_ago: float
+    scored: int  # through this workflow process
+    in_progress: int
+
+
+class BatchesNow(BaseModel):
+    """``console-batches``: running and queued batches with their counts; the stages and scorers of the stack."""
+
+    running: list[RunningBatch] = []
+    queued: list[QueuedBatch] = []  # the head of the queue; ``queued_batches``/``queued_tasks`` count all of it
+    queued_batches: int = 0
+    queued_tasks: int = 0
+    cap: int = 0
+    finished_tasks: int = 0  # ever, by this workflow process: the console's throughput counter
+    stages: dict[str, int] = {}
+    scorers: list[ScorerReplica] = []
+    calls_in_flight: int = 0
+
+
+class MovingTask(BaseModel):
+    """A task of a running batch as the workflow process knows it: its stage, and its result's parts once it has
+    one (``live.LiveBatches``)."""
+
+    stage: str
+    score: int | None = None
+    tags: list[str] = []
+    issues: list[str] = []
+    error: str | None = None
+    added: dict[str, JsonValue] = {}
+
+
+class BatchNow(BaseModel):
+    """``console-batch``: one batch as the workflow app knows it now. ``status`` None: no such batch."""
+
+    batch_id: str
+    status: str | None = None
+    counts: BatchProgress | None = None
+    position: int | None = None
+    since: str | None = None
+    tasks: dict[str, MovingTask] = {}
+
+
+class Termination(BaseModel):
+    """``console-terminate``'s answer."""
+
+    terminated: bool
+    status: str | None = None
+    reason: str | None = None

@@ -27,11 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.workflow import step_client
+from services.workflow.models import ScorerReplica
 from taskfan.contracts import SlotsReport, StepAnswer
 from taskfan.pipeline import Step
 
 FAST_CALL_S = 0.1  # a call whose tasks one replica scores in less than this goes whole, no dispatch
 SEEN_S = 30.0  # a replica not heard from for this long no longer counts (it was scaled away)
+# ... and after this long it is forgotten, counters and all: on a cluster every restarted pod is a new name.
+FORGET_S = 600.0
 # The pause after a refusal: first, at most (it grows by half each time, to half a task's time: a replica
 # has its next task at hand, so a refused call need not hurry; it keeps the refusals few).
 REFUSED_PAUSE_S = (0.002, 1.0)
@@ -56,6 +59,8 @@ class ScorerView:
 
     def learn(self, said: SlotsReport, now: float, scored: int = 0) -> None:
         if said.replica is not None and said.slots is not None:
+            if said.replica not in self.replicas:
+                self._forget_gone(now)
             self.replicas[said.replica] = (said.slots, now)
             self.scored[said.replica] = self.scored.get(said.replica, 0) + scored
             if said.in_progress is not None:
@@ -64,6 +69,12 @@ class ScorerView:
             seconds = said.task_ms / 1000
             self.task_s = seconds if self.task_s is None else (
                 (1 - TASK_TIME_WEIGHT) * self.task_s + TASK_TIME_WEIGHT * seconds)
+
+    def _forget_gone(self, now: float) -> None:
+        for replica in [r for r, (_, seen) in self.replicas.items() if now - seen > FORGET_S]:
+            del self.replicas[replica]
+            self.scored.pop(replica, None)
+            self.in_progress.pop(replica, None)
 
     def live(self, now: float) -> list[int]:
         return [slots for slots, seen in self.replicas.values() if now - seen <= SEEN_S]
@@ -74,10 +85,10 @@ class ScorerView:
         live = self.live(now)
         return self.task_s is not None and bool(live) and tasks * self.task_s / min(live) <= FAST_CALL_S
 
-    def report(self, now: float) -> list[dict[str, Any]]:
+    def report(self, now: float) -> list[ScorerReplica]:
         """Each replica heard from lately: the console's scorers page."""
-        return [{"replica": replica, "slots": slots, "seen_s_ago": round(now - seen, 1),
-                 "scored": self.scored.get(replica, 0), "in_progress": self.in_progress.get(replica, 0)}
+        return [ScorerReplica(replica=replica, slots=slots, seen_s_ago=round(now - seen, 1),
+                              scored=self.scored.get(replica, 0), in_progress=self.in_progress.get(replica, 0))
                 for replica, (slots, seen) in sorted(self.replicas.items()) if now - seen <= SEEN_S]
 
     def may_send(self, now: float) -> bool:

@@ -26,16 +26,17 @@ from taskfan import logs
 from taskfan.contracts import MAX_MESSAGE_BYTES, StepAnswer, Task
 from taskfan.settings import Settings
 
-JsonHandler = Callable[[dict[str, Any]], dict[str, Any]]
+JsonHandler = Callable[[dict[str, Any]], dict[str, Any] | BaseModel]
 log = logging.getLogger(__name__)
 
 
 def json_method(fn: JsonHandler) -> Callable[[InvokeMethodRequest], InvokeMethodResponse]:
-    """Adapt ``fn(dict) -> dict`` to a service-invocation handler speaking JSON."""
+    """Adapt ``fn(dict) -> dict or model`` to a service-invocation handler speaking JSON."""
 
     def handler(request: InvokeMethodRequest) -> InvokeMethodResponse:
         result = fn(json.loads(request.data or b"{}"))
-        return InvokeMethodResponse(json.dumps(result).encode(), "application/json")
+        data = result.model_dump_json() if isinstance(result, BaseModel) else json.dumps(result)
+        return InvokeMethodResponse(data.encode(), "application/json")
 
     handler.__name__ = getattr(fn, "__name__", "handler")
     return handler

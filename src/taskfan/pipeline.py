@@ -8,8 +8,10 @@ step"); the Helm chart carries a copy in its values, held to this file by a test
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import yaml
@@ -25,10 +27,10 @@ RESERVED = frozenset({"task_id", "status", "issues", "error", "added", *TASK_FIE
 # The outcome's own fields of a result that a step may fill (``TaskResult``); what else it adds goes in ``added``.
 RESULT_FIELDS = ("score", "tags")
 # Each type a step may add, bounded: an answer is input like any other (MAX_ADDED_BYTES bounds the rest).
-FIELD_TYPES: dict[str, Any] = {
+FIELD_TYPES: Mapping[str, Any] = MappingProxyType({
     "string": str, "strings": list[str], "integer": Annotated[int, Field(ge=-(2**63), lt=2**63)],
-    "number": Annotated[float, Field(allow_inf_nan=False)], "boolean": bool}
-_ADAPTERS = {kind: TypeAdapter(python) for kind, python in FIELD_TYPES.items()}
+    "number": Annotated[float, Field(allow_inf_nan=False)], "boolean": bool})
+_ADAPTERS = MappingProxyType({kind: TypeAdapter(python) for kind, python in FIELD_TYPES.items()})
 
 # Step names, app ids and methods: safe in a URL path, a metric label, a Dapr app id and a YAML scalar.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
@@ -81,8 +83,8 @@ class Step(BaseModel):
         return values
 
 
-_IN_WORDS = {"string": "a string", "strings": "a list of strings", "integer": "a 64-bit integer",
-             "number": "a finite number", "boolean": "true or false"}
+_IN_WORDS = MappingProxyType({"string": "a string", "strings": "a list of strings", "integer": "a 64-bit integer",
+                              "number": "a finite number", "boolean": "true or false"})
 
 
 # The apps that are Taskfan's own and cannot serve a step.

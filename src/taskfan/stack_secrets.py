@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -46,10 +47,16 @@ class StackSecrets:
         """Dapr's local-file secret store format: one key per secret, names with dashes."""
         return {name.replace("_", "-"): value for name, value in asdict(self).items()}
 
-    def app_env(self) -> dict[str, str]:
-        """What every process of the stack but Redis gets in its environment."""
-        return {"DAPR_API_TOKEN": self.dapr_api_token, "APP_API_TOKEN": self.app_api_token,
-                "INGEST_TOKEN": self.ingest_token}
+
+
+# Where a secret can be in an environment: a shell that ran `taskfan stack env` has several. The launcher
+# starts its processes without them, then gives each the ones it uses (``Stack.secret_env``).
+SECRET_ENV = frozenset({"DAPR_API_TOKEN", "APP_API_TOKEN", "INGEST_TOKEN", "REDIS_PASSWORD", "REDIS_KEEPER_PASSWORD",
+                        "REDISCLI_AUTH"})
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name not in SECRET_ENV}
 
 
 def ingest_headers(token: str) -> dict[str, str]:

@@ -97,3 +97,45 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 def lesson_tasks(prefix: str, count: int) -> list[dict[str, str]]:
     return [{"task_id": f"{prefix}-{i}", "title": "Urgent: fix login API",
              "description": "The login api returns 500 errors"} for i in range(count)]
+
+
+@contextlib.contextmanager
+def granted_sidecar(stack: Stack, app_id: str) -> Iterator[tuple[int, int, dict[str, str]]]:
+    """The README's sidecar of your own (Getting outcomes): the grant `taskfan stack env --app` prints, evaluated
+    by a shell, then daprd with the README's flags on free ports. Yields its HTTP and gRPC ports and that
+    environment (DAPR_API_TOKEN: the grant's own token)."""
+    from taskfan.stack.processes import free_ports
+
+    shell = subprocess.run(["bash", "-c", f'eval "$("{sys.executable}" -m taskfan.cli stack env --app {app_id})" '
+                            "&& env -0"], cwd=stack.root, capture_output=True, timeout=60)
+    assert shell.returncode == 0, shell.stderr.decode()
+    env = dict(item.split("=", 1) for item in shell.stdout.decode().split("\0") if "=" in item)
+    http, grpc_port, internal = free_ports(3)
+    grant = env["TASKFAN_GRANT"]
+    log = open(stack.logs_dir / f"grant-{app_id}.log", "ab")  # noqa: SIM115 - closed below
+    daprd = subprocess.Popen([
+        str(stack.dapr_bin() / "daprd"), "--app-id", app_id, "--dapr-grpc-port", str(grpc_port),
+        "--dapr-http-port", str(http), "--dapr-internal-grpc-port", str(internal),
+        "--dapr-listen-addresses", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
+        "--enable-mtls", "--sentry-address", env["SENTRY_ADDRESS"], "--enable-metrics=false",
+        "--resources-path", f"{grant}/resources", "--config", f"{grant}/config.yaml"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def up() -> bool:
+            try:
+                return daprd.poll() is not None or httpx.get(f"http://127.0.0.1:{http}/v1.0/healthz",
+                                                             timeout=5).status_code == 204
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, f"{app_id}'s sidecar", 60)
+        assert daprd.poll() is None, f"{app_id}'s sidecar exited: see {log.name}"
+        yield http, grpc_port, env
+    finally:
+        daprd.terminate()
+        try:
+            daprd.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            daprd.kill()
+            daprd.wait()
+        log.close()

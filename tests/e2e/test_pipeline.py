@@ -26,6 +26,7 @@ from .helpers import (
     REPO_ROOT,
     dapr_auth,
     dead_letters,
+    granted_sidecar,
     ingest_auth,
     lesson_tasks,
     log_records,
@@ -267,27 +268,31 @@ def test_ingest_refuses_bad_batches_with_reasons(settings):
 
 
 def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_id):
-    # The README's own sidecar for examples/subscriber.py, here on free ports.
-    sidecar, daprd = stack.start_sidecar("e2e-subscriber")
-    env = {**os.environ, "SIDECAR": f"127.0.0.1:{sidecar.grpc_port}", "DAPR_API_TOKEN": settings.dapr_api_token}
-    subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.root, env=env,
-                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([subscriber.stdout], [], [], 1)
-            line = subscriber.stdout.readline() if ready else ""
-            if line.startswith(batch_id):
-                _, completed, average = line.split()
-                assert (int(completed), float(average)) == (1, 85.0)
-                return
-            if ready and not line:
-                pytest.fail("the example subscriber exited without printing the batch")
-        pytest.fail("the example subscriber printed nothing for the batch within 120s")
-    finally:
-        subscriber.kill()
-        stack.stop_sidecar(daprd)
+    # The README's own sidecar for examples/subscriber.py, with its grant, here on free ports.
+    with granted_sidecar(stack, "e2e-subscriber") as (_, grpc_port, grant_env):
+        subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.root,
+                                      env={**grant_env, "SIDECAR": f"127.0.0.1:{grpc_port}"},
+                                      text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            read_the_batch(subscriber, settings, batch_id)
+        finally:
+            subscriber.kill()
+
+
+def read_the_batch(subscriber: subprocess.Popen[str], settings, batch_id: str) -> None:
+    """Publish a batch and wait for the subscriber to print it."""
+    post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([subscriber.stdout], [], [], 1)
+        line = subscriber.stdout.readline() if ready else ""
+        if line.startswith(batch_id):
+            _, completed, average = line.split()
+            assert (int(completed), float(average)) == (1, 85.0)
+            return
+        if ready and not line:
+            pytest.fail("the example subscriber exited without printing the batch")
+    pytest.fail("the example subscriber printed nothing for the batch within 120s")
 
 
 # Large enough to be still running when the process is killed, however fast the pipeline has become.

@@ -15,9 +15,10 @@ import pytest
 import redis
 
 from taskfan import stack_secrets
+from taskfan.stack import logkeeper
 from taskfan.stack.topology import Instance
 
-from .helpers import lesson_tasks, log_records, post_batch, wait_outcome
+from .helpers import granted_sidecar, lesson_tasks, log_records, post_batch, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -135,6 +136,76 @@ def test_no_secret_is_on_a_command_line_or_readable_by_others(stack):
     for log in (stack.run_dir / "logs").glob("*.log"):
         assert not any(v in log.read_bytes() for v in values), f"a secret is in {log.name}"
     assert json.loads(path.read_text()).keys() == secrets.as_secret_store().keys()
+
+
+def test_each_process_holds_only_the_secrets_it_uses(stack):
+    secrets = stack_secrets.load(stack.run_dir)
+    assert secrets is not None
+    named = secrets.as_secret_store()
+    sidecar = {"dapr-api-token", "app-api-token"}
+    expected = {"ingest": sidecar | {"ingest-token", "redis-keeper-password"}, "console": sidecar | {"ingest-token"}}
+    seen = set()
+    for process in stack.running().processes:
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+        held = {name for name, value in named.items() if value.encode() in environ}
+        if process.name in ("redis", "jaeger", "sentry", "placement", "scheduler", logkeeper.NAME):
+            wanted: set[str] = set()
+        else:
+            wanted = expected.get(process.name, sidecar)  # every other app and every sidecar
+        assert held == wanted, f"{process.name} holds {sorted(held)}, uses {sorted(wanted)}"
+        seen.add(process.name)
+    assert {"redis", "placement", "ingest", "ingest-daprd", "console", "workflow", "scorer-0"} <= seen, seen
+
+
+def test_no_sidecar_hands_out_a_secret_through_daprs_secrets_api(stack, settings):
+    secrets = stack_secrets.load(stack.run_dir)
+    assert secrets is not None
+    for instance in instances(stack):
+        url = f"http://127.0.0.1:{instance.http_port}/v1.0/secrets/taskfan-secrets"
+        auth = {"dapr-api-token": settings.dapr_api_token}
+        for name in secrets.as_secret_store():
+            refused = httpx.get(f"{url}/{name}", headers=auth, timeout=30)
+            assert refused.status_code == 403 and "ERR_PERMISSION_DENIED" in refused.text, (instance.label, name,
+                                                                                          refused.text)
+        bulk = httpx.get(f"{url}/bulk", headers=auth, timeout=30)  # Dapr leaves out what the scopes deny
+        assert bulk.status_code == 200 and bulk.json() == {}, (instance.label, bulk.text)
+
+
+def test_an_outside_subscriber_may_subscribe_and_nothing_else(stack, settings):
+    """The README's grant (`stack env --app`) to a subscriber of its own: refused terminate, state, secrets,
+    publishing, and every Redis key but its streams."""
+    with granted_sidecar(stack, "e2e-subscriber") as (http, _, env):
+        own = f"http://127.0.0.1:{http}/v1.0"
+        auth = {"dapr-api-token": env["DAPR_API_TOKEN"]}
+        assert env["DAPR_API_TOKEN"] not in stack_secrets.load(stack.run_dir).as_secret_store().values()
+        assert not {"INGEST_TOKEN", "REDISCLI_AUTH"} & env.keys()
+        workflow = f"http://127.0.0.1:{stack.workflow.http_port}/v1.0"
+        # Its token opens its own sidecar only: the stack's are closed to it (terminate, the ledger's state).
+        assert httpx.post(f"{workflow}/workflows/dapr/any-batch/terminate", headers=auth).status_code == 401
+        assert httpx.get(f"{workflow}/state/statestore/ledger", headers=auth).status_code == 401
+        # Through its own sidecar: no state store is loaded, the secrets API is denied, `tasks` and `outcomes`
+        # are not its to publish, and the workflow app's methods are not its to call.
+        for store in ("statestore", "batches"):
+            refused = httpx.get(f"{own}/state/{store}/batch:x", headers=auth)
+            assert refused.status_code >= 400 and "ERR_STATE_STORE_NOT_CONFIGURED" in refused.text, refused.text
+        refused = httpx.get(f"{own}/secrets/taskfan-secrets/redis-password", headers=auth)
+        assert refused.status_code == 403, refused.text
+        assert httpx.get(f"{own}/secrets/taskfan-secrets/bulk", headers=auth).json() == {}
+        for topic in ("tasks", "outcomes"):
+            refused = httpx.post(f"{own}/publish/pubsub/{topic}", json={}, headers=auth)
+            assert refused.status_code == 403, refused.text
+        refused = httpx.post(f"{own}/invoke/workflow/method/console-terminate", json={"batch_id": "x"}, headers=auth)
+        assert refused.status_code == 403, refused.text
+        # Its Redis user, read from its grant: its streams, read and acknowledged; nothing else.
+        grant = json.loads((Path(env["TASKFAN_GRANT"]) / "secrets.json").read_text())
+        client = redis.Redis(port=settings.redis_port, username="grant-e2e-subscriber",
+                             password=grant["redis-password"])
+        assert client.xlen("outcomes") >= 0
+        for command in (("GET", "batch:x"), ("KEYS", "*"), ("XADD", "outcomes", "*", "k", "v"),
+                        ("XRANGE", "tasks", "-", "+"), ("DEL", "outcomes"), ("XTRIM", "outcomes", "MAXLEN", "0"),
+                        ("XGROUP", "DESTROY", "outcomes", "workflow"), ("CONFIG", "GET", "*"), ("FLUSHALL",)):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*command)
 
 
 def invoke(settings, instance: Instance, app_id: str, method: str) -> httpx.Response:

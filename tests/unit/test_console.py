@@ -39,7 +39,8 @@ from services.console.watch import Watcher
 from services.console.web import create_console
 from services.workflow.ledger_store import LedgerStore
 from services.workflow.live import LiveBatches
-from services.workflow.scoring import ScorerView
+from services.workflow.models import BatchesNow, BatchNow, MovingTask, ScorerReplica, Termination
+from services.workflow.scoring import FORGET_S, ScorerView
 from taskfan.contracts import BATCH_ID_PATTERN, Outcome, SlotsReport, Task, TaskBatch, TaskResult
 from tests.unit.fake_state import FakeDaprState, FakeSyncDapr
 
@@ -77,9 +78,9 @@ def test_live_view_follows_tasks_through_the_steps_and_forgets_a_published_batch
     live = LiveBatches()
     live.moving("b", "validate", ["t0", "t1"])
     live.moving("b", "score", ["t0"])
-    assert live.view("b") == {"t0": {"stage": "score"}, "t1": {"stage": "validate"}}
+    assert live.view("b") == {"t0": MovingTask(stage="score"), "t1": MovingTask(stage="validate")}
     live.finished("b", [TaskResult(task_id="t0", status="completed", score=7, tags=["x"])])
-    assert live.view("b")["t0"] == {"stage": "done", "score": 7, "tags": ["x"], "issues": [], "error": None}
+    assert live.view("b")["t0"] == MovingTask(stage="done", score=7, tags=["x"])
     assert live.finished_tasks == 1 and live.stage_counts() == {"done": 1, "validate": 1}
     live.finished("b", [TaskResult(task_id="t0", status="completed", score=7)])  # a run again counts once
     assert live.finished_tasks == 1
@@ -95,9 +96,23 @@ def test_scorer_view_reports_each_replica_heard_from_lately() -> None:
     view.learn(SlotsReport(replica="1", slots=4, in_progress=0), now=101.0, scored=2)
     view.learn(SlotsReport(replica="0", slots=4, in_progress=1), now=102.0, scored=1)
     assert view.report(103.0) == [
-        {"replica": "0", "slots": 4, "seen_s_ago": 1.0, "scored": 6, "in_progress": 1},
-        {"replica": "1", "slots": 4, "seen_s_ago": 2.0, "scored": 2, "in_progress": 0}]
-    assert [r["replica"] for r in view.report(131.5)] == ["0"]  # replica 1 not heard from for 30 s
+        ScorerReplica(replica="0", slots=4, seen_s_ago=1.0, scored=6, in_progress=1),
+        ScorerReplica(replica="1", slots=4, seen_s_ago=2.0, scored=2, in_progress=0)]
+    assert [r.replica for r in view.report(131.5)] == ["0"]  # replica 1 not heard from for 30 s
+
+
+def test_scorer_view_forgets_replicas_gone_for_long_so_pod_names_do_not_pile_up() -> None:
+    view = ScorerView()
+    for i in range(50):  # pods replaced one after another, each a new name
+        view.learn(SlotsReport(replica=f"scorer-{i}", slots=1, in_progress=0), now=i * FORGET_S / 10, scored=1)
+    assert len(view.replicas) <= 11 and set(view.scored) == set(view.replicas) >= {"scorer-49"}
+    for odd in ("a::b", "a||b", "x" * 253):
+        view.learn(SlotsReport(replica=odd, slots=1, in_progress=0), now=50 * FORGET_S / 10, scored=1)
+    assert {"a::b", "a||b"} <= {r.replica for r in view.report(50 * FORGET_S / 10)}
+    for malformed in ('"\\ud800"', f'"{"x" * 254}"'):  # the answer is malformed, never learnt
+        with pytest.raises(ValueError):
+            SlotsReport.model_validate_json(f'{{"replica": {malformed}, "slots": 1}}')
+    BatchesNow(scorers=view.report(50 * FORGET_S / 10)).model_dump_json()  # the console's answer encodes them
 
 
 def test_book_keeps_the_first_content_of_an_id_and_its_newest_batches() -> None:
@@ -121,7 +136,7 @@ def test_rows_merge_the_ledger_with_the_book() -> None:
     now = {"running": [{"batch_id": "run", "total": 2, "since": "2026-11-30T04:00:00+00:00", "done": 1,
                         "completed": 1, "rejected": 0, "failed": 0}],
            "queued": [{"batch_id": "wait", "total": 2, "since": "2026-11-30T04:00:01+00:00", "position": 1}]}
-    shown = batches_page(book.recent(), now)
+    shown = batches_page(book.recent(), BatchesNow.model_validate(now))
     assert shown is not None and (shown.page, shown.pages) == (1, 1)
     rows = {r.batch_id: r for r in shown.rows}
     assert [r.batch_id for r in shown.rows][:2] == ["run", "wait"]
@@ -130,19 +145,21 @@ def test_rows_merge_the_ledger_with_the_book() -> None:
     assert (rows["done"].state, rows["done"].failed, rows["done"].percent) == ("failed", 1, 100)
     assert rows["dead"].state == "dead-lettered" and rows["dead"].note.startswith("no outcome could be published")  # type: ignore[union-attr]
     assert len(rows["dead"].note) == 300  # type: ignore[arg-type] - a reason is kept this long
-    assert [r.batch_id for r in batches_page(book.recent(), now, state="failed").rows] == ["done"]  # type: ignore[union-attr]
+    assert [r.batch_id for r in batches_page(book.recent(), BatchesNow.model_validate(now),
+                                             state="failed").rows] == ["done"]  # type: ignore[union-attr]
 
 
 def test_one_batch_row_and_its_tasks_from_the_live_view_then_the_outcome() -> None:
     book = new_book()
     book.accepted(batch("b", 3))
     summary = book.get("b")
-    answer = {"batch_id": "b", "status": "running", "position": 0, "since": "2026-11-30T04:00:00+00:00",
-              "counts": {"total": 3, "done": 1, "completed": 1, "rejected": 0, "failed": 0},
-              "tasks": {"t0": {"stage": "done", "score": 9, "tags": ["a"]}, "t1": {"stage": "score"}}}
+    answer = BatchNow.model_validate_json(json.dumps({
+        "batch_id": "b", "status": "running", "position": 0, "since": "2026-11-30T04:00:00+00:00",
+        "counts": {"total": 3, "done": 1, "completed": 1, "rejected": 0, "failed": 0},
+        "tasks": {"t0": {"stage": "done", "score": 9, "tags": ["a"]}, "t1": {"stage": "score"}}}))
     row = batch_row(summary, answer)
     assert row is not None and (row.state, row.done) == ("running", 1)
-    tasks = task_rows(summary, book.tasks("b"), None, answer["tasks"])  # type: ignore[arg-type]
+    tasks = task_rows(summary, book.tasks("b"), None, answer.tasks)
     assert [(t.task_id, t.stage, t.score) for t in tasks] == [("t0", "done", 9), ("t1", "score", None),
                                                               ("t2", "waiting", None)]
     assert stage_counts(tasks)["waiting"] == 1
@@ -151,8 +168,8 @@ def test_one_batch_row_and_its_tasks_from_the_live_view_then_the_outcome() -> No
     assert [t.stage for t in tasks] == ["done", "rejected", "failed"]
     assert tasks[1].issues == ["too short"] and tasks[2].error == "score: boom" and tasks[0].title == "task 0"
     assert batch_row(book.get("b"), None).state == "failed"  # type: ignore[union-attr]
-    assert batch_row(None, {"batch_id": "x", "status": None, "position": 2, "counts": None}).state == "queued"  # type: ignore[union-attr]
-    assert batch_row(None, {"batch_id": "x", "status": None, "position": None}) is None
+    assert batch_row(None, BatchNow(batch_id="x", position=2)).state == "queued"  # type: ignore[union-attr]
+    assert batch_row(None, BatchNow(batch_id="x")) is None
 
 
 def test_rerun_ids_are_new_valid_and_do_not_pile_up_suffixes() -> None:
@@ -170,9 +187,11 @@ def test_throughput_rates_survive_a_counter_reset() -> None:
     for at, counter in ((0, 0), (1, 10), (2, 30), (3, 5)):
         rates.sample(at, counter)
     assert rates.rates() == [(1, 10.0), (2, 20.0), (3, 5.0)]
-    assert per_replica_rates({"scorers": [{"replica": "0", "scored": 10}]},
-                            {"scorers": [{"replica": "0", "scored": 30}, {"replica": "1", "scored": 4}]}, 2.0) == {
-        "0": 10.0, "1": 0.0}
+    def scored(**by_replica: int) -> BatchesNow:
+        return BatchesNow(scorers=[ScorerReplica(replica=r, scored=n, slots=1, seen_s_ago=0, in_progress=0)
+                                   for r, n in by_replica.items()])
+
+    assert per_replica_rates(scored(a=10), scored(a=30, b=4), 2.0) == {"a": 10.0, "b": 0.0}
 
 
 def test_pages_escape_what_comes_from_outside() -> None:
@@ -205,16 +224,16 @@ class FakeWorkflow:
         self.terminated: list[str] = []
         self.answer: dict[str, Any] = {"running": [], "queued": [], "finished_tasks": 0, "scorers": []}
 
-    def batches(self) -> dict[str, Any]:
-        return self.answer
+    def batches(self) -> BatchesNow:
+        return BatchesNow.model_validate(self.answer)
 
-    def batch(self, batch_id: str) -> dict[str, Any]:
-        return {"batch_id": batch_id, "status": "running", "position": 0, "since": None,
-                "counts": {"total": 2, "done": 0}, "tasks": {"t0": {"stage": "enrich"}}}
+    def batch(self, batch_id: str) -> BatchNow:
+        return BatchNow.model_validate({"batch_id": batch_id, "status": "running", "position": 0, "since": None,
+                                        "counts": {"total": 2, "done": 0}, "tasks": {"t0": {"stage": "enrich"}}})
 
-    def terminate(self, batch_id: str) -> dict[str, Any]:
+    def terminate(self, batch_id: str) -> Termination:
         self.terminated.append(batch_id)
-        return {"terminated": True, "status": "running"}
+        return Termination(terminated=True, status="running")
 
 
 def console(book: BatchBook, now: dict[str, Any] | None = None) -> tuple[TestClient, FakeWorkflow, list[TaskBatch]]:
@@ -303,9 +322,9 @@ def test_the_workflow_app_makes_no_dapr_name_of_what_is_not_a_batch_id(batch_id)
             raise AssertionError(f"{name} called for {batch_id!r}")
 
     answers = ConsoleAnswers(NoDapr(), NoDapr(), LiveBatches(), LedgerStore())
-    assert answers.batch({"batch_id": batch_id})["status"] is None
-    assert answers.terminate({"batch_id": batch_id}) == {"terminated": False, "status": None,
-                                                          "reason": "no such batch is running"}
+    assert answers.batch({"batch_id": batch_id}).status is None
+    assert answers.terminate({"batch_id": batch_id}) == Termination(terminated=False,
+                                                                    reason="no such batch is running")
 
 
 # --- what the console remembers: its history in the state store ------------------------------------------

@@ -32,8 +32,8 @@ def router(parts: Parts) -> APIRouter:
             said = await asyncio.to_thread(parts.workflow.terminate, batch_id)
         except Exception as exc:  # noqa: BLE001
             return error(502, f"the workflow app did not answer: {exc}")
-        if not said.get("terminated"):
-            return error(409, f"batch {batch_id} was not terminated: {said.get('reason')}")
+        if not said.terminated:
+            return error(409, f"batch {batch_id} was not terminated: {said.reason}")
         log.info("batch terminated from the console", extra={"batch_id": batch_id})
         return JSONResponse({"message": f"Batch {batch_id} terminated: its unfinished tasks will be reported "
                                         "failed in its outcome."})

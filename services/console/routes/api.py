@@ -40,7 +40,8 @@ def router(parts: Parts) -> APIRouter:
     @routes.get("/scorers")
     async def scorers_json() -> dict[str, Any]:
         now = watcher.now()
-        return {key: now.get(key) for key in ("scorers", "stages", "calls_in_flight", "error")} | {
-            "throughput": [{"at": at, "per_s": rate} for at, rate in watcher.throughput.rates()]}
+        return {"scorers": now.scorers(), "stages": now.answer.stages, "calls_in_flight": now.answer.calls_in_flight,
+                "error": now.error,
+                "throughput": [{"at": at, "per_s": rate} for at, rate in watcher.throughput.rates()]}
 
     return routes

@@ -9,6 +9,7 @@ from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, CliError, local_sta
 
 def cmd_stack(args: argparse.Namespace) -> int:
     from taskfan.stack import StackError, restart
+    from taskfan.stack.grants import GrantError
 
     stack = local_stack()
     try:
@@ -22,13 +23,20 @@ def cmd_stack(args: argparse.Namespace) -> int:
             stack.scale(args.scorers)
         elif args.action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
-            secrets = stack.secrets
-            print(f"export INGEST_TOKEN={secrets.ingest_token} DAPR_API_TOKEN={secrets.dapr_api_token} "
-                  f"REDISCLI_AUTH={secrets.redis_password}")
-            if args.app:  # a sidecar of one's own joins the stack's mTLS with an identity for this app id
-                print(f'export DAPR_TRUST_ANCHORS="$(cat {stack.mtls.trust_anchors_file})" '
-                      f"DAPR_SENTRY_TOKEN_FILE={stack.mtls.token_file(args.app)} "
-                      f"SENTRY_ADDRESS={stack.sentry_address}")
+            if not args.app:  # the operator's shell: the stack's own tokens
+                secrets = stack.secrets
+                print(f"export INGEST_TOKEN={secrets.ingest_token} DAPR_API_TOKEN={secrets.dapr_api_token} "
+                      f"REDISCLI_AUTH={secrets.redis_password}")
+                return 0
+            # An outside app: its grant only (its own sidecar's token, its resources), and an identity for this
+            # app id in the stack's mTLS.
+            try:
+                grant, stored = stack.grant(args.app)
+            except GrantError as exc:
+                raise CliError(str(exc), EXIT_BAD_INPUT) from None
+            print(f"export DAPR_API_TOKEN={stored['dapr-api-token']} TASKFAN_GRANT={grant.folder} "
+                  f'DAPR_TRUST_ANCHORS="$(cat {stack.mtls.trust_anchors_file})" '
+                  f"DAPR_SENTRY_TOKEN_FILE={stack.mtls.token_file(args.app)} SENTRY_ADDRESS={stack.sentry_address}")
         elif args.action == "restart":
             if not args.app:
                 raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow)",

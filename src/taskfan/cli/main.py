@@ -63,10 +63,12 @@ def parser() -> argparse.ArgumentParser:
                      help="scale --scorers N adds or removes scorer replicas of the running stack (a removed "
                           "one finishes its calls first); restart SIGKILLs one process (--app) and starts it "
                           "again: a crash drill; env prints `export` lines with the stack's tokens and Redis "
-                          "password, for a shell of your own")
+                          "password, for a shell of your own; env --app ID prints instead an outside app's grant "
+                          "(its own sidecar's token, its resources folder, its mTLS identity) and nothing more")
     stk.add_argument("--app", help="with restart: a process name from `stack status` "
                                    "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...); with env: the "
-                                   "app id of a sidecar of your own, for its mTLS identity")
+                                   "app id of a sidecar of your own, listed in OUTCOME_SUBSCRIBERS or "
+                                   "TASKS_PUBLISHERS")
     stk.add_argument("--scorers", type=int, default=None,
                      help="scorer replicas: for up (default $SCORERS or 1) and scale")
     stk.set_defaults(func=cmd_stack)

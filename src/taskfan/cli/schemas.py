@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 from taskfan.contracts import DeadLetter, Outcome, TaskBatch
 
-SCHEMA_MODELS = {"task-batch.schema.json": TaskBatch, "outcome.schema.json": Outcome,
-                 "dead-letter.schema.json": DeadLetter}
+SCHEMA_MODELS = MappingProxyType({"task-batch.schema.json": TaskBatch, "outcome.schema.json": Outcome,
+                                  "dead-letter.schema.json": DeadLetter})
 
 
 def schema_documents() -> dict[str, str]:

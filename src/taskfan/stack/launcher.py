@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 import yaml
 
 from taskfan import pipeline, runfile, stack_secrets
 from taskfan.contracts import KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
-from taskfan.stack import logkeeper, pipeline_resources, readiness
+from taskfan.stack import grants, logkeeper, pipeline_resources, readiness
 from taskfan.stack.mtls import Mtls
 from taskfan.stack.processes import (
     Process,
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 CHECKOUT = Path(__file__).resolve().parents[3]
+# The stack's processes that are not Dapr apps or sidecars: they use no token.
+NO_SECRETS = frozenset({"redis", "jaeger", "sentry", "placement", "scheduler", logkeeper.NAME})
 
 
 class Stack:
@@ -239,19 +242,30 @@ class Stack:
             # Own session: the stack outlives `make up`, and `down` can stop each process group.
             # Secrets travel in the environment (owner-only in /proc), never on the command line, and are
             # not recorded in stack.json; Redis reads its password from a file instead.
-            secret_env = {} if name == "redis" else {**self.secrets.app_env(), **self._own_secrets(name)}
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **secret_env, **(env or {})}, cwd=cwd or self.run_dir,
-                                    start_new_session=True)
+                                    env={**stack_secrets.without_secrets(os.environ), **self.secret_env(name),
+                                         **(env or {})},
+                                    cwd=cwd or self.run_dir, start_new_session=True)
         process = Process(name, proc.pid, str(log_path), ports or [], cmd, env or {}, str(cwd or self.run_dir),
                           started=start_time(proc.pid))
         state.processes.append(process)
         state.save(self.state_path)
         return process
 
-    def _own_secrets(self, name: str) -> dict[str, str]:
-        """A secret one process has and the others have not: ingest's Redis user (``redis_acl``)."""
-        return {"REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password} if name == AppId.INGEST else {}
+    def secret_env(self, name: str) -> dict[str, str]:
+        """The secrets process ``name`` uses, and no others (a test reads every process's environment): a sidecar
+        and its app the Dapr API token and the app token; ingest its bearer token and its Redis user
+        (``redis_acl``); the console the ingest token (its sign-in); Redis, Sentry, placement, the scheduler,
+        Jaeger and the log keeper none (Redis reads its password from a file)."""
+        if name in NO_SECRETS or not self.settings.locked:
+            return {}
+        env = {"DAPR_API_TOKEN": self.secrets.dapr_api_token, "APP_API_TOKEN": self.secrets.app_api_token}
+        if name == AppId.INGEST:
+            env |= {"INGEST_TOKEN": self.secrets.ingest_token,
+                    "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
+        elif name == AppId.CONSOLE:
+            env["INGEST_TOKEN"] = self.secrets.ingest_token
+        return env
 
     def redis_acl(self) -> str:
         """Redis's users: the default one (the password the components use) and ``taskfan-keeper``, which
@@ -259,9 +273,37 @@ class Stack:
         if not self.secrets.redis_password:
             return ""
         streams = " ".join(f"~{stream}" for stream in TOPICS)
+        outside = "".join(f"user {grant.user} {' '.join(grant.acl_rules(password))}\n"
+                          for grant, password in grants.existing(self.run_dir, *self._granted()))
         return (f"requirepass {self.secrets.redis_password}\n"
                 f"user {KEEPER_USER} on >{self.secrets.redis_keeper_password} resetkeys {streams} resetchannels "
-                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n")
+                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n" + outside)
+
+    def _granted(self) -> tuple[list[str], list[str]]:
+        return (Settings.comma_list(self.settings.tasks_publishers),
+                Settings.comma_list(self.settings.outcome_subscribers))
+
+    def grant(self, app_id: str) -> tuple[grants.Grant, dict[str, str]]:
+        """The grant of an outside app (``grants``): its folder written from the running stack's resources, its
+        Redis user set now (and in redis.conf from the next start on). Its secrets: the Redis password and its
+        own sidecar's API token."""
+        if self.running() is None or not (self.resources_dir / "pubsub.yaml").exists():
+            raise StackError("no stack is running; start it with `make up`")
+        if not self.settings.locked:
+            raise StackError("this stack runs with SECURITY=off: there is nothing to grant")
+        grant = grants.granted(app_id, *self._granted(), self.run_dir)
+        stored = grants.ensure(grant, self.resources_dir, self.config_path)
+        client = redis.Redis(host=self.settings.redis_host, port=self.settings.redis_port,
+                             password=self.secrets.redis_password, socket_timeout=10)
+        with client:
+            client.execute_command("ACL", "SETUSER", grant.user, *grant.acl_rules(stored["redis-password"]))
+        self.redis_config.write_text(self.redis_acl())  # a restarted Redis keeps the user
+        return grant, stored
+
+    @property
+    def redis_config(self) -> Path:
+        """Redis's config file: its users and their passwords (owner-only; a command line is visible to all)."""
+        return stack_secrets.path(self.run_dir).parent / "redis.conf"
 
     def _start_redis(self, state: StackState, redis_server: str, progress: Progress) -> None:
         host, port = self.settings.redis_host, self.settings.redis_port
@@ -273,8 +315,7 @@ class Stack:
             return
         data_dir = self.run_dir / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
-        # The password goes in a config file (owner-only): a command line is visible to every user.
-        config = stack_secrets.path(self.run_dir).parent / "redis.conf"
+        config = self.redis_config
         config.touch(mode=0o600)
         config.write_text(self.redis_acl())
         process = self.spawn(state, "redis", [
@@ -501,7 +542,8 @@ class Stack:
         out = open(self.logs_dir / f"{instance.label}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(self.daprd_command(bin_dir, instance), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL,
-                                env={**os.environ, **self.secrets.app_env(), **self._sidecar_env(app_id)},
+                                env={**stack_secrets.without_secrets(os.environ), **self.secret_env(instance.label),
+                                     **self._sidecar_env(app_id)},
                                 cwd=self.run_dir, start_new_session=True)
         url = f"http://127.0.0.1:{instance.http_port}/v1.0/healthz"
         try:
