@@ -105,7 +105,16 @@ start() {
   printf '\n== %s  %s\n' "$(date '+%F %T')" "$*" >>"$logs/$name.log"
   # 8>&-: the component must not inherit (and so hold) the lock on up/down.
   setsid "$(component_binary "$name")" "$@" >>"$logs/$name.log" 2>&1 </dev/null 8>&- &
-  echo $! >"$pids/$name.pid"
+  local pid=$! exe i
+  echo "$pid" >"$pids/$name.pid"
+  # Until it has exec'd the component, the job is a fork of this shell, which `running` would take for a
+  # component that died (seen on a loaded machine: "exited while waiting" for one that was only starting).
+  exe=$(basename "$(component_binary "$name")")
+  for ((i = 0; i < 100; i++)); do
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */"$exe" ]] && break
+    alive "$pid" || break
+    sleep 0.05
+  done
 }
 
 # Alive and not a zombie: our components are reparented to PID 1, which may reap them only later.
