@@ -33,7 +33,7 @@ down: ## stop everything `make up` started
 status: ## show the stack's processes
 	$(BIN)/taskfan stack status
 
-run: deps ## start the stack, publish examples/batch.json, print its outcome, stop the stack
+run: venv ## start the stack, publish examples/batch.json, print its outcome, stop the stack (builds what it needs)
 	trap '$(BIN)/taskfan stack down' EXIT; \
 	$(BIN)/taskfan stack up --scorers $(SCORERS); \
 	$(BIN)/taskfan publish examples/batch.json --wait

@@ -23,7 +23,7 @@ import redis
 from bench import workload
 from services.workflow.admission import Ledger
 from taskfan import stack_secrets
-from taskfan.contracts import ADMISSION_LEDGER_KEY, OUTCOMES_TOPIC, STATESTORE
+from taskfan.contracts import ADMISSION_LEDGER_KEY, OUTCOMES_TOPIC, STATESTORE, AppId
 from taskfan.stack import Stack, StackState
 
 PUBLISHERS = 8
@@ -79,7 +79,7 @@ class Probe:
 
     def __init__(self, stack: Stack) -> None:
         self.ledger_url = f"{stack.run_file.dapr_http_url('workflow')}/v1.0/state/{STATESTORE}/{ADMISSION_LEDGER_KEY}"
-        self.ledger_headers = stack_secrets.dapr_headers(stack.secrets.dapr_api_token)
+        self.ledger_headers = stack_secrets.dapr_headers(stack.secrets.sidecar_token(AppId.WORKFLOW))
         self.max_queued = 0
         self._worst_s = multiprocessing.Value("d", 0.0)
         self._failures = multiprocessing.Value("i", 0)

@@ -337,7 +337,7 @@ def noop_engine(stack: Stack, sizes: Sizes) -> dict[str, Any]:
 
     import dapr.conf
 
-    dapr.conf.settings.DAPR_API_TOKEN = stack.secrets.dapr_api_token  # the SDK reads it at import otherwise
+    dapr.conf.settings.DAPR_API_TOKEN = stack.secrets.sidecar_token("bench-noop")  # read at import otherwise
     sidecar, daprd = stack.start_sidecar("bench-noop")
     runtime = wf.WorkflowRuntime(host="127.0.0.1", port=str(sidecar.grpc_port), maximum_thread_pool_workers=16)
     try:

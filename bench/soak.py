@@ -71,7 +71,7 @@ from bench.soak_ledger import (
 )
 from services.workflow import faults as fault_points
 from taskfan import runfile, stack_secrets
-from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC, TASK_BATCH_EVENT_TYPE, TASKS_TOPIC
+from taskfan.contracts import DEADLETTER_TOPIC, OUTCOMES_TOPIC, TASK_BATCH_EVENT_TYPE, TASKS_TOPIC, AppId
 from taskfan.settings import Settings
 from taskfan.stack import Stack, StackError, StackState, port_open, port_owner, restart
 from taskfan.stack.topology import Topology
@@ -259,7 +259,7 @@ class Publisher:
         self.redis = redis.Redis(host=stack.settings.redis_host, port=stack.settings.redis_port,
                                  password=stack.secrets.redis_password, socket_timeout=self.ATTEMPT_TIMEOUT_S)
         self.ingest_auth = stack_secrets.ingest_headers(stack.secrets.ingest_token)
-        self.dapr_auth = stack_secrets.dapr_headers(stack.secrets.dapr_api_token)
+        self.dapr_auth = stack_secrets.dapr_headers(stack.secrets.sidecar_token(AppId.INGEST))
         self.batch_dir = stack.run_dir / "batches"
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="publish")

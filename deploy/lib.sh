@@ -90,6 +90,8 @@ build_go_command() {
   prefix="$cache_root/$wrapper/$version"
   bin="$prefix/bin"
   if [[ -x $bin/$name ]]; then echo "$bin"; return 0; fi
+  # TASKFAN_CHECK_ONLY=1: only tell whether it is built (exit 3: not yet), build nothing.
+  [[ ${TASKFAN_CHECK_ONLY:-} == 1 ]] && return 3
   command -v go >/dev/null || fail "Go >= 1.26 is required to build $what (README, Requirements)"
   mkdir -p "$bin"
   build_lock "$prefix/.lock" "$what $version"

@@ -22,6 +22,7 @@ from dapr.clients.grpc._response import TopicEventResponse
 from dapr.ext.grpc import App
 
 from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnreadable, read_back
+from services.console.sessions import Sessions
 from services.console.watch import Watcher
 from services.console.web import create_console
 from services.workflow.models import BatchesNow, BatchNow, Termination
@@ -153,9 +154,9 @@ def _batch_id_in(refused: object) -> str | None:
 
 
 def configure(app: App, settings: Settings) -> Callable[[], None]:
-    if not settings.ingest_token and settings.locked:
-        raise SystemExit("INGEST_TOKEN is not set: the console never runs without authentication "
-                         "(`taskfan stack up` generates the stack's token)")
+    if not (settings.ingest_token and settings.console_view_token) and settings.locked:
+        raise SystemExit("INGEST_TOKEN or CONSOLE_VIEW_TOKEN is not set: the console never runs without "
+                         "authentication (`taskfan stack up` generates the stack's credentials)")
     dapr = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
     book = BatchBook(ConsoleState(dapr), history=settings.console_history, detail_bytes=settings.console_detail_bytes)
     try:
@@ -179,7 +180,9 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
                            data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
 
     hosts = local_hosts(settings.console_port) | set(Settings.comma_list(settings.console_hosts))
-    web = create_console(book, watcher, workflow, publish, token=settings.ingest_token, hosts=hosts,
+    web = create_console(book, watcher, workflow, publish, token=settings.ingest_token,
+                         view_token=settings.console_view_token, hosts=hosts, port=settings.console_port,
+                         sessions=Sessions(settings.console_session_ttl_s),
                          traces=Jaeger(settings.traces_url) if settings.tracing else None)
     server = uvicorn.Server(uvicorn.Config(web, host=settings.console_host, port=settings.console_port,
                                            log_config=None, access_log=False, timeout_graceful_shutdown=2))

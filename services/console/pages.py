@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -64,10 +65,17 @@ def render(template: str, **context: Any) -> str:
     return TEMPLATES.get_template(template).render(**context)
 
 
-def page(template: str, title: str, *, active: str, stream: str = "", batch: str = "", **context: Any) -> str:
-    """A whole page: ``template`` extends ``base.html``, the layout (its title, the header's links, the stream
-    the page's script follows)."""
-    return render(template, title=title, active=active, stream=stream, batch=batch, **context)
+def static_file(name: str) -> str:
+    """The console's script or style (``console.js``, ``console.css``), served as files of their own: its
+    Content-Security-Policy lets a page run no inline script and apply no inline style."""
+    return (resources.files("services.console") / "templates" / name).read_text(encoding="utf-8")
+
+
+def page(template: str, title: str, *, active: str, stream: str = "", batch: str = "", role: str = "",
+         **context: Any) -> str:
+    """A whole page: ``template`` extends ``base.html``, the layout (its title, the header's links, who is signed in
+    and the sign-out button, the stream the page's script follows)."""
+    return render(template, title=title, active=active, stream=stream, batch=batch, role=role, **context)
 
 
 # --- the batches page -----------------------------------------------------------------------------------------
@@ -100,8 +108,8 @@ def pager(shown: BatchesPage, state: str) -> str:
     return render("_pager.html", shown=shown, state=state)
 
 
-def batches_page(shown: BatchesPage, state: str, rates: list[tuple[float, float]], stream: str) -> str:
-    return page("batches.html", "Batches", active="batches", stream=stream, shown=shown, rows=shown.rows,
+def batches_page(shown: BatchesPage, state: str, rates: list[tuple[float, float]], stream: str, role: str = "") -> str:
+    return page("batches.html", "Batches", active="batches", stream=stream, role=role, shown=shown, rows=shown.rows,
                 state=state, **chart_points(rates))
 
 
@@ -123,17 +131,20 @@ def batch_summary(row: BatchRow | None, counts: dict[str, int], trace_url: str |
     return render("_batch_summary.html", row=row, counts=counts, trace_url=trace_url, details_gone=details_gone)
 
 
-def batch_actions(row: BatchRow | None, can_rerun: bool) -> str:
-    return render("_batch_actions.html", row=row, can_rerun=can_rerun)
+def batch_actions(row: BatchRow | None, can_rerun: bool, can_act: bool = True) -> str:
+    """The batch's buttons (``can_act``: for an operator's sign-in; a viewer's page has none)."""
+    return render("_batch_actions.html", row=row, can_rerun=can_rerun, can_act=can_act)
 
 
 def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts: dict[str, int], stage: str, *,
                can_rerun: bool, trace_url: str | None, stream: str, rerun: str | None,
-               details_gone: bool = False) -> str:
+               details_gone: bool = False, role: str = "act") -> str:
+    """``rerun``: where a failed task's re-run is asked for (None: no re-run buttons, as for a viewer)."""
     shown = shown_tasks(tasks, stage)
-    return page("batch.html", f"Batch {batch_id}", active="batches", stream=stream, batch=batch_id,
+    return page("batch.html", f"Batch {batch_id}", active="batches", stream=stream, batch=batch_id, role=role,
                 batch_id=batch_id, row=row, tasks=tasks, shown=shown, hidden=len(tasks) > len(shown), counts=counts,
-                stage=stage, can_rerun=can_rerun, trace_url=trace_url, rerun=rerun, details_gone=details_gone)
+                stage=stage, can_rerun=can_rerun, can_act=role == "act", trace_url=trace_url, rerun=rerun,
+                details_gone=details_gone)
 
 
 # --- scorers, signing in, traces --------------------------------------------------------------------------------
@@ -149,8 +160,8 @@ def scorers_part(now: Seen) -> str:
     return render("_scorers.html", **_scorers(now))
 
 
-def scorers_page(now: Seen, rates: list[tuple[float, float]]) -> str:
-    return page("scorers.html", "Scorers", active="scorers", stream="/events/scorers", **_scorers(now),
+def scorers_page(now: Seen, rates: list[tuple[float, float]], role: str = "") -> str:
+    return page("scorers.html", "Scorers", active="scorers", stream="/events/scorers", role=role, **_scorers(now),
                 **chart_points(rates))
 
 
@@ -158,9 +169,10 @@ def login_page(error: str = "", next_url: str = "/") -> str:
     return page("login.html", "Sign in", active="", error=error, next_url=next_url)
 
 
-def trace_page(batch_id: str, trace_id: str, rows: list[SpanRow], raw_url: str, waiting: bool = False) -> str:
+def trace_page(batch_id: str, trace_id: str, rows: list[SpanRow], raw_url: str, waiting: bool = False,
+               role: str = "") -> str:
     """The batch's trace as a waterfall: every span of every sidecar, in start order, under its parent.
     ``waiting``: the tracing backend has no span of it yet."""
     total = max((r.start_ms + r.duration_ms for r in rows), default=0.0) or 1.0
-    return page("trace.html", f"Trace of {batch_id}", active="batches", batch_id=batch_id, trace_id=trace_id,
+    return page("trace.html", f"Trace of {batch_id}", active="batches", role=role, batch_id=batch_id, trace_id=trace_id,
                 rows=rows, services=sorted({r.service for r in rows}), raw_url=raw_url, total=total, waiting=waiting)

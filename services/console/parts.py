@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.console.history import BatchBook
+from services.console.sessions import Credentials, Sessions, SignInCodes
 from services.console.watch import Watcher
 from services.workflow.models import BatchNow, Termination
 from taskfan.contracts import TaskBatch
@@ -40,6 +41,9 @@ class Parts:
     watcher: Watcher  # the workflow app's last answer, and the throughput
     workflow: Workflow
     publish: Publish
-    doors: Doors  # who may come in: the stack's token, the hosts it answers to
-    token: str
+    doors: Doors  # the hosts it answers to, and the refusals' log
+    credentials: Credentials  # the operator's and the viewer's
+    sessions: Sessions  # the signed-in browsers
+    codes: SignInCodes  # the one-time sign-in links not used yet
+    cookie: str  # the session cookie's name
     traces: Traces | None = None  # None: tracing is off

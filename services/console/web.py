@@ -13,15 +13,32 @@ from services.console.history import BatchBook
 from services.console.parts import Parts, Publish, Traces, Workflow
 from services.console.routes import actions, api, batches, live, scorers, signin
 from services.console.routes import traces as trace_pages
+from services.console.sessions import Credentials, Sessions, SignInCodes
+from services.console.shield import Receive, Scope, Send, shielded
 from services.console.watch import Watcher
 from taskfan.http_doors import Doors
+from taskfan.settings import Settings
+
+
+class ConsoleApp(FastAPI):
+    """FastAPI inside the console's shield (``shield``): the security headers on every response it sends, its
+    500s included, and a bounded body on the routes open before signing in."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await shielded(super().__call__, scope, receive, send, signin.is_open)
 
 
 def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publish: Publish, *, token: str,
-                   hosts: set[str], traces: Traces | None = None) -> FastAPI:
-    parts = Parts(book=book, watcher=watcher, workflow=workflow, publish=publish, traces=traces, token=token,
-                  doors=Doors(token, hosts, cookie=signin.COOKIE))
-    app = FastAPI(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
+                   hosts: set[str], view_token: str = "", port: int = 8090, traces: Traces | None = None,
+                   sessions: Sessions | None = None, codes: SignInCodes | None = None) -> FastAPI:
+    """The console's web app. ``token`` is the operator's credential (the stack's ingest token), ``view_token`` the
+    viewer's; ``port`` names its session cookie."""
+    parts = Parts(book=book, watcher=watcher, workflow=workflow, publish=publish, traces=traces,
+                  doors=Doors(token, hosts), credentials=Credentials(token, view_token),
+                  sessions=Sessions(Settings.console_session_ttl_s) if sessions is None else sessions,
+                  codes=SignInCodes() if codes is None else codes,
+                  cookie=signin.cookie_name(port))
+    app = ConsoleApp(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(signin.guard(parts))
     for area in (signin, batches, actions, trace_pages, scorers, api, live):
         app.include_router(area.router(parts))

@@ -16,15 +16,15 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 class Doors:
-    """Who may use a server: a request carries the stack's token (``Authorization: Bearer``, or the cookie
-    ``cookie`` a browser got by logging in), and every request names this server in its ``Host`` (a page in a
-    browser that rebinds some DNS name to 127.0.0.1 cannot). Refusals are logged once per client and reason.
+    """Who may use a server: a request carries the stack's token (``Authorization: Bearer``), and every request
+    names this server in its ``Host`` (a page in a browser that rebinds some DNS name to 127.0.0.1 cannot).
+    Refusals are logged once per client and reason. (The console signs browsers in with sessions of its own,
+    ``services/console/sessions.py``, and uses only the host check and the refusal log here.)
     """
 
-    def __init__(self, token: str, hosts: set[str], cookie: str | None = None) -> None:
+    def __init__(self, token: str, hosts: set[str]) -> None:
         self.token = token.encode()
         self.hosts = hosts
-        self.cookie = cookie
         self._logged: set[tuple[str, str]] = set()
 
     def authenticated(self, request: Request) -> bool:
@@ -33,20 +33,14 @@ class Doors:
         scheme, _, sent = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), self.token):
             return True
-        sent = request.cookies.get(self.cookie, "") if self.cookie else ""
-        if sent and hmac.compare_digest(sent.encode(), self.token):
-            return True
-        self._log(request, "token")
+        self.refused(request, "token")
         return False
-
-    def token_matches(self, sent: str) -> bool:
-        return not self.token or hmac.compare_digest(sent.strip().encode(), self.token)
 
     def host_refusal(self, request: Request) -> JSONResponse | None:
         host = request.headers.get("host", "")
         if host in self.hosts:
             return None
-        self._log(request, "host")
+        self.refused(request, "host")
         return error(421, f"Host {host!r} is not this server ({' or '.join(sorted(self.hosts))}); refused")
 
     def token_refusal(self, request: Request) -> JSONResponse | None:
@@ -57,7 +51,8 @@ class Doors:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    def _log(self, request: Request, reason: str) -> None:
+    def refused(self, request: Request, reason: str) -> None:
+        """Logs a refusal, once per client and reason."""
         client = request.client.host if request.client else "?"
         if (client, reason) not in self._logged:
             self._logged.add((client, reason))

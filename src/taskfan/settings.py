@@ -63,6 +63,11 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_hosts: str = ""
+    # Where the CLI finds a console (`taskfan batches`, `taskfan console`); empty: the checkout's dapr.yaml.
+    console_url: str = ""
+    taskfan_token: str = field(default="", repr=False)  # the credential the CLI sends it, if not the stack's own
+    # How long a console sign-in lasts (services/console/sessions.py): the browser signs in again after it.
+    console_session_ttl_s: int = 8 * 3600
     # What the console remembers, in its state store, across its restarts (services/console/history.py): the
     # summaries of the newest CONSOLE_HISTORY batches, and batches' details (their tasks, for re-runs, and
     # their results) up to CONSOLE_DETAIL_BYTES in all, the oldest batches' deleted first.
@@ -98,9 +103,12 @@ class Settings:
     outcome_subscribers: str = "taskfan-cli,my-subscriber"
     # Secrets (never printed: repr=False). The launcher generates them per stack and gives them to its
     # processes; clients read them from the stack's secrets file when these are empty (stack_secrets).
-    dapr_api_token: str = field(default="", repr=False)
+    dapr_token_key: str = field(default="", repr=False)  # the sidecars' tokens derive from it (stack_secrets)
     app_api_token: str = field(default="", repr=False)
     ingest_token: str = field(default="", repr=False)
+    # The console's viewer credential: signs in to look, never to act, and ingest does not take it (the ingest
+    # token is the operator's: it publishes, and acts in the console).
+    console_view_token: str = field(default="", repr=False)
     redis_password: str = field(default="", repr=False)
     # The Redis user `taskfan-keeper` (ingest's): reads memory and stream backlogs, trims the streams, no more.
     redis_keeper_password: str = field(default="", repr=False)
@@ -154,7 +162,7 @@ class Settings:
         for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
                      "ingest_port", "console_port", "traces_otlp_port", "traces_query_port", "workflow_retention_s",
                      "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files", "record_ttl_s",
-                     "console_history", "console_detail_bytes"):
+                     "console_history", "console_detail_bytes", "console_session_ttl_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 

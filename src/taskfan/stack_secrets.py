@@ -12,6 +12,8 @@ through their environment or a file, never their command line (``ps`` shows comm
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -28,9 +30,12 @@ SECRETS_FILE = "secrets.json"
 
 @dataclass(frozen=True)
 class StackSecrets:
-    dapr_api_token: str  # every sidecar's API (DAPR_API_TOKEN); clients send it as `dapr-api-token`
+    # The key each app's sidecar API token is derived from (``sidecar_token``): one secret to keep, and a
+    # token that opens one app's sidecars only. No process of the stack gets the key itself.
+    dapr_token_key: str
     app_api_token: str  # sidecar -> app calls (APP_API_TOKEN); apps accept only it
-    ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`)
+    ingest_token: str  # ingest's HTTP API (`Authorization: Bearer ...`); the console's operator credential too
+    console_view_token: str  # the console's viewer credential: looks, never acts; only the console has it
     redis_password: str  # Redis `requirepass`; components read it through the secret store
     redis_keeper_password: str  # Redis user `taskfan-keeper`: ingest's stream gauge and trimmer only
 
@@ -43,6 +48,10 @@ class StackSecrets:
         """A stack with its locks off (SECURITY=off, the benchmark's comparison only)."""
         return cls(**{f.name: "" for f in fields(cls)})
 
+    def sidecar_token(self, app_id: str) -> str:
+        """The API token of app ``app_id``'s sidecars (DAPR_API_TOKEN of that daprd and of its app)."""
+        return sidecar_token(self.dapr_token_key, app_id)
+
     def as_secret_store(self) -> dict[str, str]:
         """Dapr's local-file secret store format: one key per secret, names with dashes."""
         return {name.replace("_", "-"): value for name, value in asdict(self).items()}
@@ -51,8 +60,9 @@ class StackSecrets:
 
 # Where a secret can be in an environment: a shell that ran `taskfan stack env` has several. The launcher
 # starts its processes without them, then gives each the ones it uses (``Stack.secret_env``).
-SECRET_ENV = frozenset({"DAPR_API_TOKEN", "APP_API_TOKEN", "INGEST_TOKEN", "REDIS_PASSWORD", "REDIS_KEEPER_PASSWORD",
-                        "REDISCLI_AUTH"})
+SECRET_ENV = frozenset({"DAPR_API_TOKEN", "DAPR_TOKEN_KEY", "APP_API_TOKEN", "INGEST_TOKEN", "CONSOLE_VIEW_TOKEN",
+                        "TASKFAN_TOKEN", "REDIS_PASSWORD",
+                        "REDIS_KEEPER_PASSWORD", "REDISCLI_AUTH"})
 
 
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
@@ -62,6 +72,16 @@ def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
 def ingest_headers(token: str) -> dict[str, str]:
     """What a client of ingest's API sends: the stack's bearer token (nothing when there is none)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def sidecar_token(key: str, app_id: str) -> str:
+    """Derived, not stored: an HMAC of the app id under the stack's key (empty when the stack has no locks)."""
+    return hmac.new(key.encode(), f"dapr-api-token/{app_id}".encode(), hashlib.sha256).hexdigest() if key else ""
+
+
+def sidecar_headers(key: str, app_id: str) -> dict[str, str]:
+    """What a client of app ``app_id``'s sidecar sends: that sidecar's token, derived from the stack's key."""
+    return dapr_headers(sidecar_token(key, app_id))
 
 
 def dapr_headers(token: str) -> dict[str, str]:

@@ -62,9 +62,9 @@ def ingest_auth(settings: Settings) -> dict[str, str]:
     return stack_secrets.ingest_headers(settings.ingest_token)
 
 
-def dapr_auth(settings: Settings) -> dict[str, str]:
-    """What every Dapr client of the stack sends to a sidecar: the stack's Dapr API token."""
-    return stack_secrets.dapr_headers(settings.dapr_api_token)
+def dapr_auth(settings: Settings, app_id: str) -> dict[str, str]:
+    """What a Dapr client of the stack sends to a sidecar of app ``app_id``: that app's token."""
+    return stack_secrets.sidecar_headers(settings.dapr_token_key, app_id)
 
 
 def log_records(stack: Stack, process: str) -> list[dict[str, Any]]:

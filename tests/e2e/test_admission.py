@@ -34,7 +34,7 @@ def status(batch_id: str) -> dict:
 def terminate(stack, settings, batch_id: str) -> None:
     """Through Dapr's own workflow HTTP API, as an operator would."""
     url = f"{stack.run_file.dapr_http_url('workflow')}/v1.0/workflows/dapr/{batch_id}/terminate"
-    assert httpx.post(url, timeout=30, headers=dapr_auth(settings)).status_code == 202
+    assert httpx.post(url, timeout=30, headers=dapr_auth(settings, "workflow")).status_code == 202
 
 
 def test_batches_beyond_the_cap_queue_in_arrival_order_and_terminated_ones_still_get_an_outcome(

@@ -1,9 +1,9 @@
 """The web console on the real stack, in a real browser: Debian's chromium driven by Playwright.
 
-Signs in with the link `taskfan console` prints; watches a batch published by curl's way (ingest's API)
-reach 100 % on the batches page without a reload; opens it and sees each task's final stage as the outcome
-on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers page; follows
-a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
+Signs in with the one-time link `taskfan console --role act` prints; watches a batch published by curl's way
+(ingest's API) reach 100 % on the batches page without a reload; opens it and sees each task's final stage as
+the outcome on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers
+page; follows a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
 Screenshots of every page go to .taskfan/e2e/screenshots/.
 """
 
@@ -46,14 +46,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, stack: Stack) -> Iterator[Page]:
-    link = cli("console")
+    link = cli("console", "--role", "act")  # these tests terminate and re-run
     assert link.returncode == 0, link.stderr
-    assert link.stdout.strip().startswith(f"{stack.console_url}/login?token=")
+    assert link.stdout.strip().startswith(f"{stack.console_url}/login?code=")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(link.stdout.strip())
-    expect(page.locator("h1")).to_have_text("Batches")  # signed in, and the token left the address bar
-    assert "token" not in page.url
+    expect(page.locator("h1")).to_have_text("Batches")  # signed in, and the one-time code left the address bar
+    assert "code" not in page.url
     yield page
     context.close()
 

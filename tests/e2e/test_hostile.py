@@ -68,7 +68,7 @@ def test_every_batch_id_the_contract_allows_finishes(stack, settings, redis_clie
             outcome = arrived[batch_id]
             assert (outcome["total"], outcome["completed"]) == (TASKS_PER_BATCH, TASKS_PER_BATCH), batch_id
             state = httpx.get(f"{dapr}/v1.0/workflows/dapr/{workflow_instance_id(batch_id)}", timeout=10,
-                              headers=dapr_auth(settings)).json()
+                              headers=dapr_auth(settings, "workflow")).json()
             assert state["runtimeStatus"] == "COMPLETED", (batch_id, state)
             unchecked.remove(batch_id)
         time.sleep(0.5)

@@ -111,7 +111,8 @@ def test_duplicate_batch_gives_one_workflow_and_one_outcome(stack, settings, red
 def test_publish_through_the_dapr_http_api(stack, settings, redis_client, batch_id):
     # Any Dapr client can publish: here Dapr's own HTTP API on the ingest sidecar, plain JSON data.
     url = f"{stack.run_file.dapr_http_url('ingest')}/v1.0/publish/pubsub/tasks"
-    response = httpx.post(url, json={"batch_id": batch_id, "tasks": [LESSON_TASK]}, headers=dapr_auth(settings))
+    response = httpx.post(url, json={"batch_id": batch_id, "tasks": [LESSON_TASK]},
+                          headers=dapr_auth(settings, "ingest"))
     assert response.status_code == 204, response.text
     assert wait_outcome(redis_client, batch_id)["completed"] == 1
 
@@ -236,7 +237,7 @@ def test_status_through_the_dapr_workflow_api(stack, settings, redis_client, bat
     post_batch(settings, {"batch_id": batch_id, "tasks": [LESSON_TASK]})
     wait_outcome(redis_client, batch_id)
     state = httpx.get(f"{stack.run_file.dapr_http_url('workflow')}/v1.0/workflows/dapr/{batch_id}",
-                      headers=dapr_auth(settings)).json()
+                      headers=dapr_auth(settings, "workflow")).json()
     assert state["runtimeStatus"] == "COMPLETED"
 
 
@@ -381,7 +382,7 @@ def test_one_batch_id_runs_one_payload_whichever_way_it_comes(stack, settings, r
     dapr_publish = f"{stack.run_file.dapr_http_url('ingest')}/v1.0/publish/pubsub/tasks"
     with ThreadPoolExecutor(5) as pool:
         via_ingest = [pool.submit(post_batch, settings, p) for p in (a, b, a)]
-        pool.submit(httpx.post, dapr_publish, json=c, headers=dapr_auth(settings)).result()
+        pool.submit(httpx.post, dapr_publish, json=c, headers=dapr_auth(settings, "ingest")).result()
         pool.submit(redis_client.xadd, "tasks", {"data": json.dumps(cloudevent(batch_id, d["tasks"]))}).result()
         codes = [f.result().status_code for f in via_ingest]
     outcome = wait_outcome(redis_client, batch_id)

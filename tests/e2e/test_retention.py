@@ -41,7 +41,7 @@ def test_a_finished_batch_leaves_two_records_under_1_kb_and_nothing_of_its_workf
     # Before the retention: the workflow's state is there (Dapr's own API answers for it).
     dapr = stack.run_file.dapr_http_url(AppId.WORKFLOW)
     state = httpx.get(f"{dapr}/v1.0/workflows/dapr/{workflow_instance_id(ids[-1])}", timeout=10,
-                      headers=dapr_auth(settings))
+                      headers=dapr_auth(settings, AppId.WORKFLOW))
     assert state.json()["runtimeStatus"] == "COMPLETED"
     assert any(b"||dapr.internal." in key for key in keys_of(redis_client, ids[-1]))
 
@@ -61,7 +61,7 @@ def test_a_finished_batch_leaves_two_records_under_1_kb_and_nothing_of_its_workf
     assert residue.snapshot(redis_client, stack).scheduler_keys <= scheduler_before + 2
     assert state.status_code == 200 and httpx.get(
         f"{dapr}/v1.0/workflows/dapr/{workflow_instance_id(ids[-1])}", timeout=10,
-        headers=dapr_auth(settings)).status_code != 200
+        headers=dapr_auth(settings, AppId.WORKFLOW)).status_code != 200
 
     # Purged, the batch is still known: from its outcome record.
     shown = cli("status", ids[0])

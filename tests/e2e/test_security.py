@@ -18,7 +18,7 @@ from taskfan import stack_secrets
 from taskfan.stack import logkeeper
 from taskfan.stack.topology import Instance
 
-from .helpers import granted_sidecar, lesson_tasks, log_records, post_batch, wait_outcome
+from .helpers import dapr_auth, granted_sidecar, lesson_tasks, log_records, post_batch, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +50,29 @@ def test_every_sidecars_http_and_grpc_api_refuses_a_caller_without_the_token(sta
                 api_service_v1.DaprStub(channel).GetMetadata(api_v1.GetMetadataRequest(), timeout=10,
                                                               metadata=[("dapr-api-token", token)] if token else [])
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, instance.label
+
+
+def test_only_ingest_and_workflow_may_touch_the_batch_records(stack, settings):
+    # `batches` has no key prefix (the two share its keys): any other sidecar could forge an id's record.
+    for app_id in ("validator", "enricher", "scorer", "console"):
+        base = f"http://127.0.0.1:{stack.topology.instance(app_id).http_port}/v1.0/state/batches"
+        auth = dapr_auth(settings, app_id)
+        written = httpx.post(base, json=[{"key": "batch:forged", "value": "x"}], headers=auth)
+        read = httpx.get(f"{base}/batch:forged", headers=auth)
+        for refused in (written, read):
+            assert refused.status_code == 400 and "ERR_STATE_STORE_NOT_FOUND" in refused.text, (app_id,
+                                                                                              refused.text)
+
+
+def test_each_apps_token_opens_its_own_sidecars_only(stack, settings):
+    apps = {instance.app_id for instance in instances(stack)}
+    for instance in instances(stack):
+        base = f"http://127.0.0.1:{instance.http_port}/v1.0"
+        assert httpx.get(f"{base}/metadata", headers=dapr_auth(settings, instance.app_id)).status_code == 200
+        for other in apps - {instance.app_id}:  # a step app's token cannot terminate a batch on workflow's
+            refused = httpx.post(f"{base}/workflows/dapr/anything/terminate", headers=dapr_auth(settings, other))
+            assert refused.status_code == 401, (instance.label, other, refused.text)
+    assert len({stack_secrets.sidecar_token(settings.dapr_token_key, app) for app in apps}) == len(apps)
 
 
 @pytest.mark.parametrize("token", [None, WRONG])
@@ -142,12 +165,17 @@ def test_each_process_holds_only_the_secrets_it_uses(stack):
     secrets = stack_secrets.load(stack.run_dir)
     assert secrets is not None
     named = secrets.as_secret_store()
-    sidecar = {"dapr-api-token", "app-api-token"}
-    expected = {"ingest": sidecar | {"ingest-token", "redis-keeper-password"}, "console": sidecar | {"ingest-token"}}
+    sidecar = {"own-sidecar-token", "app-api-token"}
+    expected = {"ingest": sidecar | {"ingest-token", "redis-keeper-password"},
+                "console": sidecar | {"ingest-token", "console-view-token"}}
     seen = set()
     for process in stack.running().processes:
         environ = Path(f"/proc/{process.pid}/environ").read_bytes()
         held = {name for name, value in named.items() if value.encode() in environ}
+        app_id = stack.app_of(process.name)
+        tokens = {app: secrets.sidecar_token(app) for app in {i.app_id for i in instances(stack)} | {app_id}}
+        held |= {"own-sidecar-token" if app == app_id else f"{app}'s sidecar token"
+                 for app, token in tokens.items() if token.encode() in environ}
         if process.name in ("redis", "jaeger", "sentry", "placement", "scheduler", logkeeper.NAME):
             wanted: set[str] = set()
         else:
@@ -162,7 +190,7 @@ def test_no_sidecar_hands_out_a_secret_through_daprs_secrets_api(stack, settings
     assert secrets is not None
     for instance in instances(stack):
         url = f"http://127.0.0.1:{instance.http_port}/v1.0/secrets/taskfan-secrets"
-        auth = {"dapr-api-token": settings.dapr_api_token}
+        auth = dapr_auth(settings, instance.app_id)
         for name in secrets.as_secret_store():
             refused = httpx.get(f"{url}/{name}", headers=auth, timeout=30)
             assert refused.status_code == 403 and "ERR_PERMISSION_DENIED" in refused.text, (instance.label, name,
@@ -210,7 +238,7 @@ def test_an_outside_subscriber_may_subscribe_and_nothing_else(stack, settings):
 
 def invoke(settings, instance: Instance, app_id: str, method: str) -> httpx.Response:
     return httpx.post(f"http://127.0.0.1:{instance.http_port}/v1.0/invoke/{app_id}/method/{method}",
-                      json={"tasks": []}, headers={"dapr-api-token": settings.dapr_api_token}, timeout=30)
+                      json={"tasks": []}, headers=dapr_auth(settings, instance.app_id), timeout=30)
 
 
 def test_only_workflow_may_invoke_the_step_apps_and_only_their_step_methods(stack, settings):
@@ -230,14 +258,14 @@ def test_topics_are_used_only_by_the_apps_granted_them(stack, settings):
     ingest = stack.topology.instance("ingest")
     for topic in ("outcomes", "tasks-deadletter"):
         refused = httpx.post(f"http://127.0.0.1:{ingest.http_port}/v1.0/publish/pubsub/{topic}", json={},
-                             headers={"dapr-api-token": settings.dapr_api_token}, timeout=30)
+                             headers=dapr_auth(settings, "ingest"), timeout=30)
         assert refused.status_code == 403 and "ERR_PUBSUB_FORBIDDEN" in refused.text, refused.text
     # An app id nobody granted, with the stack's own components and token: no Taskfan topic for it.
     sidecar, daprd = stack.start_sidecar("not-granted")
     try:
         for topic in ("outcomes", "tasks"):
             refused = httpx.post(f"http://127.0.0.1:{sidecar.http_port}/v1.0/publish/pubsub/{topic}", json={},
-                                 headers={"dapr-api-token": settings.dapr_api_token}, timeout=30)
+                                 headers=dapr_auth(settings, "not-granted"), timeout=30)
             assert refused.status_code == 403, refused.text
     finally:
         stack.stop_sidecar(daprd)

@@ -33,7 +33,7 @@ def test_batches_in_flight_finish_on_their_version_and_new_ones_run_the_new(stac
     dapr = stack.run_file.dapr_http_url("workflow")
 
     def has_run(batch_id: str) -> bool:
-        state = httpx.get(f"{dapr}/v1.0/workflows/dapr/{batch_id}", headers=dapr_auth(settings), timeout=10)
+        state = httpx.get(f"{dapr}/v1.0/workflows/dapr/{batch_id}", headers=dapr_auth(settings, "workflow"), timeout=10)
         return state.status_code == 200 and bool(state.json().get("properties", {}).get(
             "dapr.workflow.custom_status"))
 

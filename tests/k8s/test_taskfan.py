@@ -326,7 +326,10 @@ def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> No
 
         wait_for(answers, "the console through kubectl port-forward", timeout=60)
         with httpx.Client(base_url="http://127.0.0.1:8090", timeout=30, follow_redirects=True) as browser:
-            assert browser.get(f"/login?token={taskfan.ingest_token}").status_code == 200  # sets the cookie
+            # The one-time link `taskfan console` asks for (the token in a header), exchanged for a session.
+            link = browser.post("/login/code", json={"role": "view"},
+                                headers={"Authorization": f"Bearer {taskfan.ingest_token}"}).json()["link"]
+            assert browser.get(link).status_code == 200  # sets the session cookie
             assert browser.get(f"/api/batches/{batch_id}").json()["batch"]["completed"] == 150
     finally:
         forward.terminate()

@@ -34,7 +34,7 @@ from services.console.records import (
     stage_counts,
     task_rows,
 )
-from services.console.routes.signin import ACTION_HEADER, COOKIE
+from services.console.routes.signin import ACTION_HEADER
 from services.console.watch import Watcher
 from services.console.web import create_console
 from services.workflow.ledger_store import LedgerStore
@@ -213,7 +213,8 @@ def test_pages_from_the_routes_escape_what_comes_from_outside() -> None:
                    "sign-in page": client.get("/login", params={"next": '/"><script>alert(5)</script>'})}
     for name, answer in pages_shown.items():
         assert answer.headers["content-type"].startswith("text/html"), name
-        assert answer.text.count("<script>") == 1, name  # the console's own script, nothing else
+        assert answer.text.count("<script") == 1, name  # the console's own script, nothing else
+        assert '<script src="/static/console.js"></script>' in answer.text, name
         assert "&lt;script&gt;alert(" in answer.text, name
     assert "&#34;&gt;&lt;script&gt;alert(2)" in pages_shown["batch page"].text  # no way out of an attribute either
     assert 'value="/&#34;&gt;&lt;script&gt;alert(5)&lt;/script&gt;"' in pages_shown["sign-in page"].text
@@ -245,18 +246,24 @@ def console(book: BatchBook, now: dict[str, Any] | None = None) -> tuple[TestCli
     return TestClient(api, base_url=f"http://{HOST}"), workflow, published
 
 
-def test_console_pages_need_the_token_and_the_sign_in_link_gives_a_cookie() -> None:
+def sign_in(client: TestClient, role: str = "act", next_url: str = "/") -> None:
+    """Signs ``client`` in as ``taskfan console --role ROLE`` does: a one-time link, asked for with the token."""
+    link = client.post("/login/code", headers={"authorization": f"Bearer {TOKEN}"}, json={"role": role}).json()["link"]
+    assert client.get(f"{link}&next={quote(next_url, safe='')}", follow_redirects=False).status_code == 303
+
+
+def test_console_pages_need_a_sign_in_and_the_sign_in_link_gives_a_session() -> None:
     client, _, _ = console(new_book())
     first = client.get("/", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"].startswith("/login?next=")
     assert client.get("/api/batches").status_code == 401
     assert client.get("/", headers={"host": "evil.example:8090"}).status_code == 421
-    assert client.get("/login?token=wrong").status_code == 401
-    signed = client.get(f"/login?token={TOKEN}&next=/scorers", follow_redirects=False)
+    link = client.post("/login/code", headers=AUTH, json={"role": "view"}).json()["link"]
+    signed = client.get(f"{link}&next=/scorers", follow_redirects=False)
     assert signed.status_code == 303 and signed.headers["location"] == "/scorers"
-    assert client.cookies.get(COOKIE) == TOKEN
     assert client.get("/").status_code == 200
-    assert client.get("/login?token=x&next=//evil.example", follow_redirects=False).status_code == 401
+    link = client.post("/login/code", headers=AUTH, json={}).json()["link"]
+    assert client.get(f"{link}&next=//evil.example", follow_redirects=False).headers["location"] == "/"
     assert client.post("/login", data={"token": TOKEN, "next": "//evil.example"},
                        follow_redirects=False).headers["location"] == "/"
 
@@ -268,7 +275,7 @@ def test_console_actions_terminate_and_rerun_the_failed_tasks() -> None:
     book.accepted(batch("r", 2))
     client, workflow, published = console(book)
     auth = {"authorization": f"Bearer {TOKEN}"}
-    client.cookies.set(COOKIE, TOKEN)
+    sign_in(client, "act")
     assert client.post("/batches/r/terminate").status_code == 403  # a cookie alone: not from our page
     assert client.post("/batches/r/terminate", headers={ACTION_HEADER: "1"}).status_code == 200
     assert workflow.terminated == ["r"]

@@ -125,3 +125,22 @@ def test_status_refuses_text_that_is_not_a_batch_id(capsys):
 
     assert main(["status", "a||b"]) == 1
     assert "is not a batch id" in capsys.readouterr().err
+
+
+def test_batches_table_aligns_columns_and_keeps_every_value_on_one_line():
+    from taskfan.cli.batches import table
+
+    out = table([{"task_id": "t1", "stage": "rejected", "issues": ["too short", "no\nnewline"]},
+                 {"task_id": "a-much-longer-id", "stage": "done", "score": 85}],
+                ("task_id", "stage", "score", "issues"))
+    lines = out.splitlines()
+    assert lines[0].split() == ["TASK_ID", "STAGE", "SCORE", "ISSUES"] and len(lines) == 3
+    assert lines[1].index("rejected") == lines[2].index("done") and "too short; no newline" in lines[1]
+
+
+def test_version_names_the_dapr_release_it_is_built_for(capsys):
+    from taskfan.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and "Dapr 1.18.1" in capsys.readouterr().out

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from services.console import pages, records, views
 from services.console.parts import Parts
+from services.console.routes.signin import may_act, role
 from taskfan.http_doors import error
 
 
@@ -14,15 +15,16 @@ def router(parts: Parts) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/", response_class=HTMLResponse)
-    async def batches(state: str = "", page: str = "1") -> Response:
+    async def batches(request: Request, state: str = "", page: str = "1") -> Response:
         found = views.chosen(parts, state, page)
         if isinstance(found, Response):
             return found
         stream = "/events/batches" + pages.query(state=state, page=found.page)
-        return HTMLResponse(pages.batches_page(found, state, parts.watcher.throughput.rates(), stream))
+        return HTMLResponse(pages.batches_page(found, state, parts.watcher.throughput.rates(), stream,
+                                               role=str(role(request) or "")))
 
     @routes.get("/batches/{batch_id}", response_class=HTMLResponse)
-    async def batch_page(batch_id: str, stage: str = "") -> Response:
+    async def batch_page(request: Request, batch_id: str, stage: str = "") -> Response:
         if stage and stage not in records.stages():
             return error(400, f"stage is one of {', '.join(records.stages())}")
         view = await views.batch_view(parts, batch_id)
@@ -30,8 +32,8 @@ def router(parts: Parts) -> APIRouter:
             f"?stage={stage}" if stage else "")
         html = pages.batch_page(batch_id, view.row, view.tasks, view.counts, stage, can_rerun=view.can_rerun,
                                 trace_url=views.trace_url(parts, batch_id), stream=stream,
-                                rerun=views.rerun_action(batch_id) if view.rerunnable else None,
-                                details_gone=views.details_gone(parts, batch_id))
+                                rerun=views.rerun_action(batch_id) if view.rerunnable and may_act(request) else None,
+                                details_gone=views.details_gone(parts, batch_id), role=str(role(request) or ""))
         return HTMLResponse(html, status_code=200 if view.row is not None else 404)
 
     return routes

@@ -17,6 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 from services.console import pages, views
 from services.console.parts import Parts
 from services.console.records import BatchesPage
+from services.console.routes.signin import may_act
 
 STREAM_INTERVAL_S = 1.0
 KEEPALIVE_S = 15.0
@@ -86,14 +87,15 @@ def router(parts: Parts) -> APIRouter:
     @routes.get("/batches/{batch_id}")
     async def batch_events(request: Request, batch_id: str, stage: str = "") -> StreamingResponse:
         sent = TaskRowsSent()
+        can_act = may_act(request)  # a viewer's page gets no buttons
 
         async def update() -> dict[str, Any]:
             view = await views.batch_view(parts, batch_id)
-            rerun = views.rerun_action(batch_id) if view.rerunnable else None
+            rerun = views.rerun_action(batch_id) if view.rerunnable and can_act else None
             shown = pages.shown_tasks(view.tasks, stage)
             summary = pages.batch_summary(view.row, view.counts, views.trace_url(parts, batch_id),
                                           views.details_gone(parts, batch_id))
-            page_parts = {"summary": summary, "actions": pages.batch_actions(view.row, view.can_rerun)}
+            page_parts = {"summary": summary, "actions": pages.batch_actions(view.row, view.can_rerun, can_act)}
             rows = sent.changes([task.task_id for _, task in shown],
                                 {i: pages.task_row(i, task, rerun) for i, task in shown})
             if isinstance(rows, str):  # the table's body, whole

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from taskfan import runfile, stack_secrets
+from taskfan.contracts import AppId
 from taskfan.settings import Settings, SettingsError
 
 EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 1, 2, 3
@@ -31,8 +32,9 @@ def ingest_headers(current: Settings) -> dict[str, str]:
     return stack_secrets.ingest_headers(current.ingest_token)
 
 
-def dapr_headers(current: Settings) -> dict[str, str]:
-    return stack_secrets.dapr_headers(current.dapr_api_token)
+def workflow_headers(current: Settings) -> dict[str, str]:
+    """What the CLI sends to the workflow app's sidecar (Dapr's workflow and state APIs)."""
+    return stack_secrets.sidecar_headers(current.dapr_token_key, AppId.WORKFLOW)
 
 
 def run_file() -> runfile.RunFile:

@@ -23,10 +23,13 @@ def cmd_stack(args: argparse.Namespace) -> int:
             stack.scale(args.scorers)
         elif args.action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
-            if not args.app:  # the operator's shell: the stack's own tokens
+            if not args.app:  # the operator's shell: ingest's token, each app's sidecar token, Redis's password
                 secrets = stack.secrets
-                print(f"export INGEST_TOKEN={secrets.ingest_token} DAPR_API_TOKEN={secrets.dapr_api_token} "
-                      f"REDISCLI_AUTH={secrets.redis_password}")
+                apps = sorted({instance.app_id for instance in stack.topology.instances(1)})
+                sidecars = " ".join(f"DAPR_TOKEN_{app.upper().replace('-', '_')}={secrets.sidecar_token(app)}"
+                                    for app in apps)
+                print(f"export INGEST_TOKEN={secrets.ingest_token} CONSOLE_VIEW_TOKEN={secrets.console_view_token} "
+                      f"{sidecars} REDISCLI_AUTH={secrets.redis_password}")
                 return 0
             # An outside app: its grant only (its own sidecar's token, its resources), and an identity for this
             # app id in the stack's mTLS.

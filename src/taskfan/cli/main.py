@@ -1,6 +1,7 @@
 """``taskfan``: publish batches, follow outcomes, inspect a batch, run the local stack.
 
-Exit codes: 0 success, 1 the stack refused or failed, 2 bad input (file, arguments), 3 stack unreachable.
+Exit codes: 0 success, 1 the stack refused or failed, 2 bad input (file, arguments, an unknown batch), 3 stack
+unreachable.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from taskfan.cli import batches
 from taskfan.cli.common import CliError
-from taskfan.cli.console import cmd_console
+from taskfan.cli.console import ROLES, cmd_console
 from taskfan.cli.local_stack import cmd_stack
 from taskfan.cli.outcomes import cmd_outcomes
 from taskfan.cli.publish import cmd_publish
@@ -25,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
                "settings from environment variables (REDIS_PORT, SCORERS, SCORE_DELAY_MS, INGEST_URL, ...); "
                "see README.md.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pub = sub.add_parser("publish", help="publish a batch file through the ingest HTTP API")
@@ -54,8 +57,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--timeout", type=float, default=3600, help="seconds to watch (default 3600)")
     st.set_defaults(func=cmd_status)
 
-    con = sub.add_parser("console", help="print the web console's sign-in link for the running stack")
+    batches.add_parser(sub)
+
+    con = sub.add_parser("console", help="print a one-time sign-in link to the web console of the running stack")
     con.add_argument("--open", action="store_true", help="and open it in a browser")
+    con.add_argument("--role", choices=ROLES, default="view",
+                     help="view (default): look only; act: also terminate and re-run batches (the operator's)")
     con.set_defaults(func=cmd_console)
 
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
@@ -77,6 +84,20 @@ def parser() -> argparse.ArgumentParser:
     sch.add_argument("--out", default="schemas", help="folder to write them to (default ./schemas)")
     sch.set_defaults(func=cmd_schemas)
     return p
+
+
+def version() -> str:
+    """Taskfan's version, and the Dapr runtime it is built for."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from taskfan.versions import DAPR_VERSION
+
+    try:
+        own = installed("taskfan")
+    except PackageNotFoundError:  # run from a checkout without installing it
+        own = "(not installed)"
+    return f"{own} (Dapr {DAPR_VERSION})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,8 +61,8 @@ def follow_outcomes(group: str, batch_id: str | None) -> int:
     from taskfan.stack import StackError
 
     stack = local_stack()
-    # The SDK reads DAPR_API_TOKEN once, at import; our own sidecar expects the stack's token.
-    dapr.conf.settings.DAPR_API_TOKEN = stack.secrets.dapr_api_token
+    # The SDK reads DAPR_API_TOKEN once, at import; our own sidecar expects its app id's token.
+    dapr.conf.settings.DAPR_API_TOKEN = stack.secrets.sidecar_token(group)
     try:
         sidecar, process = stack.start_sidecar(group)
     except StackError as exc:

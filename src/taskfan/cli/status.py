@@ -13,7 +13,7 @@ import httpx
 
 from services.workflow.models import BatchProgress, OutcomeRecord
 from taskfan import events
-from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, dapr_headers, settings, workflow_dapr_url
+from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, settings, workflow_dapr_url, workflow_headers
 from taskfan.cli.progress import Progress
 from taskfan.contracts import (
     ADMISSION_LEDGER_KEY,
@@ -29,7 +29,7 @@ def workflow_state(batch_id: str) -> dict[str, Any] | None:
     current = settings()
     url = f"{workflow_dapr_url(current)}/v1.0/workflows/dapr/{workflow_instance_id(batch_id)}"
     try:
-        response = httpx.get(url, timeout=10, headers=dapr_headers(current))
+        response = httpx.get(url, timeout=10, headers=workflow_headers(current))
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the workflow sidecar at {url}: {exc} (is the stack up?)",
                        EXIT_UNREACHABLE) from None
@@ -50,7 +50,7 @@ def queue_position(batch_id: str) -> int | None:
     current = settings()
     base = f"{workflow_dapr_url(current)}/v1.0/state/{STATESTORE}"
     try:
-        with httpx.Client(timeout=10, headers=dapr_headers(current)) as http:
+        with httpx.Client(timeout=10, headers=workflow_headers(current)) as http:
             ledger = http.get(f"{base}/{ADMISSION_LEDGER_KEY}")
             ticket = http.get(f"{base}/{admission_ticket_key(batch_id)}")
         if ledger.status_code != 200 or ticket.status_code != 200:
@@ -70,7 +70,7 @@ def outcome_record(batch_id: str) -> OutcomeRecord | None:
     current = settings()
     url = f"{workflow_dapr_url(current)}/v1.0/state/{STATESTORE}/{outcome_key(batch_id)}"
     try:
-        response = httpx.get(url, timeout=10, headers=dapr_headers(current))
+        response = httpx.get(url, timeout=10, headers=workflow_headers(current))
         return OutcomeRecord.model_validate_json(response.content) if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None

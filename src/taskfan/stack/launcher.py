@@ -9,6 +9,7 @@ and sidecars, and the crash drill, are in ``readiness`` and ``drill``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -116,8 +117,20 @@ class Stack:
     def redis_server(self) -> str:
         return self._install("install-redis.sh", "installing redis-server")
 
-    def jaeger_bin(self) -> Path:
-        return Path(self._install("install-jaeger.sh", "building Jaeger"))
+    def jaeger_bin(self) -> Path | None:
+        """Jaeger's bin directory; None when it is not built yet. Its build then starts in the background (lowest
+        priority, a session of its own, output in the install log) and this stack runs without traces: a first
+        `make run` does not wait for what its job does not need. The next `up` finds it built."""
+        script = self.root / "deploy" / "install-jaeger.sh"
+        check = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "TASKFAN_CHECK_ONLY": "1"})
+        if check.returncode == 0:
+            return Path(check.stdout.strip().splitlines()[-1])
+        if check.returncode != 3:
+            raise StackError(f"checking for Jaeger failed; script: {script}")
+        subprocess.Popen(["nice", "-n", "19", "bash", str(script)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return None
 
     def running(self) -> StackState | None:
         state = StackState.load(self.state_path)
@@ -137,6 +150,10 @@ class Stack:
         bin_dir = self.dapr_bin()
         redis_server = self.redis_server()
         jaeger = self.jaeger_bin() if self.settings.tracing else None
+        if self.settings.tracing and jaeger is None:
+            progress("traces: Jaeger is being built in the background (once per machine, about 6 min); this stack "
+                     "runs without traces, the next `make up` has them")
+            self.settings = dataclasses.replace(self.settings, trace_sampling="0")
         instances = self.topology.instances(scorers)
         self.check_ports_free(instances)
         self.pipeline  # checked before anything starts  # noqa: B018
@@ -252,19 +269,28 @@ class Stack:
         state.save(self.state_path)
         return process
 
+    def app_of(self, name: str) -> str:
+        """The app id of a process of the stack: an app, its sidecar, or a sidecar of its own (``sidecar-<id>``)."""
+        label = name.removesuffix("-daprd")
+        for instance in self.topology.instances(MAX_SCORERS):
+            if instance.label == label:
+                return instance.app_id
+        return label.removeprefix("sidecar-")
+
     def secret_env(self, name: str) -> dict[str, str]:
         """The secrets process ``name`` uses, and no others (a test reads every process's environment): a sidecar
         and its app the Dapr API token and the app token; ingest its bearer token and its Redis user
-        (``redis_acl``); the console the ingest token (its sign-in); Redis, Sentry, placement, the scheduler,
-        Jaeger and the log keeper none (Redis reads its password from a file)."""
+        (``redis_acl``); the console the ingest token and its viewer credential (its two roles' sign-ins); Redis,
+        Sentry, placement, the scheduler, Jaeger and the log keeper none (Redis reads its password from a file)."""
         if name in NO_SECRETS or not self.settings.locked:
             return {}
-        env = {"DAPR_API_TOKEN": self.secrets.dapr_api_token, "APP_API_TOKEN": self.secrets.app_api_token}
+        env = {"DAPR_API_TOKEN": self.secrets.sidecar_token(self.app_of(name)),
+               "APP_API_TOKEN": self.secrets.app_api_token}
         if name == AppId.INGEST:
             env |= {"INGEST_TOKEN": self.secrets.ingest_token,
                     "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
-        elif name == AppId.CONSOLE:
-            env["INGEST_TOKEN"] = self.secrets.ingest_token
+        elif name == AppId.CONSOLE:  # its operator's credential (the ingest token) and its viewer's
+            env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token}
         return env
 
     def redis_acl(self) -> str:
@@ -443,6 +469,7 @@ class Stack:
             "APP_PORT": str(instance.app_port or ""),
             "TASKFAN_REPLICA": instance.label.rsplit("-", 1)[-1] if instance.name else "0",
             pipeline.PIPELINE_FILE_ENV: str(self.pipeline_file),
+            "TRACE_SAMPLING": self.settings.trace_sampling,  # 0 while Jaeger is still being built (jaeger_bin)
         }
         app_ports = ([instance.app_port] if instance.app_port else []) + self.topology.web_ports(instance.app_id)
         self.spawn(state, instance.label, list(instance.command), env, ports=app_ports, cwd=instance.app_dir)

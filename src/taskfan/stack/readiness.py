@@ -91,7 +91,7 @@ def _workflow_metadata(stack: Stack) -> dict[str, object]:
     """The workflow sidecar's view of its workers and of placement (from ``/v1.0/metadata``)."""
     try:
         meta = http_json(f"http://127.0.0.1:{stack.workflow.http_port}/v1.0/metadata",
-                         headers=stack_secrets.dapr_headers(stack.secrets.dapr_api_token))
+                         headers=stack_secrets.dapr_headers(stack.secrets.sidecar_token(AppId.WORKFLOW)))
     except (OSError, ValueError) as exc:
         return {"error": str(exc)}
     meta = meta if isinstance(meta, dict) else {}
