@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`'s builds that its first tests do not need, run in the background at the lowest CPU priority
 # while the Dapr runtime is built and the local tests run: Debian's chromium (the console's browser tests), the
-# Temporal CLI (the benchmark's peer, the last local test), then the cluster's binaries and every image (the
-# Kubernetes tests, last of all).
+# Temporal CLI (the benchmark's peer, the last local test), then the cluster's binaries (Kubernetes, helm, CoreDNS
+# and kube-router, the NetworkPolicy enforcer: deploy/k8s/install-k8s.sh) and every image (the Kubernetes tests,
+# last of all).
 #
 #   deploy/background-build.sh start   # returns at once; output in .taskfan/logs/background-build.log
 #   deploy/background-build.sh stop    # stops them if they still run (make test's exit trap)

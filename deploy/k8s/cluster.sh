@@ -2,9 +2,9 @@
 # A real single-node Kubernetes cluster on this machine, started and stopped without systemd.
 #
 #   cluster.sh up            start etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet,
-#                            kube-proxy and CoreDNS; returns once the node is Ready, the default
+#                            kube-proxy, kube-router (NetworkPolicy) and CoreDNS; returns once the node is Ready, the default
 #                            ServiceAccount exists and the cluster's DNS answers (one line per step)
-#   cluster.sh down [--wipe] stop all of it and undo what it changed on the host (iptables chains, the
+#   cluster.sh down [--wipe] stop all of it and undo what it changed on the host (iptables chains, ip sets, the
 #                            bridge, network namespaces, mounts, cgroups, CNI leases, sysctls), then check
 #                            that the host is as it was before `up`; --wipe also removes the run directory
 #                            (certificates, kubeconfigs, imported images)
@@ -50,7 +50,8 @@ containerd_sock=$sock_dir/containerd.sock
 
 pki=$run/pki kcfg=$run/kubeconfig conf=$run/config logs=$run/logs pids=$run/pids host=$run/host
 admin_kubeconfig=$kcfg/admin.kubeconfig
-components=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+components=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-router)
+kube_router_health_port=20244
 
 # --- output -----------------------------------------------------------------------------------------------
 say() { echo "k8s: $*" >&2; }
@@ -104,7 +105,16 @@ start() {
   printf '\n== %s  %s\n' "$(date '+%F %T')" "$*" >>"$logs/$name.log"
   # 8>&-: the component must not inherit (and so hold) the lock on up/down.
   setsid "$(component_binary "$name")" "$@" >>"$logs/$name.log" 2>&1 </dev/null 8>&- &
-  echo $! >"$pids/$name.pid"
+  local pid=$! exe i
+  echo "$pid" >"$pids/$name.pid"
+  # Until it has exec'd the component, the job is a fork of this shell, which `running` would take for a
+  # component that died (seen on a loaded machine: "exited while waiting" for one that was only starting).
+  exe=$(basename "$(component_binary "$name")")
+  for ((i = 0; i < 100; i++)); do
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */"$exe" ]] && break
+    alive "$pid" || break
+    sleep 0.05
+  done
 }
 
 # Alive and not a zombie: our components are reparented to PID 1, which may reap them only later.
@@ -190,7 +200,7 @@ write_kubeconfig() {  # write_kubeconfig NAME CERT SERVER
 
 # Certificates name the node and its IP: made once, again only if either changed.
 make_pki() {
-  local params="node=$node ip=$node_ip"
+  local params="node=$node ip=$node_ip kube-router"
   [[ -f $pki/params && $(cat "$pki/params") == "$params" ]] && return 0
   rm -rf "$pki" "$kcfg"
   mkdir -p "$pki" "$kcfg"
@@ -210,6 +220,7 @@ make_pki() {
   new_cert kubelet-client ca "/O=system:nodes/CN=system:node:$node" clientAuth
   new_cert kubelet-server ca "/CN=system:node:$node" serverAuth "DNS:$node,IP:$node_ip,IP:127.0.0.1"
   new_cert kube-proxy ca /CN=system:kube-proxy clientAuth
+  new_cert kube-router ca /CN=system:kube-router clientAuth
   new_key "$pki/sa.key"
   openssl ec -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   local server=https://$node_ip:$api_port
@@ -218,6 +229,7 @@ make_pki() {
   write_kubeconfig scheduler scheduler "$server"
   write_kubeconfig kubelet kubelet-client "$server"
   write_kubeconfig kube-proxy kube-proxy "$server"
+  write_kubeconfig kube-router kube-router "$server"
   echo "$params" >"$pki/params"
   chmod 600 "$pki"/*
 }
@@ -329,6 +341,36 @@ record_host() {
 }
 
 # --- up ---------------------------------------------------------------------------------------------------
+# A connection to a Service's address made before kube-proxy has programmed that Service (a pod starting beside
+# the Service it calls, while kube-proxy and kube-router take turns at iptables) is not translated: it would leave
+# through the default route, masqueraded, to whatever answers there (seen: an HTTP 400 for daprd's Redis, a 404
+# for KEDA's metrics, kept alive for good). Packets still addressed to the Service range after the nat table are
+# dropped instead: the client's SYN is sent again a second later, and is translated by then. The chain is swept
+# on down like kube-proxy's (its name starts KUBE-).
+guard_unproxied_services() {
+  local chain=KUBE-TASKFAN-UNPROXIED
+  iptables -w -t mangle -N "$chain" 2>/dev/null || iptables -w -t mangle -F "$chain"
+  iptables -w -t mangle -A "$chain" -d "$service_cidr" -m comment \
+    --comment "taskfan-k8s: a Service address kube-proxy has not translated yet" -j DROP &&
+    { iptables -w -t mangle -C POSTROUTING -j "$chain" 2>/dev/null || iptables -w -t mangle -I POSTROUTING 1 -j "$chain"; }
+}
+
+# What kube-router's policy controller reads (its own client certificate, CN system:kube-router).
+kube_router_rbac='apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:kube-router"}
+rules:
+  - {apiGroups: [""], resources: [namespaces, pods, nodes, services, endpoints], verbs: [get, list, watch]}
+  - {apiGroups: [networking.k8s.io], resources: [networkpolicies], verbs: [get, list, watch]}
+  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-router"}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}'
+
 all_running() {
   local c
   for c in "${components[@]}"; do running "$c" || return 1; done
@@ -437,6 +479,10 @@ up() {
   wait_for kube-scheduler 60 "the scheduler's /healthz" healthz https://127.0.0.1:10259/healthz
   done_step
 
+  step "a guard for Service addresses kube-proxy has not programmed yet"
+  guard_unproxied_services || fail_step kube-proxy "could not add the iptables guard for $service_cidr"
+  done_step
+
   step "kubelet and kube-proxy; node $node Ready"
   start kubelet --config "$conf/kubelet.yaml" --kubeconfig "$kcfg/kubelet.kubeconfig" \
     --root-dir "$run/kubelet" --node-ip "$node_ip" --hostname-override "$node"
@@ -444,6 +490,15 @@ up() {
   wait_for kubelet 60 "the kubelet's /healthz" healthz http://127.0.0.1:10248/healthz
   wait_for kubelet 60 "node $node to be Ready" node_ready
   wait_for kube-proxy 60 "kube-proxy's /healthz" curl -sf --max-time 2 http://127.0.0.1:10256/healthz
+  done_step
+
+  step "kube-router's network policy controller (NetworkPolicy on the bridge)"
+  kubectl apply -f - <<<"$kube_router_rbac" >>"$logs/kubectl.log" 2>&1 || fail_step kubectl "kubectl apply of kube-router's RBAC failed"
+  # Only the firewall: pods keep the bridge CNI network and kube-proxy keeps the Services.
+  start kube-router --kubeconfig "$kcfg/kube-router.kubeconfig" --hostname-override "$node" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-ipv6=false \
+    --service-cluster-ip-range "$service_cidr" --health-port "$kube_router_health_port" --metrics-port 0
+  wait_for kube-router 60 "kube-router's /healthz" curl -sf --max-time 2 "http://127.0.0.1:$kube_router_health_port/healthz"
   done_step
 
   step "default ServiceAccount"
@@ -513,6 +568,16 @@ sweep_iptables() {
   done
 }
 
+# Destroys the ip sets kube-router made (every set absent from the host snapshot).
+sweep_ipsets() {
+  command -v ipset >/dev/null || return 0
+  local set
+  for set in $(ipset list -n 2>/dev/null); do
+    [[ -f $host/before/ipsets ]] && grep -qx "$set" "$host/before/ipsets" && continue
+    ipset destroy "$set" 2>/dev/null || say "could not destroy ip set $set"
+  done
+}
+
 # The tables of one family (iptables, ip6tables) in a hostcheck snapshot's iptables file.
 tables_in() {
   awk -v s="## $1-save" '/^## /{on = ($0 == s); next} on && /^\*/{print substr($0, 2)}' "$2"
@@ -553,6 +618,7 @@ down_impl() {
   # Nothing recreates pods once the controllers and kubelet are gone.
   stop kube-controller-manager
   stop kube-scheduler
+  stop kube-router  # no policy changes from here; its chains and sets are swept below
   stop kubelet
   if ! running containerd && [[ -S $containerd_sock || -d $sock_dir/containerd ]]; then
     start containerd --config "$conf/containerd.toml"  # back up only to remove what it still runs
@@ -568,6 +634,14 @@ down_impl() {
 
   # What kube-proxy --cleanup and CNI DEL would have removed, and what nothing removes by itself.
   sweep_iptables
+  sweep_ipsets  # after the rules that matched on them are gone
+  # Connections of the pods and to the Services, which outlive them in the kernel's table (an established one for
+  # days): a next cluster reuses the same pod and Service addresses.
+  if command -v conntrack >/dev/null; then
+    conntrack -D -s "$cluster_cidr" >/dev/null 2>&1 || true
+    conntrack -D -d "$service_cidr" >/dev/null 2>&1 || true
+    conntrack -D -d "$cluster_cidr" >/dev/null 2>&1 || true
+  fi
   ip link delete "$bridge" 2>/dev/null || true
   local ns
   if [[ -f $run/netns.list ]]; then

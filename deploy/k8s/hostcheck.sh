@@ -6,7 +6,7 @@
 #   hostcheck.sh sysctls         the sysctl values that are recorded (cluster.sh restores these on down)
 #
 # cluster.sh takes a snapshot before `up` changes anything and compares after `down`: iptables and
-# ip6tables rules, network links, addresses and routes, network namespaces, mounts, cgroups, the
+# ip6tables rules, ip sets, network links, addresses and routes, network namespaces, mounts, cgroups, the
 # sysctls that kubelet, kube-proxy and the CNI plugins set, the files they leave in fixed host paths,
 # and the cluster's processes and ports. Counters, volatile kernel values and other programs' processes
 # are left out, so a Taskfan stack running beside the cluster does not show up as a difference.
@@ -18,8 +18,8 @@ volatile='^(kernel\.(ns_last_pid|random\.|pty\.nr|tainted)|net\.netfilter\.nf_co
 host_paths=(/var/lib/cni /run/netns /run/containerd /var/log/pods /var/log/containers /var/run/kubernetes
   /var/lib/kubelet /etc/cni /opt/cni /opt/containerd /run/taskfan-k8s)
 # The cluster's processes (comm names) and ports (see cluster.sh).
-process_re='^(etcd|kube-apiserver|kube-controller|kube-scheduler|kubelet|kube-proxy|containerd|containerd-shim.*|coredns|pause)$'
-ports_re=':(6443|12379|12380|10248|10249|10250|10256|10257|10259)$'
+process_re='^(etcd|kube-apiserver|kube-controller|kube-scheduler|kubelet|kube-proxy|kube-router|containerd|containerd-shim.*|coredns|pause)$'
+ports_re=':(6443|12379|12380|10248|10249|10250|10256|10257|10259|20244)$'
 
 sysctls() {
   sysctl -a 2>/dev/null | grep -E '^(kernel|vm|net)\.' | grep -Ev "$volatile" | grep -Ev '^net\.(ipv4|ipv6)\.(conf|neigh)\.(veth|tfk8s|cni)' || true
@@ -45,6 +45,7 @@ snapshot() {
   awk '{print $5, $9}' /proc/self/mountinfo | sort >"$dir/mounts"
   { ls -d /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/*/kubepods* 2>/dev/null || true; } | sort >"$dir/cgroups"
   sysctls >"$dir/sysctls"
+  { ipset list -n 2>/dev/null || true; } | sort >"$dir/ipsets"  # kube-router's policy sets
   local p
   for p in "${host_paths[@]}"; do
     if [[ -e $p ]]; then find "$p" -maxdepth 3 2>/dev/null | sort; else echo "$p (absent)"; fi

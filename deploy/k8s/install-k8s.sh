@@ -5,12 +5,13 @@
 #   - Kubernetes v$KUBERNETES_VERSION's kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
 #     kube-proxy and kubectl, built from the Go module proxy through the wrapper module in kubernetes/;
 #   - helm (wrapper module helm/) and CoreDNS with the plugins the cluster uses (coredns/);
+#   - kube-router (wrapper module kube-router/), run by cluster.sh as the NetworkPolicy enforcer only;
 #   - the cluster's own images as OCI archives: a pause image (pause/main.go) and a CoreDNS image.
 #
 # Like deploy/install-dapr.sh, everything lives outside the clone, keyed by version, so every clone on the
-# machine reuses one build: ${TASKFAN_CACHE:-~/.cache/taskfan}/{k8s,helm,coredns}/<version>/. A lock keeps
+# machine reuses one build: ${TASKFAN_CACHE:-~/.cache/taskfan}/{k8s,helm,coredns,kube-router}/<version>/. A lock keeps
 # two clones from building at once. Prints the Kubernetes bin directory on stdout (its last line; helm and
-# coredns are linked into it); one line per step on stderr, the output of go and apt in the install log
+# coredns are linked into it, and kube-router); one line per step on stderr, the output of go and apt in the install log
 # (deploy/lib.sh). Prints nothing on stderr when everything is already there.
 set -euo pipefail
 
@@ -23,13 +24,16 @@ source "$here/../lib.sh"
 k8s_prefix="$cache_root/k8s/$KUBERNETES_VERSION"
 helm_prefix="$cache_root/helm/$HELM_VERSION"
 coredns_prefix="$cache_root/coredns/$COREDNS_VERSION"
+kube_router_prefix="$cache_root/kube-router/$KUBE_ROUTER_VERSION"
 bin="$k8s_prefix/bin"
 images="$k8s_prefix/images"
 pause_image="$IMAGE_PREFIX/pause:$PAUSE_TAG"
 coredns_image="$IMAGE_PREFIX/coredns:$COREDNS_VERSION"
 k8s_commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-# nftables: its nft removes the empty tables iptables-nft leaves behind (cluster.sh down).
-apt_packages=(etcd-server containerd runc containernetworking-plugins mmdebstrap openssl iptables nftables conntrack curl)
+# nftables: its nft removes the empty tables iptables-nft leaves behind (cluster.sh down); ipset: kube-router's
+# policy controller keeps each policy's pods in ip sets.
+apt_packages=(etcd-server containerd runc containernetworking-plugins mmdebstrap openssl iptables nftables conntrack curl
+  ipset)
 
 apt_missing() {
   local p
@@ -50,11 +54,12 @@ k8s_built() {
 
 helm_built() { [[ -x "$helm_prefix/bin/helm" ]]; }
 coredns_built() { [[ -x "$coredns_prefix/bin/coredns" ]]; }
+kube_router_built() { [[ -x "$kube_router_prefix/bin/kube-router" ]]; }
 images_built() { [[ -f "$images/pause.tar" && -f "$images/coredns.tar" ]]; }
-links_ok() { [[ -x "$bin/helm" && -x "$bin/coredns" ]]; }
+links_ok() { [[ -x "$bin/helm" && -x "$bin/coredns" && -x "$bin/kube-router" ]]; }
 
 all_done() {
-  [[ -z $(apt_missing) ]] && k8s_built && helm_built && coredns_built && images_built && links_ok
+  [[ -z $(apt_missing) ]] && k8s_built && helm_built && coredns_built && kube_router_built && images_built && links_ok
 }
 
 if all_done; then echo "$bin"; exit 0; fi
@@ -142,8 +147,24 @@ if ! coredns_built; then
   mv "$coredns_prefix/bin/coredns.tmp" "$coredns_prefix/bin/coredns"
   cd "$here" && rm -rf "$src"
 fi
+# --- kube-router ------------------------------------------------------------------------------------------
+# Only its network policy controller runs (cluster.sh): the bridge CNI plugin enforces no NetworkPolicy.
+if ! kube_router_built; then
+  [[ $(required_version "$here/kube-router/go.mod" github.com/cloudnativelabs/kube-router/v2) == "$KUBE_ROUTER_VERSION" ]] ||
+    fail "deploy/k8s/kube-router/go.mod does not require kube-router v$KUBE_ROUTER_VERSION (versions.env)"
+  src=$(wrapper_src "$here/kube-router" "$kube_router_prefix/src")
+  mkdir -p "$kube_router_prefix/bin"
+  say "building kube-router $KUBE_ROUTER_VERSION into $kube_router_prefix/bin, once per machine (about 3 min); output in $install_log"
+  cd "$src"
+  phase "build kube-router" go build -trimpath \
+    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION" \
+    -o "$kube_router_prefix/bin/kube-router.tmp" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+  mv "$kube_router_prefix/bin/kube-router.tmp" "$kube_router_prefix/bin/kube-router"
+  cd "$here" && rm -rf "$src"
+fi
 ln -sfn "$helm_prefix/bin/helm" "$bin/helm"
 ln -sfn "$coredns_prefix/bin/coredns" "$bin/coredns"
+ln -sfn "$kube_router_prefix/bin/kube-router" "$bin/kube-router"
 
 # --- the cluster's own images -----------------------------------------------------------------------------
 # One static binary each, owned by root, run as 65532 (a numeric user so runAsNonRoot can check it).

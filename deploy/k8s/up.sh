@@ -4,6 +4,7 @@
 #   1. the cluster's binaries and Debian packages (install-k8s.sh; built once per machine, cached)
 #   2. the images (deploy/images/build.sh: Taskfan, Redis, Dapr's control plane, KEDA; cached)
 #   3. the cluster (cluster.sh up), the images imported into its containerd, local volumes
+#   (each namespace below is labelled PodSecurity `restricted` before anything is installed into it)
 #   4. Dapr's control plane from the Helm chart inside the pinned Dapr module (values/dapr.yaml), --wait
 #   5. KEDA from the manifests inside its pinned module, with the local images; waits for it
 #   6. Taskfan's chart (deploy/helm/taskfan), --wait; arguments are handed to its `helm upgrade --install`
@@ -65,8 +66,16 @@ spec:
 }
 kubectl get storageclass taskfan-local >/dev/null 2>&1 || phase "local volumes" volumes
 
+# Each namespace (Dapr's, KEDA's, Taskfan's) admits only pods that pass PodSecurity `restricted` (README, Security).
+namespace_restricted() {
+  kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f - >/dev/null &&
+    kubectl label namespace "$1" --overwrite pod-security.kubernetes.io/enforce=restricted \
+      pod-security.kubernetes.io/enforce-version=latest >/dev/null
+}
+
 dapr_chart="$(go env GOMODCACHE)/github.com/dapr/dapr@v$DAPR_VERSION/charts/dapr"
 [[ -d $dapr_chart ]] || GOFLAGS=-mod=mod go mod download "github.com/dapr/dapr@v$DAPR_VERSION"
+phase "namespace dapr-system (PodSecurity restricted)" namespace_restricted dapr-system
 phase "Dapr $DAPR_VERSION control plane" helm upgrade --install dapr "$dapr_chart" --namespace dapr-system \
   --create-namespace -f "$here/values/dapr.yaml" --wait --timeout 10m
 
@@ -94,8 +103,10 @@ EOF
 }
 KEDA_VERSION=$(awk '$1 == "require" && $2 == "github.com/kedacore/keda/v2" { sub(/^v/, "", $3); print $3 }' \
   "$repo/deploy/keda/go.mod")
+phase "namespace keda (PodSecurity restricted)" namespace_restricted keda
 phase "KEDA $KEDA_VERSION" keda
 
+phase "namespace $namespace (PodSecurity restricted)" namespace_restricted "$namespace"
 phase "Taskfan" helm upgrade --install taskfan "$repo/deploy/helm/taskfan" --namespace "$namespace" \
-  --create-namespace --set redis.persistence.storageClass=taskfan-local --wait --timeout 10m "$@"
+  --set redis.persistence.storageClass=taskfan-local --wait --timeout 10m "$@"
 say "ready: kubectl -n $namespace get pods (KUBECONFIG=$(bash "$here/cluster.sh" kubeconfig))"

@@ -153,6 +153,142 @@ def test_bad_requests_through_the_service_get_a_clear_answer(taskfan: Taskfan) -
     assert foreign.status_code == 421
 
 
+
+# --- Intruders: the namespace's network, the component scopes, access control and PodSecurity -------------------
+INTRUDER_NAMESPACE = "intruder"
+# A pod spec that PodSecurity `restricted` admits: the Taskfan image idling, so that tests exec probes in it.
+IDLE_POD = {
+    "restartPolicy": "Never", "enableServiceLinks": False, "terminationGracePeriodSeconds": 0,
+    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [{"name": "probe", "image": "localhost/taskfan/taskfan:0.1.0", "imagePullPolicy": "IfNotPresent",
+                    "command": ["sleep", "600"],
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                        "readOnlyRootFilesystem": True}}],
+}
+# Run inside a probe pod: TCP connections to each (name, host, port), every one bounded; the first target is the
+# control (a door that must open), retried while the enforcer adds the new pod to its sets (about a second).
+CONNECT_PROBE = """
+import json, socket, sys, time
+def connect(host, port):
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        return "open"
+    except OSError as e:
+        return type(e).__name__
+targets = json.loads(sys.argv[1])
+_, host, port = targets[0]
+deadline = time.monotonic() + 20
+while connect(host, port) != "open" and time.monotonic() < deadline:
+    time.sleep(0.5)
+print(json.dumps({name: connect(host, port) for name, host, port in targets}))
+"""
+# Run inside the rogue pod: calls to its own sidecar's HTTP API, each answer's status and error code.
+SIDECAR_PROBE = """
+import json, urllib.error, urllib.request
+def call(path, body):
+    request = urllib.request.Request("http://127.0.0.1:3500" + path, data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return [answer.status, ""]
+    except urllib.error.HTTPError as e:
+        return [e.code, e.read().decode(errors="replace")[:400]]
+print(json.dumps({
+    "invoke scorer": call("/v1.0/invoke/scorer/method/score", {}),
+    "write batches": call("/v1.0/state/batches", [{"key": "rogue", "value": "x"}]),
+    "write statestore": call("/v1.0/state/statestore", [{"key": "rogue", "value": "x"}]),
+    "publish tasks": call("/v1.0/publish/pubsub/tasks", {}),
+}))
+"""
+
+
+def start_idle_pod(cluster: Cluster, namespace: str, name: str, labels: dict[str, str] | None = None,
+                   annotations: dict[str, str] | None = None) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "spec": IDLE_POD,
+           "metadata": {"name": name, "namespace": namespace, "labels": labels or {},
+                        "annotations": annotations or {}}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+
+
+def pod_ip(taskfan: Taskfan, app: str) -> str:
+    return taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={app}", "-o",
+                           "jsonpath={.items[0].status.podIP}")
+
+
+def test_another_namespace_reaches_ingest_only_while_taskfans_sidecars_reach_redis(taskfan: Taskfan) -> None:
+    # The release's NetworkPolicies, enforced by kube-router: from a namespace of its own a pod opens ingest
+    # (values networkPolicy.ingestFrom: the whole cluster) and nothing else; Redis refuses it.
+    cluster = taskfan.cluster
+    cluster.kubectl("create", "namespace", INTRUDER_NAMESPACE)
+    try:
+        start_idle_pod(cluster, INTRUDER_NAMESPACE, "intruder")
+        cluster.kubectl("-n", INTRUDER_NAMESPACE, "wait", "--for=condition=Ready", "pod/intruder", "--timeout=90s",
+                        timeout=100)
+        svc = f"{NAMESPACE}.svc.cluster.local"
+        scorer = pod_ip(taskfan, "scorer")
+        targets = [("ingest", f"ingest.{svc}", 8080), ("redis", f"taskfan-redis.{svc}", 6379),
+                   ("workflow metrics", f"workflow-metrics.{svc}", 9101), ("console", f"console.{svc}", 8090),
+                   ("scorer sidecar (internal gRPC)", scorer, 50002), ("scorer sidecar metrics", scorer, 9090)]
+        seen = json.loads(cluster.kubectl("-n", INTRUDER_NAMESPACE, "exec", "intruder", "--", "python3", "-c",
+                                          CONNECT_PROBE, json.dumps(targets), timeout=90))
+        assert seen == {"ingest": "open"} | {name: "ConnectionRefusedError" for name, _, _ in targets[1:]}, seen
+    finally:
+        cluster.kubectl("delete", "namespace", INTRUDER_NAMESPACE, "--wait=false", check=False)
+    # ... while Taskfan's own sidecars still use Redis (pub/sub, state): a batch goes through.
+    batch_id = taskfan.publish(tasks(f"fenced-{uuid.uuid4().hex[:6]}", 20))
+    assert taskfan.outcome(batch_id, timeout=120)[0] == 20
+
+
+def test_a_rogue_app_id_is_refused_the_scorer_the_stores_and_the_topics(taskfan: Taskfan) -> None:
+    # A Dapr app nobody granted anything, in Taskfan's namespace and with the release's labels copied (what
+    # anyone allowed to create pods there can do), so that the network lets its sidecar reach the others:
+    # the scorer's access control refuses its call (its SPIFFE id is not workflow's), and its sidecar has
+    # neither `batches` nor the state store nor the pub/sub (component scopes).
+    labels = {"app.kubernetes.io/instance": "taskfan", "app.kubernetes.io/part-of": "taskfan"}
+    annotations = {"dapr.io/enabled": "true", "dapr.io/app-id": "rogue",
+                   "dapr.io/sidecar-seccomp-profile-type": "RuntimeDefault"}
+    start_idle_pod(taskfan.cluster, NAMESPACE, "rogue", labels, annotations)
+    try:
+        taskfan.kubectl("wait", "--for=condition=Ready", "pod/rogue", "--timeout=120s", timeout=130)
+        seen = json.loads(taskfan.kubectl("exec", "rogue", "-c", "probe", "--", "python3", "-c", SIDECAR_PROBE,
+                                          timeout=90))
+    finally:
+        taskfan.kubectl("delete", "pod", "rogue", "--wait=false")
+    status, text = seen["invoke scorer"]
+    assert status == 403 and "access control policy has denied access" in text, seen
+    for store in ("batches", "statestore"):  # none configured for it: "state store batches is not configured"
+        status, text = seen[f"write {store}"]
+        assert status >= 400 and f"state store {store} is not" in text, seen
+    status, text = seen["publish tasks"]
+    assert status == 404 and "ERR_PUBSUB_NOT_FOUND" in text, seen
+
+
+def test_the_namespace_admits_only_restricted_pods_and_every_taskfan_pod_runs(taskfan: Taskfan) -> None:
+    # Dapr's and KEDA's namespaces too (their pods' readiness is the first test's): up.sh labels all three.
+    for name in ("dapr-system", "keda", NAMESPACE):
+        namespace = json.loads(taskfan.cluster.kubectl("get", "namespace", name, "-o", "json"))
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", name
+    pods = json.loads(taskfan.kubectl("get", "pods", "-l", "app.kubernetes.io/part-of=taskfan", "-o", "json"))["items"]
+    assert {p["metadata"]["labels"]["app.kubernetes.io/name"] for p in pods} >= {
+        "ingest", "workflow", "validator", "enricher", "scorer", "console", "redis"}
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        assert pod["status"]["phase"] == "Running", name
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in spec["containers"]:  # the app's and the injected daprd's
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"], (
+                name, container["name"], context)
+    # A pod asking for nothing (root allowed, capabilities kept) is refused at the door.
+    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": NAMESPACE},
+            "spec": {"containers": [{"name": "bare", "image": "localhost/taskfan/taskfan:0.1.0", "command": ["true"]}]}}
+    with pytest.raises(AssertionError, match='violates PodSecurity "restricted:latest"'):
+        taskfan.cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(bare))
+
+
 def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> None:
     url = f"http://{cluster_ip(taskfan.cluster, 'console')}:8090"
     signed_in = {"Host": CONSOLE_HOST, "Authorization": f"Bearer {taskfan.ingest_token}"}
