@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "deploy" / "k8s" / "cluster.sh"
 UP_SH = REPO / "deploy" / "k8s" / "up.sh"
 NAMESPACE = "taskfan"
+RELEASE = "taskfan"  # up.sh's `helm upgrade --install taskfan`
+
+
+def named(part: str) -> str:
+    """The chart's name for one of its objects: the release's, then the part's (``taskfan-ingest``)."""
+    return f"{RELEASE}-{part}"
+
+
 TASKFAN_IMAGE = "localhost/taskfan/taskfan:0.1.0"
 # Slow scoring (100 ms a task, 4 at a time per replica) so that a 2,000-task batch lasts long enough to be
 # watched and scaled: the values a user would set to try the autoscaler (README, "Kubernetes").

@@ -25,12 +25,12 @@ from services.enricher.rules import tags_for
 from services.scorer.rules import score_for
 from services.validator.rules import validation_issues
 
-from .conftest import NAMESPACE, REPO, Cluster, wait_for
+from .conftest import NAMESPACE, RELEASE, REPO, Cluster, named, run, wait_for
 
 pytestmark = pytest.mark.k8s
 
-INGEST_HOST = f"ingest.{NAMESPACE}.svc:8080"  # ingest answers only requests naming it (README)
-CONSOLE_HOST = f"console.{NAMESPACE}.svc:8090"  # as does the console
+INGEST_HOST = f"{named('ingest')}.{NAMESPACE}.svc:8080"  # ingest answers only requests naming it (README)
+CONSOLE_HOST = f"{named('console')}.{NAMESPACE}.svc:8090"  # as does the console
 TIMELINE = REPO / ".taskfan" / "k8s" / "autoscaling-timeline.json"
 
 
@@ -66,13 +66,13 @@ class Taskfan:
         return wait_for(printed, f"the outcome of {batch_id} at the subscriber", timeout=timeout, every=2)  # type: ignore[return-value]
 
     def backlog(self) -> float:
-        """``taskfan_backlog_tasks``, read from the workflow-metrics Service as KEDA reads it."""
+        """``taskfan_backlog_tasks``, read from the taskfan-workflow-metrics Service as KEDA reads it."""
         text = httpx.get(self.metrics_url, timeout=10).text
         return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("taskfan_backlog_tasks "))
 
     def scorer_replicas(self) -> tuple[int, int]:
         """(wanted, ready) replicas of the scorer Deployment."""
-        wanted, _, ready = self.kubectl("get", "deployment", "scorer", "-o",
+        wanted, _, ready = self.kubectl("get", "deployment", named("scorer"), "-o",
                                         "jsonpath={.spec.replicas} {.status.readyReplicas}").partition(" ")
         return int(wanted or 0), int(ready or 0)
 
@@ -112,10 +112,10 @@ def cluster_ip(cluster: Cluster, service: str) -> str:
 @pytest.fixture(scope="module")
 def taskfan(cluster: Cluster) -> Iterator[Taskfan]:
     """The chart's Services from the host, and examples/subscriber.py running as the README deploys it."""
-    secret = cluster.kubectl("-n", NAMESPACE, "get", "secret", "taskfan-secrets", "-o",
+    secret = cluster.kubectl("-n", NAMESPACE, "get", "secret", named("secrets"), "-o",
                              "jsonpath={.data.ingest-token}")
-    handle = Taskfan(cluster, f"http://{cluster_ip(cluster, 'ingest')}:8080", base64.b64decode(secret).decode(),
-                     f"http://{cluster_ip(cluster, 'workflow-metrics')}:9101/metrics")
+    handle = Taskfan(cluster, f"http://{cluster_ip(cluster, named('ingest'))}:8080", base64.b64decode(secret).decode(),
+                     f"http://{cluster_ip(cluster, named('workflow-metrics'))}:9101/metrics")
     handle.kubectl("create", "configmap", "my-subscriber", f"--from-file={REPO / 'examples' / 'subscriber.py'}")
     handle.kubectl("apply", "-f", str(REPO / "examples" / "k8s-subscriber.yaml"))
     handle.kubectl("rollout", "status", "deployment/my-subscriber", "--timeout=180s", timeout=200)
@@ -133,6 +133,35 @@ def test_everything_is_ready_with_a_sidecar_per_service(cluster: Cluster, taskfa
         pod = json.loads(taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={app}", "-o", "json"))
         containers = {c["name"] for c in pod["items"][0]["spec"]["containers"]}
         assert containers == {app, "daprd"}, f"{app}: {containers}"  # the injector added the sidecar
+
+
+def test_helm_test_reaches_ingest_and_the_console_through_their_services(taskfan: Taskfan) -> None:
+    # The chart's own check (templates/tests/doors.yaml), as a team runs it after an install; its pod is deleted
+    # when it passes and kept, with its log, when it fails.
+    cluster = taskfan.cluster
+    done = run(cluster.bin_dir / "helm", "--kubeconfig", cluster.kubeconfig, "-n", NAMESPACE, "test", RELEASE,
+               "--timeout", "3m", timeout=240, check=False)
+    log = "" if done.returncode == 0 else taskfan.cluster.kubectl(
+        "-n", NAMESPACE, "logs", named("test-doors"), check=False)
+    assert done.returncode == 0, f"helm test {RELEASE}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{log}"
+    assert f"TEST SUITE:     {named('test-doors')}" in done.stdout and "Phase:          Succeeded" in done.stdout
+
+
+def test_each_app_ids_sidecar_holds_a_dapr_api_token_of_its_own(taskfan: Taskfan) -> None:
+    # One Secret per app id: the sidecar's annotation and the app's DAPR_API_TOKEN name the same one, and no
+    # two app ids share a token (the subscriber's too, examples/k8s-subscriber.yaml).
+    deployments = json.loads(taskfan.kubectl("get", "deployments", "-o", "json"))["items"]
+    tokens = {}
+    for deployment in deployments:
+        template = deployment["spec"]["template"]
+        app_id = template["metadata"]["annotations"]["dapr.io/app-id"]
+        secret = template["metadata"]["annotations"]["dapr.io/api-token-secret"]
+        assert secret == named(f"dapr-api-token-{app_id}"), (app_id, secret)
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env["DAPR_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == secret, app_id
+        tokens[app_id] = taskfan.kubectl("get", "secret", secret, "-o", "jsonpath={.data.token}")
+    assert set(tokens) == {"ingest", "workflow", "validator", "enricher", "scorer", "console", "my-subscriber"}
+    assert len(set(tokens.values())) == len(tokens) and all(tokens.values())
 
 
 def test_a_batch_through_the_ingest_service_reaches_a_subscriber(taskfan: Taskfan) -> None:
@@ -227,8 +256,9 @@ def test_another_namespace_reaches_ingest_only_while_taskfans_sidecars_reach_red
                         timeout=100)
         svc = f"{NAMESPACE}.svc.cluster.local"
         scorer = pod_ip(taskfan, "scorer")
-        targets = [("ingest", f"ingest.{svc}", 8080), ("redis", f"taskfan-redis.{svc}", 6379),
-                   ("workflow metrics", f"workflow-metrics.{svc}", 9101), ("console", f"console.{svc}", 8090),
+        targets = [("ingest", f"{named('ingest')}.{svc}", 8080), ("redis", f"{named('redis')}.{svc}", 6379),
+                   ("workflow metrics", f"{named('workflow-metrics')}.{svc}", 9101),
+                   ("console", f"{named('console')}.{svc}", 8090),
                    ("scorer sidecar (internal gRPC)", scorer, 50002), ("scorer sidecar metrics", scorer, 9090)]
         seen = json.loads(cluster.kubectl("-n", INTRUDER_NAMESPACE, "exec", "intruder", "--", "python3", "-c",
                                           CONNECT_PROBE, json.dumps(targets), timeout=90))
@@ -245,7 +275,7 @@ def test_a_rogue_app_id_is_refused_the_scorer_the_stores_and_the_topics(taskfan:
     # anyone allowed to create pods there can do), so that the network lets its sidecar reach the others:
     # the scorer's access control refuses its call (its SPIFFE id is not workflow's), and its sidecar has
     # neither `batches` nor the state store nor the pub/sub (component scopes).
-    labels = {"app.kubernetes.io/instance": "taskfan", "app.kubernetes.io/part-of": "taskfan"}
+    labels = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/part-of": "taskfan"}
     annotations = {"dapr.io/enabled": "true", "dapr.io/app-id": "rogue",
                    "dapr.io/sidecar-seccomp-profile-type": "RuntimeDefault"}
     start_idle_pod(taskfan.cluster, NAMESPACE, "rogue", labels, annotations)
@@ -290,7 +320,7 @@ def test_the_namespace_admits_only_restricted_pods_and_every_taskfan_pod_runs(ta
 
 
 def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> None:
-    url = f"http://{cluster_ip(taskfan.cluster, 'console')}:8090"
+    url = f"http://{cluster_ip(taskfan.cluster, named('console'))}:8090"
     signed_in = {"Host": CONSOLE_HOST, "Authorization": f"Bearer {taskfan.ingest_token}"}
     assert httpx.get(f"{url}/api/batches", headers={"Host": CONSOLE_HOST}, timeout=30).status_code == 401
     batch_id = taskfan.publish(tasks(f"console-{uuid.uuid4().hex[:6]}", 150))
@@ -315,7 +345,7 @@ def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> No
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", 8090)) != 0, "127.0.0.1:8090 is taken: the port-forward cannot run"
     forward = subprocess.Popen([taskfan.cluster.bin_dir / "kubectl", "--kubeconfig", taskfan.cluster.kubeconfig,
-                                "-n", NAMESPACE, "port-forward", "service/console", "8090"],
+                                "-n", NAMESPACE, "port-forward", f"service/{named('console')}", "8090"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         def answers() -> bool:
@@ -372,13 +402,14 @@ def test_the_autoscaler_raises_the_scorers_on_the_backlog_and_lowers_them_after(
 
 def test_scorers_scaled_by_hand_share_the_work(taskfan: Taskfan) -> None:
     # Pause KEDA where it is (its annotation), so that the count is the one set by hand.
-    taskfan.kubectl("annotate", "scaledobject", "scorer", "autoscaling.keda.sh/paused=true", "--overwrite")
-    wait_for(lambda: taskfan.kubectl("get", "scaledobject", "scorer", "-o",
+    taskfan.kubectl("annotate", "scaledobject", named("scorer"), "autoscaling.keda.sh/paused=true", "--overwrite")
+    wait_for(lambda: taskfan.kubectl("get", "scaledobject", named("scorer"), "-o",
                                      "jsonpath={.status.conditions[?(@.type=='Paused')].status}") == "True",
              "KEDA to pause the scorer's autoscaling")
-    taskfan.kubectl("scale", "deployment/scorer", "--replicas=3")
-    taskfan.kubectl("rollout", "status", "deployment/scorer", "--timeout=180s", timeout=200)
-    # Dapr resolves the app id through the headless Service scorer-dapr: all three must be listed in it.
+    taskfan.kubectl("scale", f"deployment/{named('scorer')}", "--replicas=3")
+    taskfan.kubectl("rollout", "status", f"deployment/{named('scorer')}", "--timeout=180s", timeout=200)
+    # Dapr resolves the app id (not the release's name) through the headless Service scorer-dapr, which Dapr's
+    # operator makes: all three must be listed in it.
     wait_for(lambda: len(taskfan.kubectl("get", "endpoints", "scorer-dapr", "-o",
                                          "jsonpath={.subsets[*].addresses[*].ip}").split()) == 3,
              "three scorer addresses behind scorer-dapr")
