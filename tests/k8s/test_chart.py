@@ -81,7 +81,7 @@ def test_lint_is_clean_in_strict_mode_with_the_defaults_and_with_every_option_on
 
 @pytest.mark.parametrize(("value", "message"), [
     ("services.scorer.replicas=abc", "at '/services/scorer/replicas': got string, want integer"),
-    ("services.scorer.replicas=-1", "at '/services/scorer/replicas': minimum: got -1, want 0"),
+    ("services.scorer.replicas=-1", "at '/services/scorer/replicas': minimum: got -1, want 1"),
     ("services.scorer.replicaz=2", "at '/services/scorer': additional properties 'replicaz' not allowed"),
     ("dapr.logLevel=loud", "at '/dapr/logLevel': value must be one of"),
     ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
