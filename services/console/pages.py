@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +19,7 @@ import jinja2
 from jinja2.ext import Extension
 
 from services.console import records
-from services.console.records import STATES, BatchesPage, BatchRow, SpanRow, TaskRow
+from services.console.records import STATES, BatchesPage, BatchRow, Search, SpanRow, TaskRow
 from services.console.watch import Seen
 
 MAX_TASK_ROWS = 2000  # a batch page lists at most this many tasks (filter by stage for the others)
@@ -43,17 +44,32 @@ def when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else ""
 
 
-def query(state: str = "", page: int = 1) -> str:
-    """The batches page's query string: ``?state=...&page=...``, without what is the default."""
-    asked = ([f"state={quote(state, safe='')}"] if state else []) + ([f"page={page}"] if page != 1 else [])
+def query(state: str = "", page: int = 1, q: str = "", since: datetime | None = None,
+          until: datetime | None = None) -> str:
+    """The batches page's query string: ``?state=...&q=...&since=...&until=...&page=...``, without what is the
+    default."""
+    asked = [f"{name}={quote(value, safe=':')}" for name, value in (
+        ("state", state), ("q", q), ("since", iso(since)), ("until", iso(until))) if value]
+    asked += [f"page={page}"] if page != 1 else []
     return "?" + "&".join(asked) if asked else ""
+
+
+def iso(moment: datetime | None) -> str:
+    """A time as ISO 8601 in UTC (``...Z``), as the search form and its links show it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
+
+
+def asked(state: str, search: Search | None) -> dict[str, Any]:
+    """What the batches list was asked for, besides its page: ``query``'s arguments."""
+    search = search or Search()
+    return {"state": state, "q": search.q, "since": search.since, "until": search.until}
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("services.console"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, extensions=[Spaceless])
-    env.filters.update(batch_href=batch_href, when=when, dumps=json.dumps)
+    env.filters.update(batch_href=batch_href, when=when, dumps=json.dumps, iso=iso)
     env.globals.update(query=query, states=STATES, stages=records.stages, steps=records.steps)
     return env
 
@@ -104,13 +120,14 @@ def batch_table_body(rows: list[BatchRow]) -> str:
     return render("_batch_rows.html", rows=rows)
 
 
-def pager(shown: BatchesPage, state: str) -> str:
-    return render("_pager.html", shown=shown, state=state)
+def pager(shown: BatchesPage, state: str, search: Search | None = None) -> str:
+    return render("_pager.html", shown=shown, asked=asked(state, search))
 
 
-def batches_page(shown: BatchesPage, state: str, rates: list[tuple[float, float]], stream: str, role: str = "") -> str:
+def batches_page(shown: BatchesPage, state: str, rates: list[tuple[float, float]], stream: str, role: str = "",
+                 search: Search | None = None) -> str:
     return page("batches.html", "Batches", active="batches", stream=stream, role=role, shown=shown, rows=shown.rows,
-                state=state, **chart_points(rates))
+                state=state, asked=asked(state, search), **chart_points(rates))
 
 
 # --- one batch ------------------------------------------------------------------------------------------------

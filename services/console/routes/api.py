@@ -18,10 +18,11 @@ def router(parts: Parts) -> APIRouter:
     watcher = parts.watcher
 
     @routes.get("/batches")
-    async def batches_json(state: str = "", page: str = "1") -> Response:
-        found = views.chosen(parts, state, page)
-        if isinstance(found, Response):
-            return found
+    async def batches_json(state: str = "", page: str = "1", q: str = "", since: str = "", until: str = "") -> Response:
+        asked = views.chosen(parts, state, page, q, since, until)
+        if isinstance(asked, Response):
+            return asked
+        found, _ = asked
         return JSONResponse({"batches": [r.as_dict() for r in found.rows], "page": found.page, "pages": found.pages,
                              "error": watcher.error})
 

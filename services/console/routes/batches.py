@@ -1,4 +1,5 @@
-"""The batches page (``/``: a page of them, filtered by state) and a batch's page (its tasks, by stage)."""
+"""The batches page (``/``: a page of them, filtered by state, id and start time) and a batch's page (its tasks,
+by stage, a page at a time)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ def router(parts: Parts) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/", response_class=HTMLResponse)
-    async def batches(request: Request, state: str = "", page: str = "1") -> Response:
-        found = views.chosen(parts, state, page)
-        if isinstance(found, Response):
-            return found
-        stream = "/events/batches" + pages.query(state=state, page=found.page)
+    async def batches(request: Request, state: str = "", page: str = "1", q: str = "", since: str = "",
+                      until: str = "") -> Response:
+        asked = views.chosen(parts, state, page, q, since, until)
+        if isinstance(asked, Response):
+            return asked
+        found, search = asked
+        stream = "/events/batches" + pages.query(page=found.page, **pages.asked(state, search))
         return HTMLResponse(pages.batches_page(found, state, parts.watcher.throughput.rates(), stream,
-                                               role=str(role(request) or "")))
+                                               role=str(role(request) or ""), search=search))
 
     @routes.get("/batches/{batch_id}", response_class=HTMLResponse)
     async def batch_page(request: Request, batch_id: str, stage: str = "") -> Response:

@@ -71,15 +71,18 @@ def router(parts: Parts) -> APIRouter:
         return pages.throughput_chart(parts.watcher.throughput.rates())
 
     @routes.get("/batches")
-    async def batches_events(request: Request, state: str = "", page: str = "1") -> Response:
-        asked = views.chosen(parts, state, page)
+    async def batches_events(request: Request, state: str = "", page: str = "1", q: str = "", since: str = "",
+                             until: str = "") -> Response:
+        asked = views.chosen(parts, state, page, q, since, until)
         if isinstance(asked, Response):
             return asked
+        first, search = asked
 
         async def update() -> dict[str, Any]:
             # The page asked for may since have gone (batches left the history, a filter's rows ended): empty.
-            now = views.listed(parts, state, asked.page) or BatchesPage(rows=[], page=asked.page, pages=asked.pages)
-            return {"parts": {"rows": pages.batch_table_body(now.rows), "pager": pages.pager(now, state),
+            now = views.listed(parts, state, first.page, search) or BatchesPage(rows=[], page=first.page,
+                                                                                 pages=first.pages)
+            return {"parts": {"rows": pages.batch_table_body(now.rows), "pager": pages.pager(now, state, search),
                               "chart": chart()}}
 
         return stream(request, update)
