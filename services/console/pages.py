@@ -19,10 +19,9 @@ import jinja2
 from jinja2.ext import Extension
 
 from services.console import records
-from services.console.records import STATES, BatchesPage, BatchRow, Search, SpanRow, TaskRow
+from services.console.records import STATES, BatchesPage, BatchRow, Search, SpanRow, TaskPage, TaskRow
 from services.console.watch import Seen
 
-MAX_TASK_ROWS = 2000  # a batch page lists at most this many tasks (filter by stage for the others)
 CHART_WIDTH, CHART_HEIGHT = 640, 120
 
 
@@ -54,6 +53,12 @@ def query(state: str = "", page: int = 1, q: str = "", since: datetime | None = 
     return "?" + "&".join(asked) if asked else ""
 
 
+def task_query(stage: str = "", page: int = 1) -> str:
+    """A batch page's query string: ``?stage=...&page=...``, without what is the default."""
+    asked = ([f"stage={quote(stage, safe='')}"] if stage else []) + ([f"page={page}"] if page != 1 else [])
+    return "?" + "&".join(asked) if asked else ""
+
+
 def iso(moment: datetime | None) -> str:
     """A time as ISO 8601 in UTC (``...Z``), as the search form and its links show it."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
@@ -70,7 +75,7 @@ def _environment() -> jinja2.Environment:
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, extensions=[Spaceless])
     env.filters.update(batch_href=batch_href, when=when, dumps=json.dumps, iso=iso)
-    env.globals.update(query=query, states=STATES, stages=records.stages, steps=records.steps)
+    env.globals.update(query=query, task_query=task_query, states=STATES, stages=records.stages, steps=records.steps)
     return env
 
 
@@ -133,9 +138,8 @@ def batches_page(shown: BatchesPage, state: str, rates: list[tuple[float, float]
 # --- one batch ------------------------------------------------------------------------------------------------
 
 
-def shown_tasks(tasks: list[TaskRow], stage: str) -> list[tuple[int, TaskRow]]:
-    """The rows a batch page lists: (index in the batch, task), of one stage if asked, MAX_TASK_ROWS at most."""
-    return [(i, t) for i, t in enumerate(tasks) if not stage or t.stage == stage][:MAX_TASK_ROWS]
+def task_pager(shown: TaskPage, stage: str) -> str:
+    return render("_task_pager.html", shown=shown, stage=stage)
 
 
 def task_row(index: int, task: TaskRow, rerun: str | None = None) -> str:
@@ -153,13 +157,13 @@ def batch_actions(row: BatchRow | None, can_rerun: bool, can_act: bool = True) -
     return render("_batch_actions.html", row=row, can_rerun=can_rerun, can_act=can_act)
 
 
-def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts: dict[str, int], stage: str, *,
+def batch_page(batch_id: str, row: BatchRow | None, shown: TaskPage, counts: dict[str, int], stage: str, *,
                can_rerun: bool, trace_url: str | None, stream: str, rerun: str | None,
                details_gone: bool = False, role: str = "act") -> str:
-    """``rerun``: where a failed task's re-run is asked for (None: no re-run buttons, as for a viewer)."""
-    shown = shown_tasks(tasks, stage)
+    """``shown``: the page of its tasks listed. ``rerun``: where a failed task's re-run is asked for (None: no
+    re-run buttons, as for a viewer)."""
     return page("batch.html", f"Batch {batch_id}", active="batches", stream=stream, batch=batch_id, role=role,
-                batch_id=batch_id, row=row, tasks=tasks, shown=shown, hidden=len(tasks) > len(shown), counts=counts,
+                batch_id=batch_id, row=row, shown=shown, counts=counts,
                 stage=stage, can_rerun=can_rerun, can_act=role == "act", trace_url=trace_url, rerun=rerun,
                 details_gone=details_gone)
 

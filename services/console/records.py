@@ -37,6 +37,7 @@ def stages() -> tuple[str, ...]:
 STATES = ("queued", "running", "finished", "failed", "dead-lettered", "accepted")
 MAX_BATCH_ID = 128
 ROWS_PER_PAGE = 100
+TASK_ROWS_PER_PAGE = 1000  # a batch's tasks, a page at a time: a 10,000-task batch in ten pages
 MAX_TIME_CHARS = 40  # an ISO 8601 time asked for (since=, until=) is at most this long
 # Its shape, checked before datetime.fromisoformat, which takes more (any separator, other digits).
 ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,6})?)?"
@@ -272,6 +273,29 @@ def task_rows(summary: Summary | None, tasks: list[Task] | None, results: list[T
         rows.append(TaskRow(task_id=task_id, stage=now.stage, title=titles.get(task_id, ""), score=now.score,
                             tags=list(now.tags), issues=list(now.issues), error=now.error))
     return rows
+
+
+@dataclass
+class TaskPage:
+    """A page of a batch's task rows: (index in the batch, task), of one stage if asked."""
+
+    rows: list[tuple[int, TaskRow]]
+    page: int  # from 1
+    pages: int  # at least 1, even with no rows
+    matching: int  # the tasks of the stage asked for (all of them, if none is)
+    per_page: int = TASK_ROWS_PER_PAGE
+
+
+def task_page(tasks: list[TaskRow], stage: str = "", page: int = 1,
+              per_page: int = TASK_ROWS_PER_PAGE) -> TaskPage | None:
+    """Page ``page`` of a batch's tasks, of one stage if asked; None when there is no such page."""
+    matching = [(i, t) for i, t in enumerate(tasks) if not stage or t.stage == stage]
+    pages = max(1, -(-len(matching) // per_page))
+    if not 1 <= page <= pages:
+        return None
+    start = (page - 1) * per_page
+    return TaskPage(rows=matching[start:start + per_page], page=page, pages=pages, matching=len(matching),
+                    per_page=per_page)
 
 
 def stage_counts(rows: list[TaskRow]) -> dict[str, int]:

@@ -22,11 +22,14 @@ from services.console.records import (
     BatchesPage,
     BatchRow,
     Search,
+    TaskPage,
     TaskRow,
     batch_row,
     batches_page,
     parse_time,
     stage_counts,
+    stages,
+    task_page,
     task_rows,
 )
 from taskfan.contracts import Task, TaskResult
@@ -83,6 +86,25 @@ def chosen(parts: Parts, state: str, page: str, q: str = "", since: str = "",
         last = listed(parts, state, 1, search).pages  # type: ignore[union-attr] - page 1 always exists
         return error(400, f"page is a whole number from 1 to {last}, got {page[:20]!r}")
     return found, search
+
+
+def stage_asked(stage: str) -> Response | None:
+    """The answer to a stage that is none (None: it is one, or none was asked for)."""
+    if stage and stage not in stages():
+        return error(400, f"stage is one of {', '.join(stages())}, got {shown_text(stage)}")
+    return None
+
+
+def tasks_shown(tasks: list[TaskRow], stage: str, page: str) -> TaskPage | Response:
+    """The page of a batch's tasks asked for (of one stage if asked), or the answer to a bad question."""
+    if (refusal := stage_asked(stage)) is not None:
+        return refusal
+    number = page_number(page)
+    found = task_page(tasks, stage, number) if number else None
+    if found is None:
+        last = task_page(tasks, stage).pages  # type: ignore[union-attr] - page 1 always exists
+        return error(400, f"page is a whole number from 1 to {last}, got {shown_text(page)}")
+    return found
 
 
 @dataclass

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlencode
 
 import pytest
@@ -102,3 +103,38 @@ def test_a_hostile_search_is_a_400_with_a_message_on_every_door(params: dict[str
         said = refused.json()["error"]
         assert said.startswith(message), said
         assert len(said) < 400 and "\ud800" not in said  # cut short; what is not Unicode text escaped
+
+
+def test_a_10000_task_batch_is_browsable_to_its_last_task_a_page_at_a_time() -> None:
+    book = new_book(detail_bytes=64 * 2**20)
+    statuses = ["completed"] * 9_990 + ["failed"] * 10
+    book.accepted(batch("big", len(statuses)))
+    book.finished(outcome("big", statuses))
+    client, _, _ = console(book)
+    first = client.get("/api/batches/big", headers=AUTH).json()
+    assert (first["page"], first["pages"], first["tasks_matching"], len(first["tasks"])) == (1, 10, 10_000, 1000)
+    assert first["tasks"][0]["task_id"] == "t0" and first["batch"]["total"] == 10_000
+    last = client.get("/api/batches/big?page=10", headers=AUTH).json()
+    assert [t["task_id"] for t in last["tasks"]][-1] == "t9999" and len(last["tasks"]) == 1000
+    failed = client.get("/api/batches/big?stage=failed", headers=AUTH).json()
+    assert [t["task_id"] for t in failed["tasks"]] == [f"t{i}" for i in range(9_990, 10_000)] and failed["pages"] == 1
+
+    page = client.get("/batches/big?page=10", headers=AUTH).text
+    assert page.count('<tr id="t') == 1000 and 'id="t9999"' in page and 'id="t8999"' not in page
+    assert "tasks 9001–10000 of 10000 · page 10 of 10" in page and 'href="?page=9" rel="prev"' in page
+    assert 'rel="next"' not in page and 'data-stream="/events/batches/big?page=10"' in page
+    second = client.get("/batches/big?page=2", headers=AUTH).text
+    assert 'href="?" rel="prev"' in second and 'href="?page=3" rel="next"' in second
+    assert 'href="?stage=done&amp;page=2"' in client.get("/batches/big?stage=done", headers=AUTH).text
+
+    with client.stream("GET", "/events/batches/big?page=10", headers=AUTH) as events:
+        first_update = json.loads(next(line for line in events.iter_lines() if line.startswith("data: "))[6:])
+    assert 'id="t9999"' in first_update["parts"]["tasks"] and "page 10 of 10" in first_update["parts"]["task-pager"]
+
+    for path, bad in (("/api/batches/big", "0"), ("/api/batches/big", "\u0663"), ("/batches/big", "11"),
+                      ("/batches/big", "%ED%A0%80"), ("/api/batches/big", "9" * 30)):
+        refused = client.get(f"{path}?page={bad}", headers=AUTH)
+        assert refused.status_code == 400 and refused.json()["error"].startswith("page is a whole number from 1 to 10")
+    for path in ("/api/batches/big", "/batches/big", "/events/batches/big"):  # refused before the batch is read
+        assert client.get(f"{path}?stage=x||y", headers=AUTH).json()["error"].startswith("stage is one of")
+    assert client.get("/events/batches/big?page=0", headers=AUTH).status_code == 400
