@@ -19,6 +19,7 @@ import jinja2
 from jinja2.ext import Extension
 
 from services.console import records
+from services.console.dead_letters import Letter
 from services.console.records import STATES, BatchesPage, BatchRow, Search, SpanRow, TaskPage, TaskRow
 from services.console.watch import Seen
 
@@ -166,6 +167,15 @@ def batch_page(batch_id: str, row: BatchRow | None, shown: TaskPage, counts: dic
                 batch_id=batch_id, row=row, shown=shown, counts=counts,
                 stage=stage, can_rerun=can_rerun, can_act=role == "act", trace_url=trace_url, rerun=rerun,
                 details_gone=details_gone)
+
+
+# --- dead letters ----------------------------------------------------------------------------------------------
+
+
+def dead_letters_page(letters: list[Letter], page_number: int, pages: int, can_act: bool, role: str = "") -> str:
+    """A page of the dead letters kept, newest first; a Replay button on each for an operator's sign-in."""
+    return page("dead_letters.html", "Dead letters", active="dead letters", role=role, letters=letters,
+                page=page_number, pages=pages, can_act=can_act)
 
 
 # --- scorers, signing in, traces --------------------------------------------------------------------------------
