@@ -299,3 +299,36 @@ def test_dead_letters_the_store_refused_are_deleted_at_the_next_write() -> None:
     letters.add(refused(b"{}", "four"))
     # Letter 2's write was refused (its key never made); 0 and 1 left the bound: all deleted with this write.
     assert letter_keys(dapr.state) == {letter_key(3)} and [x.reason for x in letters.newest()] == ["four", "three"]
+
+
+def test_taskfan_dead_letters_lists_and_replays_through_the_console_api(monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from taskfan.cli import batches as cli_batches
+    from taskfan.cli.main import main
+
+    letters = letters_over()
+    letters.add(refused(b"not json{", "event is not valid JSON"))
+    letters.add(refused(json.dumps({"batch_id": "b1"}).encode(), "event is not a CloudEvent 1.0"))
+    client, replayed = dead_letter_console(letters)
+
+    def request(method: str, url: str, **kwargs: Any) -> Any:  # the CLI's httpx call, answered by the console app
+        return client.request(method, url.removeprefix(f"http://{HOST}"), headers=kwargs.get("headers"),
+                              json=kwargs.get("json"))
+
+    monkeypatch.setattr(cli_batches.httpx, "request", request)
+    monkeypatch.setenv("CONSOLE_URL", f"http://{HOST}")
+    monkeypatch.setenv("TASKFAN_TOKEN", TOKEN)
+    assert main(["dead-letters", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].split() == ["NUMBER", "RECEIVED_AT", "BATCH_ID", "REPLAYS", "REASON"]
+    assert out.splitlines()[1].split()[0] == "1" and "b1" in out.splitlines()[1] and "page 1 of 1" in err
+    assert main(["dead-letters", "-o", "json", "list"]) == 0
+    assert json.loads(capsys.readouterr().out)["dead_letters"][1]["event"] == "not json{"
+    assert main(["dead-letters", "replay", "0"]) == 0
+    assert "published again on tasks" in capsys.readouterr().out and replayed == [b"not json{"]
+    assert main(["dead-letters", "replay", "9"]) == 2 and "no dead letter" in capsys.readouterr().err
+    assert main(["dead-letters", "list", "--page", "0"]) == 2
+    monkeypatch.setenv("TASKFAN_TOKEN", "look")  # the viewer's credential: looks, replays nothing
+    assert main(["dead-letters", "list"]) == 0
+    assert main(["dead-letters", "replay", "0"]) == 1 and "act" in capsys.readouterr().err
+    assert len(replayed) == 1
