@@ -23,6 +23,7 @@ from taskfan import events
 from taskfan.contracts import DEADLETTER_TOPIC, TASK_BATCH_EVENT_TYPE, TASKS_TOPIC
 from taskfan.settings import Settings
 from taskfan.stack import Stack
+from taskfan.stack.drill import restart
 
 from .helpers import REPO_ROOT, cli, ingest_auth, lesson_tasks, post_batch, wait_for, wait_outcome
 
@@ -125,3 +126,10 @@ def test_a_dead_letter_is_shown_with_its_reason_and_replayed_from_the_page_and_t
     replayed = cli("dead-letters", "replay", str(letter["number"]))
     assert replayed.returncode == 0 and "published again" in replayed.stdout, replayed
     assert wait_outcome(redis_client, batch_id, timeout=60)["total"] == 2
+
+    # Kept in the console's state store as they come (no flush to wait for): a killed console reads them back.
+    kept = [(x["number"], x["reason"], x["replays"]) for x in letters_of(stack, settings)]
+    restart(stack, "console")
+    back = wait_for(lambda: (r := console_json(stack, settings, "/api/dead-letters")).status_code == 200 and [
+        (x["number"], x["reason"], x["replays"]) for x in r.json()["dead_letters"]], "the restarted console", 60)
+    assert back == kept
