@@ -43,14 +43,19 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    """An operator's page; the test fails if the browser reports a Content-Security-Policy violation."""
     link = cli("console", "--role", "act")
     assert link.returncode == 0, link.stderr
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text or "Refused to" in message.text else None)
     page.goto(link.stdout.strip())
     expect(page.locator("h1")).to_have_text("Batches")
     yield page
     context.close()
+    assert violations == []
 
 
 def console_json(stack: Stack, settings: Settings, path: str, **params: str) -> httpx.Response:
