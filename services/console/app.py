@@ -136,7 +136,10 @@ class Subscriptions:
 
     def on_dead_letter(self, event) -> TopicEventResponse:  # noqa: ANN001
         if self.letters is not None:
-            self.letters.add(bytes(event.data))  # whatever it holds: it came on the dead-letter topic
+            try:
+                self.letters.add(bytes(event.data))  # whatever it holds: it came on the dead-letter topic
+            except Exception:  # a bug here must not make Dapr deliver the record again and again
+                log.exception("could not keep a dead letter")
         try:
             record = events.parse_json(event.data)
         except events.EventError:

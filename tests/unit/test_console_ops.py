@@ -332,3 +332,16 @@ def test_taskfan_dead_letters_lists_and_replays_through_the_console_api(monkeypa
     assert main(["dead-letters", "list"]) == 0
     assert main(["dead-letters", "replay", "0"]) == 1 and "act" in capsys.readouterr().err
     assert len(replayed) == 1
+
+
+def test_a_dead_letter_the_console_cannot_keep_is_still_acknowledged() -> None:
+    class Broken(DeadLetters):
+        def add(self, raw: bytes) -> Any:
+            raise RuntimeError("a bug")
+
+    book = new_book()
+    book.accepted(batch("b", 1))
+    topics = Subscriptions(book, Broken(None))
+    record = refused(json.dumps({"batch_id": "b"}).encode(), "why")
+    assert topics.on_dead_letter(Event(record)).status.name == "success"  # not delivered again and again
+    assert book.get("b").dead_letter == "why"  # type: ignore[union-attr]
