@@ -21,6 +21,7 @@ from dapr.clients.grpc._request import TransactionalStateOperation, TransactionO
 from dapr.clients.grpc._response import TopicEventResponse
 from dapr.ext.grpc import App
 
+from services.console.dead_letters import DeadLetters
 from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnreadable, read_back
 from services.console.sessions import Sessions
 from services.console.watch import Watcher
@@ -110,11 +111,12 @@ class Jaeger:
 
 
 class Subscriptions:
-    """What the topics tell the book. Every event is acknowledged: one the console cannot read is the
-    workflow's to answer (it dead-letters malformed batches), not the console's to retry."""
+    """What the topics tell the book and the dead letters kept. Every event is acknowledged: one the console cannot
+    read is the workflow's to answer (it dead-letters malformed batches), not the console's to retry."""
 
-    def __init__(self, book: BatchBook) -> None:
+    def __init__(self, book: BatchBook, letters: DeadLetters | None = None) -> None:
         self.book = book
+        self.letters = letters
 
     def on_tasks(self, event) -> TopicEventResponse:  # noqa: ANN001 - dapr.ext.grpc's v1.Event
         try:
@@ -133,6 +135,11 @@ class Subscriptions:
         return TopicEventResponse("success")
 
     def on_dead_letter(self, event) -> TopicEventResponse:  # noqa: ANN001
+        if self.letters is not None:
+            try:
+                self.letters.add(bytes(event.data))  # whatever it holds: it came on the dead-letter topic
+            except Exception:  # a bug here must not make Dapr deliver the record again and again
+                log.exception("could not keep a dead letter")
         try:
             record = events.parse_json(event.data)
         except events.EventError:
@@ -163,9 +170,14 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
         read_back(book)  # before the subscriptions: their events land on the history read
     except HistoryUnreadable as exc:
         raise SystemExit(str(exc)) from exc
+    letters = DeadLetters(ConsoleState(dapr))
+    try:
+        letters.load()  # the store answered the history's read just now
+    except Exception as exc:  # noqa: BLE001 - whatever the sidecar's client raised
+        raise SystemExit(f"the console's dead letters could not be read: {exc}") from exc
     flusher = Flusher(book)
     flusher.start()
-    subscriptions = Subscriptions(book)
+    subscriptions = Subscriptions(book, letters)
     raw = {"rawPayload": "true"}
     app.subscribe(PUBSUB, TASKS_TOPIC, metadata=raw)(subscriptions.on_tasks)
     app.subscribe(PUBSUB, OUTCOMES_TOPIC, metadata=raw)(subscriptions.on_outcome)
@@ -179,10 +191,15 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
                                                              subject=batch.batch_id),
                            data_content_type=events.CLOUDEVENT_CONTENT_TYPE)
 
+    def replay(event: bytes) -> None:
+        # As it is (rawPayload): the refused event again, a CloudEvent or not, for the workflow service to answer.
+        dapr.publish_event(PUBSUB, TASKS_TOPIC, event, data_content_type="application/json",
+                           publish_metadata={"rawPayload": "true"})
+
     hosts = local_hosts(settings.console_port) | set(Settings.comma_list(settings.console_hosts))
     web = create_console(book, watcher, workflow, publish, token=settings.ingest_token,
                          view_token=settings.console_view_token, hosts=hosts, port=settings.console_port,
-                         sessions=Sessions(settings.console_session_ttl_s),
+                         sessions=Sessions(settings.console_session_ttl_s), letters=letters, replay=replay,
                          traces=Jaeger(settings.traces_url) if settings.tracing else None)
     server = uvicorn.Server(uvicorn.Config(web, host=settings.console_host, port=settings.console_port,
                                            log_config=None, access_log=False, timeout_graceful_shutdown=2))

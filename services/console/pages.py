@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -18,10 +19,10 @@ import jinja2
 from jinja2.ext import Extension
 
 from services.console import records
-from services.console.records import STATES, BatchesPage, BatchRow, SpanRow, TaskRow
+from services.console.dead_letters import Letter
+from services.console.records import STATES, BatchesPage, BatchRow, Search, SpanRow, TaskPage, TaskRow
 from services.console.watch import Seen
 
-MAX_TASK_ROWS = 2000  # a batch page lists at most this many tasks (filter by stage for the others)
 CHART_WIDTH, CHART_HEIGHT = 640, 120
 
 
@@ -43,18 +44,39 @@ def when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else ""
 
 
-def query(state: str = "", page: int = 1) -> str:
-    """The batches page's query string: ``?state=...&page=...``, without what is the default."""
-    asked = ([f"state={quote(state, safe='')}"] if state else []) + ([f"page={page}"] if page != 1 else [])
+def query(state: str = "", page: int = 1, q: str = "", since: datetime | None = None,
+          until: datetime | None = None) -> str:
+    """The batches page's query string: ``?state=...&q=...&since=...&until=...&page=...``, without what is the
+    default."""
+    asked = [f"{name}={quote(value, safe=':')}" for name, value in (
+        ("state", state), ("q", q), ("since", iso(since)), ("until", iso(until))) if value]
+    asked += [f"page={page}"] if page != 1 else []
     return "?" + "&".join(asked) if asked else ""
+
+
+def task_query(stage: str = "", page: int = 1) -> str:
+    """A batch page's query string: ``?stage=...&page=...``, without what is the default."""
+    asked = ([f"stage={quote(stage, safe='')}"] if stage else []) + ([f"page={page}"] if page != 1 else [])
+    return "?" + "&".join(asked) if asked else ""
+
+
+def iso(moment: datetime | None) -> str:
+    """A time as ISO 8601 in UTC (``...Z``), as the search form and its links show it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
+
+
+def asked(state: str, search: Search | None) -> dict[str, Any]:
+    """What the batches list was asked for, besides its page: ``query``'s arguments."""
+    search = search or Search()
+    return {"state": state, "q": search.q, "since": search.since, "until": search.until}
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("services.console"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, extensions=[Spaceless])
-    env.filters.update(batch_href=batch_href, when=when, dumps=json.dumps)
-    env.globals.update(query=query, states=STATES, stages=records.stages, steps=records.steps)
+    env.filters.update(batch_href=batch_href, when=when, dumps=json.dumps, iso=iso)
+    env.globals.update(query=query, task_query=task_query, states=STATES, stages=records.stages, steps=records.steps)
     return env
 
 
@@ -104,21 +126,21 @@ def batch_table_body(rows: list[BatchRow]) -> str:
     return render("_batch_rows.html", rows=rows)
 
 
-def pager(shown: BatchesPage, state: str) -> str:
-    return render("_pager.html", shown=shown, state=state)
+def pager(shown: BatchesPage, state: str, search: Search | None = None) -> str:
+    return render("_pager.html", shown=shown, asked=asked(state, search))
 
 
-def batches_page(shown: BatchesPage, state: str, rates: list[tuple[float, float]], stream: str, role: str = "") -> str:
+def batches_page(shown: BatchesPage, state: str, rates: list[tuple[float, float]], stream: str, role: str = "",
+                 search: Search | None = None) -> str:
     return page("batches.html", "Batches", active="batches", stream=stream, role=role, shown=shown, rows=shown.rows,
-                state=state, **chart_points(rates))
+                state=state, asked=asked(state, search), **chart_points(rates))
 
 
 # --- one batch ------------------------------------------------------------------------------------------------
 
 
-def shown_tasks(tasks: list[TaskRow], stage: str) -> list[tuple[int, TaskRow]]:
-    """The rows a batch page lists: (index in the batch, task), of one stage if asked, MAX_TASK_ROWS at most."""
-    return [(i, t) for i, t in enumerate(tasks) if not stage or t.stage == stage][:MAX_TASK_ROWS]
+def task_pager(shown: TaskPage, stage: str) -> str:
+    return render("_task_pager.html", shown=shown, stage=stage)
 
 
 def task_row(index: int, task: TaskRow, rerun: str | None = None) -> str:
@@ -136,15 +158,24 @@ def batch_actions(row: BatchRow | None, can_rerun: bool, can_act: bool = True) -
     return render("_batch_actions.html", row=row, can_rerun=can_rerun, can_act=can_act)
 
 
-def batch_page(batch_id: str, row: BatchRow | None, tasks: list[TaskRow], counts: dict[str, int], stage: str, *,
+def batch_page(batch_id: str, row: BatchRow | None, shown: TaskPage, counts: dict[str, int], stage: str, *,
                can_rerun: bool, trace_url: str | None, stream: str, rerun: str | None,
                details_gone: bool = False, role: str = "act") -> str:
-    """``rerun``: where a failed task's re-run is asked for (None: no re-run buttons, as for a viewer)."""
-    shown = shown_tasks(tasks, stage)
+    """``shown``: the page of its tasks listed. ``rerun``: where a failed task's re-run is asked for (None: no
+    re-run buttons, as for a viewer)."""
     return page("batch.html", f"Batch {batch_id}", active="batches", stream=stream, batch=batch_id, role=role,
-                batch_id=batch_id, row=row, tasks=tasks, shown=shown, hidden=len(tasks) > len(shown), counts=counts,
+                batch_id=batch_id, row=row, shown=shown, counts=counts,
                 stage=stage, can_rerun=can_rerun, can_act=role == "act", trace_url=trace_url, rerun=rerun,
                 details_gone=details_gone)
+
+
+# --- dead letters ----------------------------------------------------------------------------------------------
+
+
+def dead_letters_page(letters: list[Letter], page_number: int, pages: int, can_act: bool, role: str = "") -> str:
+    """A page of the dead letters kept, newest first; a Replay button on each for an operator's sign-in."""
+    return page("dead_letters.html", "Dead letters", active="dead letters", role=role, letters=letters,
+                page=page_number, pages=pages, can_act=can_act)
 
 
 # --- scorers, signing in, traces --------------------------------------------------------------------------------

@@ -1,15 +1,16 @@
 """The console's parts, handed to every router (``routes``): what it remembers, what it watches, its ways out.
 
-``Workflow`` and ``publish`` are the two ways out (the workflow app's console methods, and the ``tasks`` topic),
-both through the console's sidecar in ``app``; tests pass fakes.
+``Workflow`` and ``publish`` (with ``replay``, the raw form of it) are the ways out (the workflow app's console methods,
+and the ``tasks`` topic), all through the console's sidecar in ``app``; tests pass fakes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from services.console.dead_letters import DeadLetters
 from services.console.history import BatchBook
 from services.console.sessions import Credentials, Sessions, SignInCodes
 from services.console.watch import Watcher
@@ -25,6 +26,8 @@ class Workflow(Protocol):
 
 
 Publish = Callable[[TaskBatch], None]
+# Bytes published on ``tasks`` as they are (Dapr's rawPayload): a dead letter's refused event, replayed.
+PublishRaw = Callable[[bytes], None]
 
 
 class Traces(Protocol):
@@ -46,4 +49,7 @@ class Parts:
     sessions: Sessions  # the signed-in browsers
     codes: SignInCodes  # the one-time sign-in links not used yet
     cookie: str  # the session cookie's name
+    # The newest records on ``tasks-deadletter`` (memory only, unless the console hands its own).
+    dead_letters: DeadLetters = field(default_factory=lambda: DeadLetters(None))
+    replay: PublishRaw | None = None  # None: no way to publish a dead letter again
     traces: Traces | None = None  # None: tracing is off

@@ -14,6 +14,7 @@ import secrets
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from services.console.history import Summary
@@ -36,6 +37,11 @@ def stages() -> tuple[str, ...]:
 STATES = ("queued", "running", "finished", "failed", "dead-lettered", "accepted")
 MAX_BATCH_ID = 128
 ROWS_PER_PAGE = 100
+TASK_ROWS_PER_PAGE = 1000  # a batch's tasks, a page at a time: a 10,000-task batch in ten pages
+MAX_TIME_CHARS = 40  # an ISO 8601 time asked for (since=, until=) is at most this long
+# Its shape, checked before datetime.fromisoformat, which takes more (any separator, other digits).
+ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,6})?)?"
+                      r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?)?")
 
 
 @dataclass
@@ -139,6 +145,39 @@ def running_row(entry: RunningBatch) -> BatchRow:
                     done=entry.done, completed=entry.completed, rejected=entry.rejected, failed=entry.failed)
 
 
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (one without a zone is UTC); None if it is not one."""
+    if not text or len(text) > MAX_TIME_CHARS or not ISO_TIME.fullmatch(text):
+        return None
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the batches list is narrowed to, besides its state: a batch id or its beginning (``q``), and a time
+    range on the batch's start (``since`` included, ``until`` excluded)."""
+
+    q: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.q or self.since or self.until)
+
+    def matches(self, row: BatchRow) -> bool:
+        if not row.batch_id.startswith(self.q):
+            return False
+        if self.since is None and self.until is None:
+            return True
+        started = parse_time(row.started_at)
+        return started is not None and (self.since is None or started >= self.since) and (
+            self.until is None or started < self.until)
+
+
 @dataclass
 class BatchesPage:
     rows: list[BatchRow]
@@ -147,10 +186,11 @@ class BatchesPage:
 
 
 def batches_page(recent: list[Summary], now: BatchesNow, state: str = "", page: int = 1,
-                 per_page: int = ROWS_PER_PAGE) -> BatchesPage | None:
-    """Page ``page`` of every batch, of one state if asked: running and queued ones as the workflow app says
-    (``console-batches``), then the others as the book has them (``recent``: newest first). None when there is
-    no such page."""
+                 per_page: int = ROWS_PER_PAGE, search: Search | None = None) -> BatchesPage | None:
+    """Page ``page`` of every batch, of one state if asked (and those ``search`` finds): running and queued ones
+    as the workflow app says (``console-batches``), then the others as the book has them (``recent``: newest
+    first). None when there is no such page."""
+    search = search or Search()
     live: dict[str, BatchRow] = {}
     for queued in now.queued:
         live[queued.batch_id] = BatchRow(batch_id=queued.batch_id, state="queued", total=queued.total,
@@ -163,9 +203,9 @@ def batches_page(recent: list[Summary], now: BatchesNow, state: str = "", page: 
             live.pop(summary.batch_id, None)  # published: the ledger may not have caught up yet
         if summary.batch_id in live:
             live[summary.batch_id].rerun_of = summary.rerun_of
-        elif not state or summary_state(summary) == state:
+        elif (not state or summary_state(summary) == state) and (not search or search.matches(summary_row(summary))):
             others.append(summary)  # seen on `tasks`, not (yet, or any more) in the ledger
-    first = sorted((r for r in live.values() if not state or r.state == state),
+    first = sorted((r for r in live.values() if (not state or r.state == state) and search.matches(r)),
                    key=lambda r: (r.state != "running", r.position or 0, r.started_at or ""))
     pages = max(1, -(-(len(first) + len(others)) // per_page))
     if not 1 <= page <= pages:
@@ -233,6 +273,29 @@ def task_rows(summary: Summary | None, tasks: list[Task] | None, results: list[T
         rows.append(TaskRow(task_id=task_id, stage=now.stage, title=titles.get(task_id, ""), score=now.score,
                             tags=list(now.tags), issues=list(now.issues), error=now.error))
     return rows
+
+
+@dataclass
+class TaskPage:
+    """A page of a batch's task rows: (index in the batch, task), of one stage if asked."""
+
+    rows: list[tuple[int, TaskRow]]
+    page: int  # from 1
+    pages: int  # at least 1, even with no rows
+    matching: int  # the tasks of the stage asked for (all of them, if none is)
+    per_page: int = TASK_ROWS_PER_PAGE
+
+
+def task_page(tasks: list[TaskRow], stage: str = "", page: int = 1,
+              per_page: int = TASK_ROWS_PER_PAGE) -> TaskPage | None:
+    """Page ``page`` of a batch's tasks, of one stage if asked; None when there is no such page."""
+    matching = [(i, t) for i, t in enumerate(tasks) if not stage or t.stage == stage]
+    pages = max(1, -(-len(matching) // per_page))
+    if not 1 <= page <= pages:
+        return None
+    start = (page - 1) * per_page
+    return TaskPage(rows=matching[start:start + per_page], page=page, pages=pages, matching=len(matching),
+                    per_page=per_page)
 
 
 def stage_counts(rows: list[TaskRow]) -> dict[str, int]:

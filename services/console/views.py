@@ -16,13 +16,20 @@ from services.console import pages
 from services.console.history import Summary
 from services.console.parts import Parts
 from services.console.records import (
+    MAX_BATCH_ID,
+    MAX_TIME_CHARS,
     STATES,
     BatchesPage,
     BatchRow,
+    Search,
+    TaskPage,
     TaskRow,
     batch_row,
     batches_page,
+    parse_time,
     stage_counts,
+    stages,
+    task_page,
     task_rows,
 )
 from taskfan.contracts import Task, TaskResult
@@ -31,21 +38,72 @@ from taskfan.http_doors import error
 log = logging.getLogger(__name__)
 
 PAGE_NUMBER = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits only (int() would take "٣" and " 3")
+ID_PREFIX = re.compile(rf"[A-Za-z0-9._:-]{{0,{MAX_BATCH_ID}}}")  # what a batch id may begin with (BATCH_ID_PATTERN)
+TIME_HINT = "an ISO 8601 time on the batch's start, such as 2026-12-02T15:00:00Z"
 
 
-def listed(parts: Parts, state: str, page: int) -> BatchesPage | None:
-    return batches_page(parts.book.recent(), parts.watcher.now().answer, state, page)
+def listed(parts: Parts, state: str, page: int, search: Search | None = None) -> BatchesPage | None:
+    return batches_page(parts.book.recent(), parts.watcher.now().answer, state, page, search=search)
 
 
-def chosen(parts: Parts, state: str, page: str) -> BatchesPage | Response:
-    """The page of batches asked for, or the answer to a bad question."""
+def page_number(page: str) -> int:
+    """The page number asked for; 0 when it is not a whole number from 1."""
+    return int(page) if PAGE_NUMBER.fullmatch(page) else 0
+
+
+def shown_text(text: str) -> str:
+    """What was asked, quoted in an error: cut short, whatever is not Unicode text escaped."""
+    return repr(text[:40].encode("utf-8", "backslashreplace").decode("utf-8")) + ("..." if len(text) > 40 else "")
+
+
+def search_of(q: str = "", since: str = "", until: str = "") -> Search | Response:
+    """The batches list's search (a batch id or its beginning, a time range on its start), or the answer to a bad
+    question about it."""
+    if not ID_PREFIX.fullmatch(q):
+        return error(400, f"q is a batch id or its beginning: up to {MAX_BATCH_ID} of A-Z a-z 0-9 . _ : -, "
+                          f"got {shown_text(q)}")
+    times = {}
+    for name, text in (("since", since), ("until", until)):
+        times[name] = parse_time(text) if text else None
+        if text and times[name] is None:
+            return error(400, f"{name} is {TIME_HINT} (at most {MAX_TIME_CHARS} characters), got {shown_text(text)}")
+    if times["since"] and times["until"] and times["since"] >= times["until"]:
+        return error(400, "since is before until: the range holds no time")
+    return Search(q=q, since=times["since"], until=times["until"])
+
+
+def chosen(parts: Parts, state: str, page: str, q: str = "", since: str = "",
+           until: str = "") -> tuple[BatchesPage, Search] | Response:
+    """The page of batches asked for and the search that found them, or the answer to a bad question."""
     if state and state not in STATES:
         return error(400, f"state is one of {', '.join(STATES)}")
-    number = int(page) if PAGE_NUMBER.fullmatch(page) else 0
-    found = listed(parts, state, number) if number else None
+    search = search_of(q, since, until)
+    if isinstance(search, Response):
+        return search
+    number = page_number(page)
+    found = listed(parts, state, number, search) if number else None
     if found is None:
-        last = listed(parts, state, 1).pages  # type: ignore[union-attr] - page 1 always exists
+        last = listed(parts, state, 1, search).pages  # type: ignore[union-attr] - page 1 always exists
         return error(400, f"page is a whole number from 1 to {last}, got {page[:20]!r}")
+    return found, search
+
+
+def stage_asked(stage: str) -> Response | None:
+    """The answer to a stage that is none (None: it is one, or none was asked for)."""
+    if stage and stage not in stages():
+        return error(400, f"stage is one of {', '.join(stages())}, got {shown_text(stage)}")
+    return None
+
+
+def tasks_shown(tasks: list[TaskRow], stage: str, page: str) -> TaskPage | Response:
+    """The page of a batch's tasks asked for (of one stage if asked), or the answer to a bad question."""
+    if (refusal := stage_asked(stage)) is not None:
+        return refusal
+    number = page_number(page)
+    found = task_page(tasks, stage, number) if number else None
+    if found is None:
+        last = task_page(tasks, stage).pages  # type: ignore[union-attr] - page 1 always exists
+        return error(400, f"page is a whole number from 1 to {last}, got {shown_text(page)}")
     return found
 
 

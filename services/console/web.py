@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.console.dead_letters import DeadLetters
 from services.console.history import BatchBook
-from services.console.parts import Parts, Publish, Traces, Workflow
-from services.console.routes import actions, api, batches, live, scorers, signin
+from services.console.parts import Parts, Publish, PublishRaw, Traces, Workflow
+from services.console.routes import actions, api, batches, dead_letters, live, scorers, signin
 from services.console.routes import traces as trace_pages
 from services.console.sessions import Credentials, Sessions, SignInCodes
 from services.console.shield import Receive, Scope, Send, shielded
@@ -30,16 +31,18 @@ class ConsoleApp(FastAPI):
 
 def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publish: Publish, *, token: str,
                    hosts: set[str], view_token: str = "", port: int = 8090, traces: Traces | None = None,
-                   sessions: Sessions | None = None, codes: SignInCodes | None = None) -> FastAPI:
+                   sessions: Sessions | None = None, codes: SignInCodes | None = None,
+                   letters: DeadLetters | None = None, replay: PublishRaw | None = None) -> FastAPI:
     """The console's web app. ``token`` is the operator's credential (the stack's ingest token), ``view_token`` the
-    viewer's; ``port`` names its session cookie."""
+    viewer's; ``port`` names its session cookie. ``letters``: the dead letters kept, ``replay`` publishes one again."""
     parts = Parts(book=book, watcher=watcher, workflow=workflow, publish=publish, traces=traces,
+                  dead_letters=DeadLetters(None) if letters is None else letters, replay=replay,
                   doors=Doors(token, hosts), credentials=Credentials(token, view_token),
                   sessions=Sessions(Settings.console_session_ttl_s) if sessions is None else sessions,
                   codes=SignInCodes() if codes is None else codes,
                   cookie=signin.cookie_name(port))
     app = ConsoleApp(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(signin.guard(parts))
-    for area in (signin, batches, actions, trace_pages, scorers, api, live):
+    for area in (signin, batches, actions, trace_pages, scorers, dead_letters, api, live):
         app.include_router(area.router(parts))
     return app

@@ -2,8 +2,8 @@
 
 Signs in with the one-time link `taskfan console --role act` prints; watches a batch published by curl's way
 (ingest's API) reach 100 % on the batches page without a reload; opens it and sees each task's final stage as
-the outcome on the wire says; terminates a running batch from its page; re-runs failed tasks; reads the scorers
-page; follows a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
+the outcome on the wire says (1,000 tasks a page); terminates a running batch from its page; re-runs failed tasks;
+reads the scorers page; follows a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
 Screenshots of every page go to .taskfan/e2e/screenshots/.
 """
 
@@ -20,6 +20,7 @@ import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from services.console.history import FLUSH_INTERVAL_S
+from services.console.records import TASK_ROWS_PER_PAGE
 from taskfan.settings import Settings
 from taskfan.stack import Stack
 
@@ -91,8 +92,12 @@ def test_a_batch_reaches_100_percent_live_and_its_page_shows_each_tasks_final_st
 
     row.locator("a").first.click()
     expect(page.locator("h1")).to_have_text(f"Batch {batch_id}")
-    stages = page.locator("#tasks tr").evaluate_all(
-        "rows => rows.map(r => [r.dataset.task, r.dataset.stage])")
+    rows = "rows => rows.map(r => [r.dataset.task, r.dataset.stage])"
+    stages = page.locator("#tasks tr").evaluate_all(rows)
+    assert len(stages) == TASK_ROWS_PER_PAGE  # 1,000 a page: the others on the next
+    page.locator("#task-pager").get_by_role("link", name="next").click()
+    expect(page.locator("#tasks tr")).to_have_count(1500 - TASK_ROWS_PER_PAGE)
+    stages += page.locator("#tasks tr").evaluate_all(rows)
     assert stages == [[r["task_id"], STAGE_OF_STATUS[r["status"]]] for r in outcome["results"]]
     failed = outcome["failed"]
     assert failed > 0 and outcome["rejected"] > 0

@@ -11,7 +11,8 @@ import pytest
 
 from taskfan import stack_secrets
 
-from .helpers import REPO_ROOT, lesson_tasks, post_batch, wait_for, wait_outcome
+from .conftest import E2E_SCORERS
+from .helpers import REPO_ROOT, frozen, lesson_tasks, post_batch, wait_for, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -40,14 +41,16 @@ def test_an_operator_lists_shows_reruns_and_terminates_batches_from_the_cli(stac
     assert refused.returncode == 1 and "not terminated" in refused.stderr, refused
 
     running = f"{batch_id}-big"
-    post_batch(settings, {"batch_id": running, "tasks": lesson_tasks(running, 4000)})
-    viewer = stack_secrets.load(stack.run_dir).console_view_token
-    wait_for(lambda: batches("show", running).stdout.startswith("TASK_ID") or None, "the big batch known", 60)
-    as_viewer = batches("terminate", running, env={"TASKFAN_TOKEN": viewer})
-    assert as_viewer.returncode == 1 and "act" in as_viewer.stderr, as_viewer
-    terminated = wait_for(lambda: (t := batches("terminate", running)).returncode == 0 and t, "terminate", 60)
-    assert "terminated" in terminated.stdout
-    outcome = wait_outcome(redis_client, running, timeout=180)
+    # Hung scorers keep it running while the CLI terminates it (three scorers finish 4,000 tasks in seconds).
+    with frozen(stack, [f"scorer-{i}" for i in range(E2E_SCORERS)]):
+        post_batch(settings, {"batch_id": running, "tasks": lesson_tasks(running, 4000)})
+        viewer = stack_secrets.load(stack.run_dir).console_view_token
+        wait_for(lambda: batches("show", running).stdout.startswith("TASK_ID") or None, "the big batch known", 60)
+        as_viewer = batches("terminate", running, env={"TASKFAN_TOKEN": viewer})
+        assert as_viewer.returncode == 1 and "act" in as_viewer.stderr, as_viewer
+        terminated = wait_for(lambda: (t := batches("terminate", running)).returncode == 0 and t, "terminate", 60)
+        assert "terminated" in terminated.stdout
+        outcome = wait_outcome(redis_client, running, timeout=180)
     assert outcome["failed"] > 0 and outcome["completed"] + outcome["rejected"] + outcome["failed"] == 4000
 
 

@@ -256,7 +256,8 @@ def test_the_pages_have_no_inline_script_or_style_for_the_policy_to_refuse() -> 
     client = new_console()
     pages_html = {"login": client.get("/login").text}
     sign_in(client, "act")
-    pages_html |= {path: client.get(path).text for path in ("/", "/batches/done", "/batches/running", "/scorers")}
+    pages_html |= {path: client.get(path).text for path in ("/", "/batches/done", "/batches/running", "/scorers",
+                                                                "/dead-letters")}
     for path, html in pages_html.items():
         assert "<style" not in html and " style=" not in html and "<script>" not in html, path
         assert html.count("<script") == 1 and '<script src="/static/console.js"></script>' in html, path

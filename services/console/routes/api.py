@@ -18,23 +18,30 @@ def router(parts: Parts) -> APIRouter:
     watcher = parts.watcher
 
     @routes.get("/batches")
-    async def batches_json(state: str = "", page: str = "1") -> Response:
-        found = views.chosen(parts, state, page)
-        if isinstance(found, Response):
-            return found
+    async def batches_json(state: str = "", page: str = "1", q: str = "", since: str = "", until: str = "") -> Response:
+        asked = views.chosen(parts, state, page, q, since, until)
+        if isinstance(asked, Response):
+            return asked
+        found, _ = asked
         return JSONResponse({"batches": [r.as_dict() for r in found.rows], "page": found.page, "pages": found.pages,
                              "error": watcher.error})
 
     @routes.get("/batches/{batch_id}")
-    async def batch_json(batch_id: str) -> Response:
+    async def batch_json(batch_id: str, stage: str = "", page: str = "1") -> Response:
+        if (refusal := views.stage_asked(stage)) is not None:
+            return refusal
         view = await views.batch_view(parts, batch_id)
         if view.row is None:
             return error(404, f"no batch {batch_id!r} is known to the console or the workflow app")
+        shown = views.tasks_shown(view.tasks, stage, page)
+        if isinstance(shown, Response):
+            return shown
         summary = parts.book.get(batch_id)
         traces = parts.traces
         trace = traces.url(summary.trace_id) if traces is not None and summary and summary.trace_id else None
         return JSONResponse({"batch": view.row.as_dict(), "stages": view.counts,
-                             "tasks": [t.as_dict() for t in view.tasks], "trace": trace,
+                             "tasks": [t.as_dict() for _, t in shown.rows], "page": shown.page, "pages": shown.pages,
+                             "tasks_matching": shown.matching, "trace": trace,
                              "details_kept": not views.details_gone(parts, batch_id)})
 
     @routes.get("/scorers")

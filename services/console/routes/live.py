@@ -16,8 +16,9 @@ from fastapi.responses import Response, StreamingResponse
 
 from services.console import pages, views
 from services.console.parts import Parts
-from services.console.records import BatchesPage
+from services.console.records import BatchesPage, TaskPage, task_page
 from services.console.routes.signin import may_act
+from taskfan.http_doors import error
 
 STREAM_INTERVAL_S = 1.0
 KEEPALIVE_S = 15.0
@@ -71,33 +72,43 @@ def router(parts: Parts) -> APIRouter:
         return pages.throughput_chart(parts.watcher.throughput.rates())
 
     @routes.get("/batches")
-    async def batches_events(request: Request, state: str = "", page: str = "1") -> Response:
-        asked = views.chosen(parts, state, page)
+    async def batches_events(request: Request, state: str = "", page: str = "1", q: str = "", since: str = "",
+                             until: str = "") -> Response:
+        asked = views.chosen(parts, state, page, q, since, until)
         if isinstance(asked, Response):
             return asked
+        first, search = asked
 
         async def update() -> dict[str, Any]:
             # The page asked for may since have gone (batches left the history, a filter's rows ended): empty.
-            now = views.listed(parts, state, asked.page) or BatchesPage(rows=[], page=asked.page, pages=asked.pages)
-            return {"parts": {"rows": pages.batch_table_body(now.rows), "pager": pages.pager(now, state),
+            now = views.listed(parts, state, first.page, search) or BatchesPage(rows=[], page=first.page,
+                                                                                 pages=first.pages)
+            return {"parts": {"rows": pages.batch_table_body(now.rows), "pager": pages.pager(now, state, search),
                               "chart": chart()}}
 
         return stream(request, update)
 
     @routes.get("/batches/{batch_id}")
-    async def batch_events(request: Request, batch_id: str, stage: str = "") -> StreamingResponse:
+    async def batch_events(request: Request, batch_id: str, stage: str = "", page: str = "1") -> Response:
+        if (refusal := views.stage_asked(stage)) is not None:
+            return refusal
+        number = views.page_number(page)
+        if not number:
+            return error(400, f"page is a whole number from 1, got {views.shown_text(page)}")
         sent = TaskRowsSent()
         can_act = may_act(request)  # a viewer's page gets no buttons
 
         async def update() -> dict[str, Any]:
             view = await views.batch_view(parts, batch_id)
             rerun = views.rerun_action(batch_id) if view.rerunnable and can_act else None
-            shown = pages.shown_tasks(view.tasks, stage)
+            # The page asked for may have no rows (yet: the batch's tasks are not known; or no more).
+            shown = task_page(view.tasks, stage, number) or TaskPage(rows=[], page=number, pages=number, matching=0)
             summary = pages.batch_summary(view.row, view.counts, views.trace_url(parts, batch_id),
                                           views.details_gone(parts, batch_id))
-            page_parts = {"summary": summary, "actions": pages.batch_actions(view.row, view.can_rerun, can_act)}
-            rows = sent.changes([task.task_id for _, task in shown],
-                                {i: pages.task_row(i, task, rerun) for i, task in shown})
+            page_parts = {"summary": summary, "actions": pages.batch_actions(view.row, view.can_rerun, can_act),
+                          "task-pager": pages.task_pager(shown, stage)}
+            rows = sent.changes([task.task_id for _, task in shown.rows],
+                                {i: pages.task_row(i, task, rerun) for i, task in shown.rows})
             if isinstance(rows, str):  # the table's body, whole
                 return {"parts": {**page_parts, "tasks": rows}}
             return {"parts": page_parts, "tasks": rows}

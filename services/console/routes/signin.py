@@ -80,8 +80,8 @@ def guard(parts: Parts) -> Guard:
                 return error(403, f"actions come from the console's page (header {ACTION_HEADER}: 1) or carry a "
                                   "credential as `Authorization: Bearer`")
             if not may_act(request):
-                return error(403, "you signed in to look, not to act: terminating and re-running need the operator's "
-                                  "sign-in (`taskfan console --role act`)")
+                return error(403, "you signed in to look, not to act: terminating, re-running and replaying need the "
+                                  "operator's sign-in (`taskfan console --role act`)")
         return await call_next(request)
 
     return doors_middleware

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -36,8 +36,13 @@ def add_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparser
     listing = actions.add_parser("list", help="running and queued batches first, then the others, newest first")
     listing.add_argument("--state", choices=STATES, help="only batches in this state")
     listing.add_argument("--page", type=int, default=1, help="page of 100 (default 1)")
-    show = actions.add_parser("show", help="one batch: its state, counts and each task's stage")
+    listing.add_argument("--id", dest="q", help="only batches whose id is this or begins with it")
+    listing.add_argument("--since", help="only batches started at or after this ISO 8601 time")
+    listing.add_argument("--until", help="only batches started before this ISO 8601 time")
+    show = actions.add_parser("show", help="one batch: its state, counts and each task's stage (1000 a page)")
     show.add_argument("batch_id")
+    show.add_argument("--page", type=int, default=1, help="page of 1000 tasks (default 1)")
+    show.add_argument("--stage", help="only its tasks at this stage (waiting, a step, done, rejected, failed)")
     terminate = actions.add_parser("terminate", help="terminate a running batch (its unfinished tasks fail)")
     terminate.add_argument("batch_id")
     rerun = actions.add_parser("rerun", help="publish a finished batch again, as a new batch")
@@ -73,15 +78,19 @@ def cmd_batches(args: argparse.Namespace) -> int:
     token = current.taskfan_token or (
         current.ingest_token if acting else (current.console_view_token or current.ingest_token))
     console = Console(args.console or current.console_url or run_file().console_url(), token)
+    if args.action in ("list", "show") and args.page < 1:
+        raise CliError("--page is a whole number from 1", EXIT_BAD_INPUT)
     if args.action == "list":
-        if args.page < 1:
-            raise CliError("--page is a whole number from 1", EXIT_BAD_INPUT)
-        said = console.ask("GET", f"/api/batches?page={args.page}" + (f"&state={args.state}" if args.state else ""))
+        asked = {"page": args.page, "state": args.state, "q": args.q, "since": args.since, "until": args.until}
+        said = console.ask("GET", "/api/batches?" + urlencode({k: v for k, v in asked.items() if v}))
         rows, note = said["batches"], f"page {said['page']} of {said['pages']}"
         columns = LIST_COLUMNS
     elif args.action == "show":
-        said = console.ask("GET", f"/api/batches/{quote(args.batch_id, safe='')}")
-        rows, note = said["tasks"], _summary(said["batch"])
+        asked = {"page": args.page, "stage": args.stage}
+        said = console.ask("GET", f"/api/batches/{quote(args.batch_id, safe='')}?" + urlencode(
+            {k: v for k, v in asked.items() if v}))
+        rows = said["tasks"]
+        note = _summary(said["batch"]) + f"; tasks page {said['page']} of {said['pages']}"
         columns = TASK_COLUMNS
     else:
         path = f"/batches/{quote(args.batch_id, safe='')}/{args.action}"

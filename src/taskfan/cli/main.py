@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from taskfan.cli import batches
+from taskfan.cli import batches, dead_letters
 from taskfan.cli.common import CliError
 from taskfan.cli.console import ROLES, cmd_console
 from taskfan.cli.local_stack import cmd_stack
@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     batches.add_parser(sub)
+    dead_letters.add_parser(sub)
 
     con = sub.add_parser("console", help="print a one-time sign-in link to the web console of the running stack")
     con.add_argument("--open", action="store_true", help="and open it in a browser")
