@@ -271,6 +271,8 @@ if wants taskfan; then
     rm -rf "$work"/app-*
     phase "Taskfan's code into the venv (src/taskfan, services)" make_app
   fi
+  # Readable by the image's non-root user whatever changed the tree's modes since it was made.
+  chmod -R u=rwX,go=rX "$app"
   # With the virtualenv's drift from the lock, the image would not run what the tests ran.
   if [[ -x $root/.venv/bin/python ]]; then
     drift=$("$root/.venv/bin/python" - "$lock" <<'EOF'

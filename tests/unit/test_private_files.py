@@ -38,6 +38,10 @@ def test_a_run_folder_from_before_is_mended_and_links_are_not_followed(tmp_path)
     cluster = run / "k8s"
     cluster.mkdir(mode=0o755)
     cluster.chmod(0o755)
+    image_tree = run / "images" / "work" / "app-1" / "site.py"  # read by an image's non-root user
+    image_tree.parent.mkdir(parents=True)
+    image_tree.write_text("")
+    image_tree.chmod(0o644)
 
     changed, not_ours = private_files.make_private(run)
 
@@ -46,6 +50,7 @@ def test_a_run_folder_from_before_is_mended_and_links_are_not_followed(tmp_path)
     assert (mode(run), mode(run / "redis"), mode(aof), mode(tool)) == (0o700, 0o700, 0o600, 0o700)
     assert mode(outside) == 0o644  # a link's target is not the run folder's
     assert mode(cluster) == 0o755  # the cluster's state keeps its own modes
+    assert mode(image_tree) == 0o644  # so do the images' trees: make test packed them unreadable once
     assert private_files.exposed(run) == []
     assert private_files.make_private(run) == ([], [])  # nothing left to change
 
@@ -115,11 +120,11 @@ def test_the_install_scripts_logs_are_owner_only_and_their_umask_is_left_alone(t
 def test_another_users_file_inside_is_left_and_named_but_another_users_run_folder_stops_the_start(tmp_path,
                                                                                                  monkeypatch):
     run = tmp_path / "run"
-    (run / "images").mkdir(parents=True)
+    (run / "grants").mkdir(parents=True)
     run.chmod(0o755)
-    (run / "images").chmod(0o755)
+    (run / "grants").chmod(0o755)
     chmod = os.chmod
-    theirs = {run / "images"}
+    theirs = {run / "grants"}
 
     def as_another_user(path, mode, **kwargs):
         if Path(path) in theirs:
@@ -127,7 +132,7 @@ def test_another_users_file_inside_is_left_and_named_but_another_users_run_folde
         chmod(path, mode, **kwargs)
 
     monkeypatch.setattr(private_files.os, "chmod", as_another_user)
-    assert private_files.make_private(run) == ([run], [run / "images"])
+    assert private_files.make_private(run) == ([run], [run / "grants"])
     run.chmod(0o755)
     theirs.add(run)
     with pytest.raises(private_files.NotPrivate, match="is not this user's"):

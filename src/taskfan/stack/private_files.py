@@ -18,9 +18,10 @@ from pathlib import Path
 UMASK = 0o077
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
-# Beside the local stack's files in the default run folder, not the stack's: the Kubernetes cluster's state
-# (deploy/k8s/cluster.sh, with modes of its own, possibly in use by a running cluster) is left as it is.
-NOT_THE_STACKS = frozenset({"k8s"})
+# Beside the local stack's files in the default run folder, not the stack's, left as they are: the Kubernetes
+# cluster's state (deploy/k8s/cluster.sh, with modes of its own, possibly in use by a running cluster) and the
+# images' trees (deploy/images/build.sh: what they hold is read by the containers' non-root user).
+NOT_THE_STACKS = frozenset({"k8s", "images"})
 
 
 class NotPrivate(OSError):
