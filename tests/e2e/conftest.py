@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
+from playwright.sync_api import Browser, sync_playwright
 
 from taskfan import runfile, stack_secrets
 from taskfan.settings import Settings
@@ -71,3 +73,15 @@ def batch_id(request: pytest.FixtureRequest) -> str:
     return f"e2e-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
 
 
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, installed like redis-server (make test installs it in the background meanwhile)."""
+    done = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "install-chromium.sh")], capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=done.stdout.split()[-1], args=["--no-sandbox"])
+        yield browser
+        browser.close()

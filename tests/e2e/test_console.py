@@ -9,7 +9,6 @@ Screenshots of every page go to .taskfan/e2e/screenshots/.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from services.console.history import FLUSH_INTERVAL_S
 from services.console.records import TASK_ROWS_PER_PAGE
@@ -25,24 +24,12 @@ from taskfan.settings import Settings
 from taskfan.stack import Stack
 
 from .conftest import E2E_RUN_DIR, E2E_SCORERS, FAIL_PATTERN
-from .helpers import REPO_ROOT, cli, frozen, ingest_auth, lesson_tasks, post_batch, wait_for, wait_outcome
+from .helpers import cli, frozen, ingest_auth, lesson_tasks, post_batch, wait_for, wait_outcome
 
 pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = E2E_RUN_DIR / "screenshots"
 STAGE_OF_STATUS = {"completed": "done", "rejected": "rejected", "failed": "failed"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # Debian's chromium, installed like redis-server (make test installs it in the background meanwhile).
-    done = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "install-chromium.sh")], capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=done.stdout.split()[-1], args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

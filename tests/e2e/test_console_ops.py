@@ -7,7 +7,6 @@ from the page (refused again, with its reason: a new dead letter), a refused bat
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from services.console.records import TASK_ROWS_PER_PAGE
 from taskfan import events
@@ -25,20 +24,9 @@ from taskfan.settings import Settings
 from taskfan.stack import Stack
 from taskfan.stack.drill import restart
 
-from .helpers import REPO_ROOT, cli, ingest_auth, lesson_tasks, post_batch, wait_for, wait_outcome
+from .helpers import cli, ingest_auth, lesson_tasks, post_batch, wait_for, wait_outcome
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    done = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "install-chromium.sh")], capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=done.stdout.split()[-1], args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from bench.soak import shift_run_file
 from taskfan import runfile, stack_secrets
@@ -93,17 +93,6 @@ def own_stack() -> Iterator[OwnStack]:
     finally:
         down = taskfan("stack", "down", env=env, timeout=300)
         assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    done = subprocess.run(["bash", str(REPO_ROOT / "deploy" / "install-chromium.sh")], capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=done.stdout.split()[-1], args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 class Neighbour:
