@@ -103,10 +103,14 @@ class AppTokenInterceptor(grpc.ServerInterceptor):
 
 def create_app(threads: int, app_token: str = "") -> App:
     # With any server argument given, App ignores max_grpc_message_length: the limits go in options.
-    return App(thread_pool=futures.ThreadPoolExecutor(max_workers=threads),
-               interceptors=[AppTokenInterceptor(app_token)] if app_token else [],
-               options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+    app = App(thread_pool=futures.ThreadPoolExecutor(max_workers=threads),
+              interceptors=[AppTokenInterceptor(app_token)] if app_token else [],
+              options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                       ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+    # Answered by a thread of the pool, like any call: when all of them are stuck, the probe
+    # (taskfan.probe, the chart's liveness probe) gets no answer and the container is restarted.
+    app.register_health_check(lambda: None)
+    return app
 
 
 Configure = Callable[[App, Settings], Callable[[], None] | None]

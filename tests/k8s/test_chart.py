@@ -176,3 +176,33 @@ def test_the_helm_test_pod_asks_both_doors_by_their_host_names(helm: Path) -> No
     pod = by_kind["Pod"]
     assert pod["spec"]["containers"][0]["command"][-2:] == [
         f"taskfan-ingest.{NAMESPACE}.svc:8080", f"taskfan-console.{NAMESPACE}.svc:8090"]
+
+
+def test_every_deployment_is_probed_spread_and_has_a_disruption_budget(helm: Path, all_on: Path) -> None:
+    for args in ((), ("-f", all_on)):
+        objects = render(helm, "taskfan", *args)
+        found = deployments(objects)
+        budgets = {o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]: o["spec"] for o in objects
+                   if o["kind"] == "PodDisruptionBudget"}
+        assert set(budgets) == set(found) == set(APPS)
+        assert all(spec == {**spec, "maxUnavailable": 1} for spec in budgets.values())
+        for name, deployment in found.items():
+            pod = deployment["spec"]["template"]
+            container = pod["spec"]["containers"][0]
+            startup, liveness = container["startupProbe"], container["livenessProbe"]
+            if name in ("ingest", "console"):  # by their /healthz, naming them in Host as clients must
+                assert startup["httpGet"] == liveness["httpGet"] == container["readinessProbe"]["httpGet"], name
+                assert liveness["httpGet"]["path"] == "/healthz"
+            else:  # listening on 127.0.0.1 only: probed from inside the container
+                assert startup["exec"] == liveness["exec"] == {"command": ["python3", "-m", "taskfan.probe"]}, name
+            assert liveness["failureThreshold"] * liveness["periodSeconds"] == 60, name
+            annotations = pod["metadata"]["annotations"]
+            assert (annotations["dapr.io/sidecar-cpu-request"], annotations["dapr.io/sidecar-memory-limit"]) == (
+                "50m", "512Mi"), name
+            spread = pod["spec"]["topologySpreadConstraints"]
+            assert spread[0]["topologyKey"] == "kubernetes.io/hostname", name
+            assert spread[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == name
+        assert found["ingest"]["spec"]["replicas"] == 2
+    off = render(helm, "taskfan", "--set", "podDisruptionBudget.enabled=false", "--set", "topologySpread=false")
+    assert "PodDisruptionBudget" not in {o["kind"] for o in off}
+    assert not any("topologySpreadConstraints" in d["spec"]["template"]["spec"] for d in deployments(off).values())

@@ -9,13 +9,17 @@ scorer does 40 tasks/s and a 2,000-task batch lasts long enough for the autoscal
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -342,6 +346,19 @@ def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> No
              "the console's poll of the workflow app to answer", timeout=90, every=2)
 
     # From a browser on the host, as the README says: port-forward to 127.0.0.1:8090 and the sign-in link.
+    with console_on_host(taskfan) as forwarded, httpx.Client(base_url=forwarded, timeout=30,
+                                                             follow_redirects=True) as browser:
+        # The one-time link `taskfan console` asks for (the token in a header), exchanged for a session.
+        link = browser.post("/login/code", json={"role": "view"},
+                            headers={"Authorization": f"Bearer {taskfan.ingest_token}"}).json()["link"]
+        assert browser.get(link).status_code == 200  # sets the session cookie
+        assert browser.get(f"/api/batches/{batch_id}").json()["batch"]["completed"] == 150
+
+
+@contextlib.contextmanager
+def console_on_host(taskfan: Taskfan) -> Iterator[str]:
+    """The console Service at http://127.0.0.1:8090 through ``kubectl port-forward``, as the README and NOTES.txt
+    tell a user to reach it."""
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", 8090)) != 0, "127.0.0.1:8090 is taken: the port-forward cannot run"
     forward = subprocess.Popen([taskfan.cluster.bin_dir / "kubectl", "--kubeconfig", taskfan.cluster.kubeconfig,
@@ -355,15 +372,59 @@ def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> No
                 return False
 
         wait_for(answers, "the console through kubectl port-forward", timeout=60)
-        with httpx.Client(base_url="http://127.0.0.1:8090", timeout=30, follow_redirects=True) as browser:
-            # The one-time link `taskfan console` asks for (the token in a header), exchanged for a session.
-            link = browser.post("/login/code", json={"role": "view"},
-                                headers={"Authorization": f"Bearer {taskfan.ingest_token}"}).json()["link"]
-            assert browser.get(link).status_code == 200  # sets the session cookie
-            assert browser.get(f"/api/batches/{batch_id}").json()["batch"]["completed"] == 150
+        yield "http://127.0.0.1:8090"
     finally:
         forward.terminate()
         forward.wait(timeout=10)
+
+
+def operator_cli(*args: str, console: str, token: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``taskfan ARGS`` as an operator runs it on a machine of their own: outside any checkout (no run file, no
+    stack secrets to fall back on), with only the console's URL and a credential in the environment."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "CONSOLE_URL": console, "TASKFAN_TOKEN": token}
+    return subprocess.run([str(REPO / ".venv" / "bin" / "taskfan"), *args], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_the_operator_cli_lists_shows_and_reruns_the_clusters_batches(taskfan: Taskfan) -> None:
+    viewer = base64.b64decode(taskfan.kubectl("get", "secret", named("secrets"), "-o",
+                                              "jsonpath={.data.console-view-token}")).decode()
+    prefix = f"cli-{uuid.uuid4().hex[:6]}"
+    batch_id = f"{prefix}-batch"
+    published = taskfan.post({"batch_id": batch_id, "tasks": tasks(prefix, 40)})
+    assert published.status_code == 202, published.text
+    with console_on_host(taskfan) as console:
+        def listed() -> dict[str, Any] | None:
+            done = operator_cli("batches", "list", "--id", prefix, "--state", "finished", "-o", "json",
+                                console=console, token=viewer)
+            assert done.returncode == 0, done.stderr
+            rows = json.loads(done.stdout)["batches"]
+            return rows[0] if rows else None
+
+        row: dict[str, Any] = wait_for(listed, f"taskfan batches list to show {batch_id} finished", timeout=180,
+                                       every=3)  # type: ignore[assignment]
+        assert (row["batch_id"], row["completed"], row["total"]) == (batch_id, 40, 40)
+        shown = operator_cli("batches", "show", batch_id, console=console, token=viewer)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.count(f"{prefix}-0") == 40 and f"{batch_id}: finished, 40/40 done" in shown.stderr
+
+        # The viewer's credential looks only; acting takes the operator's.
+        refused = operator_cli("batches", "rerun", batch_id, console=console, token=viewer)
+        assert refused.returncode == 1 and "taskfan:" in refused.stderr
+        rerun = operator_cli("batches", "rerun", batch_id, "-o", "json", console=console, token=taskfan.ingest_token)
+        assert rerun.returncode == 0, rerun.stderr
+        again = json.loads(rerun.stdout)["batch_id"]
+        assert again != batch_id and again.startswith(batch_id)
+        assert taskfan.outcome(again, timeout=180) == taskfan.outcome(batch_id, timeout=30)
+
+        unknown = operator_cli("batches", "show", f"{prefix}-no-such-batch", console=console, token=viewer)
+        assert unknown.returncode == 2 and "taskfan:" in unknown.stderr
+        hostile = operator_cli("batches", "show", "a||b::c", console=console, token=viewer)
+        assert hostile.returncode == 2, hostile.stderr
+        letters = operator_cli("dead-letters", "list", "-o", "json", console=console, token=viewer)
+        assert letters.returncode == 0 and "dead_letters" in json.loads(letters.stdout), letters.stderr
+    gone = operator_cli("batches", "list", console=console, token=viewer)  # the port-forward has stopped
+    assert gone.returncode == 3 and "does not answer" in gone.stderr
 
 
 def test_the_autoscaler_raises_the_scorers_on_the_backlog_and_lowers_them_after(taskfan: Taskfan) -> None:
@@ -434,3 +495,39 @@ def test_deleting_a_scorer_pod_and_the_workflow_pod_mid_batch_loses_nothing(task
     # The new workflow pod's reconciler (every 5 s) has seen the batch end: nothing left in the backlog.
     wait_for(lambda: taskfan.backlog() == 0, "the backlog to drop to 0", timeout=30)
 
+
+
+def test_a_stopped_app_is_restarted_by_its_liveness_probe_and_work_goes_on(taskfan: Taskfan) -> None:
+    # The validator's app process, stopped from the host (SIGSTOP: it holds its port and answers nothing, as a
+    # hung process does); its sidecar still looks ready. The probe (python3 -m taskfan.probe) finds it.
+    [pod] = taskfan.pods("validator")
+    restarts = "jsonpath={.status.containerStatuses[?(@.name=='validator')].restartCount}"
+    before = int(taskfan.kubectl("get", "pod", pod, "-o", restarts))
+    container = taskfan.kubectl("get", "pod", pod, "-o",
+                                "jsonpath={.status.containerStatuses[?(@.name=='validator')].containerID}")
+    container_id = container.rpartition("/")[2]
+    assert container_id, container
+    pids = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _in_container(p, container_id)
+            and b"services.validator.app" in _read(p / "cmdline")]
+    assert pids, f"no process of container {container_id} on this host"
+    for pid in pids:
+        os.kill(int(pid.name), signal.SIGSTOP)
+    wait_for(lambda: int(taskfan.kubectl("get", "pod", pod, "-o", restarts)) > before,
+             "the kubelet to restart the stopped validator", timeout=180, every=3)
+    taskfan.kubectl("wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=120s", timeout=150)
+    batch_id = taskfan.publish(tasks(f"alive-{uuid.uuid4().hex[:6]}", 30))
+    assert taskfan.outcome(batch_id, timeout=120)[0] == 30
+    events = taskfan.kubectl("get", "events", "--field-selector", f"involvedObject.name={pod}", "-o",
+                             "jsonpath={.items[*].message}")
+    assert "Liveness probe failed" in events and "is not healthy" in events, events
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
+
+
+def _in_container(proc: Path, container_id: str) -> bool:
+    return container_id.encode() in _read(proc / "cgroup")
