@@ -1,15 +1,17 @@
-"""The crash drill: SIGKILL one process of a running stack and start it again, ready."""
+"""The crash drill: SIGKILL one process of a running stack and start it again, ready; and the rolling restart:
+every app and its sidecar stopped gracefully and started again, one after another."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from taskfan.contracts import AppId
 from taskfan.stack import logkeeper, readiness
-from taskfan.stack.launcher import Stack
-from taskfan.stack.processes import StackError, pid_alive, port_open, wait_until
+from taskfan.stack.launcher import Progress, Stack
+from taskfan.stack.processes import StackError, pid_alive, port_open, stop_process, wait_until
 
 
 def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
@@ -48,3 +50,29 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
     if instance is None or instance.app_id == AppId.WORKFLOW:
         readiness.wait_workflow_worker(stack, state, bin_dir)
     state.save(stack.state_path)
+
+
+def roll(stack: Stack, progress: Progress = print) -> None:
+    """Restart every app of the running stack with its sidecar, one after another, as a rolling upgrade does.
+
+    The sidecar gets SIGTERM first: it stops taking calls, finishes those in progress and leaves name
+    resolution; then its app (which drains too). Both start again with the command and environment they had,
+    and the next app goes once this one is ready. Redis and Dapr's control plane stay up.
+    """
+    state = stack.running()
+    if state is None:
+        raise StackError("no stack is running")
+    bin_dir = stack.dapr_bin()
+    for instance in stack.topology.instances(state.scorers):
+        started = time.monotonic()
+        app = state.find(instance.label)
+        for process in (state.find(instance.sidecar_label), app):
+            stop_process(process.pid, grace=stack.graceful_shutdown_s + 5)
+            state.processes.remove(process)
+        stack.spawn(state, app.name, app.cmd, app.env, ports=app.ports, cwd=Path(app.cwd) if app.cwd else None)
+        stack.start_daprd(state, instance, bin_dir)
+        readiness.wait_app(stack, state, instance, bin_dir)
+        if instance.app_id == AppId.WORKFLOW:
+            readiness.wait_workflow_worker(stack, state, bin_dir)
+        state.save(stack.state_path)
+        progress(f"restarted: {instance.label} and its sidecar ({time.monotonic() - started:.1f}s)")
