@@ -11,6 +11,7 @@
 #   cluster.sh status        the cluster's processes and node
 #   cluster.sh kubeconfig    the admin kubeconfig's path (export KUBECONFIG=$(cluster.sh kubeconfig))
 #   cluster.sh import ARCHIVE...  import OCI image archives (deploy/images/oci.py) into the node's containerd
+#   cluster.sh tag IMAGE NEW      give an imported image a new name too (a new tag to upgrade to, without a build)
 #
 # Each `up` starts an empty cluster (etcd's data is removed on `down`); certificates and the containerd
 # image store are kept for a fast next `up`. State lives in $K8S_RUN_DIR (default <repo>/.taskfan/k8s):
@@ -749,5 +750,7 @@ case ${1:-} in
   status) status ;;
   kubeconfig) echo "$admin_kubeconfig" ;;
   import) shift; import_images "$@" ;;
-  *) echo "usage: $0 up | down [--wipe] | status | kubeconfig | import ARCHIVE..." >&2; exit 2 ;;
+  tag) (($# == 3)) || die "usage: $0 tag IMAGE NEW"; running containerd || die "the cluster is not up"
+       ctr images tag --force "$2" "$3" >&2 ;;
+  *) echo "usage: $0 up | down [--wipe] | status | kubeconfig | import ARCHIVE... | tag IMAGE NEW" >&2; exit 2 ;;
 esac

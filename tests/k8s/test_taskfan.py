@@ -29,7 +29,7 @@ from services.enricher.rules import tags_for
 from services.scorer.rules import score_for
 from services.validator.rules import validation_issues
 
-from .conftest import NAMESPACE, RELEASE, REPO, Cluster, named, run, wait_for
+from .conftest import CLUSTER_SH, NAMESPACE, RELEASE, REPO, TASKFAN_IMAGE, Cluster, named, run, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -531,3 +531,32 @@ def _read(path: Path) -> bytes:
 
 def _in_container(proc: Path, container_id: str) -> bool:
     return container_id.encode() in _read(proc / "cgroup")
+
+
+def test_a_helm_upgrade_to_a_new_tag_and_setting_while_a_batch_runs_loses_nothing(taskfan: Taskfan) -> None:
+    # A new tag of the image (the same content under a new name: what matters to Kubernetes is the name) and a
+    # changed setting: every Deployment rolls, while a 2,000-task batch runs.
+    new_image = f"{TASKFAN_IMAGE.rpartition(':')[0]}:0.1.0-upgraded"
+    run("bash", CLUSTER_SH, "tag", TASKFAN_IMAGE, new_image)
+    prefix = f"upgrade-{uuid.uuid4().hex[:6]}"
+    batch_id = taskfan.publish(tasks(prefix, 2000))
+    wait_for(lambda: taskfan.backlog() > 0, "the batch to be under way", timeout=60)
+    helm = run(taskfan.cluster.bin_dir / "helm", "--kubeconfig", taskfan.cluster.kubeconfig, "upgrade", RELEASE,
+               REPO / "deploy" / "helm" / "taskfan", "--namespace", NAMESPACE, "--reuse-values",
+               "--set", f"image.tag={new_image.rpartition(':')[2]}", "--set", "services.scorer.concurrency=5",
+               "--wait", "--timeout", "10m", timeout=700)
+    assert "has been upgraded" in helm.stdout, helm.stdout
+    completed, _ = taskfan.outcome(batch_id, timeout=300)
+    assert completed == 2000
+    lines = [line for line in taskfan.kubectl("logs", "deployment/my-subscriber", "-c", "subscriber").splitlines()
+             if line.split()[:1] == [batch_id]]
+    assert len(lines) == 1, lines  # one outcome
+    images = taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={RELEASE}", "--field-selector",
+                             "status.phase=Running", "-o", "jsonpath={range .items[*]}{.metadata.labels."
+                             "app\\.kubernetes\\.io/name} {.spec.containers[0].image}{'\\n'}{end}")
+    rolled = dict(line.split() for line in images.splitlines() if line.strip())
+    assert {app for app, image in rolled.items() if image == new_image} >= {
+        "ingest", "workflow", "validator", "enricher", "scorer", "console"}, rolled
+    scorer_env = taskfan.kubectl("get", "deployment", named("scorer"), "-o",
+                                 "jsonpath={.spec.template.spec.containers[0].env[?(@.name=='SCORER_CONCURRENCY')].value}")
+    assert scorer_env == "5"
