@@ -551,12 +551,11 @@ def test_a_helm_upgrade_to_a_new_tag_and_setting_while_a_batch_runs_loses_nothin
     lines = [line for line in taskfan.kubectl("logs", "deployment/my-subscriber", "-c", "subscriber").splitlines()
              if line.split()[:1] == [batch_id]]
     assert len(lines) == 1, lines  # one outcome
-    images = taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={RELEASE}", "--field-selector",
-                             "status.phase=Running", "-o", "jsonpath={range .items[*]}{.metadata.labels."
-                             "app\\.kubernetes\\.io/name} {.spec.containers[0].image}{'\\n'}{end}")
-    rolled = dict(line.split() for line in images.splitlines() if line.strip())
-    assert {app for app, image in rolled.items() if image == new_image} >= {
-        "ingest", "workflow", "validator", "enricher", "scorer", "console"}, rolled
+    rolled = taskfan.kubectl("get", "deployments", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o",
+                             "jsonpath={range .items[*]}{.metadata.name} {.spec.template.spec.containers[0].image} "
+                             "{.status.updatedReplicas}/{.status.replicas}{'\\n'}{end}")
+    assert sorted(rolled.split()[1::3]) == [new_image] * 6, rolled  # every Deployment on the new tag ...
+    assert all(done.split("/")[0] == done.split("/")[1] for done in rolled.split()[2::3]), rolled  # ... rolled out
     scorer_env = taskfan.kubectl("get", "deployment", named("scorer"), "-o",
                                  "jsonpath={.spec.template.spec.containers[0].env[?(@.name=='SCORER_CONCURRENCY')].value}")
     assert scorer_env == "5"
