@@ -88,6 +88,8 @@ class Settings:
     # step_timeout_s. Enforced by Dapr's resiliency policy on the step apps, and by the step client.
     step_timeout_ms: int = 0
     scorers: int = 1
+    # Workflow app processes of the local stack (`make up WORKFLOWS=N`): Dapr spreads the batches over them.
+    workflows: int = 1
     # The workflow app's Prometheus endpoint (/metrics: the backlog the scorers' autoscaler reads); 0: none.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
@@ -159,7 +161,8 @@ class Settings:
         for name in ("score_delay_ms", "step_timeout_ms"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be >= 0")
-        for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "redis_port",
+        for name in ("scorer_concurrency", "max_in_flight", "max_tasks_in_progress", "scorers", "workflows",
+                     "redis_port",
                      "ingest_port", "console_port", "traces_otlp_port", "traces_query_port", "workflow_retention_s",
                      "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files", "record_ttl_s",
                      "console_history", "console_detail_bytes", "console_session_ttl_s"):

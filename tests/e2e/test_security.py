@@ -30,7 +30,7 @@ WRONG = "not-the-token"
 
 
 def instances(stack) -> list[Instance]:
-    return stack.topology.instances(stack.running().scorers)
+    return stack.topology.instances(stack.running().scorers, stack.running().workflows)
 
 
 def stack_pids(stack) -> dict[int, str]:

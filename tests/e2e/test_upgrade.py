@@ -102,7 +102,8 @@ def test_a_rolling_restart_of_every_app_while_batches_arrive_loses_nothing(stack
     finally:
         rolling.clear()
         publisher.join(timeout=70)
-    assert len(restarted) == len(stack.topology.instances(stack.running().scorers)), restarted
+    state = stack.running()
+    assert len(restarted) == len(stack.topology.instances(state.scorers, state.workflows)), restarted
     assert len(accepted) >= 10, f"only {len(accepted)} batches were published during the restart"
     wait_for(lambda: {e["data"]["batch_id"] for e in stream_events(redis_client, "outcomes")} >= set(accepted),
              "an outcome for every accepted batch", 300)

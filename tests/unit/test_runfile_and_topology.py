@@ -11,7 +11,7 @@ from taskfan import runfile
 from taskfan.contracts import AppId
 from taskfan.settings import Settings
 from taskfan.stack import Stack
-from taskfan.stack.topology import Instance, Topology
+from taskfan.stack.topology import MAX_SCORERS, MAX_WORKFLOWS, Instance, Topology
 
 RUN_FILE = Path(__file__).resolve().parents[2] / "dapr.yaml"
 
@@ -59,6 +59,23 @@ def test_scorer_replicas_add_their_index_to_the_scorer_ports():
     assert [s.http_port for s in scorers] == [3510, 3511, 3512]
     assert [s.app_port for s in scorers] == [6010, 6011, 6012]
     assert [s.metrics_port for s in scorers] == [9510, 9511, 9512]
+
+
+def test_workflow_processes_beyond_the_first_are_spaced_clear_of_every_other_port():
+    topology = Topology(runfile.load(RUN_FILE))
+    everything = topology.instances(MAX_SCORERS, MAX_WORKFLOWS)
+    workflows = [i for i in everything if i.app_id == AppId.WORKFLOW]
+    assert [w.label for w in workflows] == ["workflow", "workflow-1", "workflow-2", "workflow-3"]
+    assert [w.http_port for w in workflows] == [3501, 3541, 3581, 3621]
+    assert [w.app_port for w in workflows] == [6001, 6041, 6081, 6121]
+    assert [w.env["METRICS_PORT"] for w in workflows] == ["9101", "9141", "9181", "9221"]
+    # No two processes share a port, and none takes the control plane's, Redis's or the web ports.
+    ports = [port for instance in everything for port in instance.ports]
+    ports += [int(i.env["METRICS_PORT"]) for i in workflows]
+    taken = {*topology.placement_ports, *topology.scheduler_ports, *topology.sentry_ports, topology.ingest_port, 6379,
+             8090}
+    assert len(ports) == len(set(ports)) and not set(ports) & taken
+    assert topology.instances(1) == topology.instances(1, 1)  # one workflow process unless asked
 
 
 def test_the_control_plane_and_ingest_ports_come_from_the_run_file(tmp_path):

@@ -34,7 +34,8 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
     wait_until(lambda: not pid_alive(old.pid) and not any(port_open(p) for p in old.ports),
                f"{name} to exit", timeout=10)
     state.processes.remove(old)
-    instance = next((i for i in stack.topology.instances(state.scorers) if name in (i.label, i.sidecar_label)), None)
+    instance = next((i for i in stack.topology.instances(state.scorers, state.workflows)
+                     if name in (i.label, i.sidecar_label)), None)
     if instance is None:  # Redis or the control plane: the same command again
         process = stack.spawn(state, name, old.cmd, old.env if env is None else env, ports=old.ports,
                               cwd=Path(old.cwd) if old.cwd else None)
@@ -47,8 +48,11 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
         else:
             stack.start_daprd(state, instance, bin_dir)
         readiness.wait_app(stack, state, instance, bin_dir)
-    if instance is None or instance.app_id == AppId.WORKFLOW:
-        readiness.wait_workflow_worker(stack, state, bin_dir)
+    if instance is not None and instance.app_id == AppId.WORKFLOW:
+        readiness.wait_workflow_worker(stack, state, bin_dir, instance)
+    elif instance is None:
+        for workflow in stack.workflows(state.workflows):
+            readiness.wait_workflow_worker(stack, state, bin_dir, workflow)
     state.save(stack.state_path)
 
 
@@ -63,7 +67,7 @@ def roll(stack: Stack, progress: Progress = print) -> None:
     if state is None:
         raise StackError("no stack is running")
     bin_dir = stack.dapr_bin()
-    for instance in stack.topology.instances(state.scorers):
+    for instance in stack.topology.instances(state.scorers, state.workflows):
         started = time.monotonic()
         app = state.find(instance.label)
         for process in (state.find(instance.sidecar_label), app):
@@ -73,6 +77,6 @@ def roll(stack: Stack, progress: Progress = print) -> None:
         stack.start_daprd(state, instance, bin_dir)
         readiness.wait_app(stack, state, instance, bin_dir)
         if instance.app_id == AppId.WORKFLOW:
-            readiness.wait_workflow_worker(stack, state, bin_dir)
+            readiness.wait_workflow_worker(stack, state, bin_dir, instance)
         state.save(stack.state_path)
         progress(f"restarted: {instance.label} and its sidecar ({time.monotonic() - started:.1f}s)")

@@ -43,7 +43,7 @@ from taskfan.stack.processes import (
     tail,
     wait_until,
 )
-from taskfan.stack.topology import MAX_SCORERS, Instance, Topology
+from taskfan.stack.topology import MAX_SCORERS, MAX_WORKFLOWS, Instance, Topology
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ Progress = Callable[[str], None]
 CHECKOUT = Path(__file__).resolve().parents[3]
 # The stack's processes that are not Dapr apps or sidecars: they use no token.
 NO_SECRETS = frozenset({"redis", "jaeger", "sentry", "placement", "scheduler", logkeeper.NAME})
+
+
+def check_replicas(scorers: int, workflows: int) -> None:
+    if not 1 <= scorers <= MAX_SCORERS:
+        raise StackError(f"SCORERS must be between 1 and {MAX_SCORERS}, got {scorers}")
+    if not 1 <= workflows <= MAX_WORKFLOWS:
+        raise StackError(f"WORKFLOWS must be between 1 and {MAX_WORKFLOWS}, got {workflows}")
 
 
 class Stack:
@@ -140,10 +147,10 @@ class Stack:
 
     # --- up --------------------------------------------------------------------------------------
 
-    def up(self, scorers: int | None = None, progress: Progress = print) -> StackState:
+    def up(self, scorers: int | None = None, progress: Progress = print, workflows: int | None = None) -> StackState:
         scorers = self.settings.scorers if scorers is None else scorers
-        if not 1 <= scorers <= MAX_SCORERS:
-            raise StackError(f"SCORERS must be between 1 and {MAX_SCORERS}, got {scorers}")
+        workflows = self.settings.workflows if workflows is None else workflows
+        check_replicas(scorers, workflows)
         if self.running():
             raise StackError(f"a stack is already running (state in {self.state_path}); "
                              "run `make down` first")
@@ -157,19 +164,19 @@ class Stack:
         # Everything the stack writes from here on is its user's only (private_files); the install scripts
         # above ran with the umask from before.
         with private_files.private_umask():
-            return self._up(scorers, bin_dir, redis_server, jaeger, progress)
+            return self._up(scorers, workflows, bin_dir, redis_server, jaeger, progress)
 
-    def _up(self, scorers: int, bin_dir: Path, redis_server: str, jaeger: Path | None,
+    def _up(self, scorers: int, workflows: int, bin_dir: Path, redis_server: str, jaeger: Path | None,
             progress: Progress) -> StackState:
         self.make_run_dir_private(progress)
-        instances = self.topology.instances(scorers)
+        instances = self.topology.instances(scorers, workflows)
         self.check_ports_free(instances)
         self.pipeline  # checked before anything starts  # noqa: B018
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.secrets  # generated at the first `up`, kept by `down`  # noqa: B018
         self.render_resources()
 
-        state = StackState(scorers=scorers)
+        state = StackState(scorers=scorers, workflows=workflows)
         try:
             self.spawn(state, logkeeper.NAME, [sys.executable, "-m", "taskfan.stack.logkeeper", str(self.logs_dir)])
             self._start_redis(state, redis_server, progress)
@@ -186,14 +193,15 @@ class Stack:
             for instance in rest:
                 readiness.wait_app(self, state, instance, bin_dir)
                 progress(f"ready: {instance.label} (sidecar http {instance.http_port})")
-            readiness.wait_workflow_worker(self, state, bin_dir)
+            for instance in self.workflows(workflows):
+                readiness.wait_workflow_worker(self, state, bin_dir, instance)
         except BaseException:
             state.save(self.state_path)
             self.down(progress=lambda _: None)
             raise
         state.save(self.state_path)
         progress(f"stack is up: ingest API {self.ingest_url}, console {self.console_url} (`taskfan console`), "
-                 f"{scorers} scorer(s), logs in {self.logs_dir}")
+                 f"{scorers} scorer(s), {workflows} workflow process(es), logs in {self.logs_dir}")
         return state
 
     def make_run_dir_private(self, progress: Progress) -> None:
@@ -294,7 +302,7 @@ class Stack:
     def app_of(self, name: str) -> str:
         """The app id of a process of the stack: an app, its sidecar, or a sidecar of its own (``sidecar-<id>``)."""
         label = name.removesuffix("-daprd")
-        for instance in self.topology.instances(MAX_SCORERS):
+        for instance in self.topology.instances(MAX_SCORERS, MAX_WORKFLOWS):
             if instance.label == label:
                 return instance.app_id
         return label.removeprefix("sidecar-")
@@ -518,41 +526,53 @@ class Stack:
 
     # --- scale -----------------------------------------------------------------------------------
 
-    def scale(self, scorers: int, progress: Progress = print) -> StackState:
-        """Add or remove scorer replicas of the running stack, while batches run.
+    def scale(self, scorers: int | None = None, progress: Progress = print,
+              workflows: int | None = None) -> StackState:
+        """Add or remove scorer replicas or workflow processes of the running stack, while batches run.
 
-        A new replica takes calls once its sidecar is registered in name resolution. A replica is
-        removed sidecar first: on SIGTERM daprd stops accepting calls, finishes those in progress
-        (``--dapr-graceful-shutdown-seconds``) and leaves name resolution; then its app stops, idle.
-        A call that reaches it in between is refused, and the step client makes it again (random
-        replica), so nothing fails because of a scale-down.
+        A new replica takes calls once its sidecar is registered in name resolution (a workflow process once
+        its worker is admitted). A replica is removed sidecar first: on SIGTERM daprd stops accepting calls,
+        finishes those in progress (``--dapr-graceful-shutdown-seconds``) and leaves name resolution; then its
+        app stops, idle. A call that reaches it in between is refused, and the step client makes it again
+        (random replica), so nothing fails because of a scale-down; a removed workflow process's batches go on
+        in the others (their state is in Redis and the scheduler, and placement moves their actors).
         """
-        if not 1 <= scorers <= MAX_SCORERS:
-            raise StackError(f"scorers must be between 1 and {MAX_SCORERS}, got {scorers}")
         state = self.running()
         if state is None:
             raise StackError("no stack is running; start it with `make up`")
-        current = state.scorers
-        if scorers > current:
-            added = [self.topology.instance(AppId.SCORER, i) for i in range(current, scorers)]
+        scorers = state.scorers if scorers is None else scorers
+        workflows = state.workflows if workflows is None else workflows
+        check_replicas(scorers, workflows)
+        for app_id, wanted, current in ((AppId.SCORER, scorers, state.scorers),
+                                        (AppId.WORKFLOW, workflows, state.workflows)):
+            def replica(i: int, app_id: str = app_id) -> Instance:
+                return self.topology.instance(app_id, i if app_id == AppId.SCORER else (i or None))
+
+            added = [replica(i) for i in range(current, wanted)]
             self.check_ports_free(added, control_plane=False)
-            bin_dir = self.dapr_bin()
+            bin_dir = self.dapr_bin() if added else None
             for instance in added:
                 self.start_app(state, instance, bin_dir)
             for instance in added:
                 readiness.wait_app(self, state, instance, bin_dir)
+                if app_id == AppId.WORKFLOW:
+                    readiness.wait_workflow_worker(self, state, bin_dir, instance)
                 progress(f"ready: {instance.label} (sidecar http {instance.http_port})")
-        for replica in reversed(range(scorers, current)):
-            instance = self.topology.instance(AppId.SCORER, replica)
-            started = time.monotonic()
-            for process in (state.find(instance.sidecar_label), state.find(instance.label)):
-                stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
-                state.processes.remove(process)
-            progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
-        state.scorers = scorers
+            for i in reversed(range(wanted, current)):
+                instance = replica(i)
+                started = time.monotonic()
+                for process in (state.find(instance.sidecar_label), state.find(instance.label)):
+                    stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
+                    state.processes.remove(process)
+                progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
+        state.scorers, state.workflows = scorers, workflows
         state.save(self.state_path)
-        progress(f"{scorers} scorer(s) running")
+        progress(f"{scorers} scorer(s), {workflows} workflow process(es) running")
         return state
+
+    def workflows(self, count: int) -> list[Instance]:
+        """The workflow app's processes when it runs ``count`` of them."""
+        return [self.topology.instance(AppId.WORKFLOW, i or None) for i in range(count)]
 
     # --- down ------------------------------------------------------------------------------------
 

@@ -87,10 +87,10 @@ def registered(stack: Stack, instance: Instance) -> bool:
     return any(address.endswith(f":{instance.internal_grpc_port}") for (address,) in rows)
 
 
-def _workflow_metadata(stack: Stack) -> dict[str, object]:
-    """The workflow sidecar's view of its workers and of placement (from ``/v1.0/metadata``)."""
+def _workflow_metadata(stack: Stack, instance: Instance) -> dict[str, object]:
+    """A workflow sidecar's view of its workers and of placement (from ``/v1.0/metadata``)."""
     try:
-        meta = http_json(f"http://127.0.0.1:{stack.workflow.http_port}/v1.0/metadata",
+        meta = http_json(f"http://127.0.0.1:{instance.http_port}/v1.0/metadata",
                          headers=stack_secrets.dapr_headers(stack.secrets.sidecar_token(AppId.WORKFLOW)))
     except (OSError, ValueError) as exc:
         return {"error": str(exc)}
@@ -98,8 +98,9 @@ def _workflow_metadata(stack: Stack) -> dict[str, object]:
     return {"workflows": meta.get("workflows") or {}, "actorRuntime": meta.get("actorRuntime") or {}}
 
 
-def wait_workflow_worker(stack: Stack, state: StackState, bin_dir: Path) -> None:
-    """Wait until the workflow sidecar has admitted a worker and joined placement.
+def wait_workflow_worker(stack: Stack, state: StackState, bin_dir: Path, instance: Instance | None = None) -> None:
+    """Wait until a workflow sidecar (``instance``'s, default the first's) has admitted a worker and joined
+    placement.
 
     Dapr 1.18.1 can wedge here: when the last worker dies while a work item waits for
     dispatch, the sidecar's disconnect path halts the workflow actors while holding the lock
@@ -107,26 +108,27 @@ def wait_workflow_worker(stack: Stack, state: StackState, bin_dir: Path) -> None
     A sidecar restart is the way out; workflow state and reminders live in Redis and the
     scheduler, so running batches carry on.
     """
+    instance = instance or stack.workflow
     last: dict[str, object] = {}
 
     def worker_connected() -> bool:
         nonlocal last
-        last = _workflow_metadata(stack)
+        last = _workflow_metadata(stack, instance)
         workflows, actors = last.get("workflows") or {}, last.get("actorRuntime") or {}
         return (int(workflows.get("connectedWorkers", 0)) >= 1  # type: ignore[union-attr]
                 and actors.get("placement") == "placement: connected")  # type: ignore[union-attr]
 
     what = "workflow worker connected to its sidecar"
-    alive = alive_check(state.find(stack.workflow.label))
+    alive = alive_check(state.find(instance.label))
     try:
         wait_until(worker_connected, what, timeout=WORKER_ADMIT_TIMEOUT_S, alive=alive)
     except StackError:
         if alive() is not None:  # the app died: restarting its sidecar would not help
             raise
-        stack.restart_daprd(state, stack.workflow, bin_dir,
+        stack.restart_daprd(state, instance, bin_dir,
                             f"no worker admitted after {WORKER_ADMIT_TIMEOUT_S:.0f}s "
                             f"(dapr/dapr#10408); sidecar metadata: {json.dumps(last)}")
-        wait_app(stack, state, stack.workflow, bin_dir)
+        wait_app(stack, state, instance, bin_dir)
         try:
             wait_until(worker_connected, what, alive=alive)
         except StackError as again:

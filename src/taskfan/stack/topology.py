@@ -1,7 +1,8 @@
 """Which processes the local stack runs and on which ports, derived from the run file (``dapr.yaml``).
 
 The run file names every app, its command and its ports. What the format cannot say is decided
-here, in code: scorer replicas (replica ``i`` adds ``i`` to each of the scorer's ports), the
+here, in code: replicas (scorer replica ``i`` adds ``i`` to each of the scorer's ports, workflow replica ``i``
+adds ``40 i`` to the workflow app's ports and to its ``*_PORT`` settings), the
 control plane's side ports (health, raft, etcd: the next ports after placement's and scheduler's
 own), and that ``python`` in a command means the interpreter running the launcher.
 """
@@ -16,6 +17,10 @@ from taskfan.contracts import AppId
 from taskfan.runfile import App, RunFile, port_of
 
 MAX_SCORERS = 16
+MAX_WORKFLOWS = 4
+# The scorer's replicas sit next to each other (3510, 3511, ...); the workflow app's are spaced clear of them
+# and of every other app's ports (3501, 3541, 3581, 3621).
+WORKFLOW_PORT_STRIDE = 40
 SIDECAR_METRICS_OFFSET = 6000  # a sidecar's metrics port: its HTTP port + this (3501 -> 9501)
 
 
@@ -82,9 +87,10 @@ class Topology:
         return {AppId.INGEST: [self.ingest_port], AppId.CONSOLE: [self.run_file.console_port()]}.get(app_id, [])
 
     def instance(self, app_id: str, replica: int | None = None) -> Instance:
-        """The app's process; ``replica`` numbers a scaled app's copies (the scorer's)."""
+        """The app's process; ``replica`` numbers a scaled app's copies: every scorer (``scorer-0``, ...), and
+        the workflow app's beyond its first (``workflow``, ``workflow-1``, ...)."""
         app = self.run_file.app(app_id)
-        offset = replica or 0
+        offset = (replica or 0) * (1 if app_id == AppId.SCORER else WORKFLOW_PORT_STRIDE)
         return Instance(
             app_id=app.app_id,
             http_port=app.dapr_http_port + offset,
@@ -94,17 +100,21 @@ class Topology:
             command=self._command(app),
             app_dir=self.run_file.resolve(app.app_dir_path),
             app_protocol=app.app_protocol or self.run_file.common.app_protocol,
-            env=self.run_file.env_for(app),
+            env={key: str(int(value) + offset) if key.endswith("_PORT") and offset else value
+                 for key, value in self.run_file.env_for(app).items()},
             name=f"{app.app_id}-{replica}" if replica is not None else "",
             metrics_port=app.dapr_http_port + offset + SIDECAR_METRICS_OFFSET,
         )
 
-    def instances(self, scorers: int) -> list[Instance]:
-        """Every app of the run file, the scorer as ``scorers`` replicas, in the file's order."""
+    def instances(self, scorers: int, workflows: int = 1) -> list[Instance]:
+        """Every app of the run file, the scorer as ``scorers`` replicas and the workflow app as ``workflows``,
+        in the file's order."""
         result = []
         for app in self.run_file.apps:
             if app.app_id == AppId.SCORER:
                 result += [self.instance(app.app_id, i) for i in range(scorers)]
+            elif app.app_id == AppId.WORKFLOW:
+                result += [self.instance(app.app_id, i or None) for i in range(workflows)]
             else:
                 result.append(self.instance(app.app_id))
         return result
