@@ -65,6 +65,11 @@ class LiveBatches:
             while len(self._forgotten) > FORGOTTEN_KEPT:
                 self._forgotten.popitem(last=False)
 
+    def known(self) -> set[str]:
+        """The batches this process has seen tasks of and not forgotten."""
+        with self._lock:
+            return set(self._stages)
+
     def view(self, batch_id: str) -> dict[str, MovingTask]:
         """Each known task's stage, with its result once it has one."""
         with self._lock:

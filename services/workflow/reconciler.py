@@ -6,6 +6,11 @@ terminated or failed is answered from the results its chunks saved, every other 
 reason, and its slots are released; one whose workflow is missing is started (its start was late), or, if
 Dapr refuses that for good (purged), answered likewise. If even that outcome cannot be published, a
 dead-letter record names the batch and why.
+
+With several workflow processes, one answers at a time: the one holding the reconciler's lease (a key in the
+state store, taken with first-write concurrency and renewed every round; it expires ``LEASE_S`` after its
+holder's last round, and another process takes it over). The others only measure (the backlog every replica
+reports) and forget the batches that left the ledger (each process's live view holds the chunks it ran).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from dapr.aio.clients import DaprClient
+from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.ext.workflow import WorkflowStatus
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
@@ -26,7 +33,7 @@ from services.workflow.batch_workflow import batch_input
 from services.workflow.models import BatchFailure, BatchProgress, PublishInput
 from services.workflow.names import BATCH_WORKFLOW
 from services.workflow.retry import is_transient
-from taskfan.contracts import MAX_MESSAGE_BYTES, workflow_instance_id
+from taskfan.contracts import MAX_MESSAGE_BYTES, RECONCILER_LEASE_KEY, STATESTORE, workflow_instance_id
 from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,8 @@ INTERVAL_S = 5.0
 # A ledger entry whose workflow cannot be found this long after it queued was purged, not just slow.
 MISSING_GRACE_S = 60.0
 QUEUE_WINDOW = 100
+# The lease outlives a few missed rounds of its holder (a pause, a slow store) before another process takes over.
+LEASE_S = 3 * INTERVAL_S
 STILL_GOING = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED,
                          WorkflowStatus.STALLED})
 
@@ -69,22 +78,49 @@ async def _loop(stop: threading.Event, settings: Settings, book: live.LiveBatche
                 measured: metrics.WorkflowMetrics) -> None:
     client = DaprClient(max_grpc_message_length=MAX_MESSAGE_BYTES)
     workflows = DaprWorkflowClient()
+    me = uuid.uuid4().hex  # this process, as the lease's holder
     while not stop.is_set():
         try:
-            await reconcile(client, workflows, settings, book, ledger, measured)
+            acting = await hold_lease(client, me)
+            await reconcile(client, workflows, settings, book, ledger, measured, acting=acting)
         except Exception as exc:  # noqa: BLE001 - e.g. the sidecar is restarting: next round
             log.warning("reconcile round failed", extra={"error": str(exc)})
         await asyncio.to_thread(stop.wait, INTERVAL_S)
 
 
+async def hold_lease(client: DaprClient, me: str) -> bool:
+    """Whether this process holds the reconciler's lease for the next ``LEASE_S``: it took it (no one held it)
+    or renewed its own. A write that meets another's (first-write: the ETag it read, or none) fails: not ours."""
+    item = await client.get_state(STATESTORE, RECONCILER_LEASE_KEY)
+    holder = item.data.decode(errors="replace") if item.data else None
+    if holder not in (None, me):
+        return False
+    try:
+        await client.save_state(STATESTORE, RECONCILER_LEASE_KEY, me, etag=item.etag or None,
+                                options=_FIRST_WRITE, state_metadata={"ttlInSeconds": str(int(LEASE_S))})
+    except Exception as exc:  # noqa: BLE001 - another process took it in between, or the store is away
+        log.debug("reconciler lease not taken", extra={"error": str(exc)})
+        return False
+    if holder is None:
+        log.info("this process now answers for the ledger's batches (reconciler lease taken)")
+    return True
+
+
+_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
+
+
 async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings: Settings,
                     book: live.LiveBatches, store: ledger_store.LedgerStore, measured: metrics.WorkflowMetrics,
-                    ) -> None:
+                    acting: bool = True) -> None:
     """One round: every running batch (at most the cap's worth) and the first QUEUE_WINDOW queued ones, so a
-    round costs the same however long the queue; a batch further back is looked at once it moves up."""
+    round costs the same however long the queue; a batch further back is looked at once it moves up.
+    ``acting``: answer, start and release batches (the lease's holder); otherwise only measure."""
+    known = book.known()  # before the ledger is read: a batch known here and not running in it has left it
     ledger = await ledger_store.read(client)
     done: dict[str, int] = {}  # tasks finished per running batch, for the backlog
     running = {entry.batch_id for entry in ledger.running}
+    for batch_id in known - running:
+        book.forget(batch_id)
     queued = [entry for _, entry in await store.run(client, ledger_store.queued(ledger, QUEUE_WINDOW))]
     for entry in [*ledger.running, *queued]:
         try:
@@ -98,6 +134,8 @@ async def reconcile(client: DaprClient, workflows: DaprWorkflowClient, settings:
         status = state.runtime_status if state is not None else None
         if status in STILL_GOING:
             done[entry.batch_id] = _done(state.serialized_custom_status if state else None)
+            continue
+        if not acting:
             continue
         if status is None:
             if _age_s(entry) < MISSING_GRACE_S or not await _answered_or_unstartable(client, workflows, entry,

@@ -27,6 +27,8 @@ BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and wo
 # The admission ledger (queued and running batches), in the workflow app's state store; `taskfan status`
 # reads a queued batch's place from it. "~" keeps it apart from every batch's own keys.
 ADMISSION_LEDGER_KEY = "taskfan~admission"
+# Which workflow process answers for the ledger's batches now (services/workflow/reconciler.py).
+RECONCILER_LEASE_KEY = "taskfan~reconciler-lease"
 
 
 def admission_ticket_key(batch_id: str) -> str:
