@@ -33,7 +33,7 @@ from services.workflow.models import (
     SaveResultsInput,
 )
 from services.workflow.scoring import Dispatcher
-from services.workflow.state_keys import STATE_TTL_S, progress_key, results_key, tasks_key
+from services.workflow.state_keys import STAGES_TTL_S, STATE_TTL_S, progress_key, results_key, stages_key, tasks_key
 from services.workflow.step_client import StepClient
 from taskfan.contracts import MAX_MESSAGE_BYTES, STATESTORE, StepAnswer, TaskResult
 from taskfan.pipeline import Pipeline, Spread, Step
@@ -50,12 +50,16 @@ class StepCalls:
         self.dispatchers = {step.name: Dispatcher(step, client) for step in declared.steps
                             if step.spread is Spread.BY_SLOTS}
 
-    def for_batch(self, batch_id: str, traceparent: str | None = None) -> chunk_steps.StepCall:
-        """The step call for a batch's chunk: it carries the batch's trace, and tells the live book which
-        tasks each call is for as it starts."""
+    def for_batch(self, batch_id: str, traceparent: str | None = None,
+                  entering: Callable[[str, list[str]], Awaitable[None]] | None = None) -> chunk_steps.StepCall:
+        """The step call for a batch's chunk: it carries the batch's trace, and tells the live book (and
+        ``entering``, the chunk's stages) which tasks each call is for as it starts."""
 
         async def call(step: Step, payload: list[dict[str, Any]]) -> list[StepAnswer]:
-            self.book.moving(batch_id, step.name, (item["task_id"] for item in payload))
+            task_ids = [item["task_id"] for item in payload]
+            self.book.moving(batch_id, step.name, task_ids)
+            if entering is not None:
+                await entering(step.name, task_ids)
             if (dispatcher := self.dispatchers.get(step.name)) is not None:
                 return await dispatcher.call(payload, traceparent)
             answers, _ = await self.client.request(step, payload, traceparent=traceparent)
@@ -123,11 +127,20 @@ class BatchActivities:
                 raise LookupError(f"run {inp.run - 1} of chunk {chunk.index} of batch {chunk.batch_id} left no "
                                   "progress in the state store")
             earlier = ChunkProgress.model_validate_json(item.data)
+        stages = live.ChunkStages(earlier.finished)
+
+        async def entering(step: str, task_ids: list[str]) -> None:
+            stages.moving(step, task_ids)
+            await self._save_stages(chunk, stages)
+
         run = await chunk_steps.run_chain(self.steps.pipeline, tasks, earlier.waiting,
-                                          self.steps.for_batch(chunk.batch_id, inp.traceparent))
+                                          self.steps.for_batch(chunk.batch_id, inp.traceparent, entering))
         self.book.finished(chunk.batch_id, run.finished)
         self.metrics.tasks_finished(run.finished)
         self.book.moving(chunk.batch_id, live.WAITING, (task.task_id for task in run.waiting))
+        stages.finished(run.finished)
+        stages.moving(live.WAITING, (task.task_id for task in run.waiting))
+        await self._save_stages(chunk, stages)
         finished = [*earlier.finished, *run.finished]
         if run.waiting:
             await self.dapr.save_state(STATESTORE, progress_key(chunk.batch_id, chunk.index, inp.run),
@@ -155,8 +168,18 @@ class BatchActivities:
         tasks = await outcome.chunk_tasks(self.dapr, chunk)
         results = [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks]
         self.book.finished(inp.batch_id, results)
+        await self._save_stages(chunk, live.ChunkStages(results))
         self.metrics.tasks_finished(results)
         return await self._save_results(chunk, results)
+
+    async def _save_stages(self, chunk: ChunkRef, stages: live.ChunkStages) -> None:
+        """Best effort: the console's view of the chunk; a failed write costs the view, not the batch."""
+        try:
+            await self.dapr.save_state(STATESTORE, stages_key(chunk.batch_id, chunk.index), stages.encode(),
+                                       state_metadata={"ttlInSeconds": str(STAGES_TTL_S)})
+        except Exception as exc:  # noqa: BLE001
+            log.debug("could not save a chunk's stages", extra={"batch_id": chunk.batch_id, "chunk": chunk.index,
+                                                                 "error": f"{type(exc).__name__}: {exc}"})
 
     async def _save_results(self, chunk: ChunkRef, results: list[TaskResult]) -> ChunkSummary:
         await self.dapr.save_state(STATESTORE, results_key(chunk.batch_id, chunk.index),
@@ -178,7 +201,7 @@ class BatchActivities:
         try:
             await self.ledger.release_and_wake(self.dapr, self.workflows, inp.batch_id)
             self.book.forget(inp.batch_id)
-            keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key)]
+            keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key, stages_key)]
             keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
             await asyncio.gather(*(self.dapr.delete_state(STATESTORE, key) for key in keys))
         except Exception as exc:  # noqa: BLE001 - see above

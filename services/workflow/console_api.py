@@ -2,10 +2,11 @@
 the Configuration's access control lets no other app call these methods).
 
 The workflow app is where the answers are: the admission ledger (every running and queued batch), each
-batch workflow's custom status (its counts), the live view of the tasks its activities are moving
-(``live``), and the scorer replicas as their answers describe them (``scoring``). Handlers only read and
-encode; terminating goes through Dapr's workflow API, and the reconciler then publishes the batch's
-outcome (every unfinished task failed, "terminated") as for any workflow ended early.
+batch workflow's custom status (its counts), where each task of a running batch is (its chunk's stages in
+the state store, ``live.ChunkStages``: any workflow process answers alike), and the scorer replicas as their
+answers describe them (``scoring``). Handlers only read and encode; terminating goes through Dapr's workflow
+API, and the reconciler then publishes the batch's outcome (every unfinished task failed, "terminated") as
+for any workflow ended early.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
 from services.workflow import ledger_store, live, scoring
+from services.workflow.admission import Entry
 from services.workflow.models import (
     BatchesNow,
     BatchNow,
     BatchProgress,
+    MovingTask,
     OutcomeRecord,
     QueuedBatch,
     RunningBatch,
     Termination,
 )
-from services.workflow.state_keys import outcome_key
+from services.workflow.state_keys import outcome_key, stages_key
 from taskfan.contracts import (
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
@@ -40,6 +43,7 @@ from taskfan.contracts import (
 from taskfan.dapr_app import json_method
 
 QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them)
+STAGE_READS = 8  # chunks' stages read at once for one batch's view
 
 
 class ConsoleAnswers:
@@ -94,7 +98,17 @@ class ConsoleAnswers:
         entry, position = (self.ledger.run_now(self.dapr, ledger_store.locate(batch_id)) if is_batch_id(batch_id)
                            else (None, None))
         return BatchNow(batch_id=batch_id, status=status, counts=counts, position=position,
-                        since=entry.since if entry else None, tasks=self.book.view(batch_id))
+                        since=entry.since if entry else None, tasks=self.stages(entry) if entry else {})
+
+    def stages(self, entry: Entry) -> dict[str, MovingTask]:
+        """Each task of a batch in the ledger whose chunk has run (whichever workflow process ran it), as its
+        chunk's run last wrote it; a task not there has not started (the console shows it waiting)."""
+        keys = [stages_key(entry.batch_id, index) for index in range(entry.chunks)]
+        tasks: dict[str, MovingTask] = {}
+        for item in self.dapr.get_bulk_state(STATESTORE, keys, parallelism=STAGE_READS).items:
+            if item.data:
+                tasks.update(live.ChunkStages.decode(item.data))
+        return tasks
 
     def terminate(self, body: dict[str, Any]) -> Termination:
         batch_id = str(body["batch_id"])

@@ -1,14 +1,15 @@
-"""Where each task of a running batch is right now, for the console. Plain logic, no Dapr.
+"""Where each task of a running batch is right now. Plain logic, no Dapr.
 
-One book per workflow process, made by the app and handed to the activities, the console's answers, the
-reconciler and the metrics. ``run_chunk`` tells it as a chunk's tasks move (the step being called for them,
-the result each one ended with); the console asks for one batch's view through the workflow app. It is
-memory of this process only: kept until the batch's outcome is out, lost with the process (a task it does
-not know is shown waiting until the outcome says what became of it). Thread-safe: the activities write from
-the worker's event loop, the console's calls read from the app's request threads."""
+Two views. ``ChunkStages``: one chunk's tasks, kept in the state store by the run of the chunk (as its tasks
+enter a step, and when the run ends), so that whichever workflow process the console's call reaches answers
+for every chunk, wherever it ran. ``LiveBatches``: one book per workflow process, of the tasks its own runs
+move, for what this process measures (the tasks in each step, the tasks it finished); kept until the batch
+leaves the ledger. Thread-safe: the activities write from the worker's event loop, the console's calls and the
+metrics read from other threads."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from taskfan.contracts import TaskResult
 
 WAITING = "waiting"
 DONE = "done"  # completed: the stage name the console shows
+FINAL_STAGES = frozenset({DONE, "rejected", "failed"})
 # Batches forgotten lately: an activity still running when its batch was answered for (a terminated
 # workflow cannot stop it) must not bring the batch back.
 FORGOTTEN_KEPT = 10_000
@@ -27,11 +29,40 @@ def final_stage(result: TaskResult) -> str:
     return DONE if result.status == "completed" else result.status
 
 
+def moved(result: TaskResult) -> MovingTask:
+    """A finished task as the console shows it: its final stage and its result's parts."""
+    return MovingTask(stage=final_stage(result), **result.model_dump(include={"score", "tags", "issues", "error",
+                                                                               "added"}))
+
+
+class ChunkStages:
+    """Each task of one chunk: the step it is in, or its result; the chunk's value in the state store."""
+
+    def __init__(self, finished: Iterable[TaskResult] = ()) -> None:
+        self.tasks: dict[str, MovingTask] = {}
+        self.finished(finished)
+
+    def moving(self, stage: str, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self.tasks[task_id] = MovingTask(stage=stage)
+
+    def finished(self, results: Iterable[TaskResult]) -> None:
+        for result in results:
+            self.tasks[result.task_id] = moved(result)
+
+    def encode(self) -> str:
+        return json.dumps({task_id: task.model_dump(mode="json", exclude_defaults=True)
+                           for task_id, task in self.tasks.items()}, ensure_ascii=False)
+
+    @staticmethod
+    def decode(data: bytes) -> dict[str, MovingTask]:
+        return {task_id: MovingTask.model_validate(task) for task_id, task in json.loads(data).items()}
+
+
 class LiveBatches:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stages: dict[str, dict[str, str]] = {}  # batch id -> task id -> stage
-        self._results: dict[str, dict[str, TaskResult]] = {}  # batch id -> task id -> its final result
         self.finished_tasks = 0  # tasks this process finished, ever: the console's throughput counter
         self._forgotten: OrderedDict[str, None] = OrderedDict()
 
@@ -48,19 +79,16 @@ class LiveBatches:
         with self._lock:
             if batch_id in self._forgotten:
                 return
-            mine = self._results.setdefault(batch_id, {})
             stages = self._stages.setdefault(batch_id, {})
             for result in results:
-                if result.task_id not in mine:
+                if stages.get(result.task_id) not in FINAL_STAGES:  # a run again counts a task once
                     self.finished_tasks += 1
-                mine[result.task_id] = result
                 stages[result.task_id] = final_stage(result)
 
     def forget(self, batch_id: str) -> None:
         """The batch's outcome is out: the console reads it from there."""
         with self._lock:
             self._stages.pop(batch_id, None)
-            self._results.pop(batch_id, None)
             self._forgotten[batch_id] = None
             while len(self._forgotten) > FORGOTTEN_KEPT:
                 self._forgotten.popitem(last=False)
@@ -69,18 +97,6 @@ class LiveBatches:
         """The batches this process has seen tasks of and not forgotten."""
         with self._lock:
             return set(self._stages)
-
-    def view(self, batch_id: str) -> dict[str, MovingTask]:
-        """Each known task's stage, with its result once it has one."""
-        with self._lock:
-            stages = dict(self._stages.get(batch_id, {}))
-            results = dict(self._results.get(batch_id, {}))
-        view: dict[str, MovingTask] = {}
-        for task_id, stage in stages.items():
-            result = results.get(task_id)
-            view[task_id] = MovingTask(stage=stage, **(result.model_dump(include={"score", "tags", "issues", "error",
-                                                                                 "added"}) if result else {}))
-        return view
 
     def stage_counts(self) -> dict[str, int]:
         """Tasks in each step across running batches (waiting tasks are not known here)."""

@@ -27,3 +27,12 @@ def progress_key(batch_id: str, index: int, run: int) -> str:
     """What run ``run`` of a chunk left for the next (``ChunkProgress``); one key per run, so that a run
     the engine repeats reads the same input again."""
     return f"taskfan:{batch_id}:progress:{index:05d}.{run}"
+
+
+# A chunk's live stages matter only while its batch runs; refreshed at every write, gone this long after the last.
+STAGES_TTL_S = 3600
+
+
+def stages_key(batch_id: str, index: int) -> str:
+    """Where each task of a chunk is now (``live.ChunkStages``): any workflow process answers the console from it."""
+    return f"taskfan:{batch_id}:stages:{index:05d}"

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 
 import httpx
 
 from taskfan.stack.processes import pid_alive
 
-from .helpers import lesson_tasks, log_records, outcomes_for, post_batch, stream_events, wait_for
+from .helpers import ingest_auth, lesson_tasks, log_records, outcomes_for, post_batch, stream_events, wait_for
 
 BATCHES, TASKS = 15, 1500
 
@@ -31,6 +32,22 @@ def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(sta
         for batch_id in ids:
             answer = post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, TASKS)})
             assert answer.status_code == 202, answer.text
+        # Whichever process the console's call reaches, it answers for every chunk of a running batch (their
+        # stages are in the state store): the tasks still waiting only ever go down from one answer to the next.
+        api = f"{stack.console_url}/api/batches"
+
+        def running() -> str | None:
+            listed = httpx.get(api, headers=ingest_auth(settings), timeout=10).json()["batches"]
+            return next((b["batch_id"] for b in listed if b["state"] == "running" and b["batch_id"] in ids), None)
+
+        watched = wait_for(running, "a batch of the burst running", 60)
+        waiting = []
+        for _ in range(8):
+            answer = httpx.get(f"{api}/{watched}", params={"stage": "waiting"}, headers=ingest_auth(settings),
+                               timeout=10).json()
+            waiting.append(answer["tasks_matching"] if answer["batch"]["state"] == "running" else 0)
+            time.sleep(0.3)
+        assert waiting == sorted(waiting, reverse=True) and waiting[-1] < TASKS, waiting
         wait_for(lambda: any(outcomes_for(redis_client, b) for b in ids), "the first outcome of the burst", 120)
         assert not all(outcomes_for(redis_client, b) for b in ids), "the burst ended before the kill: nothing tested"
         state = stack.running()

@@ -13,10 +13,10 @@ from services.workflow import batch_workflow, chunk_steps, names
 from services.workflow.activities import BatchActivities
 from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
 from services.workflow.ledger_store import LedgerStore
-from services.workflow.live import LiveBatches
+from services.workflow.live import ChunkStages, LiveBatches
 from services.workflow.metrics import WorkflowMetrics
-from services.workflow.models import BatchInput, ChunkRun, WaitingTask
-from services.workflow.state_keys import outcome_key, results_key, tasks_key
+from services.workflow.models import BatchInput, ChunkRun, MovingTask, WaitingTask
+from services.workflow.state_keys import outcome_key, results_key, stages_key, tasks_key
 from taskfan import pipeline
 from taskfan.contracts import MAX_ADDED_BYTES, StepAnswer, Task
 from tests.unit.fake_state import FakeDaprState
@@ -88,8 +88,10 @@ class FakeSteps:
         self.pipeline, self.answer, self.calls = declared or pipeline.load(), answer, calls
         self.book = LiveBatches()
 
-    def for_batch(self, batch_id, traceparent=None):
+    def for_batch(self, batch_id, traceparent=None, entering=None):
         async def call(step, payload):
+            if entering is not None:
+                await entering(step.name, [item["task_id"] for item in payload])
             self.calls[step.name] += 1
             self.calls[(step.name, len(payload))] += 1
             return [StepAnswer(task_id=item["task_id"], **self.answer(step.name, item)) for item in payload]
@@ -298,3 +300,22 @@ def test_a_task_waiting_at_a_step_the_pipeline_no_longer_has_fails_instead_of_wa
 def test_progress_saved_before_the_declared_pipeline_is_read_with_its_tags():
     old = WaitingTask.model_validate({"task_id": "a", "step": SCORE, "attempts": 1, "tags": ["x"]})
     assert old.added == {"tags": ["x"]}
+
+
+def test_a_chunks_stages_are_in_the_state_store_while_it_runs_and_gone_with_its_outcome(monkeypatch):
+    """Any workflow process answers the console from them (console_api.stages): written as the chunk's tasks
+    enter a step, deleted with the batch's other keys once its outcome is out (drive checks that)."""
+    state = FakeState()
+    seen = {}
+
+    def answer(step, item):
+        if step == "score":
+            seen.update(ChunkStages.decode(state.items[stages_key("b", 0)]))
+            return {"score": 1}
+        return {"issues": ["too short"]} if item["task_id"] == "bad" else {"tags": ["x"]}
+
+    tasks = [Task(task_id=t, title="Urgent: fix it", description="The login API returns 500 errors")
+             for t in ("good", "bad")]
+    drive(monkeypatch, tasks, answer, state)
+    # While "good" is scored: it is at the step; "bad" was still at validate when this run last wrote.
+    assert seen == {"good": MovingTask(stage="score"), "bad": MovingTask(stage="validate")}

@@ -38,7 +38,7 @@ from services.console.routes.signin import ACTION_HEADER
 from services.console.watch import Watcher
 from services.console.web import create_console
 from services.workflow.ledger_store import LedgerStore
-from services.workflow.live import LiveBatches
+from services.workflow.live import ChunkStages, LiveBatches
 from services.workflow.models import BatchesNow, BatchNow, MovingTask, ScorerReplica, Termination
 from services.workflow.scoring import FORGET_S, ScorerView
 from taskfan.contracts import BATCH_ID_PATTERN, Outcome, SlotsReport, Task, TaskBatch, TaskResult
@@ -74,20 +74,32 @@ def outcome(batch_id: str, statuses: list[str]) -> Outcome:
                    results=results, started_at="2026-11-30T04:00:00+00:00", finished_at="2026-11-30T04:00:02+00:00")
 
 
-def test_live_view_follows_tasks_through_the_steps_and_forgets_a_published_batch() -> None:
+def test_a_chunks_stages_follow_its_tasks_through_the_steps_and_read_back_as_written() -> None:
+    stages = ChunkStages([TaskResult(task_id="t9", status="rejected", score=None, issues=["too short"])])  # an earlier run's
+    stages.moving("validate", ["t0", "t1"])
+    stages.moving("score", ["t0"])
+    stages.finished([TaskResult(task_id="t1", status="completed", score=7, tags=["x"], added={"n": 1})])
+    assert ChunkStages.decode(stages.encode().encode()) == {
+        "t9": MovingTask(stage="rejected", issues=["too short"]), "t0": MovingTask(stage="score"),
+        "t1": MovingTask(stage="done", score=7, tags=["x"], added={"n": 1})}
+    hostile = ChunkStages()
+    hostile.moving("score", ["a||b::c", "\u00e9\U0001f389"])
+    assert set(ChunkStages.decode(hostile.encode().encode())) == {"a||b::c", "\u00e9\U0001f389"}
+
+
+def test_a_processs_book_counts_tasks_in_each_step_and_forgets_a_batch_that_left() -> None:
     live = LiveBatches()
     live.moving("b", "validate", ["t0", "t1"])
     live.moving("b", "score", ["t0"])
-    assert live.view("b") == {"t0": MovingTask(stage="score"), "t1": MovingTask(stage="validate")}
+    assert live.stage_counts() == {"score": 1, "validate": 1} and live.known() == {"b"}
     live.finished("b", [TaskResult(task_id="t0", status="completed", score=7, tags=["x"])])
-    assert live.view("b")["t0"] == MovingTask(stage="done", score=7, tags=["x"])
     assert live.finished_tasks == 1 and live.stage_counts() == {"done": 1, "validate": 1}
     live.finished("b", [TaskResult(task_id="t0", status="completed", score=7)])  # a run again counts once
     assert live.finished_tasks == 1
     live.forget("b")
-    assert live.view("b") == {}
+    assert live.known() == set() and live.stage_counts() == {}
     live.moving("b", "score", ["t1"])  # an activity its terminated batch could not stop: not brought back
-    assert live.view("b") == {} and live.stage_counts() == {}
+    assert live.known() == set() and live.stage_counts() == {}
 
 
 def test_scorer_view_reports_each_replica_heard_from_lately() -> None:
