@@ -16,7 +16,7 @@ from taskfan.stack.processes import pid_alive
 
 from .helpers import ingest_auth, lesson_tasks, log_records, outcomes_for, post_batch, stream_events, wait_for
 
-BATCHES, TASKS = 15, 1500
+BATCHES, TASKS = 24, 2000
 
 
 def backlog(port: str) -> float:
@@ -42,13 +42,12 @@ def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(sta
 
         watched = wait_for(running, "a batch of the burst running", 60)
         waiting = []
-        for _ in range(8):
+        for _ in range(5):
             answer = httpx.get(f"{api}/{watched}", params={"stage": "waiting"}, headers=ingest_auth(settings),
                                timeout=10).json()
             waiting.append(answer["tasks_matching"] if answer["batch"]["state"] == "running" else 0)
-            time.sleep(0.3)
+            time.sleep(0.2)
         assert waiting == sorted(waiting, reverse=True) and waiting[-1] < TASKS, waiting
-        wait_for(lambda: any(outcomes_for(redis_client, b) for b in ids), "the first outcome of the burst", 120)
         assert not all(outcomes_for(redis_client, b) for b in ids), "the burst ended before the kill: nothing tested"
         state = stack.running()
         killed = [state.find("workflow-2"), state.find("workflow-2-daprd")]
