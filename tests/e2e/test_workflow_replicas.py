@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 
 import httpx
 
 from taskfan.stack.processes import pid_alive
 
-from .helpers import ingest_auth, lesson_tasks, log_records, outcomes_for, post_batch, stream_events, wait_for
+from .helpers import frozen, ingest_auth, lesson_tasks, log_records, outcomes_for, post_batch, stream_events, wait_for
 
 BATCHES, TASKS = 24, 2000
 
@@ -27,27 +26,12 @@ def backlog(port: str) -> float:
 def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(stack, settings, redis_client):
     stack.scale(workflows=3, progress=lambda line: print(line, flush=True))
     try:
+        console_answers_for_every_chunk(stack, settings, redis_client)
         token = uuid.uuid4().hex[:6]
         ids = [f"wf3-{token}-{i}" for i in range(BATCHES)]
         for batch_id in ids:
             answer = post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, TASKS)})
             assert answer.status_code == 202, answer.text
-        # Whichever process the console's call reaches, it answers for every chunk of a running batch (their
-        # stages are in the state store): the tasks still waiting only ever go down from one answer to the next.
-        api = f"{stack.console_url}/api/batches"
-
-        def running() -> str | None:
-            listed = httpx.get(api, headers=ingest_auth(settings), timeout=10).json()["batches"]
-            return next((b["batch_id"] for b in listed if b["state"] == "running" and b["batch_id"] in ids), None)
-
-        watched = wait_for(running, "a batch of the burst running", 60)
-        waiting = []
-        for _ in range(5):
-            answer = httpx.get(f"{api}/{watched}", params={"stage": "waiting"}, headers=ingest_auth(settings),
-                               timeout=10).json()
-            waiting.append(answer["tasks_matching"] if answer["batch"]["state"] == "running" else 0)
-            time.sleep(0.2)
-        assert waiting == sorted(waiting, reverse=True) and waiting[-1] < TASKS, waiting
         assert not all(outcomes_for(redis_client, b) for b in ids), "the burst ended before the kill: nothing tested"
         state = stack.running()
         killed = [state.find("workflow-2"), state.find("workflow-2-daprd")]
@@ -71,3 +55,25 @@ def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(sta
         stack.scale(workflows=1, progress=lambda line: print(line, flush=True))
     assert [p.name for p in stack.running().processes if p.name.startswith("workflow")] == [
         "workflow", "workflow-daprd"]
+
+
+def console_answers_for_every_chunk(stack, settings, redis_client) -> None:
+    """Whichever workflow process the console's call reaches, it answers for every chunk of a running batch,
+    wherever the chunk ran (their stages are in the state store). The scorers are held (SIGSTOP) while the
+    batch's first chunks wait at the score step, so that every answer must be the same."""
+    batch_id = f"wf3-view-{uuid.uuid4().hex[:6]}"
+    api = f"{stack.console_url}/api/batches/{batch_id}"
+
+    def at(stage: str) -> int:
+        answer = httpx.get(api, params={"stage": stage}, headers=ingest_auth(settings), timeout=10)
+        return answer.json()["tasks_matching"] if answer.status_code == 200 else -1
+
+    scorers = [p.name for p in stack.running().processes if p.name.startswith("scorer-") and "daprd" not in p.name]
+    with frozen(stack, scorers):
+        assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 1000)}).status_code == 202
+        # Four chunks of 100 in flight (MAX_IN_FLIGHT), each run by one of the three processes, held at score.
+        wait_for(lambda: at("score") == 400, "four chunks' tasks at the score step", 10)
+        answers = [(at("score"), at("waiting")) for _ in range(6)]
+    assert answers == [(400, 600)] * 6, answers
+    outcome = wait_for(lambda: outcomes_for(redis_client, batch_id), "the held batch's outcome", 120)[0]
+    assert (outcome["completed"], outcome["failed"]) == (1000, 0)
