@@ -63,6 +63,7 @@ class Sizes:
     noop_workflows: int = 200
     small_batches: int = 30
     security_rounds: int = 3
+    workflow_rounds: int = 2
     burst_batches: int = 100
     burst_tasks: int = 1000
     many_batches: int = 10_000  # x 10 tasks, at once: the admission queue 10,000 long
@@ -74,7 +75,8 @@ class Sizes:
 
 
 QUICK = Sizes(fanout_tasks=10, throughput_tasks=100, throughput_batch=50, scaling_tasks=40,
-              big_batch_tasks=300, noop_workflows=10, small_batches=3, security_rounds=1, burst_batches=10,
+              big_batch_tasks=300, noop_workflows=10, small_batches=3, security_rounds=1, workflow_rounds=1,
+              burst_batches=10,
               burst_tasks=100, many_batches=200, steady_warmup_s=1, steady_s=3, steady_batches_in_flight=2,
               spread_tasks_per_replica=2, timeout_s=120)
 TEMPORAL_PORT = 7233  # and the next two (HTTP, metrics) for the Temporal peer's dev server
@@ -314,6 +316,29 @@ def scenario_security_cost(sizes: Sizes) -> dict[str, Any]:
             # What the locks cost: throughput lost, and latency added, in percent of the unlocked figure.
             "security_cost_pct": round(100 * (rate["off"] - rate["on"]) / rate["off"], 1),
             "security_latency_cost_pct": round(100 * (latency["on"] - latency["off"]) / latency["off"], 1)}
+
+
+def scenario_workflow_processes(sizes: Sizes) -> dict[str, Any]:
+    """The throughput scenario with one and with two workflow processes, stacks alternating so that drift hits
+    both alike: on 2 cores the point is that the second process does not lower the rate, and what CPU per task
+    it costs (README, Scaling the workflow service)."""
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for _ in range(sizes.workflow_rounds):
+        for workflows in runs:
+            with taskfan_stack(WORKFLOWS=workflows, **THROUGHPUT_ENV) as stack:
+                figures = throughput(stack, sizes)
+            say(f"{workflows} workflow process(es): {figures['tasks_per_s']} tasks/s, "
+                f"{figures['cpu_ms_per_task']} ms CPU per task")
+            runs[workflows].append(figures)
+
+    def mean(workflows: int, key: str) -> float:
+        return statistics.fmean(run[key] for run in runs[workflows])
+
+    return {"workflows_1_tasks_per_s": round(mean(1, "tasks_per_s"), 2),
+            "workflows_2_tasks_per_s": round(mean(2, "tasks_per_s"), 2),
+            "workflows_2_vs_1": round(mean(2, "tasks_per_s") / mean(1, "tasks_per_s"), 2),
+            "workflows_1_cpu_ms_per_task": round(mean(1, "cpu_ms_per_task"), 3),
+            "workflows_2_cpu_ms_per_task": round(mean(2, "cpu_ms_per_task"), 3)}
 
 
 def big_batch(stack: Stack, sizes: Sizes) -> dict[str, Any]:
@@ -714,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(guard("burst", lambda: scenario_burst(sizes)))
     results.update(guard("many batches", lambda: scenario_many_batches(sizes)))
     results.update(guard("security cost", lambda: scenario_security_cost(sizes)))
+    results.update(guard("workflow processes", lambda: scenario_workflow_processes(sizes)))
     results.update(guard("scaling", lambda: scenario_scaling(sizes)))
     results.update(guard("spread", lambda: scenario_spread(sizes)))
     results.update(guard("temporal", lambda: scenario_temporal(sizes)))

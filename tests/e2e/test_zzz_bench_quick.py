@@ -18,6 +18,7 @@ KEYS = ["fanout_batch_s", "fanout_speedup", "tasks_per_s", "overhead_ms_per_task
         "big_batch_s", "big_batch_peak_rss_mib", "dapr_noop_activities_per_s",
         "small_batch_latency_p50_ms", "small_batch_latency_p95_ms", "spread_speedup_3x", "spread_speedup_4x",
         "security_on_tasks_per_s", "security_off_tasks_per_s", "security_cost_pct", "security_latency_cost_pct",
+        "workflows_1_tasks_per_s", "workflows_2_tasks_per_s", "workflows_2_vs_1",
         # the peers, each in every scenario it has, and Taskfan's ratio to it
         "temporal_tasks_per_s", "temporal_cpu_ms_per_task", "temporal_small_batch_latency_p50_ms",
         "temporal_small_batch_latency_p95_ms", "temporal_fanout_batch_s", "temporal_spread_speedup_3x", "vs_temporal",
