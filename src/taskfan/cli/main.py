@@ -87,13 +87,13 @@ def build_cli() -> click.Group:
         return cmd_console(open_browser, role)
 
     @cli.command("stack", short_help="start or stop the local stack (what `make up` / `make down` run)",
-                 help="Start or stop the local stack (what `make up` / `make down` run). ACTION: scale --scorers N "
-                      "adds or removes scorer replicas of the running stack (a removed one finishes its calls "
-                      "first); restart SIGKILLs one process (--app) and starts it again: a crash drill; env prints "
-                      "`export` lines with the stack's tokens and Redis password, for a shell of your own; env "
-                      "--app ID prints instead an outside app's grant (its own sidecar's token, its resources "
-                      "folder, its mTLS identity) and nothing more.")
-    @click.argument("action", type=click.Choice(STACK_ACTIONS))
+                 help="Start or stop the local stack (what `make up` / `make down` run). ACTION: up, down, status, "
+                      "scale, restart or env. scale --scorers N adds or removes scorer replicas of the running "
+                      "stack (a removed one finishes its calls first); restart SIGKILLs one process (--app) and "
+                      "starts it again: a crash drill; env prints `export` lines with the stack's tokens and Redis "
+                      "password, for a shell of your own; env --app ID prints instead an outside app's grant (its "
+                      "own sidecar's token, its resources folder, its mTLS identity) and nothing more.")
+    @click.argument("action", type=click.Choice(STACK_ACTIONS), metavar="ACTION")
     @click.option("--app", help="with restart: a process name from `stack status` (workflow, scorer-0, "
                                 "workflow-daprd, redis, scheduler, ...); with env: the app id of a sidecar of your "
                                 "own, listed in OUTCOME_SUBSCRIBERS or TASKS_PUBLISHERS")
@@ -110,7 +110,7 @@ def build_cli() -> click.Group:
     @cli.command("completion", short_help="print the shell completion script (bash, zsh or fish)",
                  help='Print the shell completion script for SHELL: `eval "$(taskfan completion bash)"` in '
                       "~/.bashrc (zsh: the same with zsh in ~/.zshrc; fish: `taskfan completion fish | source`).")
-    @click.argument("shell", type=click.Choice(SHELLS))
+    @click.argument("shell", type=click.Choice(SHELLS), metavar="SHELL")
     @click.pass_context
     def completion(ctx: click.Context, shell: str) -> None:
         print(completion_script(ctx.find_root().command, shell))
