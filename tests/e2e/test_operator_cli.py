@@ -119,8 +119,10 @@ def test_hostile_ids_are_refused_with_a_line_and_the_pipeline_keeps_running(stac
         assert line.startswith("taskfan: ") and "\n" not in line and len(line) < 600, (hostile[:20], line[:200])
     # Past the CLI, straight at the console with the operator's credential: refused, never a Dapr name.
     console = stack.run_file.console_url()
-    for path in ("a%7C%7Cb", "a%3A%3Ab", "a%ED%A0%80", "x" * 10_000, "..%2F..%2Fapi"):
-        said = httpx.post(f"{console}/batches/{path}/purge", headers=ingest_headers(settings.ingest_token), timeout=30)
+    operator = ingest_headers(settings.ingest_token)
+    for path in ("a%7C%7Cb", "a%3A%3Ab", "a%ED%A0%80", "x" * 10_000):
+        said = httpx.post(f"{console}/batches/{path}/purge", headers=operator, timeout=30)
         assert said.status_code in (400, 404) and "batch" in said.json()["error"], (path[:20], said.text[:200])
+    assert httpx.post(f"{console}/batches/..%2F..%2Fapi/purge", headers=operator, timeout=30).status_code == 404
     post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 3)})
     assert wait_outcome(redis_client, batch_id)["completed"] == 3

@@ -148,6 +148,19 @@ def test_an_operator_purges_a_finished_batch_and_the_console_forgets_it(monkeypa
         assert said.status_code in (400, 404) and "batch" in said.json()["error"], (hostile[:20], said.text[:200])
 
 
+def test_an_operators_page_of_a_finished_batch_has_a_purge_button_and_a_viewers_has_none(monkeypatch):
+    monkeypatch.setattr("tests.unit.test_console_doors.FakeWorkflow", PurgingWorkflow)
+    operator = new_console()
+    sign_in(operator, "act")
+    assert 'data-action="/batches/done/purge"' in operator.get("/batches/done").text
+    assert "/purge" not in operator.get("/batches/running").text
+    viewer = new_console()
+    sign_in(viewer, "view")
+    assert "/purge" not in viewer.get("/batches/done").text
+    answer = operator.post("/batches/done/purge", headers={ACTION_HEADER: "1"})  # the button's request
+    assert answer.status_code == 200 and answer.json()["location"] == "/"
+
+
 def test_a_viewer_or_a_cookie_alone_purges_nothing(monkeypatch):
     monkeypatch.setattr("tests.unit.test_console_doors.FakeWorkflow", PurgingWorkflow)
     client = new_console()

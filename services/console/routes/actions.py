@@ -55,7 +55,9 @@ def router(parts: Parts) -> APIRouter:
         if not (said.known or forgotten):
             return error(404, f"no batch {batch_id!r} is known to the console or the workflow app")
         log.info("batch purged from the console", extra={"batch_id": batch_id})
-        return JSONResponse({"message": f"Batch {batch_id} purged: its records are deleted.", "batch_id": batch_id})
+        # location: its page is gone, the console's page goes to the list.
+        return JSONResponse({"message": f"Batch {batch_id} purged: its records are deleted.", "batch_id": batch_id,
+                             "location": "/"})
 
     @routes.post("/batches/{batch_id}/rerun")
     async def rerun(batch_id: str, request: Request) -> Response:
