@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
 from taskfan.cli.batches import purge_batches
 from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, CliError
 from taskfan.cli.console_client import credential
+from taskfan.contracts import is_batch_id
 from taskfan.settings import Settings
 
 ENTRY_POINT = Path(sys.executable).with_name("taskfan")
@@ -88,7 +90,8 @@ def test_looking_takes_the_viewers_credential_acting_the_operators_and_taskfan_t
 
 
 class FakeConsole:
-    """The console's purge answers: ``done`` purged, ``running`` refused, others unknown (or no console at all)."""
+    """The console's purge answers: ``done`` purged, ``running`` refused, others unknown or not batch ids (or no
+    console at all); an error names the id, cut, as the console's do."""
 
     def __init__(self, reachable: bool = True) -> None:
         self.asked: list[str] = []
@@ -101,19 +104,23 @@ class FakeConsole:
         if path == "/batches/done/purge":
             return {"message": "Batch done purged"}
         if path == "/batches/running/purge":
-            raise CliError("batch running was not purged (409)", EXIT_REFUSED)
-        raise CliError("no batch (404)", EXIT_BAD_INPUT)
+            raise CliError("batch running was not purged: the batch is running (409)", EXIT_REFUSED)
+        named = unquote(path.split("/")[2])
+        if not is_batch_id(named):
+            raise CliError(f"{named[:200]!r} is not a batch id (400)", EXIT_BAD_INPUT)
+        raise CliError(f"no batch {named!r} (404)", EXIT_BAD_INPUT)
 
 
-def test_purge_answers_each_id_and_sends_no_text_that_is_not_a_batch_id():
+def test_purge_answers_each_id_and_sends_what_is_not_text_nowhere():
     console = FakeConsole()
-    answers = purge_batches(console, ("done", "running", "a||b", "\udcff", "x" * 10_000, "nobody"))  # type: ignore[arg-type]
+    answers = purge_batches(console, ("done", "running", "a||b", "a\udcff", "x" * 10_000, "nobody"))  # type: ignore[arg-type]
     assert [code for _, code in answers] == [0, EXIT_REFUSED, EXIT_BAD_INPUT, EXIT_BAD_INPUT, EXIT_BAD_INPUT,
                                              EXIT_BAD_INPUT]
-    assert console.asked == ["POST /batches/done/purge", "POST /batches/running/purge", "POST /batches/nobody/purge"]
-    assert "'a||b' is not a batch id" in answers[2][0]["error"] and "\\udcff" in answers[3][0]["error"]
-    assert len(answers[4][0]["error"]) < 400  # a 10 kB id is cut in the line that names it
-    assert answers[0][0]["message"] == "Batch done purged"
+    # The console judges every id it can be sent; a lone surrogate (a shell's stray byte) cannot be.
+    assert console.asked == ["POST /batches/done/purge", "POST /batches/running/purge", "POST /batches/a%7C%7Cb/purge",
+                             f"POST /batches/{'x' * 10_000}/purge", "POST /batches/nobody/purge"]
+    assert "udcff' is not a batch id" in answers[3][0]["error"]  # the stray byte shown escaped
+    assert answers[0][0]["message"] == "Batch done purged" and len(answers[4][0]["batch_id"]) == 200
 
 
 def test_purge_exits_with_the_worst_code_and_a_line_per_refusal(monkeypatch, capsys):
@@ -125,7 +132,13 @@ def test_purge_exits_with_the_worst_code_and_a_line_per_refusal(monkeypatch, cap
     assert cli_main.main(["batches", "purge", "done", "running"]) == EXIT_REFUSED
     assert cli_main.main(["batches", "purge", "running", "a||b", "done"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.splitlines()
-    assert err[-2:] == ["taskfan: running: batch running was not purged (409)",
-                        "taskfan: 'a||b' is not a batch id (1 to 128 characters: letters, digits, '.', '_', '-', ':')"]
+    assert err[-2:] == ["taskfan: batch running was not purged: the batch is running (409)",
+                        "taskfan: 'a||b' is not a batch id (400)"]
     answered.reachable = False
     assert cli_main.main(["batches", "-o", "json", "purge", "done", "running"]) == EXIT_UNREACHABLE
+
+
+def test_show_and_the_actions_refuse_text_that_cannot_be_sent_with_a_line(capsys):
+    for argv in (["batches", "show", "a\udcff"], ["batches", "terminate", "\udcff"], ["batches", "rerun", "b\ud800"]):
+        assert cli_main.main(argv) == EXIT_BAD_INPUT
+        assert "is not a batch id" in capsys.readouterr().err

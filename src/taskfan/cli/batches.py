@@ -12,8 +12,7 @@ import click
 
 from taskfan import events
 from taskfan.cli.common import EXIT_BAD_INPUT, CliError
-from taskfan.cli.console_client import Console, ConsoleChoice, console_options, print_answer
-from taskfan.contracts import is_batch_id
+from taskfan.cli.console_client import Console, ConsoleChoice, console_group, print_answer
 
 # "\b": click prints the paragraph as it is written, as argparse's RawDescriptionHelpFormatter did.
 DESCRIPTION = """\
@@ -30,23 +29,18 @@ unknown batch, a bad page); 3 the console does not answer."""
 STATES = ("queued", "running", "finished", "failed", "dead-lettered", "accepted")
 LIST_COLUMNS = ("batch_id", "state", "done", "total", "completed", "rejected", "failed", "started_at")
 TASK_COLUMNS = ("task_id", "stage", "score", "issues", "error")
-PAGE = click.IntRange(min=1)
 
 
 def batches_command() -> click.Group:
     """The ``batches`` group: its options decoded, each action a plain function below."""
 
-    @click.group("batches", help=DESCRIPTION,
-                 short_help="list, show, terminate, re-run and purge batches (through the console's API)")
-    @console_options
-    @click.pass_context
-    def batches(ctx: click.Context, url: str | None, output: str) -> None:
-        ctx.obj = ConsoleChoice(url, output)
+    batches = console_group("batches", DESCRIPTION,
+                            "list, show, terminate, re-run and purge batches (through the console's API)")
 
     @batches.command("list", short_help="running and queued batches first, then the others, newest first",
                      help="Running and queued batches first, then the others, newest first.")
     @click.option("--state", type=click.Choice(STATES), help="only batches in this state")
-    @click.option("--page", type=PAGE, default=1, help="page of 100 (default 1)")
+    @click.option("--page", type=click.IntRange(min=1), default=1, help="page of 100 (default 1)")
     @click.option("--id", "prefix", metavar="TEXT", help="only batches whose id is this or begins with it")
     @click.option("--since", metavar="TIME", help="only batches started at or after this ISO 8601 time")
     @click.option("--until", metavar="TIME", help="only batches started before this ISO 8601 time")
@@ -58,7 +52,7 @@ def batches_command() -> click.Group:
     @batches.command("show", short_help="one batch: its state, counts and each task's stage (1000 a page)",
                      help="One batch: its state, counts and each task's stage (1000 a page).")
     @click.argument("batch_id")
-    @click.option("--page", type=PAGE, default=1, help="page of 1000 tasks (default 1)")
+    @click.option("--page", type=click.IntRange(min=1), default=1, help="page of 1000 tasks (default 1)")
     @click.option("--stage", help="only its tasks at this stage (waiting, a step, done, rejected, failed)")
     @click.pass_obj
     def show(choice: ConsoleChoice, batch_id: str, page: int, stage: str | None) -> None:
@@ -112,36 +106,34 @@ def list_batches(console: Console, page: int, state: str | None, prefix: str | N
 
 def show_batch(console: Console, batch_id: str, page: int, stage: str | None) -> dict[str, Any]:
     asked = {"page": page, "stage": stage}
-    return console.ask("GET", f"/api/batches/{quote(batch_id, safe='')}?" + urlencode(
-        {k: v for k, v in asked.items() if v}))
+    return console.ask("GET", f"/api/batches/{segment(batch_id)}?" + urlencode({k: v for k, v in asked.items() if v}))
 
 
 def act(console: Console, batch_id: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    return console.ask("POST", f"/batches/{quote(batch_id, safe='')}/{action}", body)
+    return console.ask("POST", f"/batches/{segment(batch_id)}/{action}", body)
 
 
-def not_a_batch_id(text: str) -> str | None:
-    """Why ``text`` cannot be sent as a batch id (it could not even be put in a URL: a lone surrogate), or None."""
-    if is_batch_id(text):
-        return None
-    return (f"{events.printable(text, 200)!r} is not a batch id (1 to 128 characters: letters, digits, '.', '_', "
-            "'-', ':')")
+def segment(batch_id: str) -> str:
+    """``batch_id`` as one segment of a URL path. The console judges what is a batch id; text that is not Unicode
+    (a lone surrogate, from a shell's bytes) cannot even be sent."""
+    try:
+        return quote(batch_id, safe="")
+    except UnicodeEncodeError:
+        raise CliError(f"{events.printable(batch_id, 200)!r} is not a batch id (1 to 128 characters: letters, "
+                       "digits, '.', '_', '-', ':')", EXIT_BAD_INPUT) from None
 
 
 def purge_batches(console: Console, batch_ids: tuple[str, ...]) -> list[tuple[dict[str, Any], int]]:
-    """Each id's answer (its message, or its error) and its exit code (0: purged)."""
+    """Each id's answer (the console's message, or why not: its error names the id) and its exit code (0: purged)."""
     answers: list[tuple[dict[str, Any], int]] = []
     for batch_id in batch_ids:
         shown = events.printable(batch_id, 200)
-        if problem := not_a_batch_id(batch_id):
-            answers.append(({"batch_id": shown, "error": problem}, EXIT_BAD_INPUT))
-            continue
         try:
             said = act(console, batch_id, "purge")
         except CliError as exc:
-            answers.append(({"batch_id": batch_id, "error": f"{batch_id}: {exc}"}, exc.code))
+            answers.append(({"batch_id": shown, "error": str(exc)}, exc.code))
             continue
-        answers.append(({"batch_id": batch_id, **said}, 0))
+        answers.append(({"batch_id": shown, **said}, 0))
     return answers
 
 

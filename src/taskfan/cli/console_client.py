@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import httpx
@@ -17,7 +16,6 @@ from taskfan.settings import Settings
 from taskfan.stack_secrets import ingest_headers
 
 OUTPUTS = ("table", "json")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Console:
@@ -69,12 +67,20 @@ class ConsoleChoice:
         return Console(console_url(self.url, current), credential(current, acting))
 
 
-def console_options(group: F) -> F:
-    """``--console`` and ``-o``, the same on both groups."""
-    group = click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=False,
-                         help="table (default) or json (the API's answer as it is)")(group)
-    return click.option("--console", "url", metavar="URL",
-                        help="the console's URL (default: $CONSOLE_URL, else the local stack's)")(group)
+def console_group(name: str, description: str, short_help: str) -> click.Group:
+    """A group of commands that ask the console: ``--console`` and ``-o`` decoded into a ``ConsoleChoice``, which
+    its commands get (``click.pass_obj``)."""
+
+    @click.group(name, help=description, short_help=short_help)
+    @click.option("--console", "url", metavar="URL",
+                  help="the console's URL (default: $CONSOLE_URL, else the local stack's)")
+    @click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table",
+                  help="table (default) or json (the API's answer as it is)")
+    @click.pass_context
+    def group(ctx: click.Context, url: str | None, output: str) -> None:
+        ctx.obj = ConsoleChoice(url, output)
+
+    return group
 
 
 def print_answer(said: dict[str, Any], output: str, rows: list[dict[str, Any]], columns: tuple[str, ...],

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from taskfan.cli.console_client import Console, ConsoleChoice, console_options, print_answer
+from taskfan.cli.console_client import Console, ConsoleChoice, console_group, print_answer
 
 DESCRIPTION = """\
 \b
@@ -25,12 +25,7 @@ LIST_COLUMNS = ("number", "received_at", "batch_id", "replays", "reason")
 def dead_letters_command() -> click.Group:
     """The ``dead-letters`` group: its options decoded, each action a plain function below."""
 
-    @click.group("dead-letters", help=DESCRIPTION,
-                 short_help="list the dead letters the console keeps, and replay one")
-    @console_options
-    @click.pass_context
-    def dead_letters(ctx: click.Context, url: str | None, output: str) -> None:
-        ctx.obj = ConsoleChoice(url, output)
+    dead_letters = console_group("dead-letters", DESCRIPTION, "list the dead letters the console keeps, and replay one")
 
     @dead_letters.command("list", short_help="the newest first, 50 a page", help="The newest first, 50 a page.")
     @click.option("--page", type=click.IntRange(min=1), default=1, help="page of 50 (default 1)")
