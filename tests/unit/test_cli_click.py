@@ -142,3 +142,30 @@ def test_show_and_the_actions_refuse_text_that_cannot_be_sent_with_a_line(capsys
     for argv in (["batches", "show", "a\udcff"], ["batches", "terminate", "\udcff"], ["batches", "rerun", "b\ud800"]):
         assert cli_main.main(argv) == EXIT_BAD_INPUT
         assert "is not a batch id" in capsys.readouterr().err
+
+
+def test_batches_list_show_and_purge_through_the_console_app(monkeypatch, capsys):
+    """Every option decoded into the console's query, against the console app itself (its doors included)."""
+    import json
+
+    from taskfan.cli import console_client
+    from tests.unit.test_console_doors import HOST, TOKEN, VIEW_TOKEN, new_console
+    from tests.unit.test_purge import PurgingWorkflow
+
+    monkeypatch.setattr("tests.unit.test_console_doors.FakeWorkflow", PurgingWorkflow)
+    client = new_console()
+    monkeypatch.setattr(console_client.httpx, "request", lambda method, url, **kw: client.request(
+        method, url.removeprefix(f"http://{HOST}"), headers=kw.get("headers"), json=kw.get("json")))
+    monkeypatch.setenv("CONSOLE_URL", f"http://{HOST}")
+    monkeypatch.setenv("TASKFAN_TOKEN", VIEW_TOKEN)
+    assert cli_main.main(["batches", "-o", "json", "list", "--state", "failed", "--id", "do", "--page", "1"]) == 0
+    assert [b["batch_id"] for b in json.loads(capsys.readouterr().out)["batches"]] == ["done"]
+    assert cli_main.main(["batches", "show", "done", "--stage", "failed"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["t1", "failed"], ["t2", "failed"]]
+    assert err.startswith("done: failed, 3/3 done (1 completed, 0 rejected, 2 failed)")
+    assert cli_main.main(["batches", "purge", "done"]) == EXIT_REFUSED  # the viewer's credential
+    monkeypatch.setenv("TASKFAN_TOKEN", TOKEN)
+    assert cli_main.main(["batches", "purge", "done", "running"]) == EXIT_REFUSED
+    assert "Batch done purged" in capsys.readouterr().out
+    assert cli_main.main(["batches", "show", "done"]) == EXIT_BAD_INPUT

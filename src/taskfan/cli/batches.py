@@ -45,8 +45,9 @@ def batches_command() -> click.Group:
     @click.option("--since", metavar="TIME", help="only batches started at or after this ISO 8601 time")
     @click.option("--until", metavar="TIME", help="only batches started before this ISO 8601 time")
     @click.pass_obj
-    def listing(choice: ConsoleChoice, **asked: Any) -> None:  # noqa: ANN401 - the options, as click decoded them
-        said = list_batches(choice.console(acting=False), **asked)
+    def listing(choice: ConsoleChoice, state: str | None, page: int, prefix: str | None, since: str | None,
+                until: str | None) -> None:
+        said = list_batches(choice.console(acting=False), page, state, prefix, since, until)
         print_answer(said, choice.output, said["batches"], LIST_COLUMNS, f"page {said['page']} of {said['pages']}")
 
     @batches.command("show", short_help="one batch: its state, counts and each task's stage (1000 a page)",

@@ -13,7 +13,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from taskfan.cli.batches import batches_command
-from taskfan.cli.common import CliError
+from taskfan.cli.common import EXIT_BAD_INPUT, CliError
 from taskfan.cli.console import ROLES, cmd_console
 from taskfan.cli.dead_letters import dead_letters_command
 from taskfan.cli.local_stack import cmd_stack
@@ -122,7 +122,7 @@ def completion_script(root: click.Command, shell: str) -> str:
     """click's completion script for ``shell``: it calls ``taskfan`` back with ``_TASKFAN_COMPLETE`` set."""
     kind = get_completion_class(shell)
     if kind is None:  # click.Choice let only SHELLS through
-        raise CliError(f"no completion for {shell}", 2)
+        raise CliError(f"no completion for {shell}", EXIT_BAD_INPUT)
     return kind(root, {}, PROG, COMPLETE_VAR).source()
 
 
