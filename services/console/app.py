@@ -26,11 +26,12 @@ from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnr
 from services.console.sessions import Sessions
 from services.console.watch import Watcher
 from services.console.web import create_console
-from services.workflow.models import BatchesNow, BatchNow, Termination
+from services.workflow.models import BatchesNow, BatchNow, Purge, Termination
 from taskfan import events
 from taskfan.contracts import (
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
+    CONSOLE_PURGE,
     CONSOLE_TERMINATE,
     DEADLETTER_TOPIC,
     MAX_MESSAGE_BYTES,
@@ -70,6 +71,9 @@ class WorkflowApp:
 
     def terminate(self, batch_id: str) -> Termination:
         return Termination.model_validate_json(self.ask(CONSOLE_TERMINATE, {"batch_id": batch_id}))
+
+    def purge(self, batch_id: str) -> Purge:
+        return Purge.model_validate_json(self.ask(CONSOLE_PURGE, {"batch_id": batch_id}))
 
 
 class ConsoleState:

@@ -247,6 +247,17 @@ class BatchBook:
                 summary.dead_letter = _cut(reason, NOTE_CHARS)
                 self._touch(summary)
 
+    def forget(self, batch_id: str) -> bool:
+        """The batch was purged: its summary leaves the book (its page is written again without it at the next
+        flush) and its details' keys are deleted. Whether the book had it."""
+        with self._lock:
+            summary = self._by_id.pop(batch_id, None)
+            if summary is None:
+                return False
+            del self._by_number[summary.number]
+            self._drop_details(summary)
+            return True
+
     # --- reading -----------------------------------------------------------------------------------------
 
     def get(self, batch_id: str) -> Summary | None:

@@ -14,7 +14,7 @@ from services.console.dead_letters import DeadLetters
 from services.console.history import BatchBook
 from services.console.sessions import Credentials, Sessions, SignInCodes
 from services.console.watch import Watcher
-from services.workflow.models import BatchNow, Termination
+from services.workflow.models import BatchNow, Purge, Termination
 from taskfan.contracts import TaskBatch
 from taskfan.http_doors import Doors
 
@@ -23,6 +23,8 @@ class Workflow(Protocol):
     def batch(self, batch_id: str) -> BatchNow: ...
 
     def terminate(self, batch_id: str) -> Termination: ...
+
+    def purge(self, batch_id: str) -> Purge: ...
 
 
 Publish = Callable[[TaskBatch], None]

@@ -6,7 +6,8 @@ batch workflow's custom status (its counts), where each task of a running batch 
 the state store, ``live.ChunkStages``: any workflow process answers alike), and the scorer replicas as their
 answers describe them (``scoring``). Handlers only read and encode; terminating goes through Dapr's workflow
 API, and the reconciler then publishes the batch's outcome (every unfinished task failed, "terminated") as
-for any workflow ended early.
+for any workflow ended early. Purging deletes now what retention and the records' TTLs would delete later,
+for a finished batch only (``purge_refusal``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dapr.clients import DaprClient
+from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
@@ -23,18 +25,24 @@ from services.workflow import ledger_store, live, scoring
 from services.workflow.admission import Entry
 from services.workflow.models import (
     BatchesNow,
+    BatchInput,
     BatchNow,
     BatchProgress,
     MovingTask,
     OutcomeRecord,
+    Purge,
     QueuedBatch,
     RunningBatch,
     Termination,
 )
-from services.workflow.state_keys import outcome_key, stages_key
+from services.workflow.reconciler import STILL_GOING
+from services.workflow.state_keys import outcome_key, results_key, stages_key, tasks_key
+from taskfan.batch_records import record_key
 from taskfan.contracts import (
+    BATCHES_STORE,
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
+    CONSOLE_PURGE,
     CONSOLE_TERMINATE,
     STATESTORE,
     is_batch_id,
@@ -44,6 +52,7 @@ from taskfan.dapr_app import json_method
 
 QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them)
 STAGE_READS = 8  # chunks' stages read at once for one batch's view
+DELETES_PER_CALL = 200  # a purged batch's chunk keys, per state-store transaction
 
 
 class ConsoleAnswers:
@@ -121,7 +130,56 @@ class ConsoleAnswers:
         return Termination(terminated=True, status=status)
 
 
+    def purge(self, body: dict[str, Any]) -> Purge:
+        """Delete a finished batch's records now: its workflow's state, its outcome record, its chunks' data, its
+        batch-id record (last: while it is there, the id stays bound to its content)."""
+        batch_id = str(body["batch_id"])
+        if not is_batch_id(batch_id):  # the console passes on what a URL held: no Dapr name is made of it
+            return Purge(purged=False, refused="not a batch id")
+        instance = workflow_instance_id(batch_id)
+        state = self.workflows.get_workflow_state(instance, fetch_payloads=True)
+        recorded = bool(self.dapr.get_state(STATESTORE, outcome_key(batch_id)).data)
+        claimed = bool(self.dapr.get_state(BATCHES_STORE, record_key(batch_id)).data)
+        status = state.runtime_status if state is not None else None
+        shown = status.name.lower() if status is not None else ("ended" if recorded else None)
+        if (refusal := purge_refusal(status, recorded)) is not None:
+            return Purge(purged=False, known=True, status=shown, refused=refusal)
+        if state is None and not recorded and not claimed:
+            return Purge(purged=False, known=False)
+        keys = [outcome_key(batch_id)]
+        if state is not None:
+            # The chunks' data is deleted when the outcome is out; a terminated batch may have left some.
+            chunks = _chunks_of(state.serialized_input)
+            keys += [key(batch_id, i) for i in range(chunks) for key in (tasks_key, results_key, stages_key)]
+            self.workflows.purge_workflow(instance)  # its history and inbox: what the retention policy deletes
+        for start in range(0, len(keys), DELETES_PER_CALL):
+            self.dapr.execute_state_transaction(STATESTORE, [
+                TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
+                for key in keys[start:start + DELETES_PER_CALL]])
+        self.dapr.delete_state(BATCHES_STORE, record_key(batch_id))
+        self.book.forget(batch_id)
+        return Purge(purged=True, known=True, status=shown)
+
+
+def purge_refusal(status: WorkflowStatus | None, outcome_recorded: bool) -> str | None:
+    """Why a batch is not purged now, or None. Only a finished batch is: its workflow ended and its outcome
+    published (a terminated one's outcome follows its end by seconds; purged before, it would be left half)."""
+    if status in STILL_GOING:
+        return f"the batch is {status.name.lower()}: only a finished batch is purged (terminate it first)"
+    if status is not None and not outcome_recorded:
+        return f"the batch's workflow is {status.name.lower()} but its outcome is not published yet; try again soon"
+    return None
+
+
+def _chunks_of(serialized_input: str | None) -> int:
+    try:
+        return BatchInput.model_validate_json(serialized_input or "").chunks
+    except ValueError:  # an input of another version: its chunks' keys expire with their TTL
+        return 0
+
+
 def configure(app: App, answers: ConsoleAnswers) -> None:
     app.method(CONSOLE_BATCHES)(json_method(answers.batches))
     app.method(CONSOLE_BATCH)(json_method(answers.batch))
     app.method(CONSOLE_TERMINATE)(json_method(answers.terminate))
+    app.method(CONSOLE_PURGE)(json_method(answers.purge))

@@ -257,3 +257,13 @@ class Termination(BaseModel):
     terminated: bool
     status: str | None = None
     reason: str | None = None
+
+
+class Purge(BaseModel):
+    """``console-purge``'s answer. ``known``: the workflow app had something of the batch (its workflow, its
+    outcome record or its batch-id record); ``refused``: why nothing was deleted (the batch has not ended)."""
+
+    purged: bool
+    known: bool = False
+    status: str | None = None
+    refused: str | None = None

@@ -54,6 +54,7 @@ TOPICS = (TASKS_TOPIC, OUTCOMES_TOPIC, DEADLETTER_TOPIC, UNDELIVERABLE_TOPIC)
 
 # The workflow app's methods the console calls (service invocation; only the console may).
 CONSOLE_BATCHES, CONSOLE_BATCH, CONSOLE_TERMINATE = "console-batches", "console-batch", "console-terminate"
+CONSOLE_PURGE = "console-purge"  # a finished batch's stored records deleted now, not at retention
 
 TASK_BATCH_EVENT_TYPE = "io.taskfan.task-batch.v1"
 OUTCOME_EVENT_TYPE = "io.taskfan.batch-outcome.v1"

@@ -226,8 +226,9 @@ def test_an_outside_subscriber_may_subscribe_and_nothing_else(stack, settings):
         for topic in ("tasks", "outcomes"):
             refused = httpx.post(f"{own}/publish/pubsub/{topic}", json={}, headers=auth)
             assert refused.status_code == 403, refused.text
-        refused = httpx.post(f"{own}/invoke/workflow/method/console-terminate", json={"batch_id": "x"}, headers=auth)
-        assert refused.status_code == 403, refused.text
+        for method in ("console-terminate", "console-purge"):
+            refused = httpx.post(f"{own}/invoke/workflow/method/{method}", json={"batch_id": "x"}, headers=auth)
+            assert refused.status_code == 403, (method, refused.text)
         # Its Redis user, read from its grant: its streams, read and acknowledged; nothing else.
         grant = json.loads((Path(env["TASKFAN_GRANT"]) / "secrets.json").read_text())
         client = redis.Redis(port=settings.redis_port, username="grant-e2e-subscriber",

@@ -75,7 +75,8 @@ def outcome(batch_id: str, statuses: list[str]) -> Outcome:
 
 
 def test_a_chunks_stages_follow_its_tasks_through_the_steps_and_read_back_as_written() -> None:
-    stages = ChunkStages([TaskResult(task_id="t9", status="rejected", score=None, issues=["too short"])])  # an earlier run's
+    # A task an earlier run finished, then two this run moves.
+    stages = ChunkStages([TaskResult(task_id="t9", status="rejected", score=None, issues=["too short"])])
     stages.moving("validate", ["t0", "t1"])
     stages.moving("score", ["t0"])
     stages.finished([TaskResult(task_id="t1", status="completed", score=7, tags=["x"], added={"n": 1})])

@@ -4,7 +4,6 @@ one-time link without putting it in a URL or on a command line."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ def test_taskfan_console_prints_a_one_time_link_asked_for_with_the_credential_in
     monkeypatch.setattr(console_cli, "run_file", lambda: type("RunFile", (), {"console_url": lambda _: f"http://{HOST}"})())
     monkeypatch.setattr(console_cli.httpx, "post", fake.post)
     monkeypatch.setattr(console_cli.webbrowser, "open", opened.append)
-    assert console_cli.cmd_console(argparse.Namespace(open=True, role=role)) == 0
+    assert console_cli.cmd_console(open_browser=True, role=role) == 0
     link = capsys.readouterr().out.strip()
     assert link.startswith(f"http://{HOST}/login?code=") and opened == [link]  # the browser gets the link only
     assert TOKEN not in link and VIEW_TOKEN not in link
@@ -108,7 +107,7 @@ def test_taskfan_console_says_why_the_console_refused(monkeypatch, capsys):
     monkeypatch.setattr(console_cli, "run_file", lambda: type("RunFile", (), {"console_url": lambda _: f"http://{HOST}"})())
     monkeypatch.setattr(console_cli.httpx, "post", fake.post)
     with pytest.raises(console_cli.CliError, match="refused a sign-in link .401"):
-        console_cli.cmd_console(argparse.Namespace(open=False, role="view"))
+        console_cli.cmd_console(open_browser=False, role="view")
 
 
 def test_stack_env_prints_both_console_credentials(monkeypatch, capsys, tmp_path):
@@ -119,7 +118,7 @@ def test_stack_env_prints_both_console_credentials(monkeypatch, capsys, tmp_path
     stack = Stack(Settings(run_dir=str(tmp_path)), runfile.load(Path(__file__).resolve().parents[2] / "dapr.yaml"))
     secrets = stack.secrets
     monkeypatch.setattr(stack_cli, "local_stack", lambda: stack)
-    assert stack_cli.cmd_stack(argparse.Namespace(action="env", app=None, scorers=None)) == 0
+    assert stack_cli.cmd_stack("env") == 0
     printed = capsys.readouterr().out
     assert f"DAPR_TOKEN_WORKFLOW={secrets.sidecar_token('workflow')}" in printed
     assert secrets.dapr_token_key not in printed  # the key the tokens derive from stays in the file

@@ -303,7 +303,7 @@ def test_dead_letters_the_store_refused_are_deleted_at_the_next_write() -> None:
 
 def test_taskfan_dead_letters_lists_and_replays_through_the_console_api(monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from taskfan.cli import batches as cli_batches
+    from taskfan.cli import console_client
     from taskfan.cli.main import main
 
     letters = letters_over()
@@ -315,7 +315,7 @@ def test_taskfan_dead_letters_lists_and_replays_through_the_console_api(monkeypa
         return client.request(method, url.removeprefix(f"http://{HOST}"), headers=kwargs.get("headers"),
                               json=kwargs.get("json"))
 
-    monkeypatch.setattr(cli_batches.httpx, "request", request)
+    monkeypatch.setattr(console_client.httpx, "request", request)
     monkeypatch.setenv("CONSOLE_URL", f"http://{HOST}")
     monkeypatch.setenv("TASKFAN_TOKEN", TOKEN)
     assert main(["dead-letters", "list"]) == 0

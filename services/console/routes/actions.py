@@ -1,5 +1,6 @@
 """What the console does to a batch when asked (POST, from its page's buttons or with the token): terminate a
-running one, re-run a finished one (all its tasks, its failed ones, or some of those) as a new batch."""
+running one, re-run a finished one (all its tasks, its failed ones, or some of those) as a new batch, purge a
+finished one (the workflow app deletes its records, the console forgets it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pydantic import ValidationError
 from services.console import pages
 from services.console.parts import Parts
 from services.console.records import failed_tasks, rerun_id
-from taskfan.contracts import TaskBatch
+from taskfan import events
+from taskfan.contracts import TaskBatch, is_batch_id
 from taskfan.http_doors import error
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,25 @@ def router(parts: Parts) -> APIRouter:
         log.info("batch terminated from the console", extra={"batch_id": batch_id})
         return JSONResponse({"message": f"Batch {batch_id} terminated: its unfinished tasks will be reported "
                                         "failed in its outcome."})
+
+    @routes.post("/batches/{batch_id}/purge")
+    async def purge(batch_id: str) -> Response:
+        if not is_batch_id(batch_id):
+            return error(400, f"{events.printable(batch_id, 200)!r} is not a batch id (1 to 128 characters: letters, "
+                              "digits, '.', '_', '-', ':')")
+        try:
+            said = await asyncio.to_thread(parts.workflow.purge, batch_id)
+        except Exception as exc:  # noqa: BLE001
+            return error(502, f"the workflow app did not answer: {exc}")
+        if said.refused:
+            return error(409, f"batch {batch_id} was not purged: {said.refused}")
+        forgotten = await asyncio.to_thread(book.forget, batch_id)
+        if not (said.known or forgotten):
+            return error(404, f"no batch {batch_id!r} is known to the console or the workflow app")
+        log.info("batch purged from the console", extra={"batch_id": batch_id})
+        # location: its page is gone, the console's page goes to the list.
+        return JSONResponse({"message": f"Batch {batch_id} purged: its records are deleted.", "batch_id": batch_id,
+                             "location": "/"})
 
     @routes.post("/batches/{batch_id}/rerun")
     async def rerun(batch_id: str, request: Request) -> Response:

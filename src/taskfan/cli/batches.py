@@ -1,127 +1,143 @@
-"""``taskfan batches``: list, show, terminate and re-run batches through the console's JSON API (``DESCRIPTION``)."""
+"""``taskfan batches``: list, show, terminate, re-run and purge batches through the console's JSON API
+(``DESCRIPTION``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
+import click
 
-from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, CliError, run_file, settings
-from taskfan.stack_secrets import ingest_headers
+from taskfan import events
+from taskfan.cli.common import EXIT_BAD_INPUT, CliError
+from taskfan.cli.console_client import Console, ConsoleChoice, console_group, print_answer
 
+# "\b": click prints the paragraph as it is written, as argparse's RawDescriptionHelpFormatter did.
 DESCRIPTION = """\
-List, show, terminate and re-run batches through the console's JSON API: one API the stack serves, with a
-credential in a header. The same commands work against the local stack (the console's address in dapr.yaml,
+\b
+List, show, terminate, re-run and purge batches through the console's JSON API: one API the stack serves, with
+a credential in a header. The same commands work against the local stack (the console's address in dapr.yaml,
 its credentials in the stack's secrets file) and any other (--console URL or $CONSOLE_URL, and $TASKFAN_TOKEN).
-Looking takes the viewer's credential; terminating and re-running take the operator's (the ingest token).
+Looking takes the viewer's credential; terminating, re-running and purging take the operator's (the ingest
+token).
 
-Exit codes: 0 done; 1 refused (a batch not running, a viewer acting); 2 bad input (an unknown batch, a bad
-page); 3 the console does not answer."""
+\b
+Exit codes: 0 done; 1 refused (a batch not running, a batch not finished, a viewer acting); 2 bad input (an
+unknown batch, a bad page); 3 the console does not answer."""
 STATES = ("queued", "running", "finished", "failed", "dead-lettered", "accepted")
 LIST_COLUMNS = ("batch_id", "state", "done", "total", "completed", "rejected", "failed", "started_at")
 TASK_COLUMNS = ("task_id", "stage", "score", "issues", "error")
 
 
-def add_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers type
-    bat = sub.add_parser("batches", help="list, show, terminate and re-run batches (through the console's API)",
-                         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bat.add_argument("--console", help="the console's URL (default: $CONSOLE_URL, else the local stack's)")
-    bat.add_argument("-o", "--output", choices=("table", "json"), default="table",
-                     help="table (default) or json (the API's answer as it is)")
-    actions = bat.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="running and queued batches first, then the others, newest first")
-    listing.add_argument("--state", choices=STATES, help="only batches in this state")
-    listing.add_argument("--page", type=int, default=1, help="page of 100 (default 1)")
-    listing.add_argument("--id", dest="q", help="only batches whose id is this or begins with it")
-    listing.add_argument("--since", help="only batches started at or after this ISO 8601 time")
-    listing.add_argument("--until", help="only batches started before this ISO 8601 time")
-    show = actions.add_parser("show", help="one batch: its state, counts and each task's stage (1000 a page)")
-    show.add_argument("batch_id")
-    show.add_argument("--page", type=int, default=1, help="page of 1000 tasks (default 1)")
-    show.add_argument("--stage", help="only its tasks at this stage (waiting, a step, done, rejected, failed)")
-    terminate = actions.add_parser("terminate", help="terminate a running batch (its unfinished tasks fail)")
-    terminate.add_argument("batch_id")
-    rerun = actions.add_parser("rerun", help="publish a finished batch again, as a new batch")
-    rerun.add_argument("batch_id")
-    rerun.add_argument("--failed", action="store_true", help="only its failed tasks")
-    bat.set_defaults(func=cmd_batches)
+def batches_command() -> click.Group:
+    """The ``batches`` group: its options decoded, each action a plain function below."""
+
+    batches = console_group("batches", DESCRIPTION,
+                            "list, show, terminate, re-run and purge batches (through the console's API)")
+
+    @batches.command("list", short_help="running and queued batches first, then the others, newest first",
+                     help="Running and queued batches first, then the others, newest first.")
+    @click.option("--state", type=click.Choice(STATES), help="only batches in this state")
+    @click.option("--page", type=click.IntRange(min=1), default=1, help="page of 100 (default 1)")
+    @click.option("--id", "prefix", metavar="TEXT", help="only batches whose id is this or begins with it")
+    @click.option("--since", metavar="TIME", help="only batches started at or after this ISO 8601 time")
+    @click.option("--until", metavar="TIME", help="only batches started before this ISO 8601 time")
+    @click.pass_obj
+    def listing(choice: ConsoleChoice, state: str | None, page: int, prefix: str | None, since: str | None,
+                until: str | None) -> None:
+        said = list_batches(choice.console(acting=False), page, state, prefix, since, until)
+        print_answer(said, choice.output, said["batches"], LIST_COLUMNS, f"page {said['page']} of {said['pages']}")
+
+    @batches.command("show", short_help="one batch: its state, counts and each task's stage (1000 a page)",
+                     help="One batch: its state, counts and each task's stage (1000 a page).")
+    @click.argument("batch_id")
+    @click.option("--page", type=click.IntRange(min=1), default=1, help="page of 1000 tasks (default 1)")
+    @click.option("--stage", help="only its tasks at this stage (waiting, a step, done, rejected, failed)")
+    @click.pass_obj
+    def show(choice: ConsoleChoice, batch_id: str, page: int, stage: str | None) -> None:
+        said = show_batch(choice.console(acting=False), batch_id, page, stage)
+        note = summary_line(said["batch"]) + f"; tasks page {said['page']} of {said['pages']}"
+        print_answer(said, choice.output, said["tasks"], TASK_COLUMNS, note)
+
+    @batches.command("terminate", short_help="terminate a running batch (its unfinished tasks fail)",
+                     help="Terminate a running batch (its unfinished tasks fail).")
+    @click.argument("batch_id")
+    @click.pass_obj
+    def terminate(choice: ConsoleChoice, batch_id: str) -> None:
+        said = act(choice.console(acting=True), batch_id, "terminate")
+        print_answer(said, choice.output, [], (), str(said.get("message", "")))
+
+    @batches.command("rerun", short_help="publish a finished batch again, as a new batch",
+                     help="Publish a finished batch again, as a new batch.")
+    @click.argument("batch_id")
+    @click.option("--failed", is_flag=True, help="only its failed tasks")
+    @click.pass_obj
+    def rerun(choice: ConsoleChoice, batch_id: str, failed: bool) -> None:
+        said = act(choice.console(acting=True), batch_id, "rerun", {"tasks": "failed" if failed else "all"})
+        print_answer(said, choice.output, [], (), str(said.get("message", "")))
+
+    @batches.command("purge", short_help="delete finished batches' stored records now (not a running one)",
+                     help="Delete finished batches' stored records now: what the retention would delete later "
+                          "(the batch-id record, the outcome record, the workflow's state, the console's "
+                          "details). A running or queued batch is refused. Each id is answered; the exit code is "
+                          "the worst of theirs.")
+    @click.argument("batch_ids", metavar="BATCH_ID...", nargs=-1, required=True)
+    @click.pass_obj
+    def purge(choice: ConsoleChoice, batch_ids: tuple[str, ...]) -> int:
+        answers = purge_batches(choice.console(acting=True), batch_ids)
+        if choice.output == "json":
+            print(json.dumps([answer for answer, _ in answers], indent=2, ensure_ascii=False))
+        for answer, code in answers:
+            if code:
+                print(f"taskfan: {answer['error']}", file=sys.stderr)
+            elif choice.output != "json":
+                print(answer["message"])
+        return max(code for _, code in answers)  # the worst: refused 1 < bad input 2 < unreachable 3
+
+    return batches
 
 
-class Console:
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url.rstrip("/")
-        self.headers = ingest_headers(token)
+def list_batches(console: Console, page: int, state: str | None, prefix: str | None, since: str | None,
+                 until: str | None) -> dict[str, Any]:
+    asked = {"page": page, "state": state, "q": prefix, "since": since, "until": until}
+    return console.ask("GET", "/api/batches?" + urlencode({k: v for k, v in asked.items() if v}))
 
-    def ask(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+
+def show_batch(console: Console, batch_id: str, page: int, stage: str | None) -> dict[str, Any]:
+    asked = {"page": page, "stage": stage}
+    return console.ask("GET", f"/api/batches/{segment(batch_id)}?" + urlencode({k: v for k, v in asked.items() if v}))
+
+
+def act(console: Console, batch_id: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    return console.ask("POST", f"/batches/{segment(batch_id)}/{action}", body)
+
+
+def segment(batch_id: str) -> str:
+    """``batch_id`` as one segment of a URL path. The console judges what is a batch id; text that is not Unicode
+    (a lone surrogate, from a shell's bytes) cannot even be sent."""
+    try:
+        return quote(batch_id, safe="")
+    except UnicodeEncodeError:
+        raise CliError(f"{events.printable(batch_id, 200)!r} is not a batch id (1 to 128 characters: letters, "
+                       "digits, '.', '_', '-', ':')", EXIT_BAD_INPUT) from None
+
+
+def purge_batches(console: Console, batch_ids: tuple[str, ...]) -> list[tuple[dict[str, Any], int]]:
+    """Each id's answer (the console's message, or why not: its error names the id) and its exit code (0: purged)."""
+    answers: list[tuple[dict[str, Any], int]] = []
+    for batch_id in batch_ids:
+        shown = events.printable(batch_id, 200)
         try:
-            answer = httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=30)
-        except httpx.HTTPError as exc:
-            raise CliError(f"the console at {self.url} does not answer ({exc}); is the stack up? (`make up`)",
-                           EXIT_UNREACHABLE) from None
-        try:
-            said = answer.json()
-        except ValueError:
-            said = {"error": answer.text[:200]}
-        if answer.status_code >= 400:
-            code = EXIT_BAD_INPUT if answer.status_code in (400, 404, 422) else EXIT_REFUSED
-            raise CliError(f"{said.get('error', said)} ({answer.status_code})", code)
-        return dict(said)
+            said = act(console, batch_id, "purge")
+        except CliError as exc:
+            answers.append(({"batch_id": shown, "error": str(exc)}, exc.code))
+            continue
+        answers.append(({"batch_id": shown, **said}, 0))
+    return answers
 
 
-def cmd_batches(args: argparse.Namespace) -> int:
-    current = settings()
-    acting = args.action in ("terminate", "rerun")
-    token = current.taskfan_token or (
-        current.ingest_token if acting else (current.console_view_token or current.ingest_token))
-    console = Console(args.console or current.console_url or run_file().console_url(), token)
-    if args.action in ("list", "show") and args.page < 1:
-        raise CliError("--page is a whole number from 1", EXIT_BAD_INPUT)
-    if args.action == "list":
-        asked = {"page": args.page, "state": args.state, "q": args.q, "since": args.since, "until": args.until}
-        said = console.ask("GET", "/api/batches?" + urlencode({k: v for k, v in asked.items() if v}))
-        rows, note = said["batches"], f"page {said['page']} of {said['pages']}"
-        columns = LIST_COLUMNS
-    elif args.action == "show":
-        asked = {"page": args.page, "stage": args.stage}
-        said = console.ask("GET", f"/api/batches/{quote(args.batch_id, safe='')}?" + urlencode(
-            {k: v for k, v in asked.items() if v}))
-        rows = said["tasks"]
-        note = _summary(said["batch"]) + f"; tasks page {said['page']} of {said['pages']}"
-        columns = TASK_COLUMNS
-    else:
-        path = f"/batches/{quote(args.batch_id, safe='')}/{args.action}"
-        said = console.ask("POST", path, {"tasks": "failed" if getattr(args, "failed", False) else "all"}
-                           if args.action == "rerun" else None)
-        rows, note, columns = [], str(said.get("message", "")), ()
-    if args.output == "json":
-        print(json.dumps(said, indent=2, ensure_ascii=False))
-    else:
-        if rows:
-            print(table(rows, columns))
-        print(note, file=sys.stderr if rows else sys.stdout)
-    return 0
-
-
-def _summary(row: dict[str, Any]) -> str:
+def summary_line(row: dict[str, Any]) -> str:
     return (f"{row['batch_id']}: {row['state']}, {row['done']}/{row['total']} done "
             f"({row['completed']} completed, {row['rejected']} rejected, {row['failed']} failed)")
-
-
-def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    """Rows as aligned columns; a list is joined, a missing value is empty, every value on one line."""
-
-    def cell(value: object) -> str:
-        if value is None:
-            return ""
-        text = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
-        return text.replace("\n", " ").replace("\t", " ")[:80]
-
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)

@@ -8,7 +8,6 @@ browser with the link as its argument; that code is spent or expired seconds lat
 
 from __future__ import annotations
 
-import argparse
 import webbrowser
 
 import httpx
@@ -19,13 +18,13 @@ from taskfan.stack_secrets import ingest_headers
 ROLES = ("view", "act")
 
 
-def cmd_console(args: argparse.Namespace) -> int:
+def cmd_console(open_browser: bool = False, role: str = "view") -> int:
     current = settings()
     url = current.console_url or run_file().console_url()
     # The viewer's credential to look, the operator's (the ingest token) to act: each link no more than asked.
-    credential = current.ingest_token if args.role == "act" else (current.console_view_token or current.ingest_token)
+    credential = current.ingest_token if role == "act" else (current.console_view_token or current.ingest_token)
     try:
-        answer = httpx.post(f"{url}/login/code", json={"role": args.role}, headers=ingest_headers(credential),
+        answer = httpx.post(f"{url}/login/code", json={"role": role}, headers=ingest_headers(credential),
                             timeout=5)
     except httpx.HTTPError as exc:
         raise CliError(f"the console at {url} does not answer ({exc}); is the stack up? (`make up`)",
@@ -34,7 +33,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise CliError(f"the console refused a sign-in link ({answer.status_code}): {_said(answer)}", EXIT_REFUSED)
     link = url + answer.json()["link"]
     print(link)
-    if args.open:
+    if open_browser:
         webbrowser.open(link)
     return 0
 

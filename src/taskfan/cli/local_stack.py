@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
-
 from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, CliError, local_stack
 
 
-def cmd_stack(args: argparse.Namespace) -> int:
+def cmd_stack(action: str, app: str | None = None, scorers: int | None = None) -> int:
     from taskfan.stack import StackError, restart
     from taskfan.stack.grants import GrantError
 
     stack = local_stack()
     try:
-        if args.action == "up":
-            stack.up(args.scorers)
-        elif args.action == "down":
+        if action == "up":
+            stack.up(scorers)
+        elif action == "down":
             stack.down()
-        elif args.action == "scale":
-            if args.scorers is None:
+        elif action == "scale":
+            if scorers is None:
                 raise CliError("scale needs --scorers N", EXIT_BAD_INPUT)
-            stack.scale(args.scorers)
-        elif args.action == "env":
+            stack.scale(scorers)
+        elif action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
-            if not args.app:  # the operator's shell: ingest's token, each app's sidecar token, Redis's password
+            if not app:  # the operator's shell: ingest's token, each app's sidecar token, Redis's password
                 secrets = stack.secrets
                 apps = sorted({instance.app_id for instance in stack.topology.instances(1)})
                 sidecars = " ".join(f"DAPR_TOKEN_{app.upper().replace('-', '_')}={secrets.sidecar_token(app)}"
@@ -34,18 +32,18 @@ def cmd_stack(args: argparse.Namespace) -> int:
             # An outside app: its grant only (its own sidecar's token, its resources), and an identity for this
             # app id in the stack's mTLS.
             try:
-                grant, stored = stack.grant(args.app)
+                grant, stored = stack.grant(app)
             except GrantError as exc:
                 raise CliError(str(exc), EXIT_BAD_INPUT) from None
             print(f"export DAPR_API_TOKEN={stored['dapr-api-token']} TASKFAN_GRANT={grant.folder} "
                   f'DAPR_TRUST_ANCHORS="$(cat {stack.mtls.trust_anchors_file})" '
-                  f"DAPR_SENTRY_TOKEN_FILE={stack.mtls.token_file(args.app)} SENTRY_ADDRESS={stack.sentry_address}")
-        elif args.action == "restart":
-            if not args.app:
+                  f"DAPR_SENTRY_TOKEN_FILE={stack.mtls.token_file(app)} SENTRY_ADDRESS={stack.sentry_address}")
+        elif action == "restart":
+            if not app:
                 raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow)",
                                EXIT_BAD_INPUT)
-            restart(stack, args.app)
-            print(f"{args.app} restarted and ready")
+            restart(stack, app)
+            print(f"{app} restarted and ready")
         else:
             rows = stack.status()
             for name, pid, alive in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
@@ -12,10 +11,10 @@ from taskfan.cli.common import EXIT_REFUSED, EXIT_UNREACHABLE, CliError, local_s
 from taskfan.contracts import OUTCOMES_TOPIC, PUBSUB, Outcome
 
 
-def cmd_outcomes(args: argparse.Namespace) -> int:
-    if args.follow:
-        return follow_outcomes(args.group, args.batch)
-    return recent_outcomes(args.count, args.batch)
+def cmd_outcomes(follow: bool, group: str, batch: str | None, count: int) -> int:
+    if follow:
+        return follow_outcomes(group, batch)
+    return recent_outcomes(count, batch)
 
 
 def stored_outcomes(count: int) -> list[dict[str, Any]]:

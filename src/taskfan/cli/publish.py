@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -39,17 +38,18 @@ def read_batch_file(path: str) -> bytes:
     return raw
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
-    body = read_batch_file(args.file)
-    if args.batch_id:
+def cmd_publish(file: str, batch_id: str | None = None, wait: bool = False, timeout: float = 600,
+                url: str | None = None) -> int:
+    body = read_batch_file(file)
+    if batch_id:
         document = json.loads(body)
         document = {"tasks": document} if isinstance(document, list) else document
         if not isinstance(document, dict):
-            raise CliError(f"{args.file} must hold a JSON object or a list of tasks", EXIT_BAD_INPUT)
-        document["batch_id"] = args.batch_id
+            raise CliError(f"{file} must hold a JSON object or a list of tasks", EXIT_BAD_INPUT)
+        document["batch_id"] = batch_id
         body = json.dumps(document).encode()
     current = settings()
-    url = f"{args.url or ingest_url(current)}/batches"
+    url = f"{url or ingest_url(current)}/batches"
     try:
         response = httpx.post(url, content=body, timeout=30,
                               headers={"content-type": "application/json", **ingest_headers(current)})
@@ -64,10 +64,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise CliError(f"batch refused ({response.status_code}): {_error_text(response)}{later}", code)
     accepted = response.json()
     print(f"published batch {accepted['batch_id']} ({accepted['tasks']} tasks)", file=sys.stderr)
-    if not args.wait:
+    if not wait:
         print(accepted["batch_id"])
         return 0
-    ended = wait_until_done(accepted["batch_id"], args.timeout)["state"]
+    ended = wait_until_done(accepted["batch_id"], timeout)["state"]
     # A terminated or failed workflow's outcome comes from the workflow app within seconds, not at once.
     deadline = time.monotonic() + OUTCOME_GRACE_S
     while (outcome := find_outcome(accepted["batch_id"])) is None and time.monotonic() < deadline:

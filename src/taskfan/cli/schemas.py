@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from types import MappingProxyType
@@ -17,8 +16,8 @@ def schema_documents() -> dict[str, str]:
     return {name: json.dumps(model.model_json_schema(), indent=2) + "\n" for name, model in SCHEMA_MODELS.items()}
 
 
-def cmd_schemas(args: argparse.Namespace) -> int:
-    target = Path(args.out)
+def cmd_schemas(out: str = "schemas") -> int:
+    target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     for name, text in schema_documents().items():
         (target / name).write_text(text)

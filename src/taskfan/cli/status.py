@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -113,15 +112,15 @@ def summarize(batch_id: str, state: dict[str, Any] | None,
     return summary
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    if not is_batch_id(args.batch_id):  # no Dapr URL is made of it
-        raise CliError(f"{events.printable(args.batch_id, 200)!r} is not a batch id (1 to 128 characters: letters, "
+def cmd_status(batch_id: str, watch: bool = False, timeout: float = 3600) -> int:
+    if not is_batch_id(batch_id):  # no Dapr URL is made of it
+        raise CliError(f"{events.printable(batch_id, 200)!r} is not a batch id (1 to 128 characters: letters, "
                        "digits, '.', '_', '-', ':')", EXIT_REFUSED)
-    if args.watch:
-        summary = wait_until_done(args.batch_id, args.timeout)
+    if watch:
+        summary = wait_until_done(batch_id, timeout)
         print(json.dumps(summary, indent=2))
         return 0 if summary["state"] == "COMPLETED" else EXIT_REFUSED
-    summary = summarize(args.batch_id, workflow_state(args.batch_id), queue_position, outcome_record)
+    summary = summarize(batch_id, workflow_state(batch_id), queue_position, outcome_record)
     print(json.dumps(summary, indent=2))
     return 0 if summary["state"] != "UNKNOWN" else EXIT_REFUSED
 
