@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SCORERS ?= 1
+WORKFLOWS ?= 1
 
 .PHONY: help deps venv runtime up down run status test unit e2e bench bench-quick soak soak-long lint schemas clean images \
 	k8s-deps k8s-up k8s-down k8s-test bench-deps
@@ -24,8 +25,8 @@ runtime: ## the Dapr runtime and Jaeger (built once per machine into ~/.cache/ta
 
 deps: venv runtime ## everything above
 
-up: deps ## start the stack in the background, return when ready (SCORERS=N for N scorers)
-	$(BIN)/taskfan stack up --scorers $(SCORERS)
+up: deps ## start the stack in the background, return when ready (SCORERS=N scorers, WORKFLOWS=N workflow processes)
+	$(BIN)/taskfan stack up --scorers $(SCORERS) --workflows $(WORKFLOWS)
 
 down: ## stop everything `make up` started
 	@if [[ -x $(BIN)/taskfan ]]; then $(BIN)/taskfan stack down; else echo "no stack is running"; fi
@@ -35,7 +36,7 @@ status: ## show the stack's processes
 
 run: venv ## start the stack, publish examples/batch.json, print its outcome, stop the stack (builds what it needs)
 	trap '$(BIN)/taskfan stack down' EXIT; \
-	$(BIN)/taskfan stack up --scorers $(SCORERS); \
+	$(BIN)/taskfan stack up --scorers $(SCORERS) --workflows $(WORKFLOWS); \
 	$(BIN)/taskfan publish examples/batch.json --wait
 
 test: venv ## unit tests, end-to-end tests on the real stack, then on a real cluster (root)

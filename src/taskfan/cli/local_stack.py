@@ -5,20 +5,22 @@ from __future__ import annotations
 from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, CliError, local_stack
 
 
-def cmd_stack(action: str, app: str | None = None, scorers: int | None = None) -> int:
+def cmd_stack(action: str, app: str | None = None, scorers: int | None = None, workflows: int | None = None,
+              every_app: bool = False) -> int:
     from taskfan.stack import StackError, restart
+    from taskfan.stack.drill import roll
     from taskfan.stack.grants import GrantError
 
     stack = local_stack()
     try:
         if action == "up":
-            stack.up(scorers)
+            stack.up(scorers, workflows=workflows)
         elif action == "down":
             stack.down()
         elif action == "scale":
-            if scorers is None:
-                raise CliError("scale needs --scorers N", EXIT_BAD_INPUT)
-            stack.scale(scorers)
+            if scorers is None and workflows is None:
+                raise CliError("scale needs --scorers N or --workflows N", EXIT_BAD_INPUT)
+            stack.scale(scorers, workflows=workflows)
         elif action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
             if not app:  # the operator's shell: ingest's token, each app's sidecar token, Redis's password
@@ -39,11 +41,15 @@ def cmd_stack(action: str, app: str | None = None, scorers: int | None = None) -
                   f'DAPR_TRUST_ANCHORS="$(cat {stack.mtls.trust_anchors_file})" '
                   f"DAPR_SENTRY_TOKEN_FILE={stack.mtls.token_file(app)} SENTRY_ADDRESS={stack.sentry_address}")
         elif action == "restart":
-            if not app:
-                raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow)",
-                               EXIT_BAD_INPUT)
-            restart(stack, app)
-            print(f"{app} restarted and ready")
+            if every_app == bool(app):
+                raise CliError("restart needs --app NAME (a process name from `stack status`, e.g. workflow) or "
+                               "--all", EXIT_BAD_INPUT)
+            if every_app:
+                roll(stack)
+                print("every app restarted and ready")
+            else:
+                restart(stack, app)
+                print(f"{app} restarted and ready")
         else:
             rows = stack.status()
             for name, pid, alive in rows:
