@@ -386,7 +386,7 @@ def operator_cli(*args: str, console: str, token: str, timeout: float = 60) -> s
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_the_operator_cli_lists_shows_and_reruns_the_clusters_batches(taskfan: Taskfan) -> None:
+def test_the_operator_cli_lists_shows_reruns_and_purges_the_clusters_batches(taskfan: Taskfan) -> None:
     viewer = base64.b64decode(taskfan.kubectl("get", "secret", named("secrets"), "-o",
                                               "jsonpath={.data.console-view-token}")).decode()
     prefix = f"cli-{uuid.uuid4().hex[:6]}"
@@ -423,6 +423,11 @@ def test_the_operator_cli_lists_shows_and_reruns_the_clusters_batches(taskfan: T
         assert hostile.returncode == 2, hostile.stderr
         letters = operator_cli("dead-letters", "list", "-o", "json", console=console, token=viewer)
         assert letters.returncode == 0 and "dead_letters" in json.loads(letters.stdout), letters.stderr
+        # Purging a finished batch deletes what it left: afterwards no one knows it.
+        assert operator_cli("batches", "purge", batch_id, console=console, token=viewer).returncode == 1
+        purged = operator_cli("batches", "purge", batch_id, console=console, token=taskfan.ingest_token)
+        assert purged.returncode == 0, purged.stderr
+        assert operator_cli("batches", "show", batch_id, console=console, token=viewer).returncode == 2
     gone = operator_cli("batches", "list", console=console, token=viewer)  # the port-forward has stopped
     assert gone.returncode == 3 and "does not answer" in gone.stderr
 
