@@ -47,6 +47,9 @@ DEADLETTER_TOPIC = "tasks-deadletter"
 UNDELIVERABLE_TOPIC = "tasks-undeliverable"
 # The Redis user of ingest's stream gauge and trimmer (services/ingest/capacity.py).
 KEEPER_USER = "taskfan-keeper"
+# The Redis user of the console's stream lag (services/console/streams.py): XINFO GROUPS and XLEN on TOPICS, no more.
+CONSOLE_REDIS_USER = "taskfan-console"
+CONSOLE_REDIS_COMMANDS = ("+xinfo|groups", "+xlen")
 # Taskfan's streams: each bounded by STREAM_MAX_ENTRIES and trimmed by the keeper.
 TOPICS = (TASKS_TOPIC, OUTCOMES_TOPIC, DEADLETTER_TOPIC, UNDELIVERABLE_TOPIC)
 

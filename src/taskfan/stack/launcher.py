@@ -24,7 +24,7 @@ import redis
 import yaml
 
 from taskfan import pipeline, runfile, stack_secrets
-from taskfan.contracts import KEEPER_USER, TOPICS, AppId
+from taskfan.contracts import CONSOLE_REDIS_COMMANDS, CONSOLE_REDIS_USER, KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
 from taskfan.stack import grants, logkeeper, pipeline_resources, private_files, readiness
@@ -311,13 +311,15 @@ class Stack:
         if name == AppId.INGEST:
             env |= {"INGEST_TOKEN": self.secrets.ingest_token,
                     "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
-        elif name == AppId.CONSOLE:  # its operator's credential (the ingest token) and its viewer's
-            env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token}
+        elif name == AppId.CONSOLE:  # its operator's and its viewer's credentials, its Redis user (stream lag)
+            env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token,
+                    "REDIS_CONSOLE_PASSWORD": self.secrets.redis_console_password}
         return env
 
     def redis_acl(self) -> str:
-        """Redis's users: the default one (the password the components use) and ``taskfan-keeper``, which
-        may read memory and stream backlogs and trim the Taskfan streams, nothing else (ingest's gauge)."""
+        """Redis's users: the default one (the password the components use); ``taskfan-keeper``, which
+        may read memory and stream backlogs and trim the Taskfan streams, nothing else (ingest's gauge);
+        ``taskfan-console``, which may only read the streams' length and consumer groups (the console's lag)."""
         if not self.secrets.redis_password:
             return ""
         streams = " ".join(f"~{stream}" for stream in TOPICS)
@@ -325,7 +327,9 @@ class Stack:
                           for grant, password in grants.existing(self.run_dir, *self._granted()))
         return (f"requirepass {self.secrets.redis_password}\n"
                 f"user {KEEPER_USER} on >{self.secrets.redis_keeper_password} resetkeys {streams} resetchannels "
-                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n" + outside)
+                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n"
+                f"user {CONSOLE_REDIS_USER} on >{self.secrets.redis_console_password} resetkeys {streams} "
+                f"resetchannels -@all {' '.join(CONSOLE_REDIS_COMMANDS)}\n" + outside)
 
     def _granted(self) -> tuple[list[str], list[str]]:
         return (Settings.comma_list(self.settings.tasks_publishers),
