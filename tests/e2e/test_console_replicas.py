@@ -100,3 +100,25 @@ def test_the_consoles_redis_user_reads_lag_and_nothing_else(settings: Settings) 
     with pytest.raises(redis.AuthenticationError):  # the stack's default password is not its password
         redis.Redis(host=settings.redis_host, port=settings.redis_port, username=CONSOLE_REDIS_USER,
                     password=settings.redis_password, socket_timeout=10).ping()
+
+
+def test_two_validator_replicas_share_a_batch_and_both_show(viewer_page: Page, stack: Stack, settings: Settings,
+                                                            redis_client: redis.Redis, batch_id: str) -> None:
+    scaled = cli("stack", "scale", "--app", "validator", "--replicas", "2", timeout=180)  # the README's command
+    assert scaled.returncode == 0, scaled.stderr
+    try:
+        state = stack.running()
+        assert state is not None and state.replicas == {"validator": 2} and state.find("validator-1").alive()
+        # 20 chunks, one validate call each at least: Dapr picks a replica at random per call.
+        assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 2000)}).status_code == 202
+        wait_outcome(redis_client, batch_id)
+        viewer_page.goto(f"{stack.console_url}/replicas")
+        for replica in ("0", "1"):
+            expect(viewer_page.locator(f'section[data-step="validate"] tr[data-step-replica="{replica}"]')
+                   ).to_be_visible(timeout=30_000)
+        shot(viewer_page, "replicas-two-validators")
+    finally:
+        back = cli("stack", "scale", "--app", "validator", "--replicas", "1", timeout=180)
+    assert back.returncode == 0, back.stderr
+    state = stack.running()
+    assert state is not None and state.replicas == {} and "validator-1" not in {p.name for p in state.processes}

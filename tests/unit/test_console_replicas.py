@@ -25,6 +25,8 @@ from taskfan.contracts import CONSOLE_REDIS_USER, TOPICS, Task
 from taskfan.dapr_app import step_method
 from taskfan.settings import Settings
 from taskfan.stack import Stack
+from taskfan.stack.processes import StackError, StackState
+from taskfan.stack.topology import MAX_SCORERS, MAX_STEP_REPLICAS, REPLICA_PORT_STRIDE, Topology
 from tests.unit.test_console import new_book
 from tests.unit.test_console_doors import HOST, OPERATOR, FakeWorkflow, sign_in
 
@@ -241,3 +243,38 @@ def test_the_page_says_why_it_has_no_lag() -> None:
     no_user = Watcher(lambda: BatchesNow())
     no_user.poll()
     assert "no Redis user" in (no_user.now().streams.error or "")
+
+
+# --- replicas of the other step apps in the local stack ------------------------------------------------------
+
+
+def test_a_step_apps_replicas_add_a_hundred_per_replica_and_no_two_processes_share_a_port(tmp_path) -> None:
+    topology = Topology(runfile.load())
+    first, *others = [i for i in topology.instances(1, {"validator": 3}) if i.app_id == "validator"]
+    assert [first.label, *(i.label for i in others)] == ["validator", "validator-1", "validator-2"]
+    assert [i.http_port - first.http_port for i in others] == [REPLICA_PORT_STRIDE, 2 * REPLICA_PORT_STRIDE]
+    assert [i.app_port - first.app_port for i in others] == [REPLICA_PORT_STRIDE, 2 * REPLICA_PORT_STRIDE]  # type: ignore[operator]
+    assert topology.instance("validator", 0) == first  # replica 0 is the unscaled app: drills name it `validator`
+    most = topology.instances(MAX_SCORERS, {app_id: MAX_STEP_REPLICAS for app_id in DECLARED.app_ids})
+    ports = [*topology.placement_ports, *topology.scheduler_ports, *topology.sentry_ports]
+    ports += [p for i in most for p in (*i.ports, *([i.app_port] if i.app_port else []), *topology.web_ports(i.label))]
+    assert len(ports) == len(set(ports)), sorted(p for p in ports if ports.count(p) > 1)
+    stack = Stack(Settings(run_dir=str(tmp_path)), runfile.load())
+    assert stack.app_of("enricher-3-daprd") == "enricher" and stack.app_of("validator-1") == "validator"
+    assert stack.secret_env("validator-2")["DAPR_API_TOKEN"] == stack.secrets.sidecar_token("validator")
+
+
+@pytest.mark.parametrize(("app_id", "replicas", "refusal"), [
+    ("scorer", 2, "--scorers N"), ("workflow", 2, "serves no step"), ("ingest", 2, "serves no step"),
+    ("validator", 0, "between 1 and 4"), ("enricher", MAX_STEP_REPLICAS + 1, "between 1 and 4"),
+    ("validator", 2, "no stack is running")])
+def test_scaling_a_step_app_refuses_what_it_cannot_do(tmp_path, app_id: str, replicas: int, refusal: str) -> None:
+    stack = Stack(Settings(run_dir=str(tmp_path)), runfile.load())
+    with pytest.raises(StackError, match=refusal):
+        stack.scale_app(app_id, replicas, progress=lambda _: None)
+
+
+def test_a_stack_state_from_before_other_apps_replicas_reads_as_one_each(tmp_path) -> None:
+    (tmp_path / "stack.json").write_text(json.dumps({"processes": [], "scorers": 2, "redis_started": True}))
+    state = StackState.load(tmp_path / "stack.json")
+    assert state is not None and state.replicas == {} and state.scorers == 2

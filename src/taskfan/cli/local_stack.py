@@ -18,9 +18,12 @@ def cmd_stack(args: argparse.Namespace) -> int:
         elif args.action == "down":
             stack.down()
         elif args.action == "scale":
-            if args.scorers is None:
-                raise CliError("scale needs --scorers N", EXIT_BAD_INPUT)
-            stack.scale(args.scorers)
+            if args.app and args.replicas is not None:
+                stack.scale_app(args.app, args.replicas)
+            elif args.scorers is not None and not args.app:
+                stack.scale(args.scorers)
+            else:
+                raise CliError("scale needs --scorers N, or --app APP_ID --replicas N", EXIT_BAD_INPUT)
         elif args.action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
             if not args.app:  # the operator's shell: ingest's token, each app's sidecar token, Redis's password

@@ -69,16 +69,19 @@ def parser() -> argparse.ArgumentParser:
     stk = sub.add_parser("stack", help="start or stop the local stack (what `make up` / `make down` run)")
     stk.add_argument("action", choices=["up", "down", "status", "scale", "restart", "env"],
                      help="scale --scorers N adds or removes scorer replicas of the running stack (a removed "
-                          "one finishes its calls first); restart SIGKILLs one process (--app) and starts it "
-                          "again: a crash drill; env prints `export` lines with the stack's tokens and Redis "
+                          "one finishes its calls first), scale --app ID --replicas N another step app's; "
+                          "restart SIGKILLs one process (--app) and starts it again: a crash drill; env prints "
+                          "`export` lines with the stack's tokens and Redis "
                           "password, for a shell of your own; env --app ID prints instead an outside app's grant "
                           "(its own sidecar's token, its resources folder, its mTLS identity) and nothing more")
-    stk.add_argument("--app", help="with restart: a process name from `stack status` "
+    stk.add_argument("--app", help="with scale: a step app's id (validator, enricher, ...); "
+                                   "with restart: a process name from `stack status` "
                                    "(workflow, scorer-0, workflow-daprd, redis, scheduler, ...); with env: the "
                                    "app id of a sidecar of your own, listed in OUTCOME_SUBSCRIBERS or "
                                    "TASKS_PUBLISHERS")
     stk.add_argument("--scorers", type=int, default=None,
                      help="scorer replicas: for up (default $SCORERS or 1) and scale")
+    stk.add_argument("--replicas", type=int, default=None, help="with scale --app: that step app's replicas")
     stk.set_defaults(func=cmd_stack)
 
     sch = sub.add_parser("schemas", help="write the JSON Schema files of the events")

@@ -32,7 +32,8 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
     wait_until(lambda: not pid_alive(old.pid) and not any(port_open(p) for p in old.ports),
                f"{name} to exit", timeout=10)
     state.processes.remove(old)
-    instance = next((i for i in stack.topology.instances(state.scorers) if name in (i.label, i.sidecar_label)), None)
+    instance = next((i for i in stack.topology.instances(state.scorers, state.replicas)
+                     if name in (i.label, i.sidecar_label)), None)
     if instance is None:  # Redis or the control plane: the same command again
         process = stack.spawn(state, name, old.cmd, old.env if env is None else env, ports=old.ports,
                               cwd=Path(old.cwd) if old.cwd else None)

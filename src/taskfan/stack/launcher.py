@@ -43,7 +43,7 @@ from taskfan.stack.processes import (
     tail,
     wait_until,
 )
-from taskfan.stack.topology import MAX_SCORERS, Instance, Topology
+from taskfan.stack.topology import MAX_SCORERS, MAX_STEP_REPLICAS, Instance, Topology
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,8 @@ class Stack:
     def app_of(self, name: str) -> str:
         """The app id of a process of the stack: an app, its sidecar, or a sidecar of its own (``sidecar-<id>``)."""
         label = name.removesuffix("-daprd")
-        for instance in self.topology.instances(MAX_SCORERS):
+        every = {app.app_id: MAX_STEP_REPLICAS for app in self.run_file.apps}
+        for instance in self.topology.instances(MAX_SCORERS, every):
             if instance.label == label:
                 return instance.app_id
         return label.removeprefix("sidecar-")
@@ -536,9 +537,36 @@ class Stack:
         state = self.running()
         if state is None:
             raise StackError("no stack is running; start it with `make up`")
-        current = state.scorers
-        if scorers > current:
-            added = [self.topology.instance(AppId.SCORER, i) for i in range(current, scorers)]
+        self._scale(state, AppId.SCORER, state.scorers, scorers, progress)
+        state.scorers = scorers
+        state.save(self.state_path)
+        progress(f"{scorers} scorer(s) running")
+        return state
+
+    def scale_app(self, app_id: str, replicas: int, progress: Progress = print) -> StackState:
+        """Add or remove replicas of a step app other than the scorer (the pipeline's validator, enricher, a step
+        of your own), as ``scale`` does the scorer's: Dapr spreads the step's calls over them at random."""
+        if app_id == AppId.SCORER:
+            raise StackError("the scorer's replicas are scaled with --scorers N")
+        if app_id not in self.pipeline.app_ids:
+            raise StackError(f"{app_id!r} serves no step of {self.pipeline_file}: the step apps are "
+                             f"{', '.join(self.pipeline.app_ids)}")
+        if not 1 <= replicas <= MAX_STEP_REPLICAS:
+            raise StackError(f"replicas of {app_id} must be between 1 and {MAX_STEP_REPLICAS}, got {replicas}")
+        state = self.running()
+        if state is None:
+            raise StackError("no stack is running; start it with `make up`")
+        self._scale(state, app_id, state.replicas.get(app_id, 1), replicas, progress)
+        state.replicas[app_id] = replicas
+        if replicas == 1:
+            del state.replicas[app_id]
+        state.save(self.state_path)
+        progress(f"{replicas} {app_id} replica(s) running")
+        return state
+
+    def _scale(self, state: StackState, app_id: str, current: int, wanted: int, progress: Progress) -> None:
+        if wanted > current:
+            added = [self.topology.instance(app_id, i) for i in range(current, wanted)]
             self.check_ports_free(added, control_plane=False)
             bin_dir = self.dapr_bin()
             for instance in added:
@@ -546,17 +574,13 @@ class Stack:
             for instance in added:
                 readiness.wait_app(self, state, instance, bin_dir)
                 progress(f"ready: {instance.label} (sidecar http {instance.http_port})")
-        for replica in reversed(range(scorers, current)):
-            instance = self.topology.instance(AppId.SCORER, replica)
+        for replica in reversed(range(wanted, current)):
+            instance = self.topology.instance(app_id, replica)
             started = time.monotonic()
             for process in (state.find(instance.sidecar_label), state.find(instance.label)):
                 stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
                 state.processes.remove(process)
             progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
-        state.scorers = scorers
-        state.save(self.state_path)
-        progress(f"{scorers} scorer(s) running")
-        return state
 
     # --- down ------------------------------------------------------------------------------------
 

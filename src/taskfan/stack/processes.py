@@ -50,6 +50,7 @@ class StackState:
     processes: list[Process] = field(default_factory=list)
     scorers: int = 1
     redis_started: bool = False
+    replicas: dict[str, int] = field(default_factory=dict)  # of other step apps scaled (`scale --app`); absent: 1
 
     @classmethod
     def load(cls, path: Path) -> StackState | None:
@@ -60,6 +61,7 @@ class StackState:
             processes=[Process(**p) for p in raw["processes"]],
             scorers=raw["scorers"],
             redis_started=raw["redis_started"],
+            replicas=raw.get("replicas", {}),  # a stack started before replicas of other apps: 1 each
         )
 
     def save(self, path: Path) -> None:

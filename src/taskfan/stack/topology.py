@@ -1,7 +1,8 @@
 """Which processes the local stack runs and on which ports, derived from the run file (``dapr.yaml``).
 
 The run file names every app, its command and its ports. What the format cannot say is decided
-here, in code: scorer replicas (replica ``i`` adds ``i`` to each of the scorer's ports), the
+here, in code: scorer replicas (replica ``i`` adds ``i`` to each of the scorer's ports), the other
+step apps' replicas (replica ``i`` adds ``100 i``: the apps' ports are one apart), the
 control plane's side ports (health, raft, etcd: the next ports after placement's and scheduler's
 own), and that ``python`` in a command means the interpreter running the launcher.
 """
@@ -9,6 +10,7 @@ own), and that ``python`` in a command means the interpreter running the launche
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,11 @@ from taskfan.contracts import AppId
 from taskfan.runfile import App, RunFile, port_of
 
 MAX_SCORERS = 16
+# Replicas of a step app other than the scorer (`stack scale --app validator --replicas N`): replica i adds
+# i * REPLICA_PORT_STRIDE to its ports. At most MAX_STEP_REPLICAS, so that no replica's internal gRPC port
+# (5502 + 100 i) reaches the first replica's app ports (6102...).
+REPLICA_PORT_STRIDE = 100
+MAX_STEP_REPLICAS = 4
 SIDECAR_METRICS_OFFSET = 6000  # a sidecar's metrics port: its HTTP port + this (3501 -> 9501)
 
 
@@ -82,9 +89,12 @@ class Topology:
         return {AppId.INGEST: [self.ingest_port], AppId.CONSOLE: [self.run_file.console_port()]}.get(app_id, [])
 
     def instance(self, app_id: str, replica: int | None = None) -> Instance:
-        """The app's process; ``replica`` numbers a scaled app's copies (the scorer's)."""
+        """The app's process; ``replica`` numbers a scaled app's copies: the scorer's from 0 (``scorer-0``), another
+        app's from 1 (``validator-1``; its first is ``validator``, as in a stack never scaled)."""
         app = self.run_file.app(app_id)
-        offset = replica or 0
+        offset = (replica or 0) * (1 if app_id == AppId.SCORER else REPLICA_PORT_STRIDE)
+        if app_id != AppId.SCORER and not replica:
+            replica = None
         return Instance(
             app_id=app.app_id,
             http_port=app.dapr_http_port + offset,
@@ -99,14 +109,13 @@ class Topology:
             metrics_port=app.dapr_http_port + offset + SIDECAR_METRICS_OFFSET,
         )
 
-    def instances(self, scorers: int) -> list[Instance]:
-        """Every app of the run file, the scorer as ``scorers`` replicas, in the file's order."""
+    def instances(self, scorers: int, replicas: Mapping[str, int] | None = None) -> list[Instance]:
+        """Every app of the run file, the scorer as ``scorers`` replicas, another app as ``replicas[app_id]`` (1 if
+        not named), in the file's order."""
         result = []
         for app in self.run_file.apps:
-            if app.app_id == AppId.SCORER:
-                result += [self.instance(app.app_id, i) for i in range(scorers)]
-            else:
-                result.append(self.instance(app.app_id))
+            count = scorers if app.app_id == AppId.SCORER else (replicas or {}).get(app.app_id, 1)
+            result += [self.instance(app.app_id, i) for i in range(count)]
         return result
 
     @staticmethod
