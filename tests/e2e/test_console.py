@@ -3,7 +3,8 @@
 Signs in with the one-time link `taskfan console --role act` prints; watches a batch published by curl's way
 (ingest's API) reach 100 % on the batches page without a reload; opens it and sees each task's final stage as
 the outcome on the wire says (1,000 tasks a page); terminates a running batch from its page; re-runs failed tasks;
-reads the scorers on the replicas page; follows a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
+reads the scorers on the replicas page; follows a batch's trace (Jaeger's API has spans of every app) to its
+waterfall page.
 Screenshots of every page go to .taskfan/e2e/screenshots/.
 """
 
