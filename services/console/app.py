@@ -165,14 +165,14 @@ def _batch_id_in(refused: object) -> str | None:
 
 
 def streams_reader(settings: Settings) -> Callable[[], StreamsNow] | None:
-    """The streams' lag, read as the console's own Redis user; None when it has no password for it (a Redis of
-    your own without that user: the page says so)."""
+    """The streams' lag, read as the console's own Redis user; None when it has no password for it (the page says
+    so). Short timeouts: the same loop asks the workflow app, and a Redis that hangs must not hold that up long."""
     if settings.locked and not settings.redis_console_password:
         log.warning("REDIS_CONSOLE_PASSWORD is not set: the console shows no stream lag")
         return None
     return streams.reader(lambda: redis.Redis(
         host=settings.redis_host, port=settings.redis_port, username=CONSOLE_REDIS_USER if settings.locked else None,
-        password=settings.redis_console_password or None, socket_timeout=5, socket_connect_timeout=5))
+        password=settings.redis_console_password or None, socket_timeout=2, socket_connect_timeout=2))
 
 
 def configure(app: App, settings: Settings) -> Callable[[], None]:

@@ -55,10 +55,8 @@ def read(client: redis.Redis, streams: Iterable[str] = TOPICS) -> list[StreamLag
     for stream in streams:
         try:
             groups = client.xinfo_groups(stream)
-        except redis.exceptions.NoPermissionError:
-            raise
-        except redis.ResponseError as exc:
-            if "no such key" not in str(exc).lower():
+        except redis.ResponseError as exc:  # a refusal (NOPERM) is not a missing stream: it is raised
+            if isinstance(exc, redis.exceptions.NoPermissionError) or "no such key" not in str(exc).lower():
                 raise
             found.append(StreamLag(stream=stream, length=0))
             continue
@@ -78,7 +76,7 @@ def reader(connect: Callable[[], redis.Redis]) -> Callable[[], StreamsNow]:
             client = client or connect()
             return StreamsNow(streams=read(client))
         except redis.RedisError as exc:
-            return StreamsNow(error=f"Redis did not answer the console's stream questions: {exc}")
+            return StreamsNow(error=f"the console could not read the streams from Redis: {exc}")
 
     return streams_now
 

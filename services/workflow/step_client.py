@@ -70,8 +70,8 @@ class Called:
 
 class StepClient:
     """Step calls through the workflow app's own sidecar, over one pool of kept-alive connections; one per
-    workflow process, handed to whoever calls steps. ``timeout_s``: a call's deadline. ``replicas``: the step
-    apps' replicas its answers named."""
+    workflow process, handed to whoever calls steps. ``timeout_s``: a call's deadline. It keeps the step apps'
+    replicas its answers named (``replicas``, for the console)."""
 
     def __init__(self, timeout_s: float, measured: metrics.WorkflowMetrics | None = None,
                  session: aiohttp.ClientSession | None = None) -> None:

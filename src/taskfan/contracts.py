@@ -202,9 +202,10 @@ class StepAnswer(BaseModel):
 
 
 class SlotsReport(BaseModel):
-    """What a replica of a ``by-slots`` step (pipeline.yaml, ``spread``: the scorer) says beside its results,
-    and all it says when it refuses a call marked ``may_refuse`` because its slots are busy (``busy``): which
-    replica it is, its slots, its tasks accepted and not answered yet, the model's time per task. Fields
+    """What a step app says beside its results: which replica it is (every step app, ``dapr_app.step_method``;
+    the console's replicas page). A replica of a ``by-slots`` step (pipeline.yaml, ``spread``: the scorer) also
+    says, and all it says when it refuses a call marked ``may_refuse`` because its slots are busy (``busy``),
+    its slots, its tasks accepted and not answered yet, the model's time per task. Fields
     beyond these are ignored; a value of the wrong type (strictly: no "3" for 3) makes the whole answer
     malformed."""
 

@@ -557,9 +557,10 @@ class Stack:
         if state is None:
             raise StackError("no stack is running; start it with `make up`")
         self._scale(state, app_id, state.replicas.get(app_id, 1), replicas, progress)
-        state.replicas[app_id] = replicas
-        if replicas == 1:
-            del state.replicas[app_id]
+        if replicas > 1:
+            state.replicas[app_id] = replicas
+        else:
+            state.replicas.pop(app_id, None)  # one each is what a state without the app says
         state.save(self.state_path)
         progress(f"{replicas} {app_id} replica(s) running")
         return state
