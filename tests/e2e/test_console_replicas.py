@@ -115,3 +115,20 @@ def test_two_validator_replicas_share_a_batch_and_both_show(viewer_page: Page, s
     assert back.returncode == 0, back.stderr
     state = stack.running()
     assert state is not None and state.replicas == {} and "validator-1" not in {p.name for p in state.processes}
+
+
+def test_the_scorers_still_scale_by_their_own_flag(stack: Stack) -> None:
+    # `scale --scorers` and `scale --app` share the launcher's adding and draining (Stack._scale).
+    assert cli("stack", "scale", "--scorers", str(E2E_SCORERS + 1), timeout=180).returncode == 0
+    try:
+        state = stack.running()
+        assert state is not None and state.scorers == E2E_SCORERS + 1
+        assert state.find(f"scorer-{E2E_SCORERS}").alive() and state.find(f"scorer-{E2E_SCORERS}-daprd").alive()
+    finally:
+        back = cli("stack", "scale", "--scorers", str(E2E_SCORERS), timeout=180)
+    assert back.returncode == 0, back.stderr
+    state = stack.running()
+    assert state is not None and state.scorers == E2E_SCORERS
+    assert f"scorer-{E2E_SCORERS}" not in {p.name for p in state.processes}
+    refused = cli("stack", "scale", "--app", "workflow", "--replicas", "2")
+    assert refused.returncode != 0 and "serves no step" in refused.stderr
