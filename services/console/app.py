@@ -15,15 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import redis
 import uvicorn
 from dapr.clients import DaprClient
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.clients.grpc._response import TopicEventResponse
 from dapr.ext.grpc import App
 
+from services.console import streams
 from services.console.dead_letters import DeadLetters
 from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnreadable, read_back
 from services.console.sessions import Sessions
+from services.console.streams import StreamsNow
 from services.console.watch import Watcher
 from services.console.web import create_console
 from services.workflow.models import BatchesNow, BatchNow, Purge, Termination
@@ -32,6 +35,7 @@ from taskfan.contracts import (
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
     CONSOLE_PURGE,
+    CONSOLE_REDIS_USER,
     CONSOLE_TERMINATE,
     DEADLETTER_TOPIC,
     MAX_MESSAGE_BYTES,
@@ -164,6 +168,17 @@ def _batch_id_in(refused: object) -> str | None:
     return None
 
 
+def streams_reader(settings: Settings) -> Callable[[], StreamsNow] | None:
+    """The streams' lag, read as the console's own Redis user; None when it has no password for it (the page says
+    so). Short timeouts: the same loop asks the workflow app, and a Redis that hangs must not hold that up long."""
+    if settings.locked and not settings.redis_console_password:
+        log.warning("REDIS_CONSOLE_PASSWORD is not set: the console shows no stream lag")
+        return None
+    return streams.reader(lambda: redis.Redis(
+        host=settings.redis_host, port=settings.redis_port, username=CONSOLE_REDIS_USER if settings.locked else None,
+        password=settings.redis_console_password or None, socket_timeout=2, socket_connect_timeout=2))
+
+
 def configure(app: App, settings: Settings) -> Callable[[], None]:
     if not (settings.ingest_token and settings.console_view_token) and settings.locked:
         raise SystemExit("INGEST_TOKEN or CONSOLE_VIEW_TOKEN is not set: the console never runs without "
@@ -187,7 +202,7 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     app.subscribe(PUBSUB, OUTCOMES_TOPIC, metadata=raw)(subscriptions.on_outcome)
     app.subscribe(PUBSUB, DEADLETTER_TOPIC, metadata=raw)(subscriptions.on_dead_letter)
     workflow = WorkflowApp(dapr)
-    watcher = Watcher(workflow.batches)
+    watcher = Watcher(workflow.batches, streams=streams_reader(settings))
     watcher.start()
 
     def publish(batch: TaskBatch) -> None:

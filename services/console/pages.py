@@ -178,22 +178,25 @@ def dead_letters_page(letters: list[Letter], page_number: int, pages: int, can_a
                 page=page_number, pages=pages, can_act=can_act)
 
 
-# --- scorers, signing in, traces --------------------------------------------------------------------------------
+# --- replicas (scorers, every step's, the streams), signing in, traces ------------------------------------------
 
 
-def _scorers(now: Seen) -> dict[str, Any]:
-    """What ``_scorers.html`` shows of the watcher's last answer (``Watcher.now``)."""
+def _replicas(now: Seen) -> dict[str, Any]:
+    """What the replicas page's parts show of the watcher's last answers (``Watcher.now``)."""
     return {"scorers": now.scorers(), "at_step": now.answer.stages, "backlog": now.backlog,
-            "calls_in_flight": now.answer.calls_in_flight, "error": now.error}
+            "calls_in_flight": now.answer.calls_in_flight, "error": now.error, "step_replicas": now.answer.steps,
+            "streams": now.streams}
 
 
-def scorers_part(now: Seen) -> str:
-    return render("_scorers.html", **_scorers(now))
+def replicas_parts(now: Seen) -> dict[str, str]:
+    """The replicas page's live parts, by the id of the element each replaces."""
+    shown = _replicas(now)
+    return {part: render(f"_{part}.html", **shown) for part in ("scorers", "steps", "streams")}
 
 
-def scorers_page(now: Seen, rates: list[tuple[float, float]], role: str = "") -> str:
-    return page("scorers.html", "Scorers", active="scorers", stream="/events/scorers", role=role, **_scorers(now),
-                **chart_points(rates))
+def replicas_page(now: Seen, rates: list[tuple[float, float]], role: str = "") -> str:
+    return page("replicas.html", "Replicas", active="replicas", stream="/events/replicas", role=role,
+                **_replicas(now), **chart_points(rates))
 
 
 def login_page(error: str = "", next_url: str = "/") -> str:

@@ -1,5 +1,6 @@
-"""One loop asks the workflow app how things stand every ``INTERVAL_S``; every page and stream reads its last
-answer, so ten open browsers cost the workflow app no more than one. Also samples the throughput counter.
+"""One loop asks the workflow app how things stand every ``INTERVAL_S``, and Redis how long the streams are and
+how far behind their consumer groups (``streams``); every page and stream reads the last answers, so ten open
+browsers cost the workflow app and Redis no more than one. Also samples the throughput counter.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.console.records import Throughput, per_replica_rates
+from services.console.streams import StreamsNow
 from services.workflow.models import BatchesNow
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class Seen:
     answer: BatchesNow = field(default_factory=BatchesNow)
     per_s: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    streams: StreamsNow = field(default_factory=StreamsNow)
 
     def scorers(self) -> list[dict[str, Any]]:
         return [{**s.model_dump(), "per_s": round(self.per_s.get(s.replica, 0.0), 1)} for s in self.answer.scorers]
@@ -38,8 +41,13 @@ class Seen:
 
 
 class Watcher:
-    def __init__(self, ask: Callable[[], BatchesNow], interval_s: float = INTERVAL_S) -> None:
+    """``ask``: the workflow app's answer; ``streams``: the streams' lag (``streams.reader``; None: not shown)."""
+
+    def __init__(self, ask: Callable[[], BatchesNow], interval_s: float = INTERVAL_S,
+                 streams: Callable[[], StreamsNow] | None = None) -> None:
         self.ask = ask
+        self.read_streams = streams
+        self._streams = StreamsNow(error=None if streams else "the console has no Redis user to read the streams with")
         self.interval_s = interval_s
         self.throughput = Throughput()
         self._lock = threading.Lock()
@@ -53,9 +61,14 @@ class Watcher:
     def now(self) -> Seen:
         """The workflow app's last answer (``console-batches``), with each scorer's tasks scored per second."""
         with self._lock:
-            return Seen(answer=self._now or BatchesNow(), per_s=dict(self._rates), error=self.error)
+            return Seen(answer=self._now or BatchesNow(), per_s=dict(self._rates), error=self.error,
+                        streams=self._streams)
 
     def poll(self) -> None:
+        if self.read_streams is not None:
+            streams = self.read_streams()
+            with self._lock:
+                self._streams = streams
         try:
             answer = self.ask()
         except Exception as exc:  # noqa: BLE001 - shown on the pages; asked again next round

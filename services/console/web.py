@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from services.console.dead_letters import DeadLetters
 from services.console.history import BatchBook
 from services.console.parts import Parts, Publish, PublishRaw, Traces, Workflow
-from services.console.routes import actions, api, batches, dead_letters, live, scorers, signin
+from services.console.routes import actions, api, batches, dead_letters, live, replicas, signin
 from services.console.routes import traces as trace_pages
 from services.console.sessions import Credentials, Sessions, SignInCodes
 from services.console.shield import Receive, Scope, Send, shielded
@@ -43,6 +43,6 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
                   cookie=signin.cookie_name(port))
     app = ConsoleApp(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(signin.guard(parts))
-    for area in (signin, batches, actions, trace_pages, scorers, dead_letters, api, live):
+    for area in (signin, batches, actions, trace_pages, replicas, dead_letters, api, live):
         app.include_router(area.router(parts))
     return app

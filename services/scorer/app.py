@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from dapr.ext.grpc import App
 
 from services.scorer.rules import score_for
 from taskfan.contracts import AppId, ScoreRequest, SlotsReport
-from taskfan.dapr_app import json_method, per_task, serve
+from taskfan.dapr_app import json_method, per_task, replica_name, serve
 from taskfan.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class Scorer:
         # The model's capacity: this many tasks in progress at once, shared by all calls.
         self.slots = settings.scorer_concurrency
         self.model = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="model")
-        self.replica = os.environ.get("TASKFAN_REPLICA", "0")
+        self.replica = replica_name()
         self.accepted = 0  # tasks of accepted calls not answered yet (in progress or queued)
         self.lock = threading.Lock()
 

@@ -51,7 +51,8 @@ def configure(app: App, settings: Settings, activities: type[BatchActivities] = 
     )(intake.on_event)
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
-    console_api.configure(app, ConsoleAnswers(dapr, workflows, book, ledger, steps.dispatchers.values()))
+    console_api.configure(app, ConsoleAnswers(dapr, workflows, book, ledger, steps.dispatchers.values(),
+                                              steps.pipeline.steps, steps.client.replicas))
     stop_reconciler = reconciler.start(settings, book, ledger, measured)
     measured.watch(book, steps.pipeline.names)
     metrics_server = measured.serve(settings)

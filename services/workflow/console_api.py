@@ -3,17 +3,17 @@ the Configuration's access control lets no other app call these methods).
 
 The workflow app is where the answers are: the admission ledger (every running and queued batch), each
 batch workflow's custom status (its counts), where each task of a running batch is (its chunk's stages in
-the state store, ``live.ChunkStages``: any workflow process answers alike), and the scorer replicas as their
-answers describe them (``scoring``). Handlers only read and encode; terminating goes through Dapr's workflow
-API, and the reconciler then publishes the batch's outcome (every unfinished task failed, "terminated") as
-for any workflow ended early. Purging deletes now what retention and the records' TTLs would delete later,
-for a finished batch only (``purge_refusal``).
+the state store, ``live.ChunkStages``: any workflow process answers alike), the scorer replicas as their
+answers describe them (``scoring``) and every step's replicas (``replicas``). Handlers only read and encode;
+terminating goes through Dapr's workflow API, and the reconciler then publishes the batch's outcome (every
+unfinished task failed, "terminated") as for any workflow ended early. Purging deletes now what retention and
+the records' TTLs would delete later, for a finished batch only (``purge_refusal``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dapr.clients import DaprClient
@@ -36,6 +36,7 @@ from services.workflow.models import (
     Termination,
 )
 from services.workflow.reconciler import STILL_GOING
+from services.workflow.replicas import StepReplicas
 from services.workflow.state_keys import outcome_key, results_key, stages_key, tasks_key
 from taskfan.batch_records import record_key
 from taskfan.contracts import (
@@ -49,6 +50,7 @@ from taskfan.contracts import (
     workflow_instance_id,
 )
 from taskfan.dapr_app import json_method
+from taskfan.pipeline import Step
 
 QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them)
 STAGE_READS = 8  # chunks' stages read at once for one batch's view
@@ -57,12 +59,15 @@ DELETES_PER_CALL = 200  # a purged batch's chunk keys, per state-store transacti
 
 class ConsoleAnswers:
     def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient, book: live.LiveBatches,
-                 ledger: ledger_store.LedgerStore, dispatchers: Iterable[scoring.Dispatcher] = ()) -> None:
+                 ledger: ledger_store.LedgerStore, dispatchers: Iterable[scoring.Dispatcher] = (),
+                 steps: Sequence[Step] = (), replicas: StepReplicas | None = None) -> None:
         self.dapr = dapr
         self.workflows = workflows
         self.book = book
         self.ledger = ledger
         self.dispatchers = tuple(dispatchers)  # of the steps spread by slots: their replicas, for the console
+        self.steps = tuple(steps)  # the declared ones, in order: a section each on the console
+        self.replicas = replicas or StepReplicas()  # every step's, as the step client heard them
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
         """The workflow's runtime status (None: no such batch) and its counts, if it reported any; once Dapr
@@ -98,7 +103,8 @@ class ConsoleAnswers:
                           queued_tasks=ledger.queued_tasks, cap=ledger.cap, finished_tasks=self.book.finished_tasks,
                           stages=self.book.stage_counts(),
                           scorers=[replica for d in self.dispatchers for replica in d.view.report(now)],
-                          calls_in_flight=sum(d.view.in_flight for d in self.dispatchers))
+                          calls_in_flight=sum(d.view.in_flight for d in self.dispatchers),
+                          steps=self.replicas.report(self.steps, now))
 
     def batch(self, body: dict[str, Any]) -> BatchNow:
         """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""

@@ -214,8 +214,25 @@ class ScorerReplica(BaseModel):
     in_progress: int
 
 
+class StepReplica(BaseModel):
+    """One replica of a step app, as its answers name it (``replicas.StepReplicas``)."""
+
+    replica: str
+    seen_s_ago: float
+    answered: int  # tasks, through this workflow process
+
+
+class StepReplicasNow(BaseModel):
+    """A declared step (pipeline.yaml) and its replicas heard from lately."""
+
+    step: str
+    app_id: str
+    replicas: list[StepReplica] = []
+
+
 class BatchesNow(BaseModel):
-    """``console-batches``: running and queued batches with their counts; the stages and scorers of the stack."""
+    """``console-batches``: running and queued batches with their counts; the stages, scorers and every step's
+    replicas of the stack."""
 
     running: list[RunningBatch] = []
     queued: list[QueuedBatch] = []  # the head of the queue; ``queued_batches``/``queued_tasks`` count all of it
@@ -226,6 +243,7 @@ class BatchesNow(BaseModel):
     stages: dict[str, int] = {}
     scorers: list[ScorerReplica] = []
     calls_in_flight: int = 0
+    steps: list[StepReplicasNow] = []
 
 
 class MovingTask(BaseModel):

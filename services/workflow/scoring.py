@@ -28,13 +28,11 @@ from typing import Any
 
 from services.workflow import step_client
 from services.workflow.models import ScorerReplica
+from services.workflow.replicas import FORGET_S, SEEN_S
 from taskfan.contracts import SlotsReport, StepAnswer
 from taskfan.pipeline import Step
 
 FAST_CALL_S = 0.1  # a call whose tasks one replica scores in less than this goes whole, no dispatch
-SEEN_S = 30.0  # a replica not heard from for this long no longer counts (it was scaled away)
-# ... and after this long it is forgotten, counters and all: on a cluster every restarted pod is a new name.
-FORGET_S = 600.0
 # The pause after a refusal: first, at most (it grows by half each time, to half a task's time: a replica
 # has its next task at hand, so a refused call need not hurry; it keeps the refusals few).
 REFUSED_PAUSE_S = (0.002, 1.0)

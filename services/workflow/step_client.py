@@ -20,6 +20,7 @@ import dapr.conf
 from pydantic import ValidationError
 
 from services.workflow import metrics
+from services.workflow.replicas import StepReplicas
 from taskfan.contracts import SlotsReport, StepAnswer
 from taskfan.pipeline import Step
 
@@ -69,12 +70,14 @@ class Called:
 
 class StepClient:
     """Step calls through the workflow app's own sidecar, over one pool of kept-alive connections; one per
-    workflow process, handed to whoever calls steps. ``timeout_s``: a call's deadline."""
+    workflow process, handed to whoever calls steps. ``timeout_s``: a call's deadline. It keeps the step apps'
+    replicas its answers named (``replicas``, for the console)."""
 
     def __init__(self, timeout_s: float, measured: metrics.WorkflowMetrics | None = None,
                  session: aiohttp.ClientSession | None = None) -> None:
         self.timeout_s = timeout_s
         self.metrics = measured or metrics.WorkflowMetrics()
+        self.replicas = StepReplicas()  # each step's replicas, as their answers name them (the console's)
         self._session = session
 
     def sidecar(self) -> aiohttp.ClientSession:
@@ -107,6 +110,7 @@ class StepClient:
                        else (called.failure or Failure.FAILED).name)
             self.metrics.step_call(step.name, outcome.lower(), time.perf_counter() - started)
             if called.answers is not None or called.report.busy:
+                self.replicas.learn(step.name, called.report.replica, time.monotonic(), len(called.answers or ()))
                 return called.answers, called.report
             error = called.error
             if called.failure is Failure.TIMED_OUT:

@@ -49,6 +49,9 @@ DEADLETTER_TOPIC = "tasks-deadletter"
 UNDELIVERABLE_TOPIC = "tasks-undeliverable"
 # The Redis user of ingest's stream gauge and trimmer (services/ingest/capacity.py).
 KEEPER_USER = "taskfan-keeper"
+# The Redis user of the console's stream lag (services/console/streams.py): XINFO GROUPS and XLEN on TOPICS, no more.
+CONSOLE_REDIS_USER = "taskfan-console"
+CONSOLE_REDIS_COMMANDS = ("+xinfo|groups", "+xlen")
 # Taskfan's streams: each bounded by STREAM_MAX_ENTRIES and trimmed by the keeper.
 TOPICS = (TASKS_TOPIC, OUTCOMES_TOPIC, DEADLETTER_TOPIC, UNDELIVERABLE_TOPIC)
 
@@ -202,9 +205,10 @@ class StepAnswer(BaseModel):
 
 
 class SlotsReport(BaseModel):
-    """What a replica of a ``by-slots`` step (pipeline.yaml, ``spread``: the scorer) says beside its results,
-    and all it says when it refuses a call marked ``may_refuse`` because its slots are busy (``busy``): which
-    replica it is, its slots, its tasks accepted and not answered yet, the model's time per task. Fields
+    """What a step app says beside its results: which replica it is (every step app, ``dapr_app.step_method``;
+    the console's replicas page). A replica of a ``by-slots`` step (pipeline.yaml, ``spread``: the scorer) also
+    says, and all it says when it refuses a call marked ``may_refuse`` because its slots are busy (``busy``),
+    its slots, its tasks accepted and not answered yet, the model's time per task. Fields
     beyond these are ignored; a value of the wrong type (strictly: no "3" for 3) makes the whole answer
     malformed."""
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -61,6 +62,24 @@ def per_task(rule: Callable[[Any], dict[str, Any]], model: type[BaseModel] = Tas
 
     handle.__name__ = getattr(rule, "__name__", "handle")
     return handle
+
+
+def step_method(rule: Callable[[Any], dict[str, Any]], model: type[BaseModel], replica: str) -> JsonHandler:
+    """``per_task``'s answer, saying which replica gave it (``SlotsReport.replica``): the workflow app keeps each
+    step's replicas by it, so every step app, one of your own too, shows on the console without code of its own."""
+    handle = per_task(rule, model)
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        return {**handle(body), "replica": replica}
+
+    answer.__name__ = handle.__name__
+    return answer
+
+
+def replica_name() -> str:
+    """This process's name among its app's replicas, said in every step answer (the console's replicas page): the
+    launcher's replica number, or on Kubernetes the pod's name (``TASKFAN_REPLICA``); else the host's name and pid."""
+    return os.environ.get("TASKFAN_REPLICA") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def sdk_logger_options() -> LoggerOptions:
@@ -145,6 +164,6 @@ def serve_step(app_id: str, method: str, rule: Callable[[Any], dict[str, Any]], 
     read as ``model`` (what the step reads, pipeline.yaml) before the rule gets it."""
 
     def configure(app: App, settings: Settings) -> None:
-        app.method(method)(json_method(per_task(rule, model)))
+        app.method(method)(json_method(step_method(rule, model, replica_name())))
 
     serve(app_id, configure)

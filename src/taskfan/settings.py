@@ -114,6 +114,8 @@ class Settings:
     redis_password: str = field(default="", repr=False)
     # The Redis user `taskfan-keeper` (ingest's): reads memory and stream backlogs, trims the streams, no more.
     redis_keeper_password: str = field(default="", repr=False)
+    # The Redis user `taskfan-console` (the console's): reads the streams' length and consumer groups, no more.
+    redis_console_password: str = field(default="", repr=False)
     # "off" starts a stack with no tokens, no mTLS, no access control and no Redis password: only for
     # `make bench` to measure what the locks cost side by side (security_cost_pct), in a run directory
     # of its own. Never for a stack anyone else can reach.

@@ -38,6 +38,7 @@ class StackSecrets:
     console_view_token: str  # the console's viewer credential: looks, never acts; only the console has it
     redis_password: str  # Redis `requirepass`; components read it through the secret store
     redis_keeper_password: str  # Redis user `taskfan-keeper`: ingest's stream gauge and trimmer only
+    redis_console_password: str  # Redis user `taskfan-console`: the console's stream lag only
 
     @classmethod
     def generate(cls) -> StackSecrets:
@@ -62,7 +63,7 @@ class StackSecrets:
 # starts its processes without them, then gives each the ones it uses (``Stack.secret_env``).
 SECRET_ENV = frozenset({"DAPR_API_TOKEN", "DAPR_TOKEN_KEY", "APP_API_TOKEN", "INGEST_TOKEN", "CONSOLE_VIEW_TOKEN",
                         "TASKFAN_TOKEN", "REDIS_PASSWORD",
-                        "REDIS_KEEPER_PASSWORD", "REDISCLI_AUTH"})
+                        "REDIS_KEEPER_PASSWORD", "REDIS_CONSOLE_PASSWORD", "REDISCLI_AUTH"})
 
 
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:

@@ -11,17 +11,17 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from taskfan import runfile, stack_secrets
 from taskfan.settings import Settings
 from taskfan.stack import Stack
 
-from .helpers import REPO_ROOT
+from .helpers import REPO_ROOT, cli
 
 E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
@@ -85,3 +85,27 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=done.stdout.split()[-1], args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def console_page(browser: Browser, stack: Stack) -> Iterator[Callable[[str], Page]]:
+    """Opens the console signed in as a role (``view`` or ``act``, a one-time link from `taskfan console`); the test
+    fails if the browser reports a Content-Security-Policy violation on any page it opened."""
+    contexts: list[BrowserContext] = []
+    violations: list[str] = []
+
+    def signed_in(role: str) -> Page:
+        link = cli("console", "--role", role)
+        assert link.returncode == 0, link.stderr
+        contexts.append(context := browser.new_context(viewport={"width": 1280, "height": 900}))
+        page = context.new_page()
+        page.on("console", lambda message: violations.append(message.text)
+                if "Content Security Policy" in message.text or "Refused to" in message.text else None)
+        page.goto(link.stdout.strip())
+        expect(page.locator("h1")).to_have_text("Batches")
+        return page
+
+    yield signed_in
+    for context in contexts:
+        context.close()
+    assert violations == []

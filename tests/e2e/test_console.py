@@ -3,7 +3,8 @@
 Signs in with the one-time link `taskfan console --role act` prints; watches a batch published by curl's way
 (ingest's API) reach 100 % on the batches page without a reload; opens it and sees each task's final stage as
 the outcome on the wire says (1,000 tasks a page); terminates a running batch from its page; re-runs failed tasks;
-reads the scorers page; follows a batch's trace (Jaeger's API has spans of every app) to its waterfall page.
+reads the scorers on the replicas page; follows a batch's trace (Jaeger's API has spans of every app) to its
+waterfall page.
 Screenshots of every page go to .taskfan/e2e/screenshots/.
 """
 
@@ -127,8 +128,8 @@ def test_scorers_page_lists_the_replicas_and_the_throughput(page: Page, settings
                                                              redis_client: redis.Redis, batch_id: str) -> None:
     assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 600)}).status_code == 202
     wait_outcome(redis_client, batch_id)
-    page.locator("header").get_by_role("link", name="scorers", exact=True).click()
-    expect(page.locator("h1")).to_have_text("Scorers")
+    page.locator("header").get_by_role("link", name="replicas", exact=True).click()
+    expect(page.locator("h1")).to_have_text("Replicas")
     expect(page.locator("tr[data-replica]").first).to_be_visible(timeout=30_000)
     assert 1 <= page.locator("tr[data-replica]").count() <= E2E_SCORERS
     expect(page.locator("#backlog")).to_have_text("0", timeout=30_000)

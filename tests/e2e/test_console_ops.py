@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from services.console.records import TASK_ROWS_PER_PAGE
 from taskfan import events
@@ -30,20 +30,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+def page(console_page: Callable[[str], Page]) -> Page:
     """An operator's page; the test fails if the browser reports a Content-Security-Policy violation."""
-    link = cli("console", "--role", "act")
-    assert link.returncode == 0, link.stderr
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    violations: list[str] = []
-    page.on("console", lambda message: violations.append(message.text)
-            if "Content Security Policy" in message.text or "Refused to" in message.text else None)
-    page.goto(link.stdout.strip())
-    expect(page.locator("h1")).to_have_text("Batches")
-    yield page
-    context.close()
-    assert violations == []
+    return console_page("act")
 
 
 def console_json(stack: Stack, settings: Settings, path: str, **params: str) -> httpx.Response:

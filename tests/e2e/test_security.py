@@ -30,7 +30,7 @@ WRONG = "not-the-token"
 
 
 def instances(stack) -> list[Instance]:
-    return stack.topology.instances(stack.running().scorers, stack.running().workflows)
+    return stack.topology.instances(stack.running().scorers, stack.running().replicas)
 
 
 def stack_pids(stack) -> dict[int, str]:
@@ -171,7 +171,7 @@ def test_each_process_holds_only_the_secrets_it_uses(stack):
     named = secrets.as_secret_store()
     sidecar = {"own-sidecar-token", "app-api-token"}
     expected = {"ingest": sidecar | {"ingest-token", "redis-keeper-password"},
-                "console": sidecar | {"ingest-token", "console-view-token"}}
+                "console": sidecar | {"ingest-token", "console-view-token", "redis-console-password"}}
     seen = set()
     for process in stack.running().processes:
         environ = Path(f"/proc/{process.pid}/environ").read_bytes()

@@ -103,7 +103,7 @@ def test_a_rolling_restart_of_every_app_while_batches_arrive_loses_nothing(stack
         rolling.clear()
         publisher.join(timeout=70)
     state = stack.running()
-    assert len(restarted) == len(stack.topology.instances(state.scorers, state.workflows)), restarted
+    assert len(restarted) == len(stack.topology.instances(state.scorers, state.replicas)), restarted
     assert len(accepted) >= 10, f"only {len(accepted)} batches were published during the restart"
     wait_for(lambda: {e["data"]["batch_id"] for e in stream_events(redis_client, "outcomes")} >= set(accepted),
              "an outcome for every accepted batch", 300)

@@ -24,7 +24,7 @@ def backlog(port: str) -> float:
 
 
 def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(stack, settings, redis_client):
-    stack.scale(workflows=3, progress=lambda line: print(line, flush=True))
+    stack.scale_app("workflow", 3, progress=lambda line: print(line, flush=True))
     try:
         console_answers_for_every_chunk(stack, settings, redis_client)
         token = uuid.uuid4().hex[:6]
@@ -49,10 +49,10 @@ def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(sta
             ran = {r.get("batch_id") for r in log_records(stack, name)} & set(ids)
             assert ran, f"{name} ran none of the burst"
         # ... and the two left report the same backlog, nothing once every outcome is out.
-        ports = [stack.workflows(2)[i].env["METRICS_PORT"] for i in range(2)]
+        ports = [instance.env["METRICS_PORT"] for instance in stack.workflows(stack.running())[:2]]
         wait_for(lambda: [backlog(port) for port in ports] == [0, 0], "no backlog on either process", 60)
     finally:
-        stack.scale(workflows=1, progress=lambda line: print(line, flush=True))
+        stack.scale_app("workflow", 1, progress=lambda line: print(line, flush=True))
     assert [p.name for p in stack.running().processes if p.name.startswith("workflow")] == [
         "workflow", "workflow-daprd"]
 

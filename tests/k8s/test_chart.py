@@ -130,7 +130,7 @@ def test_an_existing_secret_replaces_the_charts_own(helm: Path, all_on: Path) ->
     assert ("Secret", "other-secrets") not in names(objects)
     refs = [e["valueFrom"]["secretKeyRef"] for d in deployments(objects).values() for e in env_of(d).values()
             if "secretKeyRef" in e.get("valueFrom", {})]
-    for key in ("ingest-token", "console-view-token", "redis-keeper-password"):
+    for key in ("ingest-token", "console-view-token", "redis-keeper-password", "redis-console-password"):
         assert {r["name"] for r in refs if r["key"] == key} == {"my-taskfan-secrets"}, key
     for component in (o for o in objects if o["kind"] == "Component"):
         password = next(m for m in component["spec"]["metadata"] if m["name"] == "redisPassword")

@@ -230,7 +230,7 @@ def test_every_kind_of_response_carries_the_security_headers() -> None:
     seen |= {"html": client.get("/"), "json": client.get("/api/batches"), "json 404": client.get("/api/batches/nope"),
              "400": client.get("/?page=x"), "403": client.post("/batches/running/terminate", headers=FROM_PAGE),
              "404 route": client.get("/nope")}
-    with client.stream("GET", "/events/scorers") as events:
+    with client.stream("GET", "/events/replicas") as events:
         assert events.headers["content-type"].startswith("text/event-stream")
         seen["server-sent events"] = events
     for what, answer in seen.items():

@@ -11,7 +11,7 @@ from taskfan import runfile
 from taskfan.contracts import AppId
 from taskfan.settings import Settings
 from taskfan.stack import Stack
-from taskfan.stack.topology import MAX_SCORERS, MAX_WORKFLOWS, Instance, Topology
+from taskfan.stack.topology import MAX_REPLICAS, MAX_SCORERS, Instance, Topology
 
 RUN_FILE = Path(__file__).resolve().parents[2] / "dapr.yaml"
 
@@ -63,19 +63,18 @@ def test_scorer_replicas_add_their_index_to_the_scorer_ports():
 
 def test_workflow_processes_beyond_the_first_are_spaced_clear_of_every_other_port():
     topology = Topology(runfile.load(RUN_FILE))
-    everything = topology.instances(MAX_SCORERS, MAX_WORKFLOWS)
+    everything = topology.instances(MAX_SCORERS, {app.app_id: MAX_REPLICAS for app in topology.run_file.apps})
     workflows = [i for i in everything if i.app_id == AppId.WORKFLOW]
     assert [w.label for w in workflows] == ["workflow", "workflow-1", "workflow-2", "workflow-3"]
-    assert [w.http_port for w in workflows] == [3501, 3541, 3581, 3621]
-    assert [w.app_port for w in workflows] == [6001, 6041, 6081, 6121]
-    assert [w.env["METRICS_PORT"] for w in workflows] == ["9101", "9141", "9181", "9221"]
+    assert [w.http_port for w in workflows] == [3501, 3601, 3701, 3801]
+    assert [w.app_port for w in workflows] == [6001, 6101, 6201, 6301]
+    assert [w.env["METRICS_PORT"] for w in workflows] == ["9101", "9201", "9301", "9401"]
     # No two processes share a port, and none takes the control plane's, Redis's or the web ports.
     ports = [port for instance in everything for port in instance.ports]
-    ports += [int(i.env["METRICS_PORT"]) for i in workflows]
-    taken = {*topology.placement_ports, *topology.scheduler_ports, *topology.sentry_ports, topology.ingest_port, 6379,
-             8090}
+    ports += [int(value) for i in everything for key, value in i.env.items() if key.endswith("_PORT")]
+    taken = {*topology.placement_ports, *topology.scheduler_ports, *topology.sentry_ports, 6379}
     assert len(ports) == len(set(ports)) and not set(ports) & taken
-    assert topology.instances(1) == topology.instances(1, 1)  # one workflow process unless asked
+    assert topology.instances(1) == topology.instances(1, {})  # one workflow process unless asked
 
 
 def test_the_control_plane_and_ingest_ports_come_from_the_run_file(tmp_path):

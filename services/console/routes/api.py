@@ -51,4 +51,13 @@ def router(parts: Parts) -> APIRouter:
                 "error": now.error,
                 "throughput": [{"at": at, "per_s": rate} for at, rate in watcher.throughput.rates()]}
 
+    @routes.get("/replicas")
+    async def replicas_json() -> dict[str, Any]:
+        now = watcher.now()
+        return {"steps": [step.model_dump() for step in now.answer.steps], "error": now.error}
+
+    @routes.get("/streams")
+    async def streams_json() -> dict[str, Any]:
+        return watcher.now().streams.model_dump()
+
     return routes

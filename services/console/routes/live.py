@@ -115,10 +115,10 @@ def router(parts: Parts) -> APIRouter:
 
         return stream(request, update)
 
-    @routes.get("/scorers")
-    async def scorers_events(request: Request) -> StreamingResponse:
+    @routes.get("/replicas")
+    async def replicas_events(request: Request) -> StreamingResponse:
         async def update() -> dict[str, Any]:
-            return {"parts": {"scorers": pages.scorers_part(parts.watcher.now()), "chart": chart()}}
+            return {"parts": {**pages.replicas_parts(parts.watcher.now()), "chart": chart()}}
 
         return stream(request, update)
 

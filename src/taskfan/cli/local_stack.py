@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from taskfan.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, CliError, local_stack
+from taskfan.contracts import AppId
 
 
 def cmd_stack(action: str, app: str | None = None, scorers: int | None = None, workflows: int | None = None,
-              every_app: bool = False) -> int:
+              replicas: int | None = None, every_app: bool = False) -> int:
     from taskfan.stack import StackError, restart
     from taskfan.stack.drill import roll
     from taskfan.stack.grants import GrantError
@@ -18,9 +19,16 @@ def cmd_stack(action: str, app: str | None = None, scorers: int | None = None, w
         elif action == "down":
             stack.down()
         elif action == "scale":
-            if scorers is None and workflows is None:
-                raise CliError("scale needs --scorers N or --workflows N", EXIT_BAD_INPUT)
-            stack.scale(scorers, workflows=workflows)
+            if app and replicas is not None and scorers is None and workflows is None:
+                stack.scale_app(app, replicas)
+            elif app is None and replicas is None and (scorers, workflows) != (None, None):
+                if scorers is not None:
+                    stack.scale(scorers)
+                if workflows is not None:
+                    stack.scale_app(AppId.WORKFLOW, workflows)
+            else:
+                raise CliError("scale needs --scorers N and/or --workflows N, or --app APP_ID --replicas N",
+                               EXIT_BAD_INPUT)
         elif action == "env":
             # For a shell of one's own: `eval "$(.venv/bin/taskfan stack env)"`; printed only when asked.
             if not app:  # the operator's shell: ingest's token, each app's sidecar token, Redis's password

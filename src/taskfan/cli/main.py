@@ -88,23 +88,27 @@ def build_cli() -> click.Group:
 
     @cli.command("stack", short_help="start or stop the local stack (what `make up` / `make down` run)",
                  help="Start or stop the local stack (what `make up` / `make down` run). ACTION: up, down, status, "
-                      "scale, restart or env. scale --scorers N / --workflows N adds or removes scorer replicas "
-                      "or workflow processes of the running stack (a removed one finishes its calls first); "
+                      "scale, restart or env. scale --scorers N / --workflows N / --app ID --replicas N adds or "
+                      "removes scorer replicas, workflow processes or another step app's replicas of the running "
+                      "stack (a removed one finishes its calls first); "
                       "restart SIGKILLs one process (--app) and starts it again: a crash drill; restart --all "
                       "restarts every app and its sidecar gracefully, one after another: a rolling restart; "
                       "env prints `export` lines with the stack's tokens and Redis "
                       "password, for a shell of your own; env --app ID prints instead an outside app's grant (its "
                       "own sidecar's token, its resources folder, its mTLS identity) and nothing more.")
     @click.argument("action", type=click.Choice(STACK_ACTIONS), metavar="ACTION")
-    @click.option("--app", help="with restart: a process name from `stack status` (workflow, scorer-0, "
+    @click.option("--app", help="with scale: a step app's id (validator, enricher, ...); "
+                                "with restart: a process name from `stack status` (workflow, scorer-0, "
                                 "workflow-daprd, redis, scheduler, ...); with env: the app id of a sidecar of your "
                                 "own, listed in OUTCOME_SUBSCRIBERS or TASKS_PUBLISHERS")
     @click.option("--scorers", type=int, default=None, help="scorer replicas: for up (default $SCORERS or 1) and scale")
     @click.option("--workflows", type=int, default=None,
                   help="workflow processes: for up (default $WORKFLOWS or 1) and scale, 1 to 4")
+    @click.option("--replicas", type=int, default=None, help="with scale --app: that step app's replicas, 1 to 4")
     @click.option("--all", "every_app", is_flag=True, help="with restart: every app and its sidecar, one after another")
-    def stack(action: str, app: str | None, scorers: int | None, workflows: int | None, every_app: bool) -> int:
-        return cmd_stack(action, app, scorers, workflows, every_app)
+    def stack(action: str, app: str | None, scorers: int | None, workflows: int | None, replicas: int | None,
+              every_app: bool) -> int:
+        return cmd_stack(action, app, scorers, workflows, replicas, every_app)
 
     @cli.command("schemas", short_help="write the JSON Schema files of the events",
                  help="Write the JSON Schema files of the events.")

@@ -34,7 +34,7 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
     wait_until(lambda: not pid_alive(old.pid) and not any(port_open(p) for p in old.ports),
                f"{name} to exit", timeout=10)
     state.processes.remove(old)
-    instance = next((i for i in stack.topology.instances(state.scorers, state.workflows)
+    instance = next((i for i in stack.topology.instances(state.scorers, state.replicas)
                      if name in (i.label, i.sidecar_label)), None)
     if instance is None:  # Redis or the control plane: the same command again
         process = stack.spawn(state, name, old.cmd, old.env if env is None else env, ports=old.ports,
@@ -51,7 +51,7 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
     if instance is not None and instance.app_id == AppId.WORKFLOW:
         readiness.wait_workflow_worker(stack, state, bin_dir, instance)
     elif instance is None:
-        for workflow in stack.workflows(state.workflows):
+        for workflow in stack.workflows(state):
             readiness.wait_workflow_worker(stack, state, bin_dir, workflow)
     state.save(stack.state_path)
 
@@ -67,7 +67,7 @@ def roll(stack: Stack, progress: Progress = print) -> None:
     if state is None:
         raise StackError("no stack is running")
     bin_dir = stack.dapr_bin()
-    for instance in stack.topology.instances(state.scorers, state.workflows):
+    for instance in stack.topology.instances(state.scorers, state.replicas):
         started = time.monotonic()
         app = state.find(instance.label)
         for process in (state.find(instance.sidecar_label), app):

@@ -24,7 +24,7 @@ import redis
 import yaml
 
 from taskfan import pipeline, runfile, stack_secrets
-from taskfan.contracts import KEEPER_USER, TOPICS, AppId
+from taskfan.contracts import CONSOLE_REDIS_COMMANDS, CONSOLE_REDIS_USER, KEEPER_USER, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
 from taskfan.stack import grants, logkeeper, pipeline_resources, private_files, readiness
@@ -43,7 +43,7 @@ from taskfan.stack.processes import (
     tail,
     wait_until,
 )
-from taskfan.stack.topology import MAX_SCORERS, MAX_WORKFLOWS, Instance, Topology
+from taskfan.stack.topology import MAX_REPLICAS, MAX_SCORERS, Instance, Topology
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ NO_SECRETS = frozenset({"redis", "jaeger", "sentry", "placement", "scheduler", l
 def check_replicas(scorers: int, workflows: int) -> None:
     if not 1 <= scorers <= MAX_SCORERS:
         raise StackError(f"SCORERS must be between 1 and {MAX_SCORERS}, got {scorers}")
-    if not 1 <= workflows <= MAX_WORKFLOWS:
-        raise StackError(f"WORKFLOWS must be between 1 and {MAX_WORKFLOWS}, got {workflows}")
+    if not 1 <= workflows <= MAX_REPLICAS:
+        raise StackError(f"WORKFLOWS must be between 1 and {MAX_REPLICAS}, got {workflows}")
 
 
 class Stack:
@@ -169,14 +169,15 @@ class Stack:
     def _up(self, scorers: int, workflows: int, bin_dir: Path, redis_server: str, jaeger: Path | None,
             progress: Progress) -> StackState:
         self.make_run_dir_private(progress)
-        instances = self.topology.instances(scorers, workflows)
+        replicas = {AppId.WORKFLOW: workflows} if workflows > 1 else {}
+        instances = self.topology.instances(scorers, replicas)
         self.check_ports_free(instances)
         self.pipeline  # checked before anything starts  # noqa: B018
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.secrets  # generated at the first `up`, kept by `down`  # noqa: B018
         self.render_resources()
 
-        state = StackState(scorers=scorers, workflows=workflows)
+        state = StackState(scorers=scorers, replicas=replicas)
         try:
             self.spawn(state, logkeeper.NAME, [sys.executable, "-m", "taskfan.stack.logkeeper", str(self.logs_dir)])
             self._start_redis(state, redis_server, progress)
@@ -193,7 +194,7 @@ class Stack:
             for instance in rest:
                 readiness.wait_app(self, state, instance, bin_dir)
                 progress(f"ready: {instance.label} (sidecar http {instance.http_port})")
-            for instance in self.workflows(workflows):
+            for instance in self.workflows(state):
                 readiness.wait_workflow_worker(self, state, bin_dir, instance)
         except BaseException:
             state.save(self.state_path)
@@ -302,7 +303,8 @@ class Stack:
     def app_of(self, name: str) -> str:
         """The app id of a process of the stack: an app, its sidecar, or a sidecar of its own (``sidecar-<id>``)."""
         label = name.removesuffix("-daprd")
-        for instance in self.topology.instances(MAX_SCORERS, MAX_WORKFLOWS):
+        every = {app.app_id: MAX_REPLICAS for app in self.run_file.apps}
+        for instance in self.topology.instances(MAX_SCORERS, every):
             if instance.label == label:
                 return instance.app_id
         return label.removeprefix("sidecar-")
@@ -319,13 +321,15 @@ class Stack:
         if name == AppId.INGEST:
             env |= {"INGEST_TOKEN": self.secrets.ingest_token,
                     "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
-        elif name == AppId.CONSOLE:  # its operator's credential (the ingest token) and its viewer's
-            env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token}
+        elif name == AppId.CONSOLE:  # its operator's and its viewer's credentials, its Redis user (stream lag)
+            env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token,
+                    "REDIS_CONSOLE_PASSWORD": self.secrets.redis_console_password}
         return env
 
     def redis_acl(self) -> str:
-        """Redis's users: the default one (the password the components use) and ``taskfan-keeper``, which
-        may read memory and stream backlogs and trim the Taskfan streams, nothing else (ingest's gauge)."""
+        """Redis's users: the default one (the password the components use); ``taskfan-keeper``, which
+        may read memory and stream backlogs and trim the Taskfan streams, nothing else (ingest's gauge);
+        ``taskfan-console``, which may only read the streams' length and consumer groups (the console's lag)."""
         if not self.secrets.redis_password:
             return ""
         streams = " ".join(f"~{stream}" for stream in TOPICS)
@@ -333,7 +337,9 @@ class Stack:
                           for grant, password in grants.existing(self.run_dir, *self._granted()))
         return (f"requirepass {self.secrets.redis_password}\n"
                 f"user {KEEPER_USER} on >{self.secrets.redis_keeper_password} resetkeys {streams} resetchannels "
-                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n" + outside)
+                "-@all +ping +info +xinfo|groups +xinfo|stream +xlen +xpending +xtrim\n"
+                f"user {CONSOLE_REDIS_USER} on >{self.secrets.redis_console_password} resetkeys {streams} "
+                f"resetchannels -@all {' '.join(CONSOLE_REDIS_COMMANDS)}\n" + outside)
 
     def _granted(self) -> tuple[list[str], list[str]]:
         return (Settings.comma_list(self.settings.tasks_publishers),
@@ -526,31 +532,57 @@ class Stack:
 
     # --- scale -----------------------------------------------------------------------------------
 
-    def scale(self, scorers: int | None = None, progress: Progress = print,
-              workflows: int | None = None) -> StackState:
-        """Add or remove scorer replicas or workflow processes of the running stack, while batches run.
+    def scale(self, scorers: int, progress: Progress = print) -> StackState:
+        """Add or remove scorer replicas of the running stack, while batches run.
 
-        A new replica takes calls once its sidecar is registered in name resolution (a workflow process once
-        its worker is admitted). A replica is removed sidecar first: on SIGTERM daprd stops accepting calls,
-        finishes those in progress (``--dapr-graceful-shutdown-seconds``) and leaves name resolution; then its
-        app stops, idle. A call that reaches it in between is refused, and the step client makes it again
-        (random replica), so nothing fails because of a scale-down; a removed workflow process's batches go on
-        in the others (their state is in Redis and the scheduler, and placement moves their actors).
+        A new replica takes calls once its sidecar is registered in name resolution. A replica is removed
+        sidecar first: on SIGTERM daprd stops accepting calls, finishes those in progress
+        (``--dapr-graceful-shutdown-seconds``) and leaves name resolution; then its app stops, idle. A call that
+        reaches it in between is refused, and the step client makes it again (random replica), so nothing fails
+        because of a scale-down.
         """
+        check_replicas(scorers, 1)
+        state = self._running()
+        self._scale(state, AppId.SCORER, state.scorers, scorers, progress)
+        state.scorers = scorers
+        state.save(self.state_path)
+        progress(f"{scorers} scorer(s) running")
+        return state
+
+    def scale_app(self, app_id: str, replicas: int, progress: Progress = print) -> StackState:
+        """Add or remove replicas of the workflow app or of a step app other than the scorer (the pipeline's
+        validator, enricher, a step of your own), as ``scale`` does the scorer's. Dapr spreads a step's calls
+        over its replicas at random; the workflow app's processes share the batches (a new one counts once its
+        worker is admitted; a removed one's batches go on in the others: their state is in Redis and the
+        scheduler, and placement moves their actors)."""
+        if app_id == AppId.SCORER:
+            raise StackError("the scorer's replicas are scaled with --scorers N")
+        if app_id != AppId.WORKFLOW and app_id not in self.pipeline.app_ids:
+            raise StackError(f"{app_id!r} is neither the workflow app nor a step app of {self.pipeline_file}: "
+                             f"the step apps are {', '.join(self.pipeline.app_ids)}")
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise StackError(f"replicas of {app_id} must be between 1 and {MAX_REPLICAS}, got {replicas}")
+        state = self._running()
+        self._scale(state, app_id, state.replicas.get(app_id, 1), replicas, progress)
+        if replicas > 1:
+            state.replicas[app_id] = replicas
+        else:
+            state.replicas.pop(app_id, None)  # one each is what a state without the app says
+        state.save(self.state_path)
+        progress(f"{replicas} {app_id} replica(s) running")
+        return state
+
+    def _running(self) -> StackState:
         state = self.running()
         if state is None:
             raise StackError("no stack is running; start it with `make up`")
-        scorers = state.scorers if scorers is None else scorers
-        workflows = state.workflows if workflows is None else workflows
-        check_replicas(scorers, workflows)
-        for app_id, wanted, current in ((AppId.SCORER, scorers, state.scorers),
-                                        (AppId.WORKFLOW, workflows, state.workflows)):
-            def replica(i: int, app_id: str = app_id) -> Instance:
-                return self.topology.instance(app_id, i if app_id == AppId.SCORER else (i or None))
+        return state
 
-            added = [replica(i) for i in range(current, wanted)]
+    def _scale(self, state: StackState, app_id: str, current: int, wanted: int, progress: Progress) -> None:
+        added = [self.topology.instance(app_id, i) for i in range(current, wanted)]
+        if added:
             self.check_ports_free(added, control_plane=False)
-            bin_dir = self.dapr_bin() if added else None
+            bin_dir = self.dapr_bin()
             for instance in added:
                 self.start_app(state, instance, bin_dir)
             for instance in added:
@@ -558,21 +590,17 @@ class Stack:
                 if app_id == AppId.WORKFLOW:
                     readiness.wait_workflow_worker(self, state, bin_dir, instance)
                 progress(f"ready: {instance.label} (sidecar http {instance.http_port})")
-            for i in reversed(range(wanted, current)):
-                instance = replica(i)
-                started = time.monotonic()
-                for process in (state.find(instance.sidecar_label), state.find(instance.label)):
-                    stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
-                    state.processes.remove(process)
-                progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
-        state.scorers, state.workflows = scorers, workflows
-        state.save(self.state_path)
-        progress(f"{scorers} scorer(s), {workflows} workflow process(es) running")
-        return state
+        for replica in reversed(range(wanted, current)):
+            instance = self.topology.instance(app_id, replica)
+            started = time.monotonic()
+            for process in (state.find(instance.sidecar_label), state.find(instance.label)):
+                stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
+                state.processes.remove(process)
+            progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
 
-    def workflows(self, count: int) -> list[Instance]:
-        """The workflow app's processes when it runs ``count`` of them."""
-        return [self.topology.instance(AppId.WORKFLOW, i or None) for i in range(count)]
+    def workflows(self, state: StackState) -> list[Instance]:
+        """The workflow app's processes of a running stack."""
+        return [self.topology.instance(AppId.WORKFLOW, i) for i in range(state.replicas.get(AppId.WORKFLOW, 1))]
 
     # --- down ------------------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class StackState:
     processes: list[Process] = field(default_factory=list)
     scorers: int = 1
     redis_started: bool = False
-    workflows: int = 1
+    replicas: dict[str, int] = field(default_factory=dict)  # of other step apps scaled (`scale --app`); absent: 1
 
     @classmethod
     def load(cls, path: Path) -> StackState | None:
@@ -61,7 +61,7 @@ class StackState:
             processes=[Process(**p) for p in raw["processes"]],
             scorers=raw["scorers"],
             redis_started=raw["redis_started"],
-            workflows=raw.get("workflows", 1),  # a stack started before workflow replicas: one
+            replicas=raw.get("replicas", {}),  # a stack started before replicas of other apps: 1 each
         )
 
     def save(self, path: Path) -> None:

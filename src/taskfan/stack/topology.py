@@ -1,8 +1,9 @@
 """Which processes the local stack runs and on which ports, derived from the run file (``dapr.yaml``).
 
 The run file names every app, its command and its ports. What the format cannot say is decided
-here, in code: replicas (scorer replica ``i`` adds ``i`` to each of the scorer's ports, workflow replica ``i``
-adds ``40 i`` to the workflow app's ports and to its ``*_PORT`` settings), the
+here, in code: scorer replicas (replica ``i`` adds ``i`` to each of the scorer's ports), the other apps'
+replicas, the workflow app's and the step apps' (replica ``i`` adds ``100 i`` to its ports and to its
+``*_PORT`` settings: the apps' ports are one apart), the
 control plane's side ports (health, raft, etcd: the next ports after placement's and scheduler's
 own), and that ``python`` in a command means the interpreter running the launcher.
 """
@@ -10,6 +11,7 @@ own), and that ``python`` in a command means the interpreter running the launche
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +19,11 @@ from taskfan.contracts import AppId
 from taskfan.runfile import App, RunFile, port_of
 
 MAX_SCORERS = 16
-MAX_WORKFLOWS = 4
-# The scorer's replicas sit next to each other (3510, 3511, ...); the workflow app's are spaced clear of them
-# and of every other app's ports (3501, 3541, 3581, 3621).
-WORKFLOW_PORT_STRIDE = 40
+# Replicas of an app other than the scorer (`stack scale --workflows N`, `--app validator --replicas N`):
+# replica i adds i * REPLICA_PORT_STRIDE to its ports. At most MAX_REPLICAS, so that no replica's internal
+# gRPC port (5501 + 100 i) reaches the first replica's app ports (6001...).
+REPLICA_PORT_STRIDE = 100
+MAX_REPLICAS = 4
 SIDECAR_METRICS_OFFSET = 6000  # a sidecar's metrics port: its HTTP port + this (3501 -> 9501)
 
 
@@ -87,10 +90,12 @@ class Topology:
         return {AppId.INGEST: [self.ingest_port], AppId.CONSOLE: [self.run_file.console_port()]}.get(app_id, [])
 
     def instance(self, app_id: str, replica: int | None = None) -> Instance:
-        """The app's process; ``replica`` numbers a scaled app's copies: every scorer (``scorer-0``, ...), and
-        the workflow app's beyond its first (``workflow``, ``workflow-1``, ...)."""
+        """The app's process; ``replica`` numbers a scaled app's copies: the scorer's from 0 (``scorer-0``), another
+        app's from 1 (``workflow-1``, ``validator-1``; its first is ``workflow``, as in a stack never scaled)."""
         app = self.run_file.app(app_id)
-        offset = (replica or 0) * (1 if app_id == AppId.SCORER else WORKFLOW_PORT_STRIDE)
+        offset = (replica or 0) * (1 if app_id == AppId.SCORER else REPLICA_PORT_STRIDE)
+        if app_id != AppId.SCORER and not replica:
+            replica = None
         return Instance(
             app_id=app.app_id,
             http_port=app.dapr_http_port + offset,
@@ -106,17 +111,13 @@ class Topology:
             metrics_port=app.dapr_http_port + offset + SIDECAR_METRICS_OFFSET,
         )
 
-    def instances(self, scorers: int, workflows: int = 1) -> list[Instance]:
-        """Every app of the run file, the scorer as ``scorers`` replicas and the workflow app as ``workflows``,
-        in the file's order."""
+    def instances(self, scorers: int, replicas: Mapping[str, int] | None = None) -> list[Instance]:
+        """Every app of the run file, the scorer as ``scorers`` replicas, another app as ``replicas[app_id]`` (1 if
+        not named), in the file's order."""
         result = []
         for app in self.run_file.apps:
-            if app.app_id == AppId.SCORER:
-                result += [self.instance(app.app_id, i) for i in range(scorers)]
-            elif app.app_id == AppId.WORKFLOW:
-                result += [self.instance(app.app_id, i or None) for i in range(workflows)]
-            else:
-                result.append(self.instance(app.app_id))
+            count = scorers if app.app_id == AppId.SCORER else (replicas or {}).get(app.app_id, 1)
+            result += [self.instance(app.app_id, i) for i in range(count)]
         return result
 
     @staticmethod

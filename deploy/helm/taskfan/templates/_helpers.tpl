@@ -34,8 +34,8 @@ release per namespace (README, "From your laptop to a cluster"). */}}
 {{- end -}}
 {{- end }}
 
-{{/* The Secret with ingest-token, console-view-token, redis-password and redis-keeper-password: the chart's own,
-or the one named by secrets.existingSecret. */}}
+{{/* The Secret with ingest-token, console-view-token, redis-password, redis-keeper-password and
+redis-console-password: the chart's own, or the one named by secrets.existingSecret. */}}
 {{- define "taskfan.secretName" -}}
 {{- .Values.secrets.existingSecret | default (printf "%s-secrets" .Release.Name) -}}
 {{- end }}
