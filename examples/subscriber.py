@@ -13,7 +13,11 @@ Start a sidecar for it (its app id is your consumer group, granted by OUTCOME_SU
 import json
 import os
 
-from dapr.clients import DaprClient
+# The SDK waits until a sidecar answers on DAPR_HTTP_PORT before it connects: this one's own (on a cluster the
+# injector sets it).
+os.environ.setdefault("DAPR_HTTP_PORT", "3600")
+
+from dapr.clients import DaprClient  # noqa: E402 - reads DAPR_HTTP_PORT when imported
 
 with DaprClient(os.environ.get("SIDECAR", "127.0.0.1:4600")) as client:
     subscription = client.subscribe("pubsub", "outcomes")

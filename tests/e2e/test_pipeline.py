@@ -270,9 +270,10 @@ def test_ingest_refuses_bad_batches_with_reasons(settings):
 
 def test_the_readme_example_subscriber_receives_outcomes(stack, settings, batch_id):
     # The README's own sidecar for examples/subscriber.py, with its grant, here on free ports.
-    with granted_sidecar(stack, "e2e-subscriber") as (_, grpc_port, grant_env):
+    with granted_sidecar(stack, "e2e-subscriber") as (http_port, grpc_port, grant_env):
         subscriber = subprocess.Popen([sys.executable, "examples/subscriber.py"], cwd=stack.root,
-                                      env={**grant_env, "SIDECAR": f"127.0.0.1:{grpc_port}"},
+                                      env={**grant_env, "SIDECAR": f"127.0.0.1:{grpc_port}",
+                                           "DAPR_HTTP_PORT": str(http_port)},
                                       text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             read_the_batch(subscriber, settings, batch_id)

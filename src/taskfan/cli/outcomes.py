@@ -66,6 +66,8 @@ def follow_outcomes(group: str, batch_id: str | None) -> int:
         sidecar, process = stack.start_sidecar(group)
     except StackError as exc:
         raise CliError(str(exc), EXIT_UNREACHABLE) from None
+    # ... and waits for a sidecar to answer on DAPR_HTTP_PORT (3500 unless set) first: ours.
+    dapr.conf.settings.DAPR_HTTP_PORT = sidecar.http_port
     try:
         with DaprClient(f"127.0.0.1:{sidecar.grpc_port}") as client:
             # subscribe() returns once the sidecar acknowledged the stream: only then is it live.
