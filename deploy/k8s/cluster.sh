@@ -660,6 +660,12 @@ down_impl() {
     umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
     rm -f "$ns"
   done
+  # A pod's veth goes with its namespace, but a lazily unmounted namespace a dying process still holds keeps it
+  # a while: delete the host ends that were not there before `up` (the other end goes with it).
+  local link
+  for link in $(ip -o link show type veth 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    grep -qx "$link" "$host/before/links" 2>/dev/null || ip link delete "$link" 2>/dev/null || true
+  done
   unmount_under "$run/kubelet"
   unmount_under "$sock_dir"
   unmount_under "$run/containerd"

@@ -395,7 +395,7 @@ def test_the_operator_cli_lists_shows_reruns_and_purges_the_clusters_batches(tas
     assert published.status_code == 202, published.text
     with console_on_host(taskfan) as console:
         def listed() -> dict[str, Any] | None:
-            done = operator_cli("batches", "list", "--id", prefix, "--state", "finished", "-o", "json",
+            done = operator_cli("batches", "-o", "json", "list", "--id", prefix, "--state", "finished",
                                 console=console, token=viewer)
             assert done.returncode == 0, done.stderr
             rows = json.loads(done.stdout)["batches"]
@@ -411,7 +411,8 @@ def test_the_operator_cli_lists_shows_reruns_and_purges_the_clusters_batches(tas
         # The viewer's credential looks only; acting takes the operator's.
         refused = operator_cli("batches", "rerun", batch_id, console=console, token=viewer)
         assert refused.returncode == 1 and "taskfan:" in refused.stderr
-        rerun = operator_cli("batches", "rerun", batch_id, "-o", "json", console=console, token=taskfan.ingest_token)
+        rerun = operator_cli("batches", "-o", "json", "rerun", batch_id, console=console,
+                             token=taskfan.ingest_token)
         assert rerun.returncode == 0, rerun.stderr
         again = json.loads(rerun.stdout)["batch_id"]
         assert again != batch_id and again.startswith(batch_id)
@@ -421,7 +422,7 @@ def test_the_operator_cli_lists_shows_reruns_and_purges_the_clusters_batches(tas
         assert unknown.returncode == 2 and "taskfan:" in unknown.stderr
         hostile = operator_cli("batches", "show", "a||b::c", console=console, token=viewer)
         assert hostile.returncode == 2, hostile.stderr
-        letters = operator_cli("dead-letters", "list", "-o", "json", console=console, token=viewer)
+        letters = operator_cli("dead-letters", "-o", "json", "list", console=console, token=viewer)
         assert letters.returncode == 0 and "dead_letters" in json.loads(letters.stdout), letters.stderr
         # Purging a finished batch deletes what it left: afterwards no one knows it.
         assert operator_cli("batches", "purge", batch_id, console=console, token=viewer).returncode == 1
