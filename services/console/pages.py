@@ -185,13 +185,13 @@ def _replicas(now: Seen) -> dict[str, Any]:
     """What the replicas page's parts show of the watcher's last answers (``Watcher.now``)."""
     return {"scorers": now.scorers(), "at_step": now.answer.stages, "backlog": now.backlog,
             "calls_in_flight": now.answer.calls_in_flight, "error": now.error, "step_replicas": now.answer.steps,
-            "streams": now.streams}
+            "workflow_processes": now.answer.processes, "streams": now.streams}
 
 
 def replicas_parts(now: Seen) -> dict[str, str]:
     """The replicas page's live parts, by the id of the element each replaces."""
     shown = _replicas(now)
-    return {part: render(f"_{part}.html", **shown) for part in ("scorers", "steps", "streams")}
+    return {part: render(f"_{part}.html", **shown) for part in ("scorers", "processes", "steps", "streams")}
 
 
 def replicas_page(now: Seen, rates: list[tuple[float, float]], role: str = "") -> str:

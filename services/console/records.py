@@ -309,19 +309,22 @@ def stage_counts(rows: list[TaskRow]) -> dict[str, int]:
 
 
 class Throughput:
-    """Rates from samples of an ever-growing counter (tasks finished), over the last ``window_s``.
+    """Rates from samples of ever-growing counters (tasks finished, one per workflow process), over the last
+    ``window_s``.
 
-    A counter that goes down was reset (its process restarted): the sample after counts from zero.
+    A counter that goes down was reset (its process restarted): the sample after counts from zero. A process
+    that appears counts from its second sample (what it did before it was seen is not this interval's); one that
+    is gone counts nothing.
     """
 
     def __init__(self, window_s: float = 600.0) -> None:
         self.window_s = window_s
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[float, dict[str, int]]] = deque()
         self._lock = threading.Lock()
 
-    def sample(self, at: float, counter: int) -> None:
+    def sample(self, at: float, counters: dict[str, int]) -> None:
         with self._lock:
-            self._samples.append((at, counter))
+            self._samples.append((at, dict(counters)))
             while self._samples and at - self._samples[0][0] > self.window_s:
                 self._samples.popleft()
 
@@ -330,9 +333,10 @@ class Throughput:
         with self._lock:
             samples = list(self._samples)
         rates = []
-        for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+        for (t0, before), (t1, after) in zip(samples, samples[1:], strict=False):
             if t1 > t0:
-                rates.append((t1, (c1 - c0 if c1 >= c0 else c1) / (t1 - t0)))
+                done = sum((c1 - before[p] if c1 >= before[p] else c1) for p, c1 in after.items() if p in before)
+                rates.append((t1, done / (t1 - t0)))
         return rates
 
 

@@ -78,7 +78,7 @@ class Watcher:
             return
         at = time.monotonic()
         self.error = None
-        self.throughput.sample(at, answer.finished_tasks)
+        self.throughput.sample(at, {p.process: p.finished_tasks for p in answer.processes})
         with self._lock:
             if self._now is not None:
                 self._rates = per_replica_rates(self._now, answer, at - self._at)

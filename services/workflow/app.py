@@ -51,13 +51,16 @@ def configure(app: App, settings: Settings, activities: type[BatchActivities] = 
     )(intake.on_event)
     # ... and comes back as a dead-letter record in Taskfan's shape.
     app.subscribe(PUBSUB, UNDELIVERABLE_TOPIC, metadata={"rawPayload": "true"})(intake.on_undeliverable)
-    console_api.configure(app, ConsoleAnswers(dapr, workflows, book, ledger, steps.dispatchers.values(),
-                                              steps.pipeline.steps, steps.client.replicas))
+    answers = ConsoleAnswers(dapr, workflows, book, ledger, steps.dispatchers.values(), steps.pipeline.steps,
+                             steps.client.replicas)
+    console_api.configure(app, answers)
+    answers.processes.start()
     stop_reconciler = reconciler.start(settings, book, ledger, measured)
     measured.watch(book, steps.pipeline.names)
     metrics_server = measured.serve(settings)
 
     def shutdown() -> None:
+        answers.processes.stop()
         stop_reconciler()
         if metrics_server is not None:
             metrics_server.shutdown()

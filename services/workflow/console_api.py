@@ -21,7 +21,7 @@ from dapr.clients.grpc._request import TransactionalStateOperation, TransactionO
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
-from services.workflow import ledger_store, live, scoring
+from services.workflow import ledger_store, live, processes, scoring
 from services.workflow.admission import Entry
 from services.workflow.models import (
     BatchesNow,
@@ -30,6 +30,7 @@ from services.workflow.models import (
     BatchProgress,
     MovingTask,
     OutcomeRecord,
+    ProcessReport,
     Purge,
     QueuedBatch,
     RunningBatch,
@@ -49,7 +50,7 @@ from taskfan.contracts import (
     is_batch_id,
     workflow_instance_id,
 )
-from taskfan.dapr_app import json_method
+from taskfan.dapr_app import json_method, replica_name
 from taskfan.pipeline import Step
 
 QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them)
@@ -60,7 +61,7 @@ DELETES_PER_CALL = 200  # a purged batch's chunk keys, per state-store transacti
 class ConsoleAnswers:
     def __init__(self, dapr: DaprClient, workflows: DaprWorkflowClient, book: live.LiveBatches,
                  ledger: ledger_store.LedgerStore, dispatchers: Iterable[scoring.Dispatcher] = (),
-                 steps: Sequence[Step] = (), replicas: StepReplicas | None = None) -> None:
+                 steps: Sequence[Step] = (), replicas: StepReplicas | None = None, process: str = "") -> None:
         self.dapr = dapr
         self.workflows = workflows
         self.book = book
@@ -68,6 +69,16 @@ class ConsoleAnswers:
         self.dispatchers = tuple(dispatchers)  # of the steps spread by slots: their replicas, for the console
         self.steps = tuple(steps)  # the declared ones, in order: a section each on the console
         self.replicas = replicas or StepReplicas()  # every step's, as the step client heard them
+        self.processes = processes.Reporter(dapr, process or replica_name(), self.own_report)
+
+    def own_report(self, at: float) -> ProcessReport:
+        """What this process alone knows now (``processes``)."""
+        now = time.monotonic()
+        return ProcessReport(process=self.processes.process, at=at, finished_tasks=self.book.finished_tasks,
+                             stages=self.book.stage_counts(),
+                             scorers=[replica for d in self.dispatchers for replica in d.view.report(now)],
+                             calls_in_flight=sum(d.view.in_flight for d in self.dispatchers),
+                             steps=self.replicas.report(self.steps, now))
 
     def progress(self, batch_id: str) -> tuple[str | None, BatchProgress | None]:
         """The workflow's runtime status (None: no such batch) and its counts, if it reported any; once Dapr
@@ -88,7 +99,8 @@ class ConsoleAnswers:
         return state.runtime_status.name.lower(), counts
 
     def batches(self, _: dict[str, Any]) -> BatchesNow:
-        """Running and queued batches with their counts; the stages and scorers of the whole stack."""
+        """Running and queued batches with their counts; the stages and replicas as every workflow process
+        heard from lately tells them (``processes``)."""
         ledger = ledger_store.read_now(self.dapr)
         running = []
         for entry in ledger.running:
@@ -98,13 +110,9 @@ class ConsoleAnswers:
         # The head of the queue: a page of it, however long it is (``queued_batches``/``queued_tasks`` count all).
         queued = [QueuedBatch(batch_id=e.batch_id, total=e.total, since=e.since, position=place)
                   for place, e in self.ledger.run_now(self.dapr, ledger_store.queued(ledger, QUEUE_SHOWN))]
-        now = time.monotonic()
         return BatchesNow(running=running, queued=queued, queued_batches=ledger.queued,
-                          queued_tasks=ledger.queued_tasks, cap=ledger.cap, finished_tasks=self.book.finished_tasks,
-                          stages=self.book.stage_counts(),
-                          scorers=[replica for d in self.dispatchers for replica in d.view.report(now)],
-                          calls_in_flight=sum(d.view.in_flight for d in self.dispatchers),
-                          steps=self.replicas.report(self.steps, now))
+                          queued_tasks=ledger.queued_tasks, cap=ledger.cap,
+                          **self.processes.everyone().model_dump())
 
     def batch(self, body: dict[str, Any]) -> BatchNow:
         """One batch as the workflow app knows it now: status, counts, queue position, each moving task."""

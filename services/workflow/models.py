@@ -230,6 +230,29 @@ class StepReplicasNow(BaseModel):
     replicas: list[StepReplica] = []
 
 
+class ProcessReport(BaseModel):
+    """What one workflow process alone knows (its own calls and runs), as it last wrote it to the state store
+    (``processes``): every process reads all of them to answer the console for the whole app."""
+
+    process: str
+    at: float  # when written, seconds since the epoch
+    finished_tasks: int = 0
+    stages: dict[str, int] = {}
+    scorers: list[ScorerReplica] = []
+    calls_in_flight: int = 0
+    steps: list[StepReplicasNow] = []
+
+
+class WorkflowProcess(BaseModel):
+    """A workflow process heard from lately, for the console's replicas page."""
+
+    process: str
+    seen_s_ago: float
+    finished_tasks: int  # ever, by this process
+    in_steps: int = 0  # its tasks being called for now
+    calls_in_flight: int = 0
+
+
 class BatchesNow(BaseModel):
     """``console-batches``: running and queued batches with their counts; the stages, scorers and every step's
     replicas of the stack."""
@@ -239,11 +262,12 @@ class BatchesNow(BaseModel):
     queued_batches: int = 0
     queued_tasks: int = 0
     cap: int = 0
-    finished_tasks: int = 0  # ever, by this workflow process: the console's throughput counter
+    finished_tasks: int = 0  # ever, by the processes heard from lately (``processes`` has each one's)
     stages: dict[str, int] = {}
     scorers: list[ScorerReplica] = []
     calls_in_flight: int = 0
     steps: list[StepReplicasNow] = []
+    processes: list[WorkflowProcess] = []
 
 
 class MovingTask(BaseModel):

@@ -29,6 +29,8 @@ BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and wo
 ADMISSION_LEDGER_KEY = "taskfan~admission"
 # Which workflow process answers for the ledger's batches now (services/workflow/reconciler.py).
 RECONCILER_LEASE_KEY = "taskfan~reconciler-lease"
+# Each workflow process's own figures, for the console (services/workflow/processes.py).
+WORKFLOW_PROCESSES_KEY = "taskfan~workflow-processes"
 
 
 def admission_ticket_key(batch_id: str) -> str:

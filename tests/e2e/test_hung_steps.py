@@ -21,7 +21,9 @@ def hung_app_bound_s(deadline_s: float) -> float:
     return STEP_ATTEMPTS * TIMEOUT_TRIES * deadline_s + sum(d.total_seconds() for d in STEP_BACKOFF)
 
 
-@pytest.mark.parametrize("app", ["validator", "enricher"])
+# One app stands for every single-replica step: the deadline is the step client's, the same for every step
+# (pipeline.yaml). The enricher, so that its tasks fail after a step that answered.
+@pytest.mark.parametrize("app", ["enricher"])
 def test_a_hung_single_replica_app_fails_its_tasks_with_timed_out_within_the_bound(
         stack, settings, redis_client, batch_id, app):
     deadline = stack.settings.step_timeout_s

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 
 import httpx
 
+from services.workflow.processes import STALE_S
 from taskfan.stack.processes import pid_alive
 
 from .helpers import frozen, ingest_auth, lesson_tasks, log_records, outcomes_for, post_batch, stream_events, wait_for
@@ -26,6 +28,8 @@ def backlog(port: str) -> float:
 def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(stack, settings, redis_client):
     stack.scale_app("workflow", 3, progress=lambda line: print(line, flush=True))
     try:
+        wait_for(lambda: workflow_processes(stack, settings) == {"0", "1", "2"},
+                 "the console to list the three workflow processes", 15)
         console_answers_for_every_chunk(stack, settings, redis_client)
         token = uuid.uuid4().hex[:6]
         ids = [f"wf3-{token}-{i}" for i in range(BATCHES)]
@@ -46,6 +50,8 @@ def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(sta
             os.killpg(process.pid, signal.SIGKILL)
         wait_for(lambda: not any(pid_alive(p.pid) for p in killed), "workflow-2 to be gone", 10)
         publish(ids[BATCHES // 3:])
+        wait_for(lambda: workflow_processes(stack, settings) == {"0", "1"},
+                 "the console to drop the killed process once it is silent", STALE_S + 15)
         wait_for(lambda: {e["data"]["batch_id"] for e in stream_events(redis_client, "outcomes")} >= set(ids),
                  "an outcome for every batch of the burst", 300)
         for batch_id in ids:
@@ -65,6 +71,15 @@ def test_three_workflow_processes_share_a_burst_and_one_killed_loses_nothing(sta
         "workflow", "workflow-daprd"]
 
 
+def in_steps(stack, settings) -> dict[str, int]:
+    return httpx.get(f"{stack.console_url}/api/scorers", headers=ingest_auth(settings), timeout=10).json()["stages"]
+
+
+def workflow_processes(stack, settings) -> set[str]:
+    answer = httpx.get(f"{stack.console_url}/api/replicas", headers=ingest_auth(settings), timeout=10).json()
+    return {process["process"] for process in answer["workflow_processes"]}
+
+
 def console_answers_for_every_chunk(stack, settings, redis_client) -> None:
     """Whichever workflow process the console's call reaches, it answers for every chunk of a running batch,
     wherever the chunk ran (their stages are in the state store). The scorers are held (SIGSTOP) while the
@@ -82,6 +97,14 @@ def console_answers_for_every_chunk(stack, settings, redis_client) -> None:
         # Four chunks of 100 in flight (MAX_IN_FLIGHT), each run by one of the three processes, held at score.
         wait_for(lambda: at("score") == 400, "four chunks' tasks at the score step", 10)
         answers = [(at("score"), at("waiting")) for _ in range(6)]
+        # The tasks in each step, as the whole app counts them: every process's report added up (each process
+        # counts only the chunks it runs), whichever process the console's watcher asked.
+        wait_for(lambda: in_steps(stack, settings).get("score") == 400, "the console to count 400 tasks at score", 15)
+        counted = []
+        for _ in range(4):
+            counted.append(in_steps(stack, settings).get("score"))
+            time.sleep(1.1)  # the console asks the workflow app every second
     assert answers == [(400, 600)] * 6, answers
+    assert counted == [400] * 4, counted
     outcome = wait_for(lambda: outcomes_for(redis_client, batch_id), "the held batch's outcome", 120)[0]
     assert (outcome["completed"], outcome["failed"]) == (1000, 0)

@@ -198,7 +198,7 @@ def test_rerun_ids_are_new_valid_and_do_not_pile_up_suffixes() -> None:
 def test_throughput_rates_survive_a_counter_reset() -> None:
     rates = Throughput(window_s=100)
     for at, counter in ((0, 0), (1, 10), (2, 30), (3, 5)):
-        rates.sample(at, counter)
+        rates.sample(at, {"workflow": counter})
     assert rates.rates() == [(1, 10.0), (2, 20.0), (3, 5.0)]
     def scored(**by_replica: int) -> BatchesNow:
         return BatchesNow(scorers=[ScorerReplica(replica=r, scored=n, slots=1, seen_s_ago=0, in_progress=0)

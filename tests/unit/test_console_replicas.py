@@ -17,7 +17,7 @@ from services.console.streams import GroupLag, StreamLag, StreamsNow, group_lag,
 from services.console.watch import Watcher
 from services.console.web import create_console
 from services.workflow import step_client
-from services.workflow.models import BatchesNow, StepReplica
+from services.workflow.models import BatchesNow, StepReplica, WorkflowProcess
 from services.workflow.replicas import FORGET_S, MAX_NAMES, SEEN_S, StepReplicas
 from services.workflow.step_client import StepClient
 from taskfan import pipeline, runfile, stack_secrets
@@ -220,7 +220,9 @@ def test_the_replicas_page_shows_every_steps_replicas_and_every_streams_groups()
     learnt.learn("enrich", "<b>x</b>::1", now=10.0, answered=12)
     streams = StreamsNow(streams=[StreamLag(stream="outcomes", length=9, groups=[
         GroupLag(group="lagging", lag=4, pending=1, consumers=0)]), StreamLag(stream="tasks", length=0)])
-    client = console_with(BatchesNow(steps=learnt.report(DECLARED.steps, 11.0)), streams)
+    processes = [WorkflowProcess(process="taskfan-workflow-<i>", seen_s_ago=1.2, finished_tasks=40, in_steps=7),
+                 WorkflowProcess(process="1", seen_s_ago=0.0, finished_tasks=2)]
+    client = console_with(BatchesNow(steps=learnt.report(DECLARED.steps, 11.0), processes=processes), streams)
     sign_in(client, "view")
     html = client.get("/replicas").text
     for step in ("validate", "enrich", "score"):
@@ -231,10 +233,15 @@ def test_the_replicas_page_shows_every_steps_replicas_and_every_streams_groups()
     assert client.get("/api/streams").json() == json.loads(streams.model_dump_json())
     steps = client.get("/api/replicas").json()["steps"]
     assert [s["step"] for s in steps] == ["validate", "enrich", "score"] and steps[0]["replicas"][0]["answered"] == 12
+    # The workflow app's processes, each with what it alone is doing.
+    assert 'data-workflow-process="taskfan-workflow-&lt;i&gt;"' in html and "<i>" not in html
+    assert re.search(r'data-workflow-process="1">.*?<td>2</td>', html, re.S)
+    assert client.get("/api/replicas").json()["workflow_processes"] == [p.model_dump() for p in processes]
     assert set(client.get("/api/scorers").json()) == {"scorers", "stages", "calls_in_flight", "error", "throughput"}
     with client.stream("GET", "/events/replicas") as events:
         first = json.loads(next(line for line in events.iter_lines() if line.startswith("data: "))[6:])
-    assert set(first["parts"]) == {"scorers", "steps", "streams", "chart"} and "lagging" in first["parts"]["streams"]
+    assert set(first["parts"]) == {"scorers", "processes", "steps", "streams", "chart"}
+    assert "lagging" in first["parts"]["streams"]
 
 
 def test_the_page_says_why_it_has_no_lag() -> None:

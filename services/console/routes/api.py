@@ -54,7 +54,8 @@ def router(parts: Parts) -> APIRouter:
     @routes.get("/replicas")
     async def replicas_json() -> dict[str, Any]:
         now = watcher.now()
-        return {"steps": [step.model_dump() for step in now.answer.steps], "error": now.error}
+        return {"steps": [step.model_dump() for step in now.answer.steps],
+                "workflow_processes": [process.model_dump() for process in now.answer.processes], "error": now.error}
 
     @routes.get("/streams")
     async def streams_json() -> dict[str, Any]:
