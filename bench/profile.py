@@ -1,9 +1,11 @@
 """Where the CPU goes inside the workflow app and its sidecar: sampled profiles, recorded over the same seconds.
 
 The workflow app (Python) is sampled from outside by py-spy (it reads the process's memory: no code in the app,
-no restart; root, or ptrace permission, is needed). Its sidecar (Go) records its own profile: daprd serves Go's
-pprof endpoint when the stack runs with SIDECAR_PROFILING=on, and ``/debug/pprof/profile?seconds=N`` answers
-after N seconds with the profile. Four files, in the results directory:
+no restart; root, or ptrace permission, is needed), only the thread that holds the GIL: the app's ~20 threads
+wait most of the time, and py-spy counts a waiting thread as busy (measured: 23 s of "samples" in 4 s during
+which the process spent 1.4 s of CPU; its GIL holder's samples came to 1.3 s). Its sidecar (Go) records its
+own profile: daprd serves Go's pprof endpoint when the stack runs with SIDECAR_PROFILING=on, and
+``/debug/pprof/profile?seconds=N`` answers after N seconds with the profile. Four files, in the results directory:
 
     profile-workflow.speedscope.json   every sample of the workflow app (open it at https://www.speedscope.app)
     profile-workflow.txt               its functions by own and by total samples, and its files by own samples
@@ -27,6 +29,8 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
+from bench.cpu import cpu_seconds
 
 SAMPLE_RATE_HZ = 100  # py-spy's default, and the rate Go's profiler samples at
 TOP_ROWS = 25
@@ -62,9 +66,10 @@ def short_path(path: str, root: Path) -> str:
     return path[match.end():] if match else path
 
 
-def python_summary(speedscope: dict[str, Any], root: Path, rows: int = TOP_ROWS) -> str:
+def python_summary(speedscope: dict[str, Any], root: Path, rows: int = TOP_ROWS, cpu_s: float | None = None) -> str:
     """The workflow app's functions ranked by own samples (the function was running) and by total samples (it
-    was on the stack), and its files by own samples, from a py-spy speedscope recording of every thread."""
+    was on the stack), and its files by own samples, from a py-spy speedscope recording (``--gil``); ``cpu_s``,
+    the CPU the process spent meanwhile, is set beside the samples' total."""
     frames = speedscope["shared"]["frames"]
     # A function is its name and file: py-spy gives each line its own frame, which would split a function up.
     function_of = [f"{frame['name']}  ({short_path(frame['file'], root)})" for frame in frames]
@@ -85,11 +90,13 @@ def python_summary(speedscope: dict[str, Any], root: Path, rows: int = TOP_ROWS)
     def table(title: str, counts: Counter[str]) -> list[str]:
         lines = [title, f"{'samples':>8} {'share':>7}  what"]
         lines += [f"{count:>8} {100 * count / max(1, samples):>6.1f}%  {name}"
-                  for name, count in counts.most_common(rows)]
+                  for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:rows]]
         return [*lines, ""]
 
-    head = [f"py-spy: {samples} samples of the workflow app's busy threads at {SAMPLE_RATE_HZ} Hz "
-            f"({samples / SAMPLE_RATE_HZ:.1f} s of CPU; idle threads are not sampled)", ""]
+    spent = "" if cpu_s is None else (f"; the process spent {cpu_s:.1f} s of CPU meanwhile (its counters), the "
+                                      "rest outside the GIL: gRPC's C core, TLS, the kernel")
+    head = [f"py-spy --gil: {samples} samples of the thread running Python at {SAMPLE_RATE_HZ} Hz "
+            f"({samples / SAMPLE_RATE_HZ:.1f} s){spent}", ""]
     return "\n".join([*head, *table("functions by own samples (running in the function itself)", own),
                       *table("functions by total samples (the function or what it called)", total),
                       *table("files by own samples", own_by_file)])
@@ -130,15 +137,17 @@ class CpuProfiles:
         self._py_spy: subprocess.Popen[str] | None = None
         self._fetch: threading.Thread | None = None
         self._fetch_error: Exception | None = None
+        self._cpu_before = 0.0
 
     def __enter__(self) -> CpuProfiles:
         self.out.mkdir(parents=True, exist_ok=True)
         command = py_spy()
+        self._cpu_before = cpu_seconds(self.app_pid)
         self._fetch = threading.Thread(target=self._fetch_go_profile, name="pprof", daemon=True)
         self._fetch.start()
         self._py_spy = subprocess.Popen(
             [command, "record", "--pid", str(self.app_pid), "--duration", str(self.seconds),
-             "--rate", str(SAMPLE_RATE_HZ), "--format", "speedscope", "--output", str(self.speedscope)],
+             "--rate", str(SAMPLE_RATE_HZ), "--gil", "--format", "speedscope", "--output", str(self.speedscope)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return self
 
@@ -161,6 +170,7 @@ class CpuProfiles:
         except subprocess.TimeoutExpired:
             self._py_spy.kill()
             output, _ = self._py_spy.communicate()
+        cpu_s = cpu_seconds(self.app_pid) - self._cpu_before
         self._fetch.join(timeout=self.seconds + 90)
         if kind is not None:
             return
@@ -169,7 +179,7 @@ class CpuProfiles:
         if self._fetch_error is not None or not self.go_profile.is_file():
             raise RuntimeError(f"daprd's CPU profile could not be fetched from {self.pprof_url}: {self._fetch_error!r}")
         python_text = self.out / f"profile-{self.name}.txt"
-        python_text.write_text(python_summary(json.loads(self.speedscope.read_text()), self.root))
+        python_text.write_text(python_summary(json.loads(self.speedscope.read_text()), self.root, cpu_s=cpu_s))
         go_text = self.out / f"profile-daprd-{self.name}.txt"
         go_text.write_text(go_summary(self.go_profile))
         self.written = [python_text, self.speedscope, go_text, self.go_profile]
