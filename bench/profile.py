@@ -10,7 +10,8 @@ own profile: daprd serves Go's pprof endpoint when the stack runs with SIDECAR_P
     profile-workflow.speedscope.json   every sample of the workflow app (open it at https://www.speedscope.app)
     profile-workflow.txt               its functions by own and by total samples, and its files by own samples
     profile-daprd-workflow.pb.gz       the sidecar's CPU profile (``go tool pprof -http=: FILE`` browses it)
-    profile-daprd-workflow.txt         ``go tool pprof -top``: its functions by own (flat) and by total (cum) time
+    profile-daprd-workflow.txt         ``go tool pprof -top``: its functions by own (flat) and by total (cum) time,
+                                       and its packages by own time
 """
 
 from __future__ import annotations
@@ -102,17 +103,41 @@ def python_summary(speedscope: dict[str, Any], root: Path, rows: int = TOP_ROWS,
                       *table("files by own samples", own_by_file)])
 
 
+def go_package(function: str) -> str:
+    """The package of a function as pprof names it: ``github.com/dapr/dapr/pkg/api/grpc.(*server).Call`` ->
+    ``github.com/dapr/dapr/pkg/api/grpc``; ``runtime.futex`` -> ``runtime``."""
+    slash = function.rfind("/", 0, function.find("(") if "(" in function else len(function))
+    dot = function.find(".", slash + 1)
+    return function[:dot] if dot > 0 else function
+
+
+def go_packages(top: str, rows: int = TOP_ROWS) -> str:
+    """Own (flat) time summed by package, from ``go tool pprof -top`` of every function."""
+    shares: Counter[str] = Counter()
+    for line in top.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[1].endswith("%") and fields[4].endswith("%"):
+            shares[go_package(fields[5].removesuffix(" (inline)"))] += float(fields[1].removesuffix("%"))
+    lines = ["packages by own (flat) time", f"{'share':>7}  package"]
+    lines += [f"{share:>6.1f}%  {package}"
+              for package, share in sorted(shares.items(), key=lambda item: (-item[1], item[0]))[:rows] if share]
+    return "\n".join(lines) + "\n"
+
+
 def go_summary(profile: Path, rows: int = TOP_ROWS) -> str:
-    """``go tool pprof -top`` of a CPU profile, by own (flat) time and by total (cum) time."""
-    tables = []
-    for order in ([], ["-cum"]):
-        done = subprocess.run([go(), "tool", "pprof", "-top", *order, f"-nodecount={rows}", str(profile)],
+    """``go tool pprof -top`` of a CPU profile: by own (flat) time, by total (cum) time, and own time by package."""
+
+    def pprof(*options: str) -> str:
+        done = subprocess.run([go(), "tool", "pprof", "-top", *options, str(profile)],
                               capture_output=True, text=True, timeout=120,
                               env={**os.environ, "GOTOOLCHAIN": "local", "PPROF_TMPDIR": str(profile.parent)})
         if done.returncode != 0:
             raise RuntimeError(f"go tool pprof failed on {profile}: {done.stderr.strip()[-1000:]}")
-        tables.append(f"by {'total (cum)' if order else 'own (flat)'} time\n{done.stdout}")
-    return "\n".join(tables)
+        return done.stdout
+
+    every = pprof("-nodecount=1000000", "-nodefraction=0")
+    return "\n".join([f"by own (flat) time\n{pprof(f'-nodecount={rows}')}",
+                      f"by total (cum) time\n{pprof('-cum', f'-nodecount={rows}')}", go_packages(every, rows)])
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 from bench import workload
 from bench.cpu import CpuMeter
-from bench.profile import python_summary, short_path
+from bench.profile import go_package, go_packages, python_summary, short_path
 from bench.run import ratios
 
 
@@ -100,3 +100,19 @@ def test_the_python_profile_ranks_functions_by_own_and_total_samples_and_names_f
     assert {line.split()[-1] for line in files[2:]} == {"services/workflow/activities.py", "grpc/_channel.py",
                                                          "threading.py"}
     assert short_path("/elsewhere/x.py", root) == "/elsewhere/x.py"
+
+
+def test_the_sidecar_profile_sums_own_time_by_go_package() -> None:
+    assert go_package("github.com/dapr/dapr/pkg/api/grpc.(*server).Call.func1") == "github.com/dapr/dapr/pkg/api/grpc"
+    assert go_package("internal/runtime/syscall/linux.Syscall6") == "internal/runtime/syscall/linux"
+    assert go_package("runtime.futex") == "runtime"
+    top = """Type: cpu
+      flat  flat%   sum%        cum   cum%
+     140ms 19.72% 19.72%      140ms 19.72%  internal/runtime/syscall/linux.Syscall6
+      60ms  8.45% 28.17%       60ms  8.45%  runtime.futex
+      30ms  4.23% 32.39%       40ms  5.63%  runtime.newobject (inline)
+      10ms  1.41% 33.80%       90ms 12.68%  github.com/dapr/dapr/pkg/api/grpc.(*server).Call
+         0     0% 33.80%      190ms 26.76%  google.golang.org/grpc.(*Server).handleStream
+"""
+    assert go_packages(top).splitlines()[2:] == ["  19.7%  internal/runtime/syscall/linux", "  12.7%  runtime",
+                                                 "   1.4%  github.com/dapr/dapr/pkg/api/grpc"]
