@@ -37,6 +37,7 @@ from bench import workload
 from bench.burst import RssSampler, burst
 from bench.cpu import CpuMeter
 from bench.peers import inprocess, temporal_pipeline
+from bench.profile import CpuProfiles
 from taskfan import runfile, stack_secrets
 from taskfan.contracts import OUTCOMES_TOPIC
 from taskfan.settings import Settings, patched_environ
@@ -46,10 +47,10 @@ from taskfan.versions import DAPR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
-CELERY_REDIS_PORT = 6390
+CELERY_REDIS_PORT = Settings.from_env().bench_celery_redis_port
 # The stacks of the benchmark run their own Redis here, never one they did not start (6379 may be a
 # user's): the port must be free, and everything on it is thrown away with the run directory.
-BENCH_REDIS_PORT = 6391
+BENCH_REDIS_PORT = Settings.from_env().bench_redis_port
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Sizes:
     steady_s: float = 30
     steady_batches_in_flight: int = 8
     spread_tasks_per_replica: int = 8
+    profile_s: int = 20  # the throughput work again, under the CPU profilers
     timeout_s: float = 900
 
 
@@ -78,8 +80,9 @@ QUICK = Sizes(fanout_tasks=10, throughput_tasks=100, throughput_batch=50, scalin
               big_batch_tasks=300, noop_workflows=10, small_batches=3, security_rounds=1, workflow_rounds=1,
               burst_batches=10,
               burst_tasks=100, many_batches=200, steady_warmup_s=1, steady_s=3, steady_batches_in_flight=2,
-              spread_tasks_per_replica=2, timeout_s=120)
-TEMPORAL_PORT = 7233  # and the next two (HTTP, metrics) for the Temporal peer's dev server
+              spread_tasks_per_replica=2, profile_s=3, timeout_s=120)
+# and the next two (HTTP, metrics) for the Temporal peer's dev server
+TEMPORAL_PORT = Settings.from_env().bench_temporal_port
 
 
 def say(message: str) -> None:
@@ -205,12 +208,14 @@ def scenario_fanout(sizes: Sizes) -> dict[str, Any]:
 THROUGHPUT_ENV = {"SCORE_DELAY_MS": 0, "SCORER_CONCURRENCY": 8}
 
 
-def scenario_throughput_big_noop(sizes: Sizes) -> dict[str, Any]:
-    """One stack, no delay, one scorer: throughput, the steady state, small-batch latency, a big batch and
-    the bare engine's ceiling."""
+def scenario_throughput_big_noop(sizes: Sizes, out: Path) -> dict[str, Any]:
+    """One stack, no delay, one scorer: throughput (and its CPU profiles, written to ``out``), the steady state,
+    small-batch latency, a big batch and the bare engine's ceiling."""
     figures: dict[str, Any] = {}
-    with taskfan_stack(**THROUGHPUT_ENV) as stack:
+    # The sidecars serve Go's pprof (an idle listener until it is asked for a profile).
+    with taskfan_stack(SIDECAR_PROFILING="on", **THROUGHPUT_ENV) as stack:
         figures.update(guard("throughput", lambda: throughput(stack, sizes)))
+        figures.update(guard("profile", lambda: profile_throughput(stack, sizes, out)))
         figures.update(guard("steady state", lambda: steady_state(stack, sizes)))
         figures.update(guard("small batch latency", lambda: small_batch_latency(stack, sizes)))
         figures.update(guard("big batch", lambda: big_batch(stack, sizes)))
@@ -233,6 +238,45 @@ def throughput(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         "cpu_ms_per_task": cpu.total_ms_per_unit(sizes.throughput_tasks),
         "cpu_ms_per_task_by_process": cpu.ms_per_unit(sizes.throughput_tasks),
     }
+
+
+def profile_throughput(stack: Stack, sizes: Sizes, out: Path) -> dict[str, Any]:
+    """The throughput work again, batches of ``throughput_batch`` kept ``steady_batches_in_flight`` in flight for
+    ``profile_s`` seconds, while py-spy samples the workflow app and Go's profiler its sidecar (bench/profile.py).
+    Apart from the timed run: sampling costs the workflow app CPU, and that run is too short for a profile."""
+    client = TaskfanClient(stack)
+    prefix = f"bench-profile-{time.time_ns()}"
+    published = 0
+
+    def publish_next() -> None:
+        nonlocal published
+        published += 1
+        client.publish({"batch_id": f"{prefix}-{published:05d}",
+                        "tasks": workload.tasks(sizes.throughput_batch, prefix=f"p{published}")})
+
+    pprof_url = f"http://127.0.0.1:{stack.workflow.profile_port}"
+    try:
+        with CpuProfiles(stack_pids(stack)["workflow"], pprof_url, sizes.profile_s, out, REPO_ROOT) as profiles:
+            for _ in range(sizes.steady_batches_in_flight):
+                publish_next()
+            done = 0
+            ends = time.monotonic() + sizes.profile_s
+            while time.monotonic() < ends:
+                for _ in client.outcomes(block_ms=200):
+                    done += 1
+                    publish_next()
+        deadline = time.monotonic() + sizes.timeout_s
+        while client.published and time.monotonic() < deadline:  # drain: every batch is still checked
+            client.outcomes()
+        if client.published:
+            raise RuntimeError(f"{len(client.published)} profiled batches had no outcome")
+    finally:
+        client.close()
+    for path in profiles.written:
+        if path.suffix == ".txt":
+            say(f"{path.name}, the top lines:\n" + "\n".join(path.read_text().splitlines()[:14]))
+    return {"profile_s": sizes.profile_s, "profile_tasks": done * sizes.throughput_batch,
+            "profile_files": [path.name for path in profiles.written]}
 
 
 def steady_state(stack: Stack, sizes: Sizes) -> dict[str, Any]:
@@ -674,7 +718,7 @@ def environment() -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| key | value |", "|---|---|"]
     for key, value in results.items():
-        lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict) else value} |")
+        lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict | list) else value} |")
     return "\n".join(lines)
 
 
@@ -735,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full", **environment()}
     results.update(guard("fan-out", lambda: scenario_fanout(sizes)))
-    results.update(scenario_throughput_big_noop(sizes))
+    results.update(scenario_throughput_big_noop(sizes, out))
     results.update(guard("burst", lambda: scenario_burst(sizes)))
     results.update(guard("many batches", lambda: scenario_many_batches(sizes)))
     results.update(guard("security cost", lambda: scenario_security_cost(sizes)))

@@ -120,6 +120,15 @@ class Settings:
     # `make bench` to measure what the locks cost side by side (security_cost_pct), in a run directory
     # of its own. Never for a stack anyone else can reach.
     security: str = "on"
+    # "on" gives every sidecar of the stack Go's pprof endpoint (/debug/pprof/ on its HTTP port + 5000, on the
+    # API listen address: loopback), for `make bench` to read where daprd's CPU goes. No token guards it,
+    # so it is off unless asked for.
+    sidecar_profiling: str = "off"
+    # `make bench`: the servers it starts of its own, on these ports (its stacks' Redis, the Celery peer's Redis,
+    # the Temporal peer's dev server and the next two), moved when another run on the machine holds them.
+    bench_redis_port: int = 6391
+    bench_celery_redis_port: int = 6390
+    bench_temporal_port: int = 7233
     # The local stack's run directory (logs, data, rendered components); empty: .taskfan/ beside dapr.yaml.
     run_dir: str = ""
     # Test-only: where the workflow app looks for armed fault points (services/workflow/faults.py); empty:
@@ -152,8 +161,9 @@ class Settings:
             if not re.fullmatch(r"[1-9][0-9]*(k|kb|m|mb|g|gb)?", getattr(self, name).lower()):
                 raise SettingsError(f"{name.upper()} is a size as Redis reads it (a number of bytes, or 512mb, "
                                     f"4gb), got {getattr(self, name)!r}")
-        if self.security not in ("on", "off"):
-            raise SettingsError("SECURITY must be on or off")
+        for name in ("security", "sidecar_profiling"):
+            if getattr(self, name) not in ("on", "off"):
+                raise SettingsError(f"{name.upper()} must be on or off")
         try:
             sampling = float(self.trace_sampling)
         except ValueError:
@@ -167,7 +177,8 @@ class Settings:
                      "redis_port",
                      "ingest_port", "console_port", "traces_otlp_port", "traces_query_port", "workflow_retention_s",
                      "stream_max_entries", "stream_retention_s", "log_max_bytes", "log_files", "record_ttl_s",
-                     "console_history", "console_detail_bytes", "console_session_ttl_s"):
+                     "console_history", "console_detail_bytes", "console_session_ttl_s", "bench_redis_port",
+                     "bench_celery_redis_port", "bench_temporal_port"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be >= 1")
 
@@ -193,6 +204,10 @@ class Settings:
     @property
     def locked(self) -> bool:
         return self.security == "on"
+
+    @property
+    def profiling_sidecars(self) -> bool:
+        return self.sidecar_profiling == "on"
 
     @staticmethod
     def comma_list(listed: str) -> list[str]:

@@ -1,9 +1,11 @@
 """Runs after `make down` (file order): `make bench-quick`'s code, once, so the benchmark cannot rot.
 
-It asserts that every scenario produced its figures, never how fast anything was.
+It asserts that every scenario produced its figures (and the throughput work its CPU profiles), never how fast
+anything was.
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -55,3 +57,14 @@ def test_bench_quick_produces_every_figure(tmp_path, temporal_cli):
         results["cpu_ms_per_task_by_process"])
     assert (tmp_path / "latest.png").stat().st_size > 10_000
     assert "| tasks_per_s |" in done.stdout
+    # The throughput work's CPU profiles, named by what ran: the workflow app's own code among the Python
+    # functions (py-spy), Dapr's packages among the sidecar's (Go's pprof).
+    assert results["profile_files"] == ["profile-workflow.txt", "profile-workflow.speedscope.json",
+                                        "profile-daprd-workflow.txt", "profile-daprd-workflow.pb.gz"]
+    assert all((tmp_path / name).stat().st_size > 0 for name in results["profile_files"])
+    python = (tmp_path / "profile-workflow.txt").read_text()
+    assert re.search(r"^ +\d+ +[\d.]+%  \S+ +\((services/workflow|src/taskfan)/\S+\.py\)$", python, re.M), python
+    assert "speedscope" in json.loads((tmp_path / "profile-workflow.speedscope.json").read_text())["$schema"]
+    go = (tmp_path / "profile-daprd-workflow.txt").read_text()
+    assert "Type: cpu" in go and re.search(r"%\s+github\.com/dapr/dapr/pkg/\S+", go), go
+    assert "profile-workflow.txt, the top lines" in done.stderr

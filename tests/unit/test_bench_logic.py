@@ -1,14 +1,17 @@
-"""The benchmark's own logic: the outcome check every peer must pass, the CPU meter, the ratios."""
+"""The benchmark's own logic: the outcome check every peer must pass, the CPU meter, the ratios, the profile's
+summary."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from bench import workload
 from bench.cpu import CpuMeter
+from bench.profile import go_package, go_packages, python_summary, short_path
 from bench.run import ratios
 
 
@@ -76,3 +79,40 @@ def test_ratios_are_above_one_where_taskfan_is_ahead() -> None:
     assert got["vs_temporal_fanout"] == 0.8  # Taskfan's fan-out batch took longer
     assert got["vs_temporal_scaling_4x"] == 2.0
     assert "vs_celery_small_batch_latency" not in got  # no figure, no ratio
+
+
+def test_the_python_profile_ranks_functions_by_own_and_total_samples_and_names_files_as_a_reader_finds_them() -> None:
+    root = Path("/src/taskfan")
+    frames = [{"name": "<module>", "file": "/src/taskfan/services/workflow/app.py", "line": 9},
+              {"name": "run_chunk", "file": "/src/taskfan/services/workflow/activities.py", "line": 40},
+              {"name": "run_chunk", "file": "/src/taskfan/services/workflow/activities.py", "line": 41},
+              {"name": "_blocking", "file": "/v/lib/python3.11/site-packages/grpc/_channel.py", "line": 7},
+              {"name": "wait", "file": "/usr/lib/python3.11/threading.py", "line": 3}]
+    # 3 samples in one thread, 1 in another: run_chunk runs on its own twice (two lines of it), calls grpc once.
+    speedscope = {"shared": {"frames": frames},
+                  "profiles": [{"samples": [[0, 1], [0, 2], [0, 1, 3]]}, {"samples": [[4], []]}]}
+    text = python_summary(speedscope, root, rows=10)
+    own, total, files = (section.splitlines() for section in text.split("\n\n")[1:4])
+    assert "4 samples" in text
+    assert own[2].split() == ["2", "50.0%", "run_chunk", "(services/workflow/activities.py)"]
+    assert total[2].split() == ["3", "75.0%", "<module>", "(services/workflow/app.py)"]
+    assert total[3].split() == ["3", "75.0%", "run_chunk", "(services/workflow/activities.py)"]
+    assert {line.split()[-1] for line in files[2:]} == {"services/workflow/activities.py", "grpc/_channel.py",
+                                                         "threading.py"}
+    assert short_path("/elsewhere/x.py", root) == "/elsewhere/x.py"
+
+
+def test_the_sidecar_profile_sums_own_time_by_go_package() -> None:
+    assert go_package("github.com/dapr/dapr/pkg/api/grpc.(*server).Call.func1") == "github.com/dapr/dapr/pkg/api/grpc"
+    assert go_package("internal/runtime/syscall/linux.Syscall6") == "internal/runtime/syscall/linux"
+    assert go_package("runtime.futex") == "runtime"
+    top = """Type: cpu
+      flat  flat%   sum%        cum   cum%
+     140ms 19.72% 19.72%      140ms 19.72%  internal/runtime/syscall/linux.Syscall6
+      60ms  8.45% 28.17%       60ms  8.45%  runtime.futex
+      30ms  4.23% 32.39%       40ms  5.63%  runtime.newobject (inline)
+      10ms  1.41% 33.80%       90ms 12.68%  github.com/dapr/dapr/pkg/api/grpc.(*server).Call
+         0     0% 33.80%      190ms 26.76%  google.golang.org/grpc.(*Server).handleStream
+"""
+    assert go_packages(top).splitlines()[2:] == ["  19.7%  internal/runtime/syscall/linux", "  12.7%  runtime",
+                                                 "   1.4%  github.com/dapr/dapr/pkg/api/grpc"]

@@ -70,11 +70,29 @@ def test_workflow_processes_beyond_the_first_are_spaced_clear_of_every_other_por
     assert [w.app_port for w in workflows] == [6001, 6101, 6201, 6301]
     assert [w.env["METRICS_PORT"] for w in workflows] == ["9101", "9201", "9301", "9401"]
     # No two processes share a port, and none takes the control plane's, Redis's or the web ports.
-    ports = [port for instance in everything for port in instance.ports]
+    ports = [port for instance in everything for port in (*instance.ports, instance.profile_port)]
     ports += [int(value) for i in everything for key, value in i.env.items() if key.endswith("_PORT")]
     taken = {*topology.placement_ports, *topology.scheduler_ports, *topology.sentry_ports, 6379}
     assert len(ports) == len(set(ports)) and not set(ports) & taken
     assert topology.instances(1) == topology.instances(1, {})  # one workflow process unless asked
+
+
+def test_sidecars_serve_pprof_on_loopback_only_when_profiling_is_asked_for(tmp_path):
+    def flags(stack: Stack, instance: Instance) -> list[str]:
+        command = stack.daprd_command(Path("/bin"), instance)
+        return [flag for flag in command if flag.startswith("--") and "profil" in flag]
+
+    quiet = Stack(Settings(run_dir=str(tmp_path / "quiet")), runfile.load(RUN_FILE))
+    workflow = quiet.topology.instance("workflow")
+    assert flags(quiet, workflow) == [] and quiet.sidecar_ports(workflow) == workflow.ports
+    profiled = Stack(Settings(sidecar_profiling="on", run_dir=str(tmp_path / "profiled")), runfile.load(RUN_FILE))
+    command = profiled.daprd_command(Path("/bin"), workflow)
+    assert command[command.index("--profile-port") + 1] == "8501" and "--enable-profiling" in command
+    # daprd binds pprof to its API listen addresses, which the run file keeps on loopback.
+    assert command[command.index("--dapr-listen-addresses") + 1] == "127.0.0.1"
+    assert profiled.sidecar_ports(workflow) == [*workflow.ports, 8501]  # `down` checks it is closed too
+    free = Instance("my-subscriber", 45001, 45002, 45003, None)  # a sidecar of its own: never
+    assert flags(profiled, free) == [] and profiled.sidecar_ports(free) == free.ports
 
 
 def test_the_control_plane_and_ingest_ports_come_from_the_run_file(tmp_path):

@@ -222,7 +222,7 @@ class Stack:
         ports = [*self.topology.sentry_ports, *self.topology.placement_ports, *self.topology.scheduler_ports,
                  *(self.jaeger_ports if self.settings.tracing else [])] if control_plane else []
         for instance in instances:
-            ports += instance.ports + ([instance.app_port] if instance.app_port else [])
+            ports += self.sidecar_ports(instance) + ([instance.app_port] if instance.app_port else [])
             ports += self.topology.web_ports(instance.app_id)
         busy = [f"{p} ({port_owner(p) or 'owner not visible'})" for p in ports if port_open(p)]
         if busy:
@@ -492,6 +492,9 @@ class Stack:
             # most: a step call's deadline, so a scorer removed by `stack scale` finishes its calls.
             "--dapr-graceful-shutdown-seconds", str(self.graceful_shutdown_s),
         ]
+        if self.profiling(instance):
+            # daprd serves pprof on each API listen address (loopback here), with no token: the bench asks for it.
+            cmd += ["--enable-profiling", "--profile-port", str(instance.profile_port)]
         if instance.app_port:
             cmd += ["--app-port", str(instance.app_port), "--app-protocol", instance.app_protocol]
         return cmd
@@ -515,7 +518,15 @@ class Stack:
     def start_daprd(self, state: StackState, instance: Instance, bin_dir: Path) -> Process:
         return self.spawn(state, instance.sidecar_label, self.daprd_command(bin_dir, instance),
                           self._sidecar_env(instance.app_id),
-                          ports=instance.ports)
+                          ports=self.sidecar_ports(instance))
+
+    def profiling(self, instance: Instance) -> bool:
+        """Whether this sidecar serves Go's pprof endpoint (SIDECAR_PROFILING=on, and it has a port for it)."""
+        return self.settings.profiling_sidecars and instance.profile_port is not None
+
+    def sidecar_ports(self, instance: Instance) -> list[int]:
+        """Every port the instance's sidecar listens on, its pprof port when it serves one."""
+        return instance.ports + ([instance.profile_port] if self.profiling(instance) and instance.profile_port else [])
 
     def restart_daprd(self, state: StackState, instance: Instance, bin_dir: Path, reason: str) -> None:
         daprd = state.find(instance.sidecar_label)

@@ -25,6 +25,9 @@ MAX_SCORERS = 16
 REPLICA_PORT_STRIDE = 100
 MAX_REPLICAS = 4
 SIDECAR_METRICS_OFFSET = 6000  # a sidecar's metrics port: its HTTP port + this (3501 -> 9501)
+# A sidecar's pprof port when SIDECAR_PROFILING=on: its HTTP port + this (3501 -> 8501; clear of the app, web and
+# metrics ports of every replica).
+SIDECAR_PROFILE_OFFSET = 5000
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class Instance:
 
     # The sidecar's own Prometheus metrics (Dapr's); None: none (a sidecar started on free ports).
     metrics_port: int | None = None
+    # Go's pprof endpoint of the sidecar, served only when the stack's SIDECAR_PROFILING is on; None: never.
+    profile_port: int | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -109,6 +114,7 @@ class Topology:
                  for key, value in self.run_file.env_for(app).items()},
             name=f"{app.app_id}-{replica}" if replica is not None else "",
             metrics_port=app.dapr_http_port + offset + SIDECAR_METRICS_OFFSET,
+            profile_port=app.dapr_http_port + offset + SIDECAR_PROFILE_OFFSET,
         )
 
     def instances(self, scorers: int, replicas: Mapping[str, int] | None = None) -> list[Instance]:
