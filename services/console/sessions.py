@@ -48,6 +48,7 @@ class Role(StrEnum):
 MAX_SESSIONS = 1000  # sessions one replica started, at most: past it its oldest ends (a flood of logins is bounded)
 CODE_TTL_S = 60.0  # a sign-in link works once, within this
 MAX_CODES = 100  # unused sign-in codes one replica issued, at most (the oldest is deleted)
+STORE_WAIT_S = 5.0  # a sign-in's store call not answered within this is a 503 (the sync client sets no deadline)
 MAX_SECRET_CHARS = 200  # a cookie or code longer than this is no session or code of ours (not even hashed)
 SECRET = re.compile(r"[A-Za-z0-9_-]+")  # secrets.token_urlsafe's alphabet: anything else is not ours, unread
 KEY_PREFIX = "taskfan-console"  # as the history's (``history.KEY_PREFIX``): "~" is outside the batch-id alphabet
@@ -197,13 +198,14 @@ class _Written:
 
 class _Grants:
     """Random secrets to grants in the store, each until ``ttl_s`` after it was given; this replica's at most
-    ``limit``."""
+    ``limit``. ``wait_s``: how long the web app waits for one of its calls."""
 
     kind = ""
 
-    def __init__(self, keys: Keys, ttl_s: float, limit: int, clock: Clock) -> None:
+    def __init__(self, keys: Keys, ttl_s: float, limit: int, clock: Clock, wait_s: float) -> None:
         self.keys = keys
         self.ttl_s = ttl_s
+        self.wait_s = wait_s
         self.clock = clock
         self.written = _Written(limit, clock)
 
@@ -263,8 +265,9 @@ class Sessions(_Grants):
 
     kind = "session"
 
-    def __init__(self, keys: Keys, ttl_s: float, limit: int = MAX_SESSIONS, clock: Clock = time.time) -> None:
-        super().__init__(keys, ttl_s, limit, clock)
+    def __init__(self, keys: Keys, ttl_s: float, limit: int = MAX_SESSIONS, clock: Clock = time.time,
+                 wait_s: float = STORE_WAIT_S) -> None:
+        super().__init__(keys, ttl_s, limit, clock, wait_s)
 
     def start(self, role: Role) -> str:
         """A new session's id."""
@@ -288,8 +291,8 @@ class SignInCodes(_Grants):
     kind = "code"
 
     def __init__(self, keys: Keys, ttl_s: float = CODE_TTL_S, limit: int = MAX_CODES,
-                 clock: Clock = time.time) -> None:
-        super().__init__(keys, ttl_s, limit, clock)
+                 clock: Clock = time.time, wait_s: float = STORE_WAIT_S) -> None:
+        super().__init__(keys, ttl_s, limit, clock, wait_s)
 
     def issue(self, role: Role) -> str:
         return self._give(role)

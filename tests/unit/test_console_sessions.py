@@ -253,6 +253,33 @@ def test_a_store_that_does_not_answer_is_a_503_saying_so_never_a_sign_out_nor_a_
         Sessions(SignInKeys(dapr), 60).start(Role.VIEW)  # type: ignore[arg-type]
 
 
+def test_a_store_that_hangs_is_a_503_after_a_bounded_wait_and_the_console_answers_others_meanwhile() -> None:
+    release = threading.Event()
+
+    class HungDapr(FakeSyncDapr):
+        hung = False
+
+        def get_state(self, store, key):
+            if self.hung:
+                release.wait(10)
+            return super().get_state(store, key)
+
+    dapr = HungDapr()
+    client = new_console(dapr=dapr, wait_s=0.2)
+    session = sign_in(client)
+    dapr.hung = True
+    try:
+        answer = client.get("/api/batches")
+        assert answer.status_code == 503 and "within 0.2 s" in answer.json()["error"]
+        client.cookies.clear()
+        assert client.get("/healthz").status_code == 200
+    finally:
+        release.set()
+    dapr.hung = False
+    client.cookies.set(COOKIE, session)
+    assert client.get("/api/batches").status_code == 200
+
+
 # --- cookies an intruder makes up ---------------------------------------------------------------------------------
 
 

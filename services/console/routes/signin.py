@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from types import MappingProxyType
+from typing import TypeVar
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
@@ -40,6 +42,7 @@ SIGN_IN_HINT = "run `taskfan console` for a one-time sign-in link"
 RETRY = MappingProxyType({"retry-after": "5"})
 
 Guard = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+T = TypeVar("T")
 
 
 def cookie_name(port: int) -> str:
@@ -111,6 +114,15 @@ def foreign(request: Request) -> str | None:
     return None
 
 
+async def off_loop(call: Callable[[], T], wait_s: float) -> T:
+    """A sessions' or codes' call (blocking: the state store) on a worker thread, so the event loop serves others
+    meanwhile; not answered within ``wait_s``: ``SignInUnavailable`` (a store that hangs is a 503, not a hang)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(call), wait_s)
+    except TimeoutError as exc:
+        raise SignInUnavailable(f"the console's state store did not answer within {wait_s:g} s") from exc
+
+
 def unavailable(what: str, exc: SignInUnavailable) -> Response:
     return error(503, f"{what}: {exc}; try again in a few seconds", dict(RETRY))
 
@@ -127,7 +139,7 @@ async def who(parts: Parts, request: Request) -> Role | None:
             parts.doors.refused(request, "token")
         return found
     sent = request.cookies.get(parts.cookie, "")
-    found = await asyncio.to_thread(parts.sessions.role_of, sent) if sent else None
+    found = await off_loop(partial(parts.sessions.role_of, sent), parts.sessions.wait_s) if sent else None
     if found is None and parts.cookie in request.cookies:
         parts.doors.refused(request, "session")
     return found
@@ -138,7 +150,7 @@ def router(parts: Parts) -> APIRouter:
 
     async def signed_in(granted: Role, next_url: str) -> Response:
         try:
-            session = await asyncio.to_thread(parts.sessions.start, granted)
+            session = await off_loop(partial(parts.sessions.start, granted), parts.sessions.wait_s)
         except SignInUnavailable as exc:
             return not_now(exc, next_url)
         response = RedirectResponse(local(next_url), status_code=303, headers=NO_STORE)
@@ -170,7 +182,7 @@ def router(parts: Parts) -> APIRouter:
                                 f"{SIGN_IN_HINT}.", next, 400)
         if code:  # the link `taskfan console` prints: once, within CODE_TTL_S
             try:
-                granted = await asyncio.to_thread(parts.codes.redeem, code)
+                granted = await off_loop(partial(parts.codes.redeem, code), parts.codes.wait_s)
             except SignInUnavailable as exc:
                 return not_now(exc, next)  # the code is not spent: it works once the store answers
             if granted is None:
@@ -204,7 +216,7 @@ def router(parts: Parts) -> APIRouter:
         if not has.allows(wanted):
             return error(403, "this credential signs in to look only (the viewer's); acting needs the operator's")
         try:
-            code = await asyncio.to_thread(parts.codes.issue, wanted)
+            code = await off_loop(partial(parts.codes.issue, wanted), parts.codes.wait_s)
         except SignInUnavailable as exc:
             return unavailable("no sign-in link can be given now", exc)
         return JSONResponse({"link": f"/login?code={code}", "role": wanted.value, "expires_in_s": CODE_TTL_S},
@@ -213,7 +225,8 @@ def router(parts: Parts) -> APIRouter:
     @routes.post("/logout")
     async def logout(request: Request) -> Response:
         try:
-            await asyncio.to_thread(parts.sessions.end, request.cookies.get(parts.cookie, ""))
+            await off_loop(partial(parts.sessions.end, request.cookies.get(parts.cookie, "")),
+                           parts.sessions.wait_s)
         except SignInUnavailable as exc:  # not a silent sign-out that left the session alive
             return unavailable("you are not signed out yet", exc)
         response = RedirectResponse("/login", status_code=303, headers=NO_STORE)
