@@ -9,6 +9,7 @@ import pytest
 
 from bench import workload
 from bench.cpu import CpuMeter
+from bench.residue import CONSOLE, CONSOLE_SIGN_IN, owner
 from bench.run import ratios
 
 
@@ -76,3 +77,11 @@ def test_ratios_are_above_one_where_taskfan_is_ahead() -> None:
     assert got["vs_temporal_fanout"] == 0.8  # Taskfan's fan-out batch took longer
     assert got["vs_temporal_scaling_4x"] == 2.0
     assert "vs_celery_small_batch_latency" not in got  # no figure, no ratio
+
+
+def test_the_residue_count_tells_the_consoles_sign_in_keys_from_its_history() -> None:
+    for kind in ("session", "code", "redeemed"):
+        assert owner(f"console||taskfan-console~{kind}~{'0' * 64}") == CONSOLE_SIGN_IN
+    for key in ("console||taskfan-console~history", "console||taskfan-console~history~3",
+                "console||taskfan-console~tasks~b-1", "console||taskfan-console~dead~7"):
+        assert owner(key) == CONSOLE
