@@ -34,6 +34,9 @@ BATCH_DATA = "batch data"  # the workflow app's: deleted after the outcome, a TT
 ADMISSION = "admission ledger"  # the workflow app's: an entry leaves when its batch is answered
 STREAM = "stream"  # Dapr's pub/sub: trimmed by the stream keeper (services/ingest/capacity.py)
 CONSOLE = "console history"  # the console's: bounded in all (services/console/history.py), a TTL as a backstop
+# The console's sessions and sign-in codes (services/console/sessions.py): bounded per replica, each its TTL.
+CONSOLE_SIGN_IN = "console sign-in"
+SIGN_IN_KINDS = ("session", "code", "redeemed")
 OTHER = "other"
 
 
@@ -43,6 +46,8 @@ def owner(key: str) -> str:
     name = key.split("||", 1)[-1]
     if name.startswith(ADMISSION_LEDGER_KEY):
         return ADMISSION
+    if name.split("~")[:2] in ([KEY_PREFIX, kind] for kind in SIGN_IN_KINDS):
+        return CONSOLE_SIGN_IN
     if name.startswith(KEY_PREFIX + "~"):
         return CONSOLE
     if name.startswith("taskfan:") and name.endswith(":outcome"):

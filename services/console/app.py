@@ -3,7 +3,8 @@
 Its sidecar brings it every batch on ``tasks``, every outcome and every dead-letter record (its own
 subscriptions, so it sees batches from any publisher: ingest, the Dapr API, a raw Redis client), carries
 its questions to the workflow app (service invocation), publishes the re-runs it is asked for, and keeps its
-history in the state store (``history``), read back when it starts.
+history in the state store (``history``), read back when it starts, and its sessions and one-time sign-in codes
+(``sessions``), which every replica of the console shares.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import uvicorn
 from dapr.clients import DaprClient
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.clients.grpc._response import TopicEventResponse
+from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.ext.grpc import App
 
 from services.console import streams
 from services.console.dead_letters import DeadLetters
 from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnreadable, read_back
-from services.console.sessions import Sessions
+from services.console.sessions import Sessions, SignInCodes
 from services.console.streams import StreamsNow
 from services.console.watch import Watcher
 from services.console.web import create_console
@@ -98,6 +100,36 @@ class ConsoleState:
         operations += [TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
                        for key in deletes]
         self.dapr.execute_state_transaction(STATESTORE, operations)
+
+
+class SignInKeys:
+    """The console's sessions and sign-in codes in its sidecar's state store (``sessions.Keys``; Dapr prefixes the
+    keys ``console||``), shared by every replica of the console. Blocking: the web app calls it off its loop."""
+
+    def __init__(self, dapr: DaprClient) -> None:
+        self.dapr = dapr
+
+    def get(self, key: str) -> bytes | None:
+        return self.dapr.get_state(STATESTORE, key).data or None
+
+    def put(self, key: str, value: bytes, ttl_s: int) -> None:
+        self.dapr.save_state(STATESTORE, key, value, state_metadata={"ttlInSeconds": str(ttl_s)})
+
+    def create(self, key: str, value: bytes, ttl_s: int) -> bool:
+        try:
+            self.dapr.save_state(STATESTORE, key, value, options=_FIRST_WRITE,
+                                 state_metadata={"ttlInSeconds": str(ttl_s)})
+        except Exception:
+            if self.get(key) is None:
+                raise  # refused for another reason than an existing key: the store did not answer
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        self.dapr.delete_state(STATESTORE, key)
+
+
+_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
 
 
 class Jaeger:
@@ -218,7 +250,8 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
     hosts = local_hosts(settings.console_port) | set(Settings.comma_list(settings.console_hosts))
     web = create_console(book, watcher, workflow, publish, token=settings.ingest_token,
                          view_token=settings.console_view_token, hosts=hosts, port=settings.console_port,
-                         sessions=Sessions(settings.console_session_ttl_s), letters=letters, replay=replay,
+                         sessions=Sessions(SignInKeys(dapr), settings.console_session_ttl_s),
+                         codes=SignInCodes(SignInKeys(dapr)), letters=letters, replay=replay,
                          traces=Jaeger(settings.traces_url) if settings.tracing else None)
     server = uvicorn.Server(uvicorn.Config(web, host=settings.console_host, port=settings.console_port,
                                            log_config=None, access_log=False, timeout_graceful_shutdown=2))

@@ -14,7 +14,7 @@ from services.console.history import BatchBook
 from services.console.parts import Parts, Publish, PublishRaw, Traces, Workflow
 from services.console.routes import actions, api, batches, dead_letters, live, replicas, signin
 from services.console.routes import traces as trace_pages
-from services.console.sessions import Credentials, Sessions, SignInCodes
+from services.console.sessions import Credentials, MemoryKeys, Sessions, SignInCodes
 from services.console.shield import Receive, Scope, Send, shielded
 from services.console.watch import Watcher
 from taskfan.http_doors import Doors
@@ -34,12 +34,15 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
                    sessions: Sessions | None = None, codes: SignInCodes | None = None,
                    letters: DeadLetters | None = None, replay: PublishRaw | None = None) -> FastAPI:
     """The console's web app. ``token`` is the operator's credential (the stack's ingest token), ``view_token`` the
-    viewer's; ``port`` names its session cookie. ``letters``: the dead letters kept, ``replay`` publishes one again."""
+    viewer's; ``port`` names its session cookie. ``letters``: the dead letters kept, ``replay`` publishes one again.
+    ``sessions`` and ``codes``: kept in the console's state store (``app``); without them, in this process's memory
+    (one console alone, the tests)."""
+    keys = MemoryKeys()
     parts = Parts(book=book, watcher=watcher, workflow=workflow, publish=publish, traces=traces,
                   dead_letters=DeadLetters(None) if letters is None else letters, replay=replay,
                   doors=Doors(token, hosts), credentials=Credentials(token, view_token),
-                  sessions=Sessions(Settings.console_session_ttl_s) if sessions is None else sessions,
-                  codes=SignInCodes() if codes is None else codes,
+                  sessions=Sessions(keys, Settings.console_session_ttl_s) if sessions is None else sessions,
+                  codes=SignInCodes(keys) if codes is None else codes,
                   cookie=signin.cookie_name(port))
     app = ConsoleApp(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(signin.guard(parts))

@@ -12,6 +12,7 @@ import pytest
 from bench import workload
 from bench.cpu import CpuMeter
 from bench.profile import go_package, go_packages, python_summary, short_path
+from bench.residue import CONSOLE, CONSOLE_SIGN_IN, owner
 from bench.run import ratios
 
 
@@ -116,3 +117,11 @@ def test_the_sidecar_profile_sums_own_time_by_go_package() -> None:
 """
     assert go_packages(top).splitlines()[2:] == ["  19.7%  internal/runtime/syscall/linux", "  12.7%  runtime",
                                                  "   1.4%  github.com/dapr/dapr/pkg/api/grpc"]
+
+
+def test_the_residue_count_tells_the_consoles_sign_in_keys_from_its_history() -> None:
+    for kind in ("session", "code", "redeemed"):
+        assert owner(f"console||taskfan-console~{kind}~{'0' * 64}") == CONSOLE_SIGN_IN
+    for key in ("console||taskfan-console~history", "console||taskfan-console~history~3",
+                "console||taskfan-console~tasks~b-1", "console||taskfan-console~dead~7"):
+        assert owner(key) == CONSOLE

@@ -15,11 +15,13 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from services.console.app import SignInKeys
 from services.console.routes.signin import ACTION_HEADER, cookie_name
-from services.console.sessions import CODE_TTL_S, Role, Sessions, SignInCodes
+from services.console.sessions import CODE_TTL_S, MemoryKeys, Role, Sessions, SignInCodes
 from services.console.shield import OPEN_BODY_LIMIT, SECURITY_HEADERS
 from services.console.watch import Watcher
 from services.console.web import create_console
+from tests.unit.fake_state import FakeDaprState, FakeSyncDapr
 from tests.unit.test_console import FakeWorkflow, batch, new_book, outcome
 
 TOKEN, VIEW_TOKEN = "operator-s3cret-token", "viewer-s3cret-token"
@@ -39,8 +41,11 @@ class Clock:
         return self.now
 
 
-def new_console(clock: Clock | None = None, ttl_s: float = 3600, **sessions: Any) -> TestClient:
+def new_console(clock: Clock | None = None, ttl_s: float = 3600, dapr: Any = None, **sessions: Any) -> TestClient:
+    """A console whose sessions and codes are in a fake state store (``dapr``: the same one for two replicas),
+    through the console's own adapter (``SignInKeys``)."""
     clock = clock or Clock()
+    keys = SignInKeys(dapr or FakeSyncDapr(FakeDaprState()))
     book = new_book()
     book.accepted(batch("done", 3))
     book.finished(outcome("done", ["completed", "failed", "failed"]))
@@ -49,8 +54,8 @@ def new_console(clock: Clock | None = None, ttl_s: float = 3600, **sessions: Any
     watcher = Watcher(workflow.batches)
     watcher.poll()
     app = create_console(book, watcher, workflow, lambda _: None, token=TOKEN, view_token=VIEW_TOKEN,
-                         hosts={HOST}, port=PORT, sessions=Sessions(ttl_s, clock=clock, **sessions),
-                         codes=SignInCodes(clock=clock))
+                         hosts={HOST}, port=PORT, sessions=Sessions(keys, ttl_s, clock=clock, **sessions),
+                         codes=SignInCodes(keys, clock=clock))
     return TestClient(app, base_url=f"http://{HOST}")
 
 
@@ -125,10 +130,11 @@ def test_a_flood_of_sign_ins_keeps_the_newest_sessions_only() -> None:
         sign_in(client)
     client.cookies.set(COOKIE, first)
     assert client.get("/api/batches").status_code == 401  # the oldest went
-    sessions = Sessions(60, limit=100)
+    keys = MemoryKeys()
+    sessions = Sessions(keys, 60, limit=100)
     for _ in range(10_000):
         sessions.start(Role.VIEW)
-    assert len(sessions) == 100
+    assert len(sessions) == 100 and len(keys) == 100  # the store holds no more than the replica remembers
 
 
 # --- one-time sign-in links -----------------------------------------------------------------------------------
@@ -348,13 +354,14 @@ def test_a_real_server_answers_413_to_an_endless_chunked_body() -> None:
 
 def test_the_session_table_and_the_codes_are_bounded_and_forget_what_ended() -> None:
     clock = Clock()
-    codes = SignInCodes(ttl_s=60, limit=5, clock=clock)
+    keys = MemoryKeys(clock)
+    codes = SignInCodes(keys, ttl_s=60, limit=5, clock=clock)
     issued = [codes.issue(Role.VIEW) for _ in range(8)]
     assert codes.redeem(issued[0]) is None and codes.redeem(issued[-1]) is Role.VIEW
     assert codes.redeem(issued[-1]) is None
     clock.now += 61
-    codes.issue(Role.ACT)  # each new one clears the expired
-    assert len(codes.table) == 1
+    codes.issue(Role.ACT)  # each new one clears the expired, here and in the store (as Redis's TTL does)
+    assert len(codes) == 1 and len(keys) == 1
     assert json.dumps(Role.ACT) == '"act"'
 
 

@@ -8,13 +8,20 @@ Signing in (``/login``): a one-time code from ``taskfan console``'s link (``GET 
 ``POST /login/code`` and a credential in its header, never in a URL), or a credential typed into the form. Either
 gives a session; the browser never holds a credential. ``POST /logout`` ends the session. ``/healthz`` and the
 console's script and style (``/static/``) are open to all.
+
+Sessions and codes are in the console's state store (``sessions``): every request with a session cookie costs one
+store read (no cache: a sign-out ends a session on every replica at once), made off the event loop. A store that
+does not answer is a ``503`` saying so, never a sign-out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from types import MappingProxyType
+from typing import TypeVar
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
@@ -22,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from services.console import pages
 from services.console.parts import Parts
-from services.console.sessions import CODE_TTL_S, Role
+from services.console.sessions import CODE_TTL_S, Role, SignInUnavailable
 from taskfan.http_doors import error
 
 COOKIE = "taskfan_console"  # + "_<port>": two consoles on one host keep their own sessions
@@ -32,8 +39,10 @@ OPEN_PATHS = ("/login", "/login/code", "/logout", "/healthz")
 STATIC = MappingProxyType({"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"})
 NO_STORE = MappingProxyType({"cache-control": "no-store"})
 SIGN_IN_HINT = "run `taskfan console` for a one-time sign-in link"
+RETRY = MappingProxyType({"retry-after": "5"})
 
 Guard = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+T = TypeVar("T")
 
 
 def cookie_name(port: int) -> str:
@@ -65,10 +74,13 @@ def guard(parts: Parts) -> Guard:
             return refusal
         if request.method == "POST" and (elsewhere := foreign(request)) is not None:
             return error(403, f"a POST from another origin or site ({elsewhere[:100]}) is refused")
-        request.state.role = who(parts, request)
         path = request.url.path
-        if is_open(path):
+        if is_open(path):  # they need no session (and read no store): each checks what it takes itself
             return await call_next(request)
+        try:
+            request.state.role = await who(parts, request)
+        except SignInUnavailable as exc:
+            return unavailable("your sign-in cannot be checked now", exc)
         if request.state.role is None:
             if request.method == "GET" and not path.startswith(("/api/", "/events/")):
                 target = path + (f"?{request.url.query}" if request.url.query else "")
@@ -102,8 +114,22 @@ def foreign(request: Request) -> str | None:
     return None
 
 
-def who(parts: Parts, request: Request) -> Role | None:
-    """The role of the request's credential (``Authorization: Bearer``) if it has one, else of its session."""
+async def off_loop(call: Callable[[], T], wait_s: float) -> T:
+    """A sessions' or codes' call (blocking: the state store) on a worker thread, so the event loop serves others
+    meanwhile; not answered within ``wait_s``: ``SignInUnavailable`` (a store that hangs is a 503, not a hang)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(call), wait_s)
+    except TimeoutError as exc:
+        raise SignInUnavailable(f"the console's state store did not answer within {wait_s:g} s") from exc
+
+
+def unavailable(what: str, exc: SignInUnavailable) -> Response:
+    return error(503, f"{what}: {exc}; try again in a few seconds", dict(RETRY))
+
+
+async def who(parts: Parts, request: Request) -> Role | None:
+    """The role of the request's credential (``Authorization: Bearer``) if it has one, else of its session (one
+    state-store read, off the event loop; ``SignInUnavailable`` when the store does not answer)."""
     if parts.credentials.open:
         return Role.ACT
     scheme, _, sent = request.headers.get("authorization", "").partition(" ")
@@ -112,7 +138,8 @@ def who(parts: Parts, request: Request) -> Role | None:
         if found is None:
             parts.doors.refused(request, "token")
         return found
-    found = parts.sessions.role_of(request.cookies.get(parts.cookie, ""))
+    sent = request.cookies.get(parts.cookie, "")
+    found = await off_loop(partial(parts.sessions.role_of, sent), parts.sessions.wait_s) if sent else None
     if found is None and parts.cookie in request.cookies:
         parts.doors.refused(request, "session")
     return found
@@ -121,14 +148,22 @@ def who(parts: Parts, request: Request) -> Role | None:
 def router(parts: Parts) -> APIRouter:
     routes = APIRouter()
 
-    def signed_in(granted: Role, next_url: str) -> Response:
+    async def signed_in(granted: Role, next_url: str) -> Response:
+        try:
+            session = await off_loop(partial(parts.sessions.start, granted), parts.sessions.wait_s)
+        except SignInUnavailable as exc:
+            return not_now(exc, next_url)
         response = RedirectResponse(local(next_url), status_code=303, headers=NO_STORE)
-        response.set_cookie(parts.cookie, parts.sessions.start(granted), max_age=int(parts.sessions.ttl_s),
+        response.set_cookie(parts.cookie, session, max_age=int(parts.sessions.ttl_s),
                             httponly=True, samesite="strict", path="/")
         return response
 
-    def sign_in_page(message: str, next_url: str, status: int) -> Response:
-        return HTMLResponse(pages.login_page(message, local(next_url)), status, headers=NO_STORE)
+    def sign_in_page(message: str, next_url: str, status: int, headers: dict[str, str] | None = None) -> Response:
+        return HTMLResponse(pages.login_page(message, local(next_url)), status, headers={**NO_STORE, **(headers or {})})
+
+    def not_now(exc: SignInUnavailable, next_url: str) -> Response:
+        return sign_in_page(f"Signing in is not possible now: {exc}. Try again in a few seconds.", next_url, 503,
+                            dict(RETRY))
 
     @routes.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -146,11 +181,14 @@ def router(parts: Parts) -> APIRouter:
             return sign_in_page(f"Sign-in links no longer carry a token (a URL is kept in histories and logs): "
                                 f"{SIGN_IN_HINT}.", next, 400)
         if code:  # the link `taskfan console` prints: once, within CODE_TTL_S
-            granted = parts.codes.redeem(code)
+            try:
+                granted = await off_loop(partial(parts.codes.redeem, code), parts.codes.wait_s)
+            except SignInUnavailable as exc:
+                return not_now(exc, next)  # the code is not spent: it works once the store answers
             if granted is None:
                 return sign_in_page(f"This sign-in link was used already or has expired (a link works once, within "
                                     f"{CODE_TTL_S:.0f} s): {SIGN_IN_HINT}.", next, 401)
-            return signed_in(granted, next)
+            return await signed_in(granted, next)
         return sign_in_page("", next, 200)
 
     @routes.post("/login")
@@ -160,7 +198,7 @@ def router(parts: Parts) -> APIRouter:
         if granted is None:
             parts.doors.refused(request, "token")
             return sign_in_page("Wrong token.", form.get("next", "/"), 401)
-        return signed_in(granted, form.get("next", "/"))
+        return await signed_in(granted, form.get("next", "/"))
 
     @routes.post("/login/code")
     async def sign_in_code(request: Request) -> Response:
@@ -177,13 +215,20 @@ def router(parts: Parts) -> APIRouter:
             return error(400, 'the body is {"role": "view" | "act"}')
         if not has.allows(wanted):
             return error(403, "this credential signs in to look only (the viewer's); acting needs the operator's")
-        code = parts.codes.issue(wanted)
+        try:
+            code = await off_loop(partial(parts.codes.issue, wanted), parts.codes.wait_s)
+        except SignInUnavailable as exc:
+            return unavailable("no sign-in link can be given now", exc)
         return JSONResponse({"link": f"/login?code={code}", "role": wanted.value, "expires_in_s": CODE_TTL_S},
                             headers=NO_STORE)
 
     @routes.post("/logout")
     async def logout(request: Request) -> Response:
-        parts.sessions.end(request.cookies.get(parts.cookie, ""))
+        try:
+            await off_loop(partial(parts.sessions.end, request.cookies.get(parts.cookie, "")),
+                           parts.sessions.wait_s)
+        except SignInUnavailable as exc:  # not a silent sign-out that left the session alive
+            return unavailable("you are not signed out yet", exc)
         response = RedirectResponse("/login", status_code=303, headers=NO_STORE)
         response.delete_cookie(parts.cookie, path="/", httponly=True, samesite="strict")
         return response
