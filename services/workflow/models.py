@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, JsonValue, model_validator
 
-from taskfan.contracts import TaskResult
+from taskfan.contracts import TaskResult, empty
 
 
 class BatchInput(BaseModel):
@@ -81,7 +81,7 @@ class WaitingTask(BaseModel):
     task_id: str
     step: str
     attempts: int = 0
-    added: dict[str, Any] = {}
+    added: dict[str, Any] = empty(dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -227,7 +227,7 @@ class StepReplicasNow(BaseModel):
 
     step: str
     app_id: str
-    replicas: list[StepReplica] = []
+    replicas: list[StepReplica] = empty(list)
 
 
 class ProcessReport(BaseModel):
@@ -237,10 +237,10 @@ class ProcessReport(BaseModel):
     process: str
     at: float  # when written, seconds since the epoch
     finished_tasks: int = 0
-    stages: dict[str, int] = {}
-    scorers: list[ScorerReplica] = []
+    stages: dict[str, int] = empty(dict)
+    scorers: list[ScorerReplica] = empty(list)
     calls_in_flight: int = 0
-    steps: list[StepReplicasNow] = []
+    steps: list[StepReplicasNow] = empty(list)
 
 
 class WorkflowProcess(BaseModel):
@@ -257,17 +257,17 @@ class BatchesNow(BaseModel):
     """``console-batches``: running and queued batches with their counts; the stages, scorers and every step's
     replicas of the stack."""
 
-    running: list[RunningBatch] = []
-    queued: list[QueuedBatch] = []  # the head of the queue; ``queued_batches``/``queued_tasks`` count all of it
+    running: list[RunningBatch] = empty(list)
+    queued: list[QueuedBatch] = empty(list)  # its head; ``queued_*`` count all of it
     queued_batches: int = 0
     queued_tasks: int = 0
     cap: int = 0
     finished_tasks: int = 0  # ever, by the processes heard from lately (``processes`` has each one's)
-    stages: dict[str, int] = {}
-    scorers: list[ScorerReplica] = []
+    stages: dict[str, int] = empty(dict)
+    scorers: list[ScorerReplica] = empty(list)
     calls_in_flight: int = 0
-    steps: list[StepReplicasNow] = []
-    processes: list[WorkflowProcess] = []
+    steps: list[StepReplicasNow] = empty(list)
+    processes: list[WorkflowProcess] = empty(list)
 
 
 class MovingTask(BaseModel):
@@ -276,10 +276,10 @@ class MovingTask(BaseModel):
 
     stage: str
     score: int | None = None
-    tags: list[str] = []
-    issues: list[str] = []
+    tags: list[str] = empty(list)
+    issues: list[str] = empty(list)
     error: str | None = None
-    added: dict[str, JsonValue] = {}
+    added: dict[str, JsonValue] = empty(dict)
 
 
 class BatchNow(BaseModel):
@@ -290,7 +290,7 @@ class BatchNow(BaseModel):
     counts: BatchProgress | None = None
     position: int | None = None
     since: str | None = None
-    tasks: dict[str, MovingTask] = {}
+    tasks: dict[str, MovingTask] = empty(dict)
 
 
 class Termination(BaseModel):
