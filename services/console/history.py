@@ -375,6 +375,7 @@ class BatchBook:
         summary = Summary(number=self._next, batch_id=batch_id, total=total, seen_at=utc_now())
         self._next += 1
         self._by_number[summary.number] = self._by_id[batch_id] = summary
+        self._touch(summary)  # a batch still running is written too: a restarted console shows it
         while self._next - self._first > self.history:
             old = self._by_number.pop(self._first, None)
             self._first += 1

@@ -599,3 +599,13 @@ def test_writes_the_store_refused_are_made_at_the_next_flush_and_pages_are_writt
     clock[0] += 2 * 24 * 3600  # two days on: the page is written again, its TTL starts over
     book.flush()
     assert dapr.transactions == transactions + 1 and json.loads(dapr.state.items[page_key(0)])["written_at"] == clock[0]
+
+
+def test_a_batch_still_running_is_written_and_a_restarted_console_shows_it() -> None:
+    state = FakeDaprState()
+    book = new_book(state)
+    book.accepted(batch("running", 3))  # no outcome yet: nothing else changes its page
+    book.flush()
+    again = new_book(state)
+    assert again.load() == 1
+    assert not again.get("running").published and again.tasks("running") is not None  # type: ignore[union-attr]
