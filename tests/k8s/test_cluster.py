@@ -108,6 +108,29 @@ def test_each_pod_reaches_the_pod_on_the_other_node_by_its_address(cluster: Clus
         assert f"{pod['status']['podIP']} - - " in log, log[-500:]
 
 
+def test_a_network_policy_holds_on_each_node_and_lets_the_host_in(cluster: Cluster, web: str) -> None:
+    # kube-router runs on each node: a policy denying every pod's ingress refuses the pod on the other node, on
+    # both nodes, while the host (a node) is still let in, as into its own pods.
+    pods = json.loads(cluster.kubectl("-n", web, "get", "pods", "-l", "app=web", "-o", "json"))["items"]
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny-ingress"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    cluster.kubectl("-n", web, "apply", "-f", "-", stdin=json.dumps(deny))
+    try:
+        for pod, other in ((pods[0], pods[1]), (pods[1], pods[0])):
+            url = f"http://{other['status']['podIP']}:{WEB_PORT}/hostname"
+            fetch = (f"import urllib.request\ntry: urllib.request.urlopen({url!r}, timeout=3); print('answered')\n"
+                     f"except OSError as e: print('refused', e)")
+
+            def refused(name: str = pod["metadata"]["name"], fetch: str = fetch) -> bool:
+                return cluster.kubectl("-n", web, "exec", name, "--", "python3", "-c", fetch).startswith("refused")
+
+            wait_for(refused, f"{other['spec']['nodeName']}'s kube-router to refuse {pod['metadata']['name']}",
+                     timeout=20, every=0.5)
+            assert run("curl", "-sf", "--max-time", "3", url, check=False).returncode == 0, f"the host refused {url}"
+    finally:
+        cluster.kubectl("-n", web, "delete", "networkpolicy", "deny-ingress")
+
+
 def test_logs_and_exec(cluster: Cluster, web: str) -> None:
     # Both go from the apiserver to the kubelet at the node's InternalIP.
     assert "GET /hostname" in cluster.kubectl("-n", web, "logs", "deployment/web")
