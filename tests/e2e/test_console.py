@@ -164,7 +164,8 @@ def test_metrics_of_the_workflow_app_next_to_each_sidecars_own(stack: Stack, set
                                                                redis_client: redis.Redis, batch_id: str) -> None:
     assert post_batch(settings, {"batch_id": batch_id, "tasks": mixed_tasks(batch_id, 200)}).status_code == 202
     wait_outcome(redis_client, batch_id)
-    ours = httpx.get("http://127.0.0.1:9101/metrics", timeout=10).text  # METRICS_PORT in dapr.yaml
+    metrics_port = stack.workflows(stack.running())[0].env["METRICS_PORT"]  # METRICS_PORT in dapr.yaml
+    ours = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     for name in ('taskfan_tasks_finished_total{status="rejected"}', 'taskfan_step_call_seconds_bucket{le="0.5"',
                  'taskfan_tasks_in_step{step="score"}', "taskfan_backlog_tasks", 'taskfan_batches{state="running"}'):
         assert name in ours, name
