@@ -647,9 +647,11 @@ down_impl() {
   local ns
   if [[ -f $run/netns.list ]]; then
     while read -r ns; do
-      [[ -e $ns ]] || continue
+      # A container that joined its sandbox's namespace names it as /proc/<pid>/ns/net: not a mount, and the pid
+      # may be another process's by now (seen: rm of /proc/<pid>/ns/net failed and stopped down half way).
+      [[ $ns != /proc/* && -e $ns ]] || continue
       umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
-      rm -f "$ns"
+      rm -f "$ns" || say "could not remove $ns"
     done <"$run/netns.list"
     rm -f "$run/netns.list"
   fi
