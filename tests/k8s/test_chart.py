@@ -202,7 +202,7 @@ def test_every_deployment_is_probed_spread_and_has_a_disruption_budget(helm: Pat
             spread = pod["spec"]["topologySpreadConstraints"]
             assert spread[0]["topologyKey"] == "kubernetes.io/hostname", name
             assert spread[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == name
-        assert found["ingest"]["spec"]["replicas"] == 2
+        assert found["ingest"]["spec"]["replicas"] == found["workflow"]["spec"]["replicas"] == 2
     off = render(helm, "taskfan", "--set", "podDisruptionBudget.enabled=false", "--set", "topologySpread=false")
     assert "PodDisruptionBudget" not in {o["kind"] for o in off}
     assert not any("topologySpreadConstraints" in d["spec"]["template"]["spec"] for d in deployments(off).values())

@@ -98,6 +98,19 @@ class Taskfan:
         return sum(1 for r in self.log_records(pod, "scorer")
                    if r.get("msg") == "scored" and str(r.get("task_id", "")).startswith(prefix))
 
+    def ready_pods(self, app: str) -> list[str]:
+        """The app's pods that are ready and not being deleted (a deleted pod stays Running while it stops)."""
+        items = json.loads(self.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={app}", "-o", "json"))["items"]
+        return [pod["metadata"]["name"] for pod in items if "deletionTimestamp" not in pod["metadata"]
+                and {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready") == "True"]
+
+    def outcome_events(self) -> list[dict[str, Any]]:
+        """Every CloudEvent Dapr stored on the `outcomes` stream of the chart's Redis (the stream's `data` fields),
+        read with redis-cli in the Redis pod: the event ids, which the subscriber does not print."""
+        raw = self.kubectl("exec", f"{RELEASE}-redis-0", "-c", "redis", "--", "sh", "-c",
+                           'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --raw XRANGE outcomes - +', timeout=60)
+        return [json.loads(line) for line in raw.splitlines() if line.startswith("{")]
+
     def failed_step_calls(self) -> list[dict[str, Any]]:
         return [r for pod in self.pods("workflow") for r in self.log_records(pod, "workflow")
                 if r.get("msg") == "step call failed"]
@@ -496,9 +509,61 @@ def test_deleting_a_scorer_pod_and_the_workflow_pod_mid_batch_loses_nothing(task
     scorer, workflow = taskfan.pods("scorer")[0], taskfan.pods("workflow")[0]
     taskfan.kubectl("delete", "pod", scorer, workflow, "--wait=false")
     assert taskfan.outcome(batch_id, timeout=420)[0] == 1200
-    wait_for(lambda: workflow not in taskfan.pods("workflow") and taskfan.pods("workflow"),
+    wait_for(lambda: workflow not in taskfan.pods("workflow") and len(taskfan.ready_pods("workflow")) == 2,
              "the workflow pod to be replaced")
     # The new workflow pod's reconciler (every 5 s) has seen the batch end: nothing left in the backlog.
+    wait_for(lambda: taskfan.backlog() == 0, "the backlog to drop to 0", timeout=30)
+
+
+BURST_BATCHES, BURST_TASKS = 10, 300  # 3,000 tasks: about 25 s of the three scorers' 120 tasks/s
+
+
+def test_a_burst_over_two_workflow_pods_loses_nothing_when_one_is_killed_mid_burst(taskfan: Taskfan) -> None:
+    # The chart's two workflow processes (issue 24) share a burst (Dapr places the batches' workflows and chunks
+    # over both); one that runs part of it is killed outright, app and sidecar (SIGKILL from the host, then the pod
+    # force-deleted: no drain, as when its node is lost), and the rest of the burst is published after.
+    wait_for(lambda: len(taskfan.ready_pods("workflow")) == 2, "two ready workflow pods", timeout=180, every=2)
+    ids = [f"burst-{uuid.uuid4().hex[:6]}-{i}" for i in range(BURST_BATCHES)]
+
+    def publish(batch_ids: list[str]) -> None:
+        for batch_id in batch_ids:
+            answer = taskfan.post({"batch_id": batch_id, "tasks": tasks(batch_id, BURST_TASKS)})
+            assert answer.status_code == 202, answer.text
+
+    def running_part_of_the_burst() -> str | None:
+        return next((pod for pod in taskfan.ready_pods("workflow")
+                     if {r.get("batch_id") for r in taskfan.log_records(pod, "workflow")} & set(ids)), None)
+
+    publish(ids[:4])
+    victim: str = wait_for(running_part_of_the_burst, "a workflow pod to run part of the burst",
+                           timeout=60, every=0.5)  # type: ignore[assignment]
+    assert not {e["data"]["batch_id"] for e in taskfan.outcome_events()} >= set(ids[:4]), "nothing was left to lose"
+    uid = taskfan.kubectl("get", "pod", victim, "-o", "jsonpath={.metadata.uid}")
+    pids = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _in_container(p, f"pod{uid}")]
+    assert pids, f"no process of pod {victim} on this host"
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid.name), signal.SIGKILL)
+    taskfan.kubectl("delete", "pod", victim, "--grace-period=0", "--force")
+    publish(ids[4:])
+
+    def every_outcome() -> list[dict[str, Any]] | None:
+        events = [e for e in taskfan.outcome_events() if e["data"]["batch_id"] in ids]
+        return events if {e["data"]["batch_id"] for e in events} == set(ids) else None
+
+    events: list[dict[str, Any]] = wait_for(every_outcome, "an outcome for every batch of the burst",
+                                            timeout=240, every=2)  # type: ignore[assignment]
+    for batch_id in ids:
+        # One outcome: one event id, one data (a publish cut short by the kill may repeat it, identical).
+        mine = [e for e in events if e["data"]["batch_id"] == batch_id]
+        assert {e["id"] for e in mine} == {f"outcome:{batch_id}"}, (batch_id, [e["id"] for e in mine])
+        assert all(e["data"] == mine[0]["data"] for e in mine), f"two different outcomes for {batch_id}"
+        outcome = mine[0]["data"]
+        assert (outcome["total"], outcome["completed"], outcome["failed"]) == (BURST_TASKS, BURST_TASKS, 0), (
+            batch_id, {k: v for k, v in outcome.items() if k != "results"})
+        assert sorted(r["task_id"] for r in outcome["results"]) == [t["task_id"] for t in tasks(batch_id, BURST_TASKS)]
+    wait_for(lambda: victim not in taskfan.pods("workflow") and len(taskfan.ready_pods("workflow")) == 2,
+             "the killed workflow pod to be replaced", timeout=120, every=2)
     wait_for(lambda: taskfan.backlog() == 0, "the backlog to drop to 0", timeout=30)
 
 
