@@ -60,9 +60,11 @@ def test_near_the_memory_ceiling_new_batches_wait_and_those_in_progress_finish(s
         redis_client.config_set("maxmemory", small)
         # Filled to 82 % of the small ceiling: over ingest's 80 %, with room left for the batch in progress.
         fill(redis_client, int(0.82 * small))
-        time.sleep(capacity.READ_EVERY_S + 0.5)  # ingest's last reading of Redis is older than that now
+        # Refused once ingest reads Redis again (every READ_EVERY_S; later on a loaded machine): until then a
+        # one-task batch is still accepted.
+        refused = wait_for(lambda: (r := post_batch(settings, {"tasks": lesson_tasks("t", 1)})).status_code == 503
+                           and r, "ingest to refuse new batches", capacity.READ_EVERY_S + 15)
         assert not outcomes_for(redis_client, batch_id), "the batch finished before the ceiling: nothing tested"
-        refused = post_batch(settings, {"tasks": lesson_tasks("t", 1)})
         assert refused.status_code == 503 and refused.headers["retry-after"] == str(capacity.RETRY_AFTER_S)
         assert "the stack is full: Redis holds" in refused.json()["error"], refused.text
         shown = cli("publish", "examples/batch.json")
