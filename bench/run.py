@@ -157,6 +157,15 @@ class TaskfanClient:
                     workload.check_outcome(sent[1], outcome, "Taskfan")
         return arrived
 
+    def drain(self, timeout_s: float, what: str) -> None:
+        """Read outcomes until every batch published has one (each still checked); raise naming ``what`` if some
+        have none after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.published and time.monotonic() < deadline:
+            self.outcomes()
+        if self.published:
+            raise RuntimeError(f"{len(self.published)} {what} batches had no outcome")
+
     def close(self) -> None:
         self.http.close()
         self.redis.close()
@@ -265,11 +274,7 @@ def profile_throughput(stack: Stack, sizes: Sizes, out: Path) -> dict[str, Any]:
                 for _ in client.outcomes(block_ms=200):
                     done += 1
                     publish_next()
-        deadline = time.monotonic() + sizes.timeout_s
-        while client.published and time.monotonic() < deadline:  # drain: every batch is still checked
-            client.outcomes()
-        if client.published:
-            raise RuntimeError(f"{len(client.published)} profiled batches had no outcome")
+        client.drain(sizes.timeout_s, "profiled")
     finally:
         client.close()
     for path in profiles.written:
@@ -306,11 +311,7 @@ def steady_state(stack: Stack, sizes: Sizes) -> dict[str, Any]:
             if time.perf_counter() < window_start:
                 cpu.start()  # the window's CPU only: the reading starts again until the warm-up ends
         cpu.stop()
-        deadline = time.monotonic() + sizes.timeout_s
-        while client.published and time.monotonic() < deadline:  # drain: every batch is still checked
-            client.outcomes()
-        if client.published:
-            raise RuntimeError(f"{len(client.published)} steady-state batches had no outcome")
+        client.drain(sizes.timeout_s, "steady-state")
     finally:
         client.close()
     return {"steady_tasks_per_s": round(in_window / sizes.steady_s, 2),
