@@ -45,10 +45,10 @@ class Roster(BaseModel):
         return self._kept([r for r in self.reports if r.process != process], now)
 
     def live(self, now: float) -> list[ProcessReport]:
-        return [r for r in self.reports if now - r.at <= STALE_S]
+        return [r for r in self.reports if _fresh(r, now)]
 
     def _kept(self, reports: list[ProcessReport], now: float) -> Roster:
-        fresh = sorted((r for r in reports if now - r.at <= STALE_S), key=lambda r: r.at, reverse=True)
+        fresh = sorted((r for r in reports if _fresh(r, now)), key=lambda r: r.at, reverse=True)
         return Roster(reports=sorted(fresh[:MAX_PROCESSES], key=lambda r: r.process))
 
     @staticmethod
@@ -61,6 +61,12 @@ class Roster(BaseModel):
         except ValidationError:
             log.warning("the workflow processes' roster is unreadable; starting a new one")
             return Roster()
+
+
+def _fresh(report: ProcessReport, now: float) -> bool:
+    """Written within ``STALE_S`` of now, either way (clocks differ a little between hosts): a report dated far
+    ahead, or not a number, would otherwise never go stale."""
+    return abs(now - report.at) <= STALE_S
 
 
 class Merged(BaseModel):

@@ -121,3 +121,11 @@ def test_throughput_adds_up_every_process_and_survives_a_reset_a_new_process_and
                          (4, {"0": 15, "1": 1000}), (5, {"0": 25, "1": 1010}), (6, {"1": 1020})):
         rates.sample(at, counters)
     assert rates.rates() == [(1, 10.0), (2, 20.0), (3, 5.0), (4, 10.0), (5, 20.0), (6, 10.0)]
+
+
+@pytest.mark.parametrize("at", [5000.0 + STALE_S + 1, 1e308, float("inf"), float("nan"), -1e308])
+def test_a_report_dated_far_from_now_or_not_a_time_never_counts(at: float) -> None:
+    now = 5000.0
+    roster = Roster(reports=[report("odd", at=at, finished_tasks=10**30), report("0", at=now + 5)])
+    assert [r.process for r in roster.live(now)] == ["0"]  # a few seconds ahead: another host's clock
+    assert [r.process for r in roster.with_report(report("1", at=now), now).reports] == ["0", "1"]
