@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A real single-node Kubernetes cluster on this machine, started and stopped without systemd.
+# A real two-node Kubernetes cluster on this machine (the second node in a network namespace of its own),
+# started and stopped without systemd.
 #
 #   cluster.sh up            start etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet,
 #                            kube-proxy, kube-router (NetworkPolicy) and CoreDNS; returns once the node is Ready, the default
@@ -49,9 +50,28 @@ etcd_peer_port=12380
 sock_dir=/run/taskfan-k8s
 containerd_sock=$sock_dir/containerd.sock
 
+# The second node: its own kubelet, containerd (own root, state, socket, runc root), kube-proxy and kube-router,
+# all in a network namespace of their own joined to the host by a veth pair; its pods on their own bridge in that
+# namespace, with their own pod CIDR, routed to and from the first node's. Its pods' cgroups are under a cgroup
+# root of their own, so that neither kubelet takes the other's pods for orphans. TASKFAN_K8S_NODES=1: none.
+nodes=${TASKFAN_K8S_NODES:-2}
+[[ $nodes == 1 || $nodes == 2 ]] || { echo "k8s: TASKFAN_K8S_NODES is 1 or 2, not $nodes" >&2; exit 2; }
+node2=$node-2
+node2_netns=tfk8s-node2                   # /run/netns/tfk8s-node2
+node2_link=tfk8s-n2                       # the veth's host end; its other end is eth0 in the namespace
+node2_gateway=10.245.255.1 node2_ip=10.245.255.2 node2_prefix=30  # the link, outside pod and Service ranges
+node2_pod_cidr=10.244.1.0/24
+node2_cni_net=taskfan-k8s-node2
+node2_cgroup=taskfan-node2                # /sys/fs/cgroup/<controller>/taskfan-node2/kubepods...
+node2_sock_dir=$sock_dir/node2
+node2_containerd_sock=$node2_sock_dir/containerd.sock
+node2_run=$run/node2
+
 pki=$run/pki kcfg=$run/kubeconfig conf=$run/config logs=$run/logs pids=$run/pids host=$run/host
 admin_kubeconfig=$kcfg/admin.kubeconfig
 components=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-router)
+node2_components=(containerd-2 kubelet-2 kube-proxy-2 kube-router-2)  # each runs in the second node's namespace
+((nodes == 1)) || components+=("${node2_components[@]}")
 kube_router_health_port=20244
 
 # --- output -----------------------------------------------------------------------------------------------
@@ -92,11 +112,17 @@ running() {
 }
 
 component_binary() {
-  case $1 in
+  case ${1%-2} in
     etcd) echo /usr/bin/etcd ;;
     containerd) echo /usr/bin/containerd ;;
-    *) echo "$bin/$1" ;;
+    *) echo "$bin/${1%-2}" ;;
   esac
+}
+
+# The second node's components (NAME-2) run in its network namespace; the mounts and pids stay the host's, which
+# kubelet and containerd share (nsenter --net, not `ip netns exec`, which would also give a mount namespace).
+in_node_netns() {
+  if [[ $1 == *-2 ]]; then echo nsenter "--net=/run/netns/$node2_netns" --; fi
 }
 
 # Starts a component in its own session, output appended to its log, pid recorded.
@@ -105,7 +131,8 @@ start() {
   shift
   printf '\n== %s  %s\n' "$(date '+%F %T')" "$*" >>"$logs/$name.log"
   # 8>&-: the component must not inherit (and so hold) the lock on up/down.
-  setsid "$(component_binary "$name")" "$@" >>"$logs/$name.log" 2>&1 </dev/null 8>&- &
+  # shellcheck disable=SC2046 # the nsenter prefix, or nothing
+  setsid $(in_node_netns "$name") "$(component_binary "$name")" "$@" >>"$logs/$name.log" 2>&1 </dev/null 8>&- &
   local pid=$! exe i
   echo "$pid" >"$pids/$name.pid"
   # Until it has exec'd the component, the job is a fork of this shell, which `running` would take for a
@@ -159,6 +186,8 @@ wait_for() {
 
 kubectl() { "$bin/kubectl" --kubeconfig "$admin_kubeconfig" "$@"; }
 ctr() { command ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
+ctr2() { command ctr --address "$node2_containerd_sock" --namespace k8s.io "$@"; }
+in_node2() { nsenter "--net=/run/netns/$node2_netns" -- "$@"; }
 
 # --- certificates -----------------------------------------------------------------------------------------
 # ECDSA P-256 keys: instant to generate, accepted by every component (service accounts sign with ES256).
@@ -201,7 +230,7 @@ write_kubeconfig() {  # write_kubeconfig NAME CERT SERVER
 
 # Certificates name the node and its IP: made once, again only if either changed.
 make_pki() {
-  local params="node=$node ip=$node_ip kube-router"
+  local params="node=$node ip=$node_ip kube-router node2=$node2 ip2=$node2_ip"
   [[ -f $pki/params && $(cat "$pki/params") == "$params" ]] && return 0
   rm -rf "$pki" "$kcfg"
   mkdir -p "$pki" "$kcfg"
@@ -220,6 +249,8 @@ make_pki() {
   new_cert scheduler ca /CN=system:kube-scheduler clientAuth
   new_cert kubelet-client ca "/O=system:nodes/CN=system:node:$node" clientAuth
   new_cert kubelet-server ca "/CN=system:node:$node" serverAuth "DNS:$node,IP:$node_ip,IP:127.0.0.1"
+  new_cert kubelet-2-client ca "/O=system:nodes/CN=system:node:$node2" clientAuth
+  new_cert kubelet-2-server ca "/CN=system:node:$node2" serverAuth "DNS:$node2,IP:$node2_ip,IP:127.0.0.1"
   new_cert kube-proxy ca /CN=system:kube-proxy clientAuth
   new_cert kube-router ca /CN=system:kube-router clientAuth
   new_key "$pki/sa.key"
@@ -229,6 +260,7 @@ make_pki() {
   write_kubeconfig controller-manager controller-manager "$server"
   write_kubeconfig scheduler scheduler "$server"
   write_kubeconfig kubelet kubelet-client "$server"
+  write_kubeconfig kubelet-2 kubelet-2-client "$server"
   write_kubeconfig kube-proxy kube-proxy "$server"
   write_kubeconfig kube-router kube-router "$server"
   echo "$params" >"$pki/params"
@@ -328,6 +360,23 @@ conntrack:
 EOF
 }
 
+# The second node's: the first's, with its own paths, socket, runc root, CNI network and pod CIDR, node IP, identity
+# and cgroup root.
+write_node2_configs() {
+  mkdir -p "$node2_run/cni/net.d" "$node2_run/pod-logs"
+  sed -e "s|^root = .*|root = \"$node2_run/containerd\"|" -e "s|^state = .*|state = \"$node2_sock_dir/containerd\"|" \
+    -e "s|\"$containerd_sock|\"$node2_containerd_sock|" -e "s|conf_dir = .*|conf_dir = \"$node2_run/cni/net.d\"|" \
+    -e "s|SystemdCgroup = false|SystemdCgroup = false\n        Root = \"$node2_sock_dir/runc\"|" \
+    "$conf/containerd.toml" >"$conf/containerd-2.toml"
+  sed -e "s|\"$cni_net\"|\"$node2_cni_net\"|" -e "s|$pod_cidr|$node2_pod_cidr|" \
+    "$run/cni/net.d/10-$cni_net.conflist" >"$node2_run/cni/net.d/10-$node2_cni_net.conflist"
+  sed -e "s|^address: .*|address: $node2_ip|" -e "s|kubelet-server\.|kubelet-2-server.|" \
+    -e "s|unix://$containerd_sock|unix://$node2_containerd_sock|" -e "s|^podLogsDir: .*|podLogsDir: $node2_run/pod-logs|" \
+    "$conf/kubelet.yaml" >"$conf/kubelet-2.yaml"
+  echo "cgroupRoot: /$node2_cgroup" >>"$conf/kubelet-2.yaml"
+  sed -e "s|^hostnameOverride: .*|hostnameOverride: $node2|" "$conf/kube-proxy.yaml" >"$conf/kube-proxy-2.yaml"
+}
+
 # --- host state -------------------------------------------------------------------------------------------
 detect_node_ip() {
   node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')
@@ -348,12 +397,48 @@ record_host() {
 # for KEDA's metrics, kept alive for good). Packets still addressed to the Service range after the nat table are
 # dropped instead: the client's SYN is sent again a second later, and is translated by then. The chain is swept
 # on down like kube-proxy's (its name starts KUBE-).
+# guard_unproxied_services [in_node2]: on the host, or in the second node's namespace.
 guard_unproxied_services() {
   local chain=KUBE-TASKFAN-UNPROXIED
-  iptables -w -t mangle -N "$chain" 2>/dev/null || iptables -w -t mangle -F "$chain"
-  iptables -w -t mangle -A "$chain" -d "$service_cidr" -m comment \
+  "$@" iptables -w -t mangle -N "$chain" 2>/dev/null || "$@" iptables -w -t mangle -F "$chain"
+  "$@" iptables -w -t mangle -A "$chain" -d "$service_cidr" -m comment \
     --comment "taskfan-k8s: a Service address kube-proxy has not translated yet" -j DROP &&
-    { iptables -w -t mangle -C POSTROUTING -j "$chain" 2>/dev/null || iptables -w -t mangle -I POSTROUTING 1 -j "$chain"; }
+    { "$@" iptables -w -t mangle -C POSTROUTING -j "$chain" 2>/dev/null || "$@" iptables -w -t mangle -I POSTROUTING 1 -j "$chain"; }
+}
+
+# pods_keep_their_addresses [in_node2]: a pod's packets to a pod of the other node keep its address (the bridge
+# plugin's ipMasq would masquerade everything leaving the node's pod CIDR): NetworkPolicy selects pods by address.
+# Packets kube-proxy marked for masquerading (0x4000: a pod reaching itself through a Service) are left to it.
+pods_keep_their_addresses() {
+  local chain=KUBE-TASKFAN-POD-TO-POD
+  "$@" iptables -w -t nat -N "$chain" 2>/dev/null || "$@" iptables -w -t nat -F "$chain"
+  "$@" iptables -w -t nat -A "$chain" -m mark --mark 0x4000/0x4000 -j RETURN &&
+    "$@" iptables -w -t nat -A "$chain" -s "$cluster_cidr" -d "$cluster_cidr" -m comment \
+      --comment "taskfan-k8s: pod to pod across nodes, unmasqueraded" -j ACCEPT &&
+    { "$@" iptables -w -t nat -C POSTROUTING -j "$chain" 2>/dev/null || "$@" iptables -w -t nat -I POSTROUTING 1 -j "$chain"; }
+}
+
+# The second node's network: a namespace, a veth pair to the host (the node IP on its end), routes between the two
+# pod CIDRs. The other node (the host) is let through the second node's NetworkPolicy as kube-router lets a node
+# into its own pods: its packets carry kube-router's "allowed" mark (0x10000) before kube-router's chains see them.
+node2_network() {
+  ip netns add "$node2_netns" &&
+    ip link add "$node2_link" type veth peer name eth0 netns "$node2_netns" &&
+    ip addr add "$node2_gateway/$node2_prefix" dev "$node2_link" && ip link set "$node2_link" up &&
+    ip -n "$node2_netns" link set lo up &&
+    ip -n "$node2_netns" addr add "$node2_ip/$node2_prefix" dev eth0 && ip -n "$node2_netns" link set eth0 up &&
+    ip -n "$node2_netns" route add default via "$node2_gateway" &&
+    ip route add "$node2_pod_cidr" via "$node2_ip" dev "$node2_link" &&
+    in_node2 sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 >/dev/null || return 1
+  local chain=KUBE-TASKFAN-FROM-NODE source
+  in_node2 iptables -w -t mangle -N "$chain" || return 1
+  for source in "$node2_gateway" "$node_ip"; do
+    in_node2 iptables -w -t mangle -A "$chain" -i eth0 -s "$source" -m comment \
+      --comment "taskfan-k8s: the other node, let in as kube-router lets in a pod's own node" \
+      -j MARK --set-xmark 0x10000/0x10000 || return 1
+  done
+  in_node2 iptables -w -t mangle -I PREROUTING 1 -j "$chain" &&
+    guard_unproxied_services in_node2 && pods_keep_their_addresses in_node2
 }
 
 # What kube-router's policy controller reads (its own client certificate, CN system:kube-router).
@@ -387,8 +472,17 @@ api_ready() { curl -sf --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.cr
 etcd_ready() { curl -sf --max-time 2 --cacert "$pki/etcd-ca.crt" --cert "$pki/apiserver-etcd-client.crt" --key "$pki/apiserver-etcd-client.key" "https://127.0.0.1:$etcd_port/health" | grep -q '"health":"true"'; }
 containerd_ready() { ctr version; }
 healthz() { curl -sfk --max-time 2 "$1" | grep -qx ok; }
-node_ready() { [[ $(kubectl get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]; }
-image_present() { ctr images ls -q "name==$1" | grep -qx "$1"; }
+node_ready() { [[ $(kubectl get node "${1:-$node}" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]; }
+image_present() { "${2:-ctr}" images ls -q "name==$1" | grep -qx "$1"; }
+# A cgroup root of the second node's own in every hierarchy (cgroup v1), cpuset's CPUs and memory nodes as the root's.
+node2_cgroups() {
+  local dir
+  for dir in /sys/fs/cgroup/*/; do
+    mkdir -p "$dir$node2_cgroup" || return 1
+  done
+  cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$node2_cgroup/cpuset.cpus" &&
+    cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$node2_cgroup/cpuset.mems"
+}
 dns_answers() { python3 "$here/dns_query.py" "$dns_ip" "kubernetes.default.svc.$cluster_domain" | grep -qx "$api_service_ip"; }
 
 up() {
@@ -415,6 +509,7 @@ up() {
   step "certificates and kubeconfigs in $pki"
   make_pki
   write_configs
+  ((nodes == 1)) || write_node2_configs
   rm -rf "$run/etcd"  # each up starts an empty cluster
   done_step
 
@@ -429,6 +524,16 @@ up() {
   wait_for etcd 30 "etcd's /health" etcd_ready
   wait_for containerd 30 "containerd's socket" containerd_ready
   done_step
+
+  if ((nodes == 2)); then
+    step "second node $node2: network namespace $node2_netns ($node2_ip, pods $node2_pod_cidr), its containerd"
+    node2_network || fail_step kubelet-2 "could not make the second node's network"
+    node2_cgroups || fail_step kubelet-2 "could not make the second node's cgroup root /$node2_cgroup"
+    mkdir -p "$node2_sock_dir"
+    start containerd-2 --config "$conf/containerd-2.toml"
+    wait_for containerd-2 30 "the second node's containerd socket" ctr2 version
+    done_step
+  fi
 
   step "kube-apiserver on $node_ip:$api_port"
   # --enable-aggregator-routing: aggregated APIs (KEDA's metrics adapter) are called at their endpoints,
@@ -462,6 +567,9 @@ up() {
     esac
     image_present "$name" || ctr images import "$images/$archive.tar" >>"$logs/containerd.log" 2>&1 ||
       fail_step containerd "could not import $images/$archive.tar"
+    ((nodes == 1)) || image_present "$name" ctr2 ||
+      ctr2 images import "$images/$archive.tar" >>"$logs/containerd-2.log" 2>&1 ||
+      fail_step containerd-2 "could not import $images/$archive.tar into the second node"
   done
   done_step
 
@@ -482,15 +590,25 @@ up() {
 
   step "a guard for Service addresses kube-proxy has not programmed yet"
   guard_unproxied_services || fail_step kube-proxy "could not add the iptables guard for $service_cidr"
+  ((nodes == 1)) || pods_keep_their_addresses || fail_step kube-proxy "could not exempt pod-to-pod traffic from masquerading"
   done_step
 
-  step "kubelet and kube-proxy; node $node Ready"
+  step "kubelet and kube-proxy; node $node Ready$( ((nodes == 1)) || echo ", and $node2")"
   start kubelet --config "$conf/kubelet.yaml" --kubeconfig "$kcfg/kubelet.kubeconfig" \
     --root-dir "$run/kubelet" --node-ip "$node_ip" --hostname-override "$node"
   start kube-proxy --config "$conf/kube-proxy.yaml"
+  if ((nodes == 2)); then
+    start kubelet-2 --config "$conf/kubelet-2.yaml" --kubeconfig "$kcfg/kubelet-2.kubeconfig" \
+      --root-dir "$node2_run/kubelet" --node-ip "$node2_ip" --hostname-override "$node2"
+    start kube-proxy-2 --config "$conf/kube-proxy-2.yaml"
+  fi
   wait_for kubelet 60 "the kubelet's /healthz" healthz http://127.0.0.1:10248/healthz
   wait_for kubelet 60 "node $node to be Ready" node_ready
   wait_for kube-proxy 60 "kube-proxy's /healthz" curl -sf --max-time 2 http://127.0.0.1:10256/healthz
+  if ((nodes == 2)); then
+    wait_for kubelet-2 60 "node $node2 to be Ready" node_ready "$node2"
+    wait_for kube-proxy-2 60 "the second kube-proxy's /healthz" in_node2 curl -sf --max-time 2 http://127.0.0.1:10256/healthz
+  fi
   done_step
 
   step "kube-router's network policy controller (NetworkPolicy on the bridge)"
@@ -499,7 +617,13 @@ up() {
   start kube-router --kubeconfig "$kcfg/kube-router.kubeconfig" --hostname-override "$node" \
     --run-firewall=true --run-router=false --run-service-proxy=false --enable-ipv6=false \
     --service-cluster-ip-range "$service_cidr" --health-port "$kube_router_health_port" --metrics-port 0
+  # NODE_NAME: kube-router takes the node named like the machine before any --hostname-override.
+  ((nodes == 1)) || NODE_NAME=$node2 start kube-router-2 --kubeconfig "$kcfg/kube-router.kubeconfig" --hostname-override "$node2" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-ipv6=false \
+    --service-cluster-ip-range "$service_cidr" --health-port "$kube_router_health_port" --metrics-port 0
   wait_for kube-router 60 "kube-router's /healthz" curl -sf --max-time 2 "http://127.0.0.1:$kube_router_health_port/healthz"
+  ((nodes == 1)) || wait_for kube-router-2 60 "the second kube-router's /healthz" \
+    in_node2 curl -sf --max-time 2 "http://127.0.0.1:$kube_router_health_port/healthz"
   done_step
 
   step "default ServiceAccount"
@@ -523,21 +647,21 @@ up() {
 
 # --- down -------------------------------------------------------------------------------------------------
 # Removes every pod's containers through containerd (their network namespaces are kept in a list first).
-remove_pods() {
-  local ids id netns
-  ctr version >/dev/null 2>&1 || return 0
-  ids=$(ctr containers ls -q)
+remove_pods() {  # remove_pods ctr|ctr2: the first node's or the second's
+  local ctr=$1 ids id netns
+  "$ctr" version >/dev/null 2>&1 || return 0
+  ids=$("$ctr" containers ls -q)
   [[ -n $ids ]] || return 0
   echo "$ids" >>"$run/containers.list"  # their CNI result caches are removed after containerd stops
   for id in $ids; do
-    netns=$(ctr containers info "$id" 2>/dev/null |
+    netns=$("$ctr" containers info "$id" 2>/dev/null |
       python3 -c 'import json,sys; print(*[n.get("path","") for n in json.load(sys.stdin)["Spec"]["linux"]["namespaces"] if n["type"]=="network"])' 2>/dev/null || true)
     [[ -z $netns ]] || echo "$netns" >>"$run/netns.list"
-    ctr tasks kill --all --signal SIGKILL "$id" >/dev/null 2>&1 || true
+    "$ctr" tasks kill --all --signal SIGKILL "$id" >/dev/null 2>&1 || true
   done
   for id in $ids; do
-    ctr tasks delete --force "$id" >/dev/null 2>&1 || true
-    ctr containers delete "$id" >/dev/null 2>&1 || true
+    "$ctr" tasks delete --force "$id" >/dev/null 2>&1 || true
+    "$ctr" containers delete "$id" >/dev/null 2>&1 || true
   done
 }
 
@@ -620,15 +744,25 @@ down_impl() {
   stop kube-controller-manager
   stop kube-scheduler
   stop kube-router  # no policy changes from here; its chains and sets are swept below
+  stop kube-router-2
   stop kubelet
+  stop kubelet-2
+  local i
   if ! running containerd && [[ -S $containerd_sock || -d $sock_dir/containerd ]]; then
     start containerd --config "$conf/containerd.toml"  # back up only to remove what it still runs
-    local i
     for ((i = 0; i < 100; i++)); do ctr version >/dev/null 2>&1 && break; sleep 0.1; done
   fi
-  remove_pods
+  if ! running containerd-2 && [[ -e /run/netns/$node2_netns && -f $conf/containerd-2.toml ]] &&
+    [[ -S $node2_containerd_sock || -d $node2_sock_dir/containerd ]]; then
+    start containerd-2 --config "$conf/containerd-2.toml"
+    for ((i = 0; i < 100; i++)); do ctr2 version >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  remove_pods ctr
+  remove_pods ctr2
   stop containerd
+  stop containerd-2
   stop kube-proxy
+  stop kube-proxy-2  # its rules and chains go with its network namespace
   if [[ -x $bin/kube-proxy ]]; then "$bin/kube-proxy" --cleanup >>"$logs/kube-proxy.log" 2>&1 || true; fi
   stop kube-apiserver 15
   stop etcd
@@ -644,6 +778,9 @@ down_impl() {
     conntrack -D -d "$cluster_cidr" >/dev/null 2>&1 || true
   fi
   ip link delete "$bridge" 2>/dev/null || true
+  # The second node's namespace: its veth pair, routes, bridge, iptables, ip sets and sysctls go with it.
+  if [[ -e /run/netns/$node2_netns ]]; then ip netns delete "$node2_netns" || say "could not delete netns $node2_netns"; fi
+  ip link delete "$node2_link" 2>/dev/null || true
   local ns
   if [[ -f $run/netns.list ]]; then
     while read -r ns; do
@@ -671,10 +808,13 @@ down_impl() {
   unmount_under "$run/kubelet"
   unmount_under "$sock_dir"
   unmount_under "$run/containerd"
-  # cgroups kubelet made for pods (deepest first; they are empty once every container is gone).
-  find /sys/fs/cgroup/*/kubepods* -depth -type d -exec rmdir {} + 2>/dev/null || true
+  unmount_under "$node2_run"
+  # cgroups kubelet made for pods (deepest first; they are empty once every container is gone), and the second
+  # node's cgroup root with its pods' under it.
+  find /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/"$node2_cgroup" -depth -type d -exec rmdir {} + 2>/dev/null || true
   # CNI leases, and libcni's result caches (ours and the loopback plugin's, named by container id).
   rm -rf "/var/lib/cni/networks/$cni_net" /var/lib/cni/results/"$cni_net"-* 2>/dev/null || true
+  rm -rf "/var/lib/cni/networks/$node2_cni_net" /var/lib/cni/results/"$node2_cni_net"-* 2>/dev/null || true
   local id
   if [[ -f $run/containers.list ]]; then
     while read -r id; do rm -f /var/lib/cni/results/*-"$id"-*; done <"$run/containers.list"
@@ -682,10 +822,15 @@ down_impl() {
   fi
   # kubelet's device-plugin socket sits in /var/lib/kubelet whatever --root-dir says.
   rm -f /var/lib/kubelet/device-plugins/kubelet.sock /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint
-  find /var/log/containers -maxdepth 1 -type l -lname "$run/pod-logs/*" -delete 2>/dev/null || true
+  find /var/log/containers -maxdepth 1 -type l \( -lname "$run/pod-logs/*" -o -lname "$node2_run/pod-logs/*" \) \
+    -delete 2>/dev/null || true
+  # `ip netns add` (the second node) makes /run/netns a mount of itself when it makes the directory.
+  if mountpoint -q /run/netns && [[ -f $host/before/mounts ]] && ! grep -q '^/run/netns ' "$host/before/mounts"; then
+    umount /run/netns 2>/dev/null || umount -l /run/netns 2>/dev/null || say "could not unmount /run/netns"
+  fi
   remove_if_new_and_empty /var/lib/cni /run/netns /run/containerd /var/log/containers /var/log/pods /var/lib/kubelet
   restore_sysctls
-  rm -rf "$sock_dir" "$run/etcd" "$run/kubelet" "$run/pod-logs"
+  rm -rf "$sock_dir" "$run/etcd" "$run/kubelet" "$run/pod-logs" "$node2_run/kubelet" "$node2_run/pod-logs"
 }
 
 down() {
@@ -726,10 +871,15 @@ down() {
 import_images() {
   (($#)) || die "usage: $0 import ARCHIVE..."
   running containerd || die "the cluster is not up (containerd is not running)"
-  local archive
+  local archive node2_import=""
+  if running containerd-2; then  # into the second node's containerd meanwhile (2 cores: about half the time)
+    (for archive in "$@"; do ctr2 images import "$archive" >&2 || exit 1; done) &
+    node2_import=$!
+  fi
   for archive in "$@"; do
     ctr images import "$archive" >&2 || die "could not import $archive"
   done
+  [[ -z $node2_import ]] || wait "$node2_import" || die "could not import the images into $node2"
 }
 
 # --- status -----------------------------------------------------------------------------------------------
@@ -759,6 +909,7 @@ case ${1:-} in
   kubeconfig) echo "$admin_kubeconfig" ;;
   import) shift; import_images "$@" ;;
   tag) (($# == 3)) || die "usage: $0 tag IMAGE NEW"; running containerd || die "the cluster is not up"
-       ctr images tag --force "$2" "$3" >&2 ;;
+       ctr images tag --force "$2" "$3" >&2
+       if running containerd-2; then ctr2 images tag --force "$2" "$3" >&2; fi ;;
   *) echo "usage: $0 up | down [--wipe] | status | kubeconfig | import ARCHIVE... | tag IMAGE NEW" >&2; exit 2 ;;
 esac

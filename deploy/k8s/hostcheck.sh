@@ -43,7 +43,7 @@ snapshot() {
   { ip route show table all; ip -6 route show table all; ip rule; } 2>/dev/null | sort >"$dir/routes"
   { ls /run/netns 2>/dev/null || true; } | sort >"$dir/netns"
   awk '{print $5, $9}' /proc/self/mountinfo | sort >"$dir/mounts"
-  { ls -d /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/*/kubepods* 2>/dev/null || true; } | sort >"$dir/cgroups"
+  { ls -d /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/*/kubepods* /sys/fs/cgroup/*/taskfan-node2 2>/dev/null || true; } | sort >"$dir/cgroups"
   sysctls >"$dir/sysctls"
   { ipset list -n 2>/dev/null || true; } | sort >"$dir/ipsets"  # kube-router's policy sets
   local p

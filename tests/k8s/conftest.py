@@ -1,4 +1,4 @@
-"""Taskfan on a real single-node Kubernetes cluster on this host (part of `make test`; root).
+"""Taskfan on a real two-node Kubernetes cluster on this host (part of `make test`; root).
 
 One cluster for the whole session, brought up by the README's own command (`deploy/k8s/up.sh`, which is
 `make k8s-up`: the cluster, the images, Dapr's control plane, KEDA, Taskfan's chart); `make test` builds
@@ -37,7 +37,7 @@ CHART_VALUES = ("services.scorer.scoreDelayMs=100", "services.scorer.concurrency
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "k8s: runs on the real single-node Kubernetes cluster (root)")
+    config.addinivalue_line("markers", "k8s: runs on the real two-node Kubernetes cluster (root)")
 
 
 def run(*args: str | Path, timeout: float = 120, check: bool = True,

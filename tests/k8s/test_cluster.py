@@ -1,8 +1,9 @@
-"""The bare cluster under Taskfan (deploy/k8s/cluster.sh): a Node, Services, DNS, logs and exec.
+"""The bare cluster under Taskfan (deploy/k8s/cluster.sh): two Nodes, Services, DNS, logs and exec.
 
 A plain workload in its own namespace, from the Taskfan image (it has python3): a two-replica
-`python3 -m http.server` Deployment behind a ClusterIP Service, reached from the host and from another
-pod through the cluster's DNS, then `kubectl logs` and `exec`.
+`python3 -m http.server` Deployment, one pod on each node, behind a ClusterIP Service, reached from the host
+and from another pod through the cluster's DNS, each pod from the other by its address, then `kubectl logs`
+and `exec`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def manifests(namespace: str) -> str:
          "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                   "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                       "terminationGracePeriodSeconds": 1,
+                      # One on each node: the tests below reach a pod on the other node.
+                      "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                     "whenUnsatisfiable": "DoNotSchedule",
+                                                     "labelSelector": {"matchLabels": {"app": "web"}}}],
                       "securityContext": {"runAsNonRoot": True},
                       "containers": [{"name": "web", "image": TASKFAN_IMAGE, "imagePullPolicy": "Never",
                                       "command": ["python3", "-m", "http.server", str(WEB_PORT),
@@ -58,12 +63,16 @@ def web_pods(cluster: Cluster, namespace: str) -> list[str]:
 # func_only: the first test sets the cluster up, and on a fresh machine that waits for its binaries and images,
 # built in the background meanwhile (deploy/background-build.sh); the fixture's own steps have their timeouts.
 @pytest.mark.timeout(600, func_only=True)
-def test_node_is_ready(cluster: Cluster) -> None:
+def test_both_nodes_are_ready(cluster: Cluster) -> None:
+    # The host's node and the second one (cluster.sh: its own kubelet and containerd in a network namespace).
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
-    assert len(nodes) == 1
-    ready = {c["type"]: c["status"] for c in nodes[0]["status"]["conditions"]}["Ready"]
-    assert ready == "True"
-    assert nodes[0]["status"]["nodeInfo"]["kubeletVersion"] == "v1.34.4"
+    assert len(nodes) == 2
+    for node in nodes:
+        ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
+        assert ready == "True", node["metadata"]["name"]
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.34.4"
+    addresses = {a["address"] for node in nodes for a in node["status"]["addresses"] if a["type"] == "InternalIP"}
+    assert len(addresses) == 2  # a node IP each
 
 
 def test_service_answers_from_the_host(cluster: Cluster, web: str) -> None:
@@ -84,6 +93,42 @@ def test_service_answers_from_another_pod_by_name(cluster: Cluster, web: str) ->
                           "--restart", "Never", "--attach", "--rm", "--quiet", "--command", "--",
                           "python3", "-c", probe, timeout=120)
     assert out.strip() in web_pods(cluster, web)
+
+
+def test_each_pod_reaches_the_pod_on_the_other_node_by_its_address(cluster: Cluster, web: str) -> None:
+    pods = json.loads(cluster.kubectl("-n", web, "get", "pods", "-l", "app=web", "-o", "json"))["items"]
+    assert len({pod["spec"]["nodeName"] for pod in pods}) == 2
+    for pod, other in ((pods[0], pods[1]), (pods[1], pods[0])):
+        url = f"http://{other['status']['podIP']}:{WEB_PORT}/hostname"
+        fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        got = cluster.kubectl("-n", web, "exec", pod["metadata"]["name"], "--", "python3", "-c", fetch)
+        assert got.strip() == other["metadata"]["name"]
+        # Its address, not its node's: pod to pod is not masqueraded (NetworkPolicy selects pods by address).
+        log = cluster.kubectl("-n", web, "logs", other["metadata"]["name"])
+        assert f"{pod['status']['podIP']} - - " in log, log[-500:]
+
+
+def test_a_network_policy_holds_on_each_node_and_lets_the_host_in(cluster: Cluster, web: str) -> None:
+    # kube-router runs on each node: a policy denying every pod's ingress refuses the pod on the other node, on
+    # both nodes, while the host (a node) is still let in, as into its own pods.
+    pods = json.loads(cluster.kubectl("-n", web, "get", "pods", "-l", "app=web", "-o", "json"))["items"]
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny-ingress"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    cluster.kubectl("-n", web, "apply", "-f", "-", stdin=json.dumps(deny))
+    try:
+        for pod, other in ((pods[0], pods[1]), (pods[1], pods[0])):
+            url = f"http://{other['status']['podIP']}:{WEB_PORT}/hostname"
+            fetch = (f"import urllib.request\ntry: urllib.request.urlopen({url!r}, timeout=3); print('answered')\n"
+                     f"except OSError as e: print('refused', e)")
+
+            def refused(name: str = pod["metadata"]["name"], fetch: str = fetch) -> bool:
+                return cluster.kubectl("-n", web, "exec", name, "--", "python3", "-c", fetch).startswith("refused")
+
+            wait_for(refused, f"{other['spec']['nodeName']}'s kube-router to refuse {pod['metadata']['name']}",
+                     timeout=20, every=0.5)
+            assert run("curl", "-sf", "--max-time", "3", url, check=False).returncode == 0, f"the host refused {url}"
+    finally:
+        cluster.kubectl("-n", web, "delete", "networkpolicy", "deny-ingress")
 
 
 def test_logs_and_exec(cluster: Cluster, web: str) -> None:

@@ -1,6 +1,6 @@
 """Taskfan on the cluster, used the way the README tells a team to: batches published through the ingest
 Service with curl's headers, outcomes read by a Dapr subscriber of its own (examples/k8s-subscriber.yaml),
-scorers scaled by KEDA on the backlog and by hand, pods deleted mid-batch.
+scorers scaled by KEDA on the backlog and by hand, pods deleted and a node drained mid-batch.
 
 The chart runs with slow scoring (conftest.CHART_VALUES: 100 ms a task, 4 at a time per replica), so one
 scorer does 40 tasks/s and a 2,000-task batch lasts long enough for the autoscaler to act on it.
@@ -565,6 +565,69 @@ def test_a_burst_over_two_workflow_pods_loses_nothing_when_one_is_killed_mid_bur
     wait_for(lambda: victim not in taskfan.pods("workflow") and len(taskfan.ready_pods("workflow")) == 2,
              "the killed workflow pod to be replaced", timeout=120, every=2)
     wait_for(lambda: taskfan.backlog() == 0, "the backlog to drop to 0", timeout=30)
+
+
+def one_outcome_with_every_task(taskfan: Taskfan, batch_id: str, count: int, timeout: float) -> None:
+    """The batch's one outcome on the stream (one event id, one data: a publish cut short may repeat it,
+    identical), with every task completed."""
+    def published() -> list[dict[str, Any]] | None:
+        try:
+            return [e for e in taskfan.outcome_events() if e["data"]["batch_id"] == batch_id]
+        except AssertionError:  # Redis's pod is being replaced (evicted by a drain): ask again
+            return None
+
+    mine: list[dict[str, Any]] = wait_for(published, f"the outcome of {batch_id}", timeout=timeout,
+                                          every=2)  # type: ignore[assignment]
+    assert {e["id"] for e in mine} == {f"outcome:{batch_id}"}, [e["id"] for e in mine]
+    assert all(e["data"] == mine[0]["data"] for e in mine), f"two different outcomes for {batch_id}"
+    outcome = mine[0]["data"]
+    assert (outcome["total"], outcome["completed"], outcome["failed"]) == (count, count, 0), (
+        {k: v for k, v in outcome.items() if k != "results"})
+
+
+def pods_by_node(taskfan: Taskfan) -> dict[str, list[str]]:
+    """The release's pods on each node: ``{node: [pod, ...]}``."""
+    items = json.loads(taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o",
+                                       "json"))["items"]
+    found: dict[str, list[str]] = {}
+    for pod in items:
+        found.setdefault(pod["spec"].get("nodeName", ""), []).append(pod["metadata"]["name"])
+    return found
+
+
+def test_draining_a_node_mid_batch_loses_nothing_and_the_node_takes_pods_again(taskfan: Taskfan) -> None:
+    # The second node (cluster.sh: its own kubelet and containerd), drained as for its maintenance while a batch
+    # runs: its pods are evicted one per service at a time (the chart's PodDisruptionBudgets) and drain their work
+    # (graceful shutdown), and start again on the other node. Then it is uncordoned and takes pods again.
+    cluster = taskfan.cluster
+    nodes = cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").split()
+    [drained] = [n for n in nodes if n != socket.gethostname().lower()]
+    # The chart's soft topology spread: each two-replica service has a replica on each node.
+    for app in ("ingest", "workflow"):
+        spread = taskfan.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={app}", "-o",
+                                 "jsonpath={.items[*].spec.nodeName}").split()
+        assert sorted(spread) == sorted(nodes), f"{app}'s replicas on {spread}"
+    assert pods_by_node(taskfan).get(drained), f"no pod of the release on {drained}"
+    prefix = f"drain-{uuid.uuid4().hex[:6]}"
+    batch_id = taskfan.publish(tasks(prefix, 1500))
+    wait_for(lambda: 0 < taskfan.backlog() < 1400, "the batch to be under way", timeout=120, every=0.5)
+    try:
+        cluster.kubectl("drain", drained, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=240s",
+                        timeout=270)
+        assert not pods_by_node(taskfan).get(drained), f"the release's pods still on {drained}"
+        one_outcome_with_every_task(taskfan, batch_id, 1500, timeout=300)
+    finally:
+        cluster.kubectl("uncordon", drained)
+    assert cluster.kubectl("get", "node", drained, "-o", "jsonpath={.spec.unschedulable}") in ("", "false")
+    # It takes pods again: one more workflow replica lands there (soft spread, the other node holding two).
+    taskfan.kubectl("scale", f"deployment/{named('workflow')}", "--replicas=3")
+    try:
+        wait_for(lambda: drained in taskfan.kubectl("get", "pods", "-l", "app.kubernetes.io/name=workflow", "-o",
+                                                    "jsonpath={.items[*].spec.nodeName}").split(),
+                 f"a workflow pod on {drained} again", timeout=60)
+    finally:
+        taskfan.kubectl("scale", f"deployment/{named('workflow')}", "--replicas=2")
+    wait_for(lambda: len(taskfan.ready_pods("workflow")) == 2, "two ready workflow pods", timeout=120, every=2)
 
 
 
