@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -581,8 +582,10 @@ def one_outcome_with_every_task(taskfan: Taskfan, batch_id: str, count: int, tim
     assert {e["id"] for e in mine} == {f"outcome:{batch_id}"}, [e["id"] for e in mine]
     assert all(e["data"] == mine[0]["data"] for e in mine), f"two different outcomes for {batch_id}"
     outcome = mine[0]["data"]
+    # On failure: the counts, and each distinct reason with how many tasks gave it (what failed them).
+    reasons = Counter(r.get("error") for r in outcome["results"] if r["status"] != "completed")
     assert (outcome["total"], outcome["completed"], outcome["failed"]) == (count, count, 0), (
-        {k: v for k, v in outcome.items() if k != "results"})
+        {k: v for k, v in outcome.items() if k != "results"}, reasons.most_common(10))
 
 
 def pods_by_node(taskfan: Taskfan) -> dict[str, list[str]]:
