@@ -604,6 +604,11 @@ up() {
   fi
   wait_for kubelet 60 "the kubelet's /healthz" healthz http://127.0.0.1:10248/healthz
   wait_for kubelet 60 "node $node to be Ready" node_ready
+  # The first node runs the control plane (the apiserver, etcd, ... on the host): labelled as kubeadm labels
+  # such a node, so that the cluster's own services (CoreDNS, Dapr's control plane) are kept on it and a drain of
+  # the second node, a worker, never takes them away (values/dapr.yaml, coredns.yaml).
+  kubectl label node "$node" --overwrite node-role.kubernetes.io/control-plane= >>"$logs/kubectl.log" 2>&1 ||
+    fail_step kubectl "could not label node $node as the control plane's"
   wait_for kube-proxy 60 "kube-proxy's /healthz" curl -sf --max-time 2 http://127.0.0.1:10256/healthz
   if ((nodes == 2)); then
     wait_for kubelet-2 60 "node $node2 to be Ready" node_ready "$node2"
