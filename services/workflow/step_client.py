@@ -26,10 +26,11 @@ from taskfan.pipeline import Step
 
 log = logging.getLogger(__name__)
 
-# A step app that cannot be reached (a replica crashed or is restarting) is asked again for about
-# 15 s before the call counts as a failed attempt: Dapr's resiliency retries do not cover a gRPC
-# app's "unavailable" answer. Step calls are pure functions of their input, so repeating is safe.
-UNREACHABLE_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0)
+# A step app that cannot be reached (a replica crashed or is restarting, or its one pod is being moved to
+# another node by a drain: evicted, then scheduled, started and ready elsewhere) is asked again for about a
+# minute before the call counts as a failed attempt: Dapr's resiliency retries do not cover a gRPC app's
+# "unavailable" answer. Step calls are pure functions of their input, so repeating is safe.
+UNREACHABLE_RETRY_DELAYS_S = (0.25, 0.5, 1.0) + (2.0,) * 29
 UNREACHABLE_STATUSES = frozenset({502, 503, 504})
 # Every call has a deadline (Settings.step_timeout_s), kept here: the client gives up and closes the
 # connection, and the sidecar cancels the call to the app (why not Dapr's resiliency timeout:
