@@ -44,6 +44,9 @@ DAPR_TIMED_OUT = ("context deadline exceeded", "code = DeadlineExceeded")
 # Dapr's name resolution found no live replica: one is restarting, or a busy machine delayed the
 # replicas' heartbeats. Transient, like an unreachable replica.
 DAPR_NO_HOST = "no host found with the given ID"
+# The same on Kubernetes: Dapr's name resolution looks up the app id's headless Service, which has no address
+# while the app's only pod is being replaced (evicted by a drain: "no such host"), or DNS itself is moving.
+DAPR_UNRESOLVED = "failed to resolve address for"
 # The chosen replica's sidecar refused the connection: it is shutting down (a scale-down drains it) or
 # crashed, and its registration in name resolution has not gone yet. The call never reached the app.
 # Or the caller's sidecar closed its connection to that sidecar while the call was on it ("client connection
@@ -150,7 +153,7 @@ class StepClient:
             said = _said(answer)
             if any(words in said for words in DAPR_TIMED_OUT):
                 return timed_out
-            unreachable = (response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said
+            unreachable = (response.status in UNREACHABLE_STATUSES or DAPR_NO_HOST in said or DAPR_UNRESOLVED in said
                            or any(words in said for words in DAPR_UNAVAILABLE))
             return Called(error=f"{app_id}/{method} answered {response.status}: {said}",
                           failure=Failure.UNREACHABLE if unreachable else Failure.FAILED)

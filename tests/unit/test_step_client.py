@@ -58,6 +58,10 @@ DAPR_SAID = {
                         "failed to invoke, id: validator, err: rpc error: code = DeadlineExceeded desc = stream "
                         "terminated by RST_STREAM with error code: CANCEL"],
     Failure.UNREACHABLE: ["failed to invoke, id: validator, err: no host found with the given ID",
+                          # on Kubernetes, the app's only pod evicted by a drain (seen from 1.18.1)
+                          "failed to invoke, id: enricher, err: failed to resolve address for "
+                          "'enricher-dapr.taskfan.svc.cluster.local': lookup enricher-dapr.taskfan.svc.cluster.local "
+                          "on 10.96.0.10:53: no such host",
                           # a replica's sidecar that `stack scale` is removing (seen from 1.18.1)
                           "failed to invoke, id: scorer, err: rpc error: code = Unavailable desc = connection error: "
                           'desc = "transport: Error while dialing: dial tcp 127.0.0.1:5511: connect: connection '
