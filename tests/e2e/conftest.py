@@ -25,7 +25,7 @@ from .helpers import REPO_ROOT, cli
 
 E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
-STEP_TIMEOUT_MS = 15_000
+STEP_TIMEOUT_MS = 10_000
 E2E_SUBSCRIBERS = ("e2e-follower", "e2e-subscriber")
 # Each session starts from an empty run directory of its own: figures and timeouts do not depend on what
 # earlier runs left in Redis and the scheduler, and a developer's own stack data (.taskfan) is left alone.
