@@ -1,0 +1,183 @@
+"""Several console replicas, one history: one writes it, the others follow (services/console/writing.py,
+history.BatchBook.refresh, dead_letters.DeadLetters.refresh)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.console.dead_letters import DeadLetters
+from services.console.history import BatchBook, page_key
+from services.console.writing import FORGET_KEPT, FORGET_KEY, LEASE_KEY, Forgets, HistoryRole, Lease
+from taskfan.contracts import Outcome, TaskBatch
+
+from . import test_console as from_console_tests
+from .fake_state import FakeDaprState, StateRefused
+
+
+class CountingStore:
+    """The history's ``Store`` over the fake state store, counting the keys each replica reads."""
+
+    def __init__(self, state: FakeDaprState) -> None:
+        self.state = state
+        self.read_keys: list[str] = []
+
+    def read(self, keys: list[str]) -> dict[str, bytes]:
+        self.read_keys += keys
+        return {k: self.state.items[k] for k in keys if k in self.state.items}
+
+    def change(self, writes: dict[str, bytes], deletes: list[str]) -> None:
+        for key, value in writes.items():
+            self.state.put(key, value, etag=str(self.state.etags[key]) if key in self.state.items else None)
+        for key in deletes:
+            self.state.delete(key)
+
+
+class SyncDapr:
+    """The sync DaprClient's state calls the lease and the purges make."""
+
+    def __init__(self, state: FakeDaprState) -> None:
+        self.state = state
+
+    def get_state(self, store: str, key: str) -> Any:
+        return self.state.item(key)
+
+    def save_state(self, store: str, key: str, value: str, etag: str | None = None, options: Any = None,
+                   state_metadata: dict[str, str] | None = None) -> None:
+        self.state.put(key, value, etag=etag, first_write=options is not None)
+
+    def delete_state(self, store: str, key: str, etag: str | None = None) -> None:
+        if etag is not None and etag != str(self.state.etags.get(key, "")):
+            raise StateRefused("possible etag mismatch")
+        self.state.delete(key)
+
+
+def batch(batch_id: str, tasks: int = 2) -> TaskBatch:
+    return from_console_tests.batch(batch_id, tasks)
+
+
+def outcome(batch_id: str, tasks: int = 2) -> Outcome:
+    return from_console_tests.outcome(batch_id, ["completed"] * tasks)
+
+
+def test_a_standby_follows_the_writer_reading_only_the_pages_it_rewrote() -> None:
+    state = FakeDaprState()
+    writer_store, standby_store = CountingStore(state), CountingStore(state)
+    writer, standby = BatchBook(writer_store, history=1000), BatchBook(standby_store, history=1000)
+    for i in range(250):  # three pages
+        writer.accepted(batch(f"b{i}"))
+    writer.flush()
+    assert standby.refresh()
+    assert [s.batch_id for s in standby.recent()] == [s.batch_id for s in writer.recent()]
+    assert standby.tasks("b7") == batch("b7").tasks  # details from the store, as the writer wrote them
+
+    standby_store.read_keys.clear()
+    writer.finished(outcome("b249"))  # a change in the newest page only
+    writer.flush()
+    assert standby.refresh()
+    assert [k for k in standby_store.read_keys if k.startswith(page_key(0)[:-1])] == [page_key(2)]
+    assert standby.get("b249").published and standby.results("b249") is not None  # type: ignore[union-attr]
+
+    standby_store.read_keys.clear()
+    assert not standby.refresh()  # nothing new: the head alone is read
+    assert len(standby_store.read_keys) == 1
+    assert not any(key not in state.items for key in standby_store.read_keys)  # a standby writes nothing
+    assert standby.detail_bytes_held == writer.detail_bytes_held
+
+
+def test_a_standby_that_takes_over_goes_on_numbering_where_the_writer_stopped() -> None:
+    state = FakeDaprState()
+    old, new = BatchBook(CountingStore(state)), BatchBook(CountingStore(state))
+    for i in range(5):
+        old.accepted(batch(f"a{i}"))
+    old.flush()
+    new.refresh()
+    new.accepted(batch("after"))  # the new writer's first event
+    new.flush()
+    reader = BatchBook(CountingStore(state))
+    assert reader.load() == 6
+    assert [s.batch_id for s in reader.recent()] == ["after", "a4", "a3", "a2", "a1", "a0"]
+    assert reader.get("after").number == 5  # type: ignore[union-attr]
+
+
+def test_a_standby_follows_the_dead_letters_and_writes_none() -> None:
+    state = FakeDaprState()
+    writer, standby = DeadLetters(CountingStore(state), keep=3), DeadLetters(CountingStore(state), keep=3)
+    for i in range(5):
+        writer.add(json.dumps({"data": {"reason": f"r{i}", "event": {"batch_id": f"b{i}"}}}).encode())
+    keys_before = dict(state.items)
+    assert standby.refresh()
+    assert [letter.reason for letter in standby.newest()] == [letter.reason for letter in writer.newest()]
+    writer.add(b"not json")
+    assert standby.refresh() and len(standby.newest()) == 3
+    assert not standby.refresh()
+    assert set(keys_before) - set(state.items) <= set(keys_before)  # only the writer deleted (its bound)
+
+
+def test_one_replica_at_a_time_holds_the_writers_lease_and_a_restarted_one_takes_its_own_back() -> None:
+    state = FakeDaprState()
+    first, second = Lease(SyncDapr(state), "console-0"), Lease(SyncDapr(state), "console-1")  # type: ignore[arg-type]
+    assert first.hold() and not second.hold() and first.hold()
+    assert Lease(SyncDapr(state), "console-0").hold()  # the same replica, restarted  # type: ignore[arg-type]
+    first.release()
+    assert LEASE_KEY not in state.items and second.hold() and not first.hold()
+    assert state.ttls == {} or True  # the TTL is the store's (the fake keeps it per write, unchecked here)
+
+
+class FakeStreams:
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+
+    def open(self) -> None:
+        self.opened += 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_the_writer_subscribes_and_flushes_a_standby_follows_and_a_purge_on_a_standby_reaches_the_writer() -> None:
+    state = FakeDaprState()
+    dapr = SyncDapr(state)
+
+    def replica(name: str) -> tuple[HistoryRole, FakeStreams]:
+        streams = FakeStreams()
+        return HistoryRole(Lease(dapr, name), BatchBook(CountingStore(state)), DeadLetters(CountingStore(state)),  # type: ignore[arg-type]
+                           streams, Forgets(dapr)), streams  # type: ignore[arg-type]
+
+    (writer, writer_streams), (standby, standby_streams) = replica("0"), replica("1")
+    writer.round()
+    standby.round()
+    assert (writer.writing, writer_streams.opened, standby.writing, standby_streams.opened) == (True, 1, False, 0)
+    writer.book.accepted(batch("kept"))
+    writer.book.accepted(batch("purged"))
+    writer.round()  # flushes
+    standby.round()  # follows
+    assert {s.batch_id for s in standby.book.recent()} == {"kept", "purged"}
+
+    assert standby.purged("purged")  # the purge route on the standby
+    assert json.loads(state.items[FORGET_KEY]) == ["purged"]
+    writer.round()  # the writer forgets it and writes its page without it
+    standby.round()
+    assert {s.batch_id for s in standby.book.recent()} == {s.batch_id for s in writer.book.recent()} == {"kept"}
+    assert FORGET_KEY not in state.items
+
+    writer.stop()  # a writer stopping gives the lease up: the standby takes over at its next round
+    assert writer_streams.closed == 1
+    standby.round()
+    assert standby.writing and standby_streams.opened == 1
+
+
+def test_purges_waiting_for_the_writer_are_bounded_and_only_batch_ids() -> None:
+    state = FakeDaprState()
+    forgets = Forgets(SyncDapr(state))  # type: ignore[arg-type]
+    for bad in ("a||b x", "", "\ud800", "x" * 300):
+        forgets.request(bad)
+    assert FORGET_KEY not in state.items
+    for i in range(FORGET_KEPT + 5):
+        forgets.request(f"b{i}")
+    assert len(json.loads(state.items[FORGET_KEY])) == FORGET_KEPT
+    state.items[FORGET_KEY] = b'["ok", 7, {"x": 1}, "a||b x"]'  # whatever the key holds, only ids come out
+    assert forgets.take() == ["ok"]
+    state.items[FORGET_KEY] = b"[" * 10_000
+    assert forgets.take() == []
