@@ -207,6 +207,45 @@ class DeadLetters:
         log.info("console dead letters read", extra={"letters": len(self._letters), "bytes": self._bytes})
         return len(self._letters)
 
+    def refresh(self) -> bool:
+        """A standby console's (another replica writes the letters): the letters written since, read only; whether
+        any came. Raises what the store raised."""
+        if self.store is None:
+            return False
+        data = self.store.read([DEAD_HEAD_KEY]).get(DEAD_HEAD_KEY)
+        try:
+            head = LetterHead.model_validate_json(data) if data else None
+        except ValidationError:
+            return False
+        with self._lock:
+            if head is None or head.next == self._next:
+                return False
+            start = self._next if head.next > self._next else head.first  # numbered again: all of them
+        newest = range(max(start, head.first, head.next - self.keep), head.next)
+        keys = [letter_key(n) for n in newest]
+        found: dict[str, bytes] = {}
+        for i in range(0, len(keys), READS_PER_CALL):
+            found.update(self.store.read(keys[i:i + READS_PER_CALL]))
+        with self._lock:
+            if head.next < self._next:
+                self._letters, self._bytes = deque(), 0
+            for number in newest:
+                value = found.get(letter_key(number))
+                try:
+                    letter = Letter.model_validate_json(value) if value is not None else None
+                except ValidationError:
+                    letter = None
+                if letter is not None:
+                    self._letters.append((letter, len(value or b"")))
+                    self._bytes += len(value or b"")
+            while self._letters and self._letters[0][0].number < head.first:
+                _, size = self._letters.popleft()
+                self._bytes -= size
+            self._next = head.next
+            self._bound()
+            self._doomed.clear()  # the writer deletes what leaves its bound
+        return True
+
     # --- inside the lock ---------------------------------------------------------------------------------
 
     def _find(self, number: int) -> Letter | None:
