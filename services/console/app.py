@@ -36,6 +36,7 @@ from taskfan import events
 from taskfan.contracts import (
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
+    CONSOLE_PUBSUB,
     CONSOLE_PURGE,
     CONSOLE_REDIS_USER,
     CONSOLE_TERMINATE,
@@ -228,12 +229,15 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
         raise SystemExit(f"the console's dead letters could not be read: {exc}") from exc
     # One replica writes the history and subscribes (the lease's holder); the others follow what it writes.
     subscriptions = Subscriptions(book, letters)
+    answers = writing.HeldAnswers(book)
     role = writing.HistoryRole(
         # Its name as holder: a replica restarted (the same name) takes its lease back at once.
         writing.Lease(dapr, replica_name()), book, letters,
-        writing.Streams(dapr, PUBSUB, {TASKS_TOPIC: subscriptions.on_tasks, OUTCOMES_TOPIC: subscriptions.on_outcome,
-                                       DEADLETTER_TOPIC: subscriptions.on_dead_letter}),
-        writing.Forgets(dapr))
+        writing.Streams(dapr, CONSOLE_PUBSUB,
+                        {TASKS_TOPIC: subscriptions.on_tasks, OUTCOMES_TOPIC: subscriptions.on_outcome,
+                         DEADLETTER_TOPIC: subscriptions.on_dead_letter},
+                        answer=answers.hold, ended=answers.drop),
+        writing.Forgets(dapr), answers)
     role.start()
     workflow = WorkflowApp(dapr)
     watcher = Watcher(workflow.batches, streams=streams_reader(settings))

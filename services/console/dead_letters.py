@@ -14,6 +14,7 @@ store with the write that made it leave: the console is the owner of every key i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -49,9 +50,12 @@ class Letter(BaseModel):
     batch_id: str | None = None  # the refused batch's id, when the event names one
     event: Any = None
     replays: int = 0  # how often an operator published it again from the console
+    # SHA-256 of the record as it came: the same record delivered again (a console replica killed before it
+    # answered the delivery) is kept once.
+    digest: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"digest"})  # the digest is the store's, not the API's
 
 
 class LetterHead(BaseModel):
@@ -116,10 +120,14 @@ class DeadLetters:
 
     def add(self, raw: bytes) -> Letter:
         """Keep a record from ``tasks-deadletter`` as the newest letter; the oldest go beyond the bound."""
+        digest = hashlib.sha256(raw).hexdigest()
         reason, event, when, batch_id = letter_of(raw)
         with self._lock:
+            kept = next((letter for letter, _ in self._letters if letter.digest == digest), None)
+            if kept is not None:
+                return kept
             letter = Letter(number=self._next, reason=reason, received_at=when or utc_now(), batch_id=batch_id,
-                            event=event)
+                            event=event, digest=digest)
             value = letter.model_dump_json().encode()
             if len(value) > MAX_LETTER_BYTES:  # a reason and event within their limits make none: still, bounded
                 letter.event = events.refused_event(value[:MAX_LETTER_BYTES // 2])

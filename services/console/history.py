@@ -206,6 +206,10 @@ class BatchBook:
         self._stamps: dict[int, float] = {}  # slot -> when its page was written, as the head says
         self._pages_read: dict[int, Page | None] = {}  # a standby's copy of each slot's page (``refresh``)
         self._seen: dict[int, float] = {}  # ... and the stamp it was read under
+        # Flushes begun and the last one whose writes all went: a change made now is in the store once the flush
+        # after the ones begun so far has gone (``mark``, ``stored``; a failed flush leaves its pages to the next).
+        self._flushes_begun = 0
+        self._flushed = 0
 
     # --- the topics' events ----------------------------------------------------------------------------
 
@@ -387,6 +391,8 @@ class BatchBook:
         the details no longer kept; what fails is tried again at the next flush."""
         now = self.clock()
         with self._lock:
+            self._flushes_begun += 1
+            number = self._flushes_begun
             newest_block = (self._next - 1) // PAGE_SIZE
             due = {b for b, at in self._written.items() if now - at > REFRESH_S}
             # Only blocks still in the ring: an older block's slot belongs to a newer one now.
@@ -395,6 +401,7 @@ class BatchBook:
             self._dirty.clear()
             self._doomed.clear()
             if not blocks and not doomed:
+                self._flushed = number
                 return
             pages = [(b, Page.model_construct(block=b, written_at=now, batches=self._block(b)).model_dump_json()
                       .encode()) for b in blocks]
@@ -418,6 +425,18 @@ class BatchBook:
                 return
             with self._lock:
                 self._written.update((b, now) for b, _ in some_pages)
+        with self._lock:
+            self._flushed = number
+
+    def mark(self) -> int:
+        """The flush that writes the changes made so far (``stored`` says when it has gone)."""
+        with self._lock:
+            return self._flushes_begun + 1
+
+    def stored(self, mark: int) -> bool:
+        """Whether the changes made before ``mark()`` said ``mark`` are in the store."""
+        with self._lock:
+            return self._flushed >= mark
 
     # --- inside the lock ---------------------------------------------------------------------------------
 

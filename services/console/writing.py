@@ -7,8 +7,13 @@ when it takes the lease and closed when it loses it: the topics' consumer group 
 writes the history and the dead letters. The others are **standbys**: every round they read what the writer wrote
 since (``BatchBook.refresh``, ``DeadLetters.refresh``). A standby that takes the lease over reads once more, then
 subscribes: what was published meanwhile waits in the streams, and deliveries the old writer took and never
-acknowledged come again (the pub/sub's ``processingTimeout``). A purge on a standby is passed to the writer through
-``FORGET_KEY`` (its book would otherwise write the purged batch's summary back).
+answered come again. The writer answers a delivery only once what it changed is in the store (``HeldAnswers``: the
+next flush, which a waiting answer brings forward), so a writer killed at any moment loses nothing: what it had not
+written, it had not answered. Its subscriptions are on the console's own pub/sub component (``CONSOLE_PUBSUB``) whose
+``processingTimeout`` is seconds, not the shared component's minute: a delivery an ended stream took (a killed app
+whose sidecar lives on takes a moment to be noticed) comes again within seconds. Handling a delivery twice changes
+nothing (the book keeps a batch by its id, the dead letters a record by its digest). A purge on a standby is passed
+to the writer through ``FORGET_KEY`` (its book would otherwise write the purged batch's summary back).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +38,9 @@ log = logging.getLogger(__name__)
 LEASE_KEY = f"{KEY_PREFIX}~writer-lease"
 FORGET_KEY = f"{KEY_PREFIX}~forget"
 LEASE_S = 15
+# A delivery's answer waits for the flush that stores its change; the writer flushes that much after one comes, so
+# that a burst is answered by a few flushes rather than one each.
+ANSWER_FLUSH_SPACING_S = 0.3
 FORGET_KEPT = 1000  # purges waiting for the writer, at most (the oldest dropped: a purge's summary then stays)
 
 _FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
@@ -116,6 +125,44 @@ class RawEvent:
 
 
 Handler = Callable[[Any], TopicEventResponse]
+Answer = Callable[[Any, Any, Any], None]  # (subscription, message, status)
+
+
+def answer_now(subscription: Any, message: Any, status: Any) -> None:
+    subscription.respond(message, status)
+
+
+class HeldAnswers:
+    """Deliveries handled and not yet answered: each is answered once the book's flush after it has gone."""
+
+    def __init__(self, book: BatchBook) -> None:
+        self.book = book
+        self.waiting = threading.Event()  # set when an answer waits: the writer flushes soon
+        self._lock = threading.Lock()
+        self._held: list[tuple[int, Any, Any, Any]] = []
+
+    def hold(self, subscription: Any, message: Any, status: Any) -> None:
+        with self._lock:
+            self._held.append((self.book.mark(), subscription, message, status))
+        self.waiting.set()
+
+    def release(self) -> int:
+        """Answer those whose changes are stored; how many."""
+        with self._lock:
+            ready = [held for held in self._held if self.book.stored(held[0])]
+            self._held = [held for held in self._held if not self.book.stored(held[0])]
+        for _, subscription, message, status in ready:
+            subscription.respond(message, status)
+        return len(ready)
+
+    def drop(self, subscription: Any) -> None:
+        """A subscription ended: its deliveries come again (unanswered), so none is answered on it."""
+        with self._lock:
+            self._held = [held for held in self._held if held[1] is not subscription]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._held)
 
 
 class Streams:
@@ -123,11 +170,14 @@ class Streams:
     its subscription again when the sidecar ends it (a sidecar that still holds the stream of an app killed a moment
     ago refuses a new one on the same topic at first)."""
 
-    def __init__(self, dapr: DaprClient, pubsub: str, handlers: dict[str, Handler], retry_s: float = 1.0) -> None:
+    def __init__(self, dapr: DaprClient, pubsub: str, handlers: dict[str, Handler], retry_s: float = 1.0,
+                 answer: Answer = answer_now, ended: Callable[[Any], None] = lambda subscription: None) -> None:
         self.dapr = dapr
         self.pubsub = pubsub
         self.handlers = handlers
         self.retry_s = retry_s
+        self.answer = answer
+        self.ended = ended
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._open: dict[str, Any] = {}  # topic -> its subscription now
@@ -166,6 +216,7 @@ class Streams:
             self._pump(subscription, handler, topic)
             with self._lock:
                 self._open.pop(topic, None)
+            self.ended(subscription)
             subscription.close()
             self._closed.wait(self.retry_s)
 
@@ -180,20 +231,23 @@ class Streams:
             if message is None:
                 continue
             response = handler(RawEvent(message.raw_data()))
-            subscription.respond(message, response.status)
+            self.answer(subscription, message, response.status)
 
 
 class HistoryRole:
     """This replica's part, decided every ``interval_s`` on a thread of its own: write (lease held) or follow."""
 
     def __init__(self, lease: Lease, book: BatchBook, letters: DeadLetters, streams: Streams, forgets: Forgets,
-                 interval_s: float = FLUSH_INTERVAL_S) -> None:
+                 answers: HeldAnswers, interval_s: float = FLUSH_INTERVAL_S,
+                 answer_spacing_s: float = ANSWER_FLUSH_SPACING_S) -> None:
         self.lease = lease
         self.book = book
         self.letters = letters
         self.streams = streams
         self.forgets = forgets
+        self.answers = answers
         self.interval_s = interval_s
+        self.answer_spacing_s = answer_spacing_s
         self.writing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -206,13 +260,19 @@ class HistoryRole:
                 self.writing = True
                 log.info("this console writes the history now (writer lease taken)")
             self._forget(self.forgets.take())
-            self.book.flush()
+            self.flush()
             return
         if self.writing:
             self.streams.close()
             self.writing = False
             log.warning("this console no longer writes the history (another replica holds the lease)")
         self._follow()
+
+    def flush(self) -> None:
+        """Write what changed, then answer the deliveries it stored."""
+        self.answers.waiting.clear()
+        self.book.flush()
+        self.answers.release()
 
     def purged(self, batch_id: str) -> bool:
         """A purge on this replica: its book forgets the batch now (whether it had it); the writer's is told, if
@@ -232,13 +292,19 @@ class HistoryRole:
 
     def start(self) -> None:
         def loop() -> None:
-            while True:
+            next_round = 0.0
+            while not self._stop.is_set():
                 try:
-                    self.round()
+                    if time.monotonic() >= next_round:
+                        next_round = time.monotonic() + self.interval_s
+                        self.round()
+                    elif self.writing:
+                        self.flush()  # answers wait: sooner than the next round
                 except Exception as exc:  # noqa: BLE001 - e.g. the sidecar restarting: next round
                     log.warning("console history round failed", extra={"error": str(exc)})
-                if self._stop.wait(self.interval_s):
-                    return
+                # Until the next round, or until an answer waits (a flush at most every answer_spacing_s).
+                self.answers.waiting.wait(max(0.0, next_round - time.monotonic()))
+                self._stop.wait(self.answer_spacing_s)
 
         self._thread = threading.Thread(target=loop, name="console-history", daemon=True)
         self._thread.start()
@@ -246,11 +312,13 @@ class HistoryRole:
     def stop(self) -> None:
         """Stop; a writer closes its subscriptions, writes what changed last and gives the lease up."""
         self._stop.set()
+        self.answers.waiting.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self.writing:
+            self.flush()  # answered while the streams are open
             self.streams.close()
-            self.book.flush()
+            self.book.flush()  # handled since, not answered: delivered again to the next writer, and stored
             try:
                 self.lease.release()
             except Exception as exc:  # noqa: BLE001 - it lapses by itself

@@ -8,7 +8,7 @@ from typing import Any
 
 from services.console.dead_letters import DeadLetters
 from services.console.history import BatchBook, page_key
-from services.console.writing import FORGET_KEPT, FORGET_KEY, LEASE_KEY, Forgets, HistoryRole, Lease
+from services.console.writing import FORGET_KEPT, FORGET_KEY, LEASE_KEY, Forgets, HeldAnswers, HistoryRole, Lease, Streams
 from taskfan.contracts import Outcome, TaskBatch
 
 from . import test_console as from_console_tests
@@ -142,8 +142,9 @@ def test_the_writer_subscribes_and_flushes_a_standby_follows_and_a_purge_on_a_st
 
     def replica(name: str) -> tuple[HistoryRole, FakeStreams]:
         streams = FakeStreams()
-        return HistoryRole(Lease(dapr, name), BatchBook(CountingStore(state)), DeadLetters(CountingStore(state)),  # type: ignore[arg-type]
-                           streams, Forgets(dapr)), streams  # type: ignore[arg-type]
+        book = BatchBook(CountingStore(state))  # type: ignore[arg-type]
+        return HistoryRole(Lease(dapr, name), book, DeadLetters(CountingStore(state)),  # type: ignore[arg-type]
+                           streams, Forgets(dapr), HeldAnswers(book)), streams  # type: ignore[arg-type]
 
     (writer, writer_streams), (standby, standby_streams) = replica("0"), replica("1")
     writer.round()
@@ -181,3 +182,103 @@ def test_purges_waiting_for_the_writer_are_bounded_and_only_batch_ids() -> None:
     assert forgets.take() == ["ok"]
     state.items[FORGET_KEY] = b"[" * 10_000
     assert forgets.take() == []
+
+
+class FakeSubscription:
+    """A streaming subscription as the SDK gives it: deliveries, and the answers sent back."""
+
+    def __init__(self, deliveries: list[bytes]) -> None:
+        self.deliveries = list(deliveries)
+        self.answered: list[tuple[bytes, object]] = []
+
+    def next_message(self) -> Any:
+        if not self.deliveries:
+            raise RuntimeError("stream ended")
+        data = self.deliveries.pop(0)
+        return type("Message", (), {"raw_data": lambda self: data, "data": data})()
+
+    def respond(self, message: Any, status: object) -> None:
+        self.answered.append((message.data, status))
+
+
+class FlakyStore(CountingStore):
+    """A store that refuses writes while ``refusing``."""
+
+    refusing = False
+
+    def change(self, writes: dict[str, bytes], deletes: list[str]) -> None:
+        if self.refusing:
+            raise StateRefused("the store is away")
+        super().change(writes, deletes)
+
+
+def test_a_delivery_is_answered_only_once_the_flush_after_it_has_stored_its_change() -> None:
+    state = FakeDaprState()
+    store = FlakyStore(state)
+    book = BatchBook(store)  # type: ignore[arg-type]
+    answers = HeldAnswers(book)
+    handled: list[bytes] = []
+
+    def on_tasks(event: Any) -> Any:
+        handled.append(event.data)
+        book.accepted(batch(event.data.decode()))
+        return type("Answer", (), {"status": "success"})()
+
+    subscription = FakeSubscription([b"b1", b"b2"])
+    streams = Streams(None, "console-pubsub", {"tasks": on_tasks}, answer=answers.hold)  # type: ignore[arg-type]
+    streams._pump(subscription, on_tasks, "tasks")  # both delivered, the stream then ends
+    assert handled == [b"b1", b"b2"] and subscription.answered == [] and len(answers) == 2
+    assert answers.waiting.is_set()  # the writer flushes soon rather than at its next round
+    store.refusing = True
+    book.flush()  # the store is away: nothing stored, nothing answered (a killed writer's deliveries come again)
+    assert answers.release() == 0 and subscription.answered == []
+    store.refusing = False
+    book.flush()
+    assert answers.release() == 2 and [data for data, _ in subscription.answered] == [b"b1", b"b2"]
+    assert {s.batch_id for s in _loaded(state)} == {"b1", "b2"}
+
+
+def _loaded(state: FakeDaprState) -> list[Any]:
+    book = BatchBook(CountingStore(state))  # type: ignore[arg-type]
+    book.load()
+    return book.recent()
+
+
+def test_a_change_made_while_a_flush_runs_waits_for_the_next_one() -> None:
+    state = FakeDaprState()
+    book = BatchBook(CountingStore(state))  # type: ignore[arg-type]
+    before = book.mark()
+    book.accepted(batch("b1"))
+    book.flush()
+    assert book.stored(before)
+    during = book.mark()  # a change now is not in a flush that began before it
+    assert not book.stored(during)
+    book.flush()
+    assert book.stored(during)
+
+
+def test_an_ended_subscriptions_answers_are_dropped_and_the_deliveries_come_again() -> None:
+    state = FakeDaprState()
+    book = BatchBook(CountingStore(state))  # type: ignore[arg-type]
+    answers = HeldAnswers(book)
+    old = FakeSubscription([])
+    answers.hold(old, type("M", (), {"data": b"x"})(), "success")
+    answers.drop(old)
+    book.flush()
+    assert answers.release() == 0 and old.answered == [] and len(answers) == 0
+
+
+def test_a_dead_letter_delivered_twice_is_kept_once_and_a_hostile_one_still_once() -> None:
+    state = FakeDaprState()
+    letters = DeadLetters(CountingStore(state))  # type: ignore[arg-type]
+    record = json.dumps({"data": {"reason": "r||x::y", "event": {"batch_id": "b||1::\ud800", "deep": [[[[]]]]}},
+                         "n": 10**400}).encode()
+    first = letters.add(record)
+    again = letters.add(record)  # the same delivery handed out again
+    other = letters.add(record + b" ")  # another record
+    assert again.number == first.number and other.number == first.number + 1
+    assert [letter.number for letter in letters.newest()] == [other.number, first.number]
+    assert "digest" not in first.as_dict()
+    follower = DeadLetters(CountingStore(state))  # type: ignore[arg-type]
+    follower.load()
+    assert follower.add(record).number == first.number  # the digest is kept with the letter in the store
