@@ -325,7 +325,8 @@ class Stack:
         if name == AppId.INGEST:
             env |= {"INGEST_TOKEN": self.secrets.ingest_token,
                     "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
-        elif name == AppId.CONSOLE:  # its operator's and its viewer's credentials, its Redis user (stream lag)
+        elif self.app_of(name) == AppId.CONSOLE and not name.endswith("-daprd"):  # each replica: its operator's and
+            # its viewer's credentials, its Redis user (stream lag)
             env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token,
                     "REDIS_CONSOLE_PASSWORD": self.secrets.redis_console_password}
         return env
