@@ -609,7 +609,10 @@ class Stack:
         for replica in reversed(range(wanted, current)):
             instance = self.topology.instance(app_id, replica)
             started = time.monotonic()
-            for process in (state.find(instance.sidecar_label), state.find(instance.label)):
+            pair = [state.find(instance.sidecar_label), state.find(instance.label)]
+            # A step's sidecar first (it drains the calls in progress); a console's app first: it answers what it
+            # wrote and gives its writer's lease up through its sidecar.
+            for process in reversed(pair) if app_id == AppId.CONSOLE else pair:
                 stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
                 state.processes.remove(process)
             progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
