@@ -50,7 +50,8 @@ def stack() -> Iterator[Stack]:
     FAULT_POINTS_DIR.mkdir(parents=True)
     os.environ["FAULT_POINTS_DIR"] = str(FAULT_POINTS_DIR)
     # TASKFAN_RUN_FILE: a run file of one's own (a developer's shifted ports beside a running stack).
-    stack = Stack(Settings.from_env(), runfile.load(Path(os.environ.get(runfile.RUN_FILE_ENV) or REPO_ROOT / "dapr.yaml")))
+    run_file = Path(os.environ.get(runfile.RUN_FILE_ENV) or REPO_ROOT / "dapr.yaml")
+    stack = Stack(Settings.from_env(), runfile.load(run_file))
     stack.up(E2E_SCORERS, progress=lambda line: print(line, flush=True))
     yield stack
     stack.down(progress=lambda _: None)

@@ -8,7 +8,16 @@ from typing import Any
 
 from services.console.dead_letters import DeadLetters
 from services.console.history import BatchBook, page_key
-from services.console.writing import FORGET_KEPT, FORGET_KEY, LEASE_KEY, Forgets, HeldAnswers, HistoryRole, Lease, Streams
+from services.console.writing import (
+    FORGET_KEPT,
+    FORGET_KEY,
+    LEASE_KEY,
+    Forgets,
+    HeldAnswers,
+    HistoryRole,
+    Lease,
+    Streams,
+)
 from taskfan.contracts import Outcome, TaskBatch
 
 from . import test_console as from_console_tests
@@ -282,3 +291,15 @@ def test_a_dead_letter_delivered_twice_is_kept_once_and_a_hostile_one_still_once
     follower = DeadLetters(CountingStore(state))  # type: ignore[arg-type]
     follower.load()
     assert follower.add(record).number == first.number  # the digest is kept with the letter in the store
+
+
+def test_whatever_the_lease_key_holds_it_is_someone_elses_until_it_lapses() -> None:
+    state = FakeDaprState()
+    lease = Lease(SyncDapr(state), "0")  # type: ignore[arg-type]
+    for hostile in (b"a||b::c", b"\xff\xfe\x00", "\ud800".encode("utf-8", "surrogatepass"), b"9" * 100_000,
+                    b"[" * 10_000):
+        state.items[LEASE_KEY] = hostile
+        assert not lease.hold()  # not ours: never overwritten, never a crash
+        assert state.items[LEASE_KEY] == hostile
+    del state.items[LEASE_KEY]  # its TTL ran out
+    assert lease.hold() and state.items[LEASE_KEY] in (b"0", "0")
