@@ -22,6 +22,9 @@ from pydantic import (
 )
 
 PUBSUB = "pubsub"
+# The console's own pub/sub over the same streams (only its sidecars load it): the one its history writer subscribes
+# through, a delivery an ended stream took coming again within seconds (components/console-pubsub.yaml).
+CONSOLE_PUBSUB = "console-pubsub"
 STATESTORE = "statestore"
 BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and workflow
 # The admission ledger (queued and running batches), in the workflow app's state store; `taskfan status`
