@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
@@ -632,11 +633,16 @@ class Stack:
         if state is None:
             progress("no stack is running")
             return
-        # Apps first (so no app talks to a stopped sidecar), then sidecars, control plane, Redis.
-        sidecar_names = {p.name for p in state.processes if p.name.endswith("-daprd")}
-        apps = [p for p in state.processes if f"{p.name}-daprd" in sidecar_names]
-        for process in [*reversed(apps), *(p for p in reversed(state.processes) if p not in apps)]:
-            process.stop()
+        # Apps first (so no app talks to a stopped sidecar), then sidecars, control plane, Redis. The apps
+        # stop together, then the sidecars: each waits out its own graceful shutdown, not the others'.
+        sidecars = [p for p in state.processes if p.name.endswith("-daprd")]
+        apps = [p for p in state.processes if f"{p.name}-daprd" in {s.name for s in sidecars}]
+        for group in (apps, sidecars):
+            with ThreadPoolExecutor(max(1, len(group))) as pool:
+                list(pool.map(Process.stop, group))
+        for process in reversed(state.processes):
+            if process not in apps and process not in sidecars:
+                process.stop()
         busy = [p for process in state.processes for p in process.ports if port_open(p)]
         if busy:
             raise StackError(f"ports still in use after stopping the stack: {busy}")
