@@ -35,7 +35,7 @@ from services.workflow.models import (
 from services.workflow.scoring import Dispatcher
 from services.workflow.state_keys import STAGES_TTL_S, STATE_TTL_S, progress_key, results_key, stages_key, tasks_key
 from services.workflow.step_client import StepClient
-from taskfan.contracts import MAX_MESSAGE_BYTES, STATESTORE, StepAnswer, TaskResult
+from taskfan.contracts import MAX_MESSAGE_BYTES, RESULT_LIST, STATESTORE, StepAnswer, TaskResult
 from taskfan.pipeline import Pipeline, Spread, Step
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class BatchActivities:
 
     async def _save_results(self, chunk: ChunkRef, results: list[TaskResult]) -> ChunkSummary:
         await self.dapr.save_state(STATESTORE, results_key(chunk.batch_id, chunk.index),
-                                   json.dumps([r.model_dump(mode="json") for r in results]),
+                                   json.dumps(RESULT_LIST.dump_python(results, mode="json")),
                                    state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
         return aggregate.summary(results)
 

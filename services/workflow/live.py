@@ -13,6 +13,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 from services.workflow.models import MovingTask
 from taskfan.contracts import TaskResult
@@ -35,24 +36,41 @@ def moved(result: TaskResult) -> MovingTask:
                                                                                "added"}))
 
 
+def moved_entry(result: TaskResult) -> dict[str, Any]:
+    """``moved(result)`` as ``ChunkStages`` stores it: a ``MovingTask`` without its defaults, in JSON's terms."""
+    entry: dict[str, Any] = {"stage": final_stage(result)}
+    if result.score is not None:
+        entry["score"] = result.score
+    for name in ("tags", "issues"):
+        if value := getattr(result, name):
+            entry[name] = list(value)
+    if result.error is not None:
+        entry["error"] = result.error
+    if result.added:
+        entry["added"] = result.added
+    return entry
+
+
 class ChunkStages:
-    """Each task of one chunk: the step it is in, or its result; the chunk's value in the state store."""
+    """Each task of one chunk: the step it is in, or its result; the chunk's value in the state store.
+
+    Kept as the JSON it is saved as (a ``MovingTask`` without its defaults, per task): the chunk's run writes
+    it as its tasks enter each step, and a model per task each time cost more than the write."""
 
     def __init__(self, finished: Iterable[TaskResult] = ()) -> None:
-        self.tasks: dict[str, MovingTask] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
         self.finished(finished)
 
     def moving(self, stage: str, task_ids: Iterable[str]) -> None:
-        for task_id in task_ids:
-            self.tasks[task_id] = MovingTask(stage=stage)
+        entry = {"stage": stage}  # shared: never changed, only replaced
+        self.tasks.update((task_id, entry) for task_id in task_ids)
 
     def finished(self, results: Iterable[TaskResult]) -> None:
         for result in results:
-            self.tasks[result.task_id] = moved(result)
+            self.tasks[result.task_id] = moved_entry(result)
 
     def encode(self) -> str:
-        return json.dumps({task_id: task.model_dump(mode="json", exclude_defaults=True)
-                           for task_id, task in self.tasks.items()}, ensure_ascii=False)
+        return json.dumps(self.tasks, ensure_ascii=False)
 
     @staticmethod
     def decode(data: bytes) -> dict[str, MovingTask]:

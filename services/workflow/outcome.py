@@ -20,7 +20,9 @@ from taskfan.contracts import (
     OUTCOME_EVENT_TYPE,
     OUTCOMES_TOPIC,
     PUBSUB,
+    RESULT_LIST,
     STATESTORE,
+    TASK_LIST,
     AppId,
     Task,
     TaskResult,
@@ -68,7 +70,7 @@ async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callab
     results: list[TaskResult] = []
     for index, key in enumerate(keys):
         if items.get(key):
-            results += [TaskResult.model_validate(r) for r in json.loads(items[key])]
+            results += RESULT_LIST.validate_python(json.loads(items[key]))
         else:
             tasks = await chunk_tasks(client, ChunkRef(batch_id=inp.batch_id, index=index))
             results += [aggregate.failed(t.task_id, "chunk", missing(index)) for t in tasks]
@@ -97,7 +99,7 @@ async def chunk_tasks(client: DaprClient, chunk: ChunkRef) -> list[Task]:
     item = await client.get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
     if not item.data:
         raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
-    return [Task.model_validate(t) for t in json.loads(item.data)]
+    return TASK_LIST.validate_python(json.loads(item.data))
 
 
 async def dead_letter(client: DaprClient, inp: BatchFailure) -> None:
