@@ -15,10 +15,24 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
-def one_round(checkout: Path, offset: int, tasks: int, reps: int) -> list[dict]:
+def one_round(checkout: Path, offset: int, tasks: int, reps: int, tries: int = 3) -> list[dict]:
+    """A round, made again if its stack failed to start or stop (a port still held a moment after a stop)."""
+    for attempt in range(tries):
+        try:
+            return _one_round(checkout, offset, tasks, reps)
+        except RuntimeError as exc:
+            if attempt + 1 == tries:
+                raise
+            print(f"round failed, again in 10 s: {str(exc)[-300:]}", file=sys.stderr, flush=True)
+            time.sleep(10)
+    raise AssertionError("unreachable")
+
+
+def _one_round(checkout: Path, offset: int, tasks: int, reps: int) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": f"{checkout}:{checkout / 'src'}"}
     done = subprocess.run([str(checkout / ".venv/bin/python"), "-m", "bench.ab_round", "--offset", str(offset),
                            "--tasks", str(tasks), "--reps", str(reps)], cwd=checkout, env=env,

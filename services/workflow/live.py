@@ -9,10 +9,11 @@ metrics read from other threads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from services.workflow.models import MovingTask
@@ -24,6 +25,9 @@ FINAL_STAGES = frozenset({DONE, "rejected", "failed"})
 # Batches forgotten lately: an activity still running when its batch was answered for (a terminated
 # workflow cannot stop it) must not bring the batch back.
 FORGOTTEN_KEPT = 10_000
+# How long a chunk's stages wait to be written once its tasks enter a step: a step that answers sooner is never
+# written (the next write says more), one that takes longer shows on the console this late at most.
+STAGES_WRITE_DELAY_S = 0.25
 
 
 def final_stage(result: TaskResult) -> str:
@@ -75,6 +79,49 @@ class ChunkStages:
     @staticmethod
     def decode(data: bytes) -> dict[str, MovingTask]:
         return {task_id: MovingTask.model_validate(task) for task_id, task in json.loads(data).items()}
+
+
+class StagesWrites:
+    """When a run of a chunk writes its stages (``save``, with the encoded stages): its tasks entering a step start
+    a write ``delay_s`` later unless one is waiting already (it writes the stages as they are then), and the end of
+    the run writes at once (``now``). So a chunk whose steps answer fast is written once per run, not once per step
+    and once at its end, and the console still sees a step that takes longer. One write at a time, in order: a
+    write in flight is waited for, never cancelled, so an older view cannot land after a newer one."""
+
+    def __init__(self, stages: ChunkStages, save: Callable[[str], Awaitable[None]],
+                 delay_s: float | None = None) -> None:
+        self.stages, self.save = stages, save
+        self.delay_s = STAGES_WRITE_DELAY_S if delay_s is None else delay_s
+        self._deferred: asyncio.Task[None] | None = None
+        self._writing = False
+
+    async def entering(self, stage: str, task_ids: list[str]) -> None:
+        self.stages.moving(stage, task_ids)
+        if self._deferred is None or self._deferred.done():
+            self._deferred = asyncio.create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        self._writing = True
+        try:
+            await self.save(self.stages.encode())
+        finally:
+            self._writing = False
+
+    def drop_deferred(self) -> bool:
+        """Drop a deferred write that has not started; whether one was dropped (one in flight runs on)."""
+        if self._deferred is not None and not self._deferred.done() and not self._writing:
+            self._deferred.cancel()
+            self._deferred = None
+            return True
+        return False
+
+    async def now(self) -> None:
+        """Write the stages now, after a write in flight; a deferred write not started yet is dropped."""
+        if not self.drop_deferred() and self._deferred is not None:
+            await self._deferred
+        self._deferred = None
+        await self.save(self.stages.encode())
 
 
 class LiveBatches:
