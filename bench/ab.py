@@ -27,8 +27,8 @@ def one_round(checkout: Path, offset: int, tasks: int, reps: int, tries: int = 3
         except RuntimeError as exc:
             if attempt + 1 == tries:
                 raise
-            print(f"round failed, again in 10 s: {str(exc)[-300:]}", file=sys.stderr, flush=True)
-            time.sleep(10)
+            print(f"round failed, again in 20 s: {str(exc)[-300:]}", file=sys.stderr, flush=True)
+            time.sleep(20)
     raise AssertionError("unreachable")
 
 

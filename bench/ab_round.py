@@ -1,10 +1,10 @@
 """One round of an A/B: a fresh stack of this checkout on shifted ports, the throughput scenario, its figures.
 
-    PYTHONPATH=<checkout>:<checkout>/src .venv/bin/python -m bench.ab_round --offset 3300 --tasks 10000
+    PYTHONPATH=<checkout>:<checkout>/src .venv/bin/python -m bench.ab_round --offset 3300 --tasks 5000 --reps 2
 
 Run from the checkout under test (``bench.ab`` runs it in each checkout in turn): the stack's apps import
 the code of the checkout on PYTHONPATH, never a default stack's ports (``bench.soak.prepare_stack``).
-Prints one JSON line per repetition.
+Prints one JSON line per repetition (and the profile's, with ``--profile``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 from bench.run import THROUGHPUT_ENV, Sizes, profile_throughput, run_batches, throughput, warm_up_batch
-from bench.soak import prepare_stack
+from bench.soak import SCORERS, prepare_stack, stack_ports
+from taskfan.stack import Stack, StackError, port_open
+from taskfan.stack.topology import Topology
+
+
+def ports_free(stack: Stack, timeout_s: float = 120) -> None:
+    """Wait until no port of the stack is held: a sidecar may take seconds to let go after its stop."""
+    ports = stack_ports(Topology(stack.run_file), SCORERS, stack.settings.redis_port)
+    deadline = time.monotonic() + timeout_s
+    while (held := [p for p in ports if port_open(p)]) and time.monotonic() < deadline:
+        time.sleep(1)
+    if held:
+        raise StackError(f"ports still held {timeout_s:.0f} s after the stack stopped: {held}")
+
+
+def fresh_stack(run_dir: Path, offset: int, timeout_s: float = 120) -> Stack:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return prepare_stack(run_dir, offset)
+        except StackError:  # the previous round's sidecars still letting go of their ports
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def main() -> int:
@@ -29,9 +53,9 @@ def main() -> int:
     if args.profile:
         os.environ["SIDECAR_PROFILING"] = "on"
     root = Path(__file__).resolve().parents[1]
-    stack = prepare_stack(root / ".taskfan" / "ab", args.offset)
-    stack.up(1, progress=lambda _: None)
+    stack = fresh_stack(root / ".taskfan" / "ab", args.offset)
     try:
+        stack.up(1, progress=lambda _: None)
         run_batches(stack, [warm_up_batch()], 120)
         for _ in range(args.reps):
             print(json.dumps(throughput(stack, Sizes(throughput_tasks=args.tasks))), flush=True)
@@ -39,7 +63,10 @@ def main() -> int:
             args.profile.mkdir(parents=True, exist_ok=True)
             print(json.dumps(profile_throughput(stack, Sizes(profile_s=20), args.profile)), flush=True)
     finally:
-        stack.down(progress=lambda _: None)
+        try:
+            stack.down(progress=lambda _: None)
+        finally:
+            ports_free(stack)
     return 0
 
 
