@@ -156,7 +156,8 @@ class BatchActivities:
                                        state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
             pause = chunk_steps.backoff(run.waiting)
             return ChunkRunResult(waiting=len(run.waiting), pause_ms=int(pause.total_seconds() * 1000))
-        summary = await self._save_results(chunk, chunk_steps.in_task_order(tasks, finished))
+        results = chunk_steps.in_task_order(tasks, finished)
+        summary = await self._save_results(chunk, results)
         published = None
         if inp.publish_since is not None:
             # A batch of one chunk publishes from here: one activity, one engine round trip fewer. If that
@@ -164,7 +165,7 @@ class BatchActivities:
             try:
                 published = await self._publish_and_clean_up(PublishInput(
                     batch_id=chunk.batch_id, chunks=1, started_at=inp.publish_since,
-                    finished_at=datetime.now(UTC).isoformat(), reruns=inp.run))
+                    finished_at=datetime.now(UTC).isoformat(), reruns=inp.run), saved={chunk.index: results})
             except Exception as exc:  # noqa: BLE001 - the workflow publishes instead
                 log.warning("could not publish from the chunk; the workflow will", extra={
                     "batch_id": chunk.batch_id, "error": f"{type(exc).__name__}: {exc}"})
@@ -198,13 +199,15 @@ class BatchActivities:
     async def publish_outcome(self, ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
         return await self._publish_and_clean_up(inp)
 
-    async def _publish_and_clean_up(self, inp: PublishInput) -> OutcomeSummary:
+    async def _publish_and_clean_up(self, inp: PublishInput,
+                                    saved: dict[int, list[TaskResult]] | None = None) -> OutcomeSummary:
         """Publish the outcome, then forget the batch: its slots go to the next batches, its data is deleted.
         Run again after a crash, it publishes nothing twice (``outcome.publish_once``) and forgets again.
         Forgetting is best effort: the outcome is out whatever it meets (the reconciler gives back the slots of
-        a finished workflow; left keys expire)."""
+        a finished workflow; left keys expire). ``saved``: chunks' results just saved, not read back
+        (``outcome.publish_once``)."""
         summary = await outcome.publish_once(self.dapr, inp, lambda index: f"the results of chunk {index} were "
-                                                                           "lost from the state store")
+                                                                           "lost from the state store", saved=saved)
         faults.point(faults.AFTER_RECORD)
         try:
             await self.ledger.release_and_wake(self.dapr, self.workflows, inp.batch_id)

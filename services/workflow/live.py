@@ -1,11 +1,11 @@
 """Where each task of a running batch is right now. Plain logic, no Dapr.
 
-Two views. ``ChunkStages``: one chunk's tasks, kept in the state store by the run of the chunk (shortly after
-its tasks enter a step, and when the run ends: ``StagesWrites``), so that whichever workflow process the console's call reaches answers
-for every chunk, wherever it ran. ``LiveBatches``: one book per workflow process, of the tasks its own runs
-move, for what this process measures (the tasks in each step, the tasks it finished); kept until the batch
-leaves the ledger. Thread-safe: the activities write from the worker's event loop, the console's calls and the
-metrics read from other threads."""
+Two views. ``ChunkStages``: one chunk's tasks, kept in the state store by the run of the chunk (shortly after its
+tasks enter a step, and when the run ends: ``StagesWrites``), so that whichever workflow process the console's
+call reaches answers for every chunk, wherever it ran. ``LiveBatches``: one book per workflow process, of the
+tasks its own runs move, for what this process measures (the tasks in each step, the tasks it finished); kept
+until the batch leaves the ledger. Thread-safe: the activities write from the worker's event loop, the console's
+calls and the metrics read from other threads."""
 
 from __future__ import annotations
 
