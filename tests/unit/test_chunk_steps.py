@@ -320,7 +320,7 @@ def test_a_chunks_stages_are_in_the_state_store_while_it_runs_and_gone_with_its_
 
     tasks = [Task(task_id=t, title="Urgent: fix it", description="The login API returns 500 errors")
              for t in ("good", "bad")]
-    drive(monkeypatch, tasks, answer, state, step_s=0.2)
+    drive(monkeypatch, tasks, answer, state, step_s=0.05)
     # While "good" is scored: it is at the step; "bad" was still at validate when this run last wrote.
     assert seen == {"good": MovingTask(stage="score"), "bad": MovingTask(stage="validate")}
 
