@@ -17,6 +17,7 @@ from pydantic import (
     JsonValue,
     SerializerFunctionWrapHandler,
     StringConstraints,
+    TypeAdapter,
     model_serializer,
     model_validator,
 )
@@ -176,6 +177,12 @@ class TaskResult(_Model):
         if not data.get("added"):
             data.pop("added", None)
         return data
+
+
+# A list of tasks or of results read or written in one call of pydantic's core, not a model call per item (the
+# workflow app's hot path: README, "Where the time goes").
+TASK_LIST: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
+RESULT_LIST: TypeAdapter[list[TaskResult]] = TypeAdapter(list[TaskResult])
 
 
 class Outcome(_Model):
