@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import dapr.conf
+import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 
 from services.workflow import metrics
@@ -157,7 +158,9 @@ class StepClient:
             return Called(error=f"{app_id}/{method} answered {response.status}: {said}",
                           failure=Failure.UNREACHABLE if unreachable else Failure.FAILED)
         try:
-            rest = json.loads(answer)
+            # pydantic-core's parser, not json.loads: it refuses a lone surrogate (\udcff), which would
+            # otherwise reach the outcome and make it impossible to encode.
+            rest = pydantic_core.from_json(answer)
             report = SlotsReport.model_validate(rest)
             if report.busy:
                 return Called(report=report)
