@@ -465,13 +465,16 @@ PARALLEL_CHUNKS = Settings.from_env().max_in_flight // 100
 
 
 def scenario_scaling(sizes: Sizes) -> dict[str, Any]:
+    """The same slow work on 1, 2 and 4 scorer replicas: one stack, scaled up in place between the runs as
+    `taskfan stack scale` does (each run starts once the new replicas are ready)."""
     rates: dict[str, float] = {}
-    for replicas in sizes.scaling_replicas:
-        with taskfan_stack(replicas, **SCALING_ENV) as stack:
+    with taskfan_stack(1, **SCALING_ENV) as stack:
+        for replicas in sizes.scaling_replicas:
+            stack.scale(replicas, progress=lambda _: None)
             batches = workload.batches(sizes.scaling_tasks, 100, f"bench-scale{replicas}-{time.time_ns()}")
             elapsed, _ = run_batches(stack, batches, sizes.timeout_s)
-        rates[str(replicas)] = round(sizes.scaling_tasks / elapsed, 2)
-        say(f"scaling: {replicas} scorer(s) -> {rates[str(replicas)]} tasks/s")
+            rates[str(replicas)] = round(sizes.scaling_tasks / elapsed, 2)
+            say(f"scaling: {replicas} scorer(s) -> {rates[str(replicas)]} tasks/s")
     top = str(max(sizes.scaling_replicas))
     return {"scaling_tasks_per_s": rates, f"scaling_ratio_{top}x": round(rates[top] / rates["1"], 2)}
 
@@ -495,11 +498,14 @@ def measure_spread(sizes: Sizes, prefix: str,
 
 def scenario_spread(sizes: Sizes) -> dict[str, Any]:
     """A batch of 8 slow tasks per replica, one slot per replica: how much faster N replicas finish it."""
-    def run_on(replicas: int, batches: list[dict[str, Any]]) -> list[float]:
-        with taskfan_stack(replicas, **SPREAD_ENV) as stack:
-            return [run_batches(stack, [batch], sizes.timeout_s)[0] for batch in batches]
+    with taskfan_stack(1, **SPREAD_ENV) as stack:
+        def run_on(replicas: int, batches: list[dict[str, Any]]) -> list[float]:
+            stack.scale(replicas, progress=lambda _: None)  # in place, up only: 1, then 3, then 4
+            # A batch id runs once per stack (a second one is a duplicate): each run gets its own.
+            return [run_batches(stack, [{**batch, "batch_id": f"{batch['batch_id']}-on-{replicas}"}],
+                                sizes.timeout_s)[0] for batch in batches]
 
-    return measure_spread(sizes, "", run_on)
+        return measure_spread(sizes, "", run_on)
 
 
 # --- the Temporal peer ------------------------------------------------------------------------------

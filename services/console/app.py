@@ -24,9 +24,9 @@ from dapr.clients.grpc._response import TopicEventResponse
 from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.ext.grpc import App
 
-from services.console import streams
+from services.console import streams, writing
 from services.console.dead_letters import DeadLetters
-from services.console.history import STATE_TTL_S, BatchBook, Flusher, HistoryUnreadable, read_back
+from services.console.history import STATE_TTL_S, BatchBook, HistoryUnreadable, read_back
 from services.console.sessions import Sessions, SignInCodes
 from services.console.streams import StreamsNow
 from services.console.watch import Watcher
@@ -36,6 +36,7 @@ from taskfan import events
 from taskfan.contracts import (
     CONSOLE_BATCH,
     CONSOLE_BATCHES,
+    CONSOLE_PUBSUB,
     CONSOLE_PURGE,
     CONSOLE_REDIS_USER,
     CONSOLE_TERMINATE,
@@ -50,7 +51,7 @@ from taskfan.contracts import (
     Outcome,
     TaskBatch,
 )
-from taskfan.dapr_app import serve
+from taskfan.dapr_app import replica_name, serve
 from taskfan.http_doors import local_hosts
 from taskfan.settings import Settings
 from taskfan.tracing import trace_id_of, traceparent_in
@@ -226,13 +227,18 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
         letters.load()  # the store answered the history's read just now
     except Exception as exc:  # noqa: BLE001 - whatever the sidecar's client raised
         raise SystemExit(f"the console's dead letters could not be read: {exc}") from exc
-    flusher = Flusher(book)
-    flusher.start()
+    # One replica writes the history and subscribes (the lease's holder); the others follow what it writes.
     subscriptions = Subscriptions(book, letters)
-    raw = {"rawPayload": "true"}
-    app.subscribe(PUBSUB, TASKS_TOPIC, metadata=raw)(subscriptions.on_tasks)
-    app.subscribe(PUBSUB, OUTCOMES_TOPIC, metadata=raw)(subscriptions.on_outcome)
-    app.subscribe(PUBSUB, DEADLETTER_TOPIC, metadata=raw)(subscriptions.on_dead_letter)
+    answers = writing.HeldAnswers(book)
+    role = writing.HistoryRole(
+        # Its name as holder: a replica restarted (the same name) takes its lease back at once.
+        writing.Lease(dapr, replica_name()), book, letters,
+        writing.Streams(dapr, CONSOLE_PUBSUB,
+                        {TASKS_TOPIC: subscriptions.on_tasks, OUTCOMES_TOPIC: subscriptions.on_outcome,
+                         DEADLETTER_TOPIC: subscriptions.on_dead_letter},
+                        answer=answers.hold, ended=answers.drop),
+        writing.Forgets(dapr), answers)
+    role.start()
     workflow = WorkflowApp(dapr)
     watcher = Watcher(workflow.batches, streams=streams_reader(settings))
     watcher.start()
@@ -252,7 +258,7 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
                          view_token=settings.console_view_token, hosts=hosts, port=settings.console_port,
                          sessions=Sessions(SignInKeys(dapr), settings.console_session_ttl_s),
                          codes=SignInCodes(SignInKeys(dapr)), letters=letters, replay=replay,
-                         traces=Jaeger(settings.traces_url) if settings.tracing else None)
+                         traces=Jaeger(settings.traces_url) if settings.tracing else None, forget=role.purged)
     server = uvicorn.Server(uvicorn.Config(web, host=settings.console_host, port=settings.console_port,
                                            log_config=None, access_log=False, timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, name="console-web", daemon=True)
@@ -263,7 +269,7 @@ def configure(app: App, settings: Settings) -> Callable[[], None]:
         server.should_exit = True
         thread.join(timeout=5)
         watcher.stop()
-        flusher.stop()  # what changed in the last seconds
+        role.stop()  # a writer writes what changed in the last seconds
 
     return shutdown
 

@@ -14,6 +14,7 @@ store with the write that made it leave: the console is the owner of every key i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -49,9 +50,12 @@ class Letter(BaseModel):
     batch_id: str | None = None  # the refused batch's id, when the event names one
     event: Any = None
     replays: int = 0  # how often an operator published it again from the console
+    # SHA-256 of the record as it came: the same record delivered again (a console replica killed before it
+    # answered the delivery) is kept once.
+    digest: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"digest"})  # the digest is the store's, not the API's
 
 
 class LetterHead(BaseModel):
@@ -116,10 +120,14 @@ class DeadLetters:
 
     def add(self, raw: bytes) -> Letter:
         """Keep a record from ``tasks-deadletter`` as the newest letter; the oldest go beyond the bound."""
+        digest = hashlib.sha256(raw).hexdigest()
         reason, event, when, batch_id = letter_of(raw)
         with self._lock:
+            kept = next((letter for letter, _ in self._letters if letter.digest == digest), None)
+            if kept is not None:
+                return kept
             letter = Letter(number=self._next, reason=reason, received_at=when or utc_now(), batch_id=batch_id,
-                            event=event)
+                            event=event, digest=digest)
             value = letter.model_dump_json().encode()
             if len(value) > MAX_LETTER_BYTES:  # a reason and event within their limits make none: still, bounded
                 letter.event = events.refused_event(value[:MAX_LETTER_BYTES // 2])
@@ -206,6 +214,45 @@ class DeadLetters:
                 self._write({})
         log.info("console dead letters read", extra={"letters": len(self._letters), "bytes": self._bytes})
         return len(self._letters)
+
+    def refresh(self) -> bool:
+        """A standby console's (another replica writes the letters): the letters written since, read only; whether
+        any came. Raises what the store raised."""
+        if self.store is None:
+            return False
+        data = self.store.read([DEAD_HEAD_KEY]).get(DEAD_HEAD_KEY)
+        try:
+            head = LetterHead.model_validate_json(data) if data else None
+        except ValidationError:
+            return False
+        with self._lock:
+            if head is None or head.next == self._next:
+                return False
+            start = self._next if head.next > self._next else head.first  # numbered again: all of them
+        newest = range(max(start, head.first, head.next - self.keep), head.next)
+        keys = [letter_key(n) for n in newest]
+        found: dict[str, bytes] = {}
+        for i in range(0, len(keys), READS_PER_CALL):
+            found.update(self.store.read(keys[i:i + READS_PER_CALL]))
+        with self._lock:
+            if head.next < self._next:
+                self._letters, self._bytes = deque(), 0
+            for number in newest:
+                value = found.get(letter_key(number))
+                try:
+                    letter = Letter.model_validate_json(value) if value is not None else None
+                except ValidationError:
+                    letter = None
+                if letter is not None:
+                    self._letters.append((letter, len(value or b"")))
+                    self._bytes += len(value or b"")
+            while self._letters and self._letters[0][0].number < head.first:
+                _, size = self._letters.popleft()
+                self._bytes -= size
+            self._next = head.next
+            self._bound()
+            self._doomed.clear()  # the writer deletes what leaves its bound
+        return True
 
     # --- inside the lock ---------------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ The keys (Dapr prefixes them ``console||``), each written with a TTL as a backst
 Bounded whatever comes: memory holds the summaries of the newest ``history`` batches (each of bounded size)
 and a cache of details of at most ``cache_bytes``; the store holds ``ring_pages(history)`` pages, the head,
 and details of at most ``detail_bytes`` in all (beyond that the oldest batches' details are deleted, their
-summaries stay). Summary changes are written in batches by ``flush`` (the ``Flusher``, every few seconds);
-details when they arrive, one write per batch.
+summaries stay). Summary changes are written in batches by ``flush`` (every few seconds, by the console replica
+that writes the history: ``writing``); details when they arrive, one write per batch. The other replicas follow
+what it writes (``refresh``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal, Protocol
@@ -127,6 +128,9 @@ class Page(BaseModel):
 class Head(BaseModel):
     next: int  # the number the next new batch gets
     pages: int  # the ring's length it was written with
+    # When each slot's page was last written (epoch seconds; 0: never): a console that does not write (a standby
+    # replica, ``refresh``) reads only the pages that changed.
+    stamps: list[float] = []
 
 
 class Store(Protocol):
@@ -199,6 +203,13 @@ class BatchBook:
         self._doomed: set[str] = set()  # keys to delete at the next flush (details, pages of a shrunk ring)
         self._writing: dict[str, bytes] = {}  # details being written now: readers get them from here meanwhile
         self._cache = ByteCache(cache_bytes)
+        self._stamps: dict[int, float] = {}  # slot -> when its page was written, as the head says
+        self._pages_read: dict[int, Page | None] = {}  # a standby's copy of each slot's page (``refresh``)
+        self._seen: dict[int, float] = {}  # ... and the stamp it was read under
+        # Flushes begun and the last one whose writes all went: a change made now is in the store once the flush
+        # after the ones begun so far has gone (``mark``, ``stored``; a failed flush leaves its pages to the next).
+        self._flushes_begun = 0
+        self._flushed = 0
 
     # --- the topics' events ----------------------------------------------------------------------------
 
@@ -291,23 +302,60 @@ class BatchBook:
         """Read the ring back (at the start, before any event): the newest ``history`` summaries, oldest first.
         Returns how many; raises ``HistoryUnreadable`` when the store does not answer."""
         try:
-            head_data = self.store.read([HEAD_KEY]).get(HEAD_KEY)
-            head = _head(head_data)
+            head = _head(self.store.read([HEAD_KEY]).get(HEAD_KEY))
             if head is None:
                 return 0
-            keys = [page_key(slot) for slot in range(head.pages)]
-            found: dict[str, bytes] = {}
-            for i in range(0, len(keys), READS_PER_CALL):
-                found.update(self.store.read(keys[i:i + READS_PER_CALL]))
+            found = self._read_pages(head, range(head.pages))
         except Exception as exc:  # noqa: BLE001 - whatever the sidecar's client raised
             raise HistoryUnreadable(f"the console's history could not be read: {exc}") from exc
+        with self._lock:
+            self._pages_read = {slot: _page(found.get(page_key(slot)), page_key(slot)) for slot in range(head.pages)}
+            self._seen = _seen_stamps(head, self._pages_read)
+            pages = {page_key(slot): page for slot, page in self._pages_read.items() if page is not None}
+        kept = self._install(head, pages, writer=True)
+        log.info("console history read", extra={"batches": kept, "detail_bytes": self._detail_total})
+        return kept
+
+    def refresh(self) -> bool:
+        """A standby console's (another replica writes the history): the ring as the writer last wrote it, reading
+        only the pages it rewrote since. Whether anything changed. Raises what the store raised."""
+        head = _head(self.store.read([HEAD_KEY]).get(HEAD_KEY))
+        if head is None:
+            return False
+        stamps = _stamps_of(head)
+        with self._lock:
+            stale = [slot for slot in range(head.pages) if self._seen.get(slot) != stamps.get(slot, 0.0)]
+            if not stale and head.next == self._next:
+                return False
+        read = self._read_pages(head, stale)
+        with self._lock:
+            fresh = {slot: _page(read.get(page_key(slot)), page_key(slot)) for slot in stale}
+            self._pages_read.update(fresh)
+            self._seen.update(_seen_stamps(head, fresh))
+            for slot in [slot for slot in self._pages_read if slot >= head.pages]:
+                del self._pages_read[slot]
+                self._seen.pop(slot, None)
+            pages = {page_key(slot): page for slot, page in self._pages_read.items() if page is not None}
+        self._install(head, pages, writer=False)
+        return True
+
+    def _read_pages(self, head: Head, slots: Iterable[int]) -> dict[str, bytes]:
+        keys = [page_key(slot) for slot in slots]
+        found: dict[str, bytes] = {}
+        for i in range(0, len(keys), READS_PER_CALL):
+            found.update(self.store.read(keys[i:i + READS_PER_CALL]))
+        return found
+
+    def _install(self, head: Head, found: dict[str, Page], *, writer: bool) -> int:
+        """The book as ``head`` and its pages say, in place of what it held. ``writer``: this console writes the
+        history from now on (it deletes what the ring no longer holds, moves pages to a new ring length)."""
         newest_block = (head.next - 1) // PAGE_SIZE
         oldest = max(0, head.next - self.history)
         summaries: list[Summary] = []
         beyond: list[Summary] = []  # older than the newest `history` (CONSOLE_HISTORY is smaller than it was)
         written: dict[int, float] = {}
-        for slot, key in enumerate(keys):
-            page = _page(found.get(key), key)
+        for slot in range(head.pages):
+            page = found.get(page_key(slot))
             # A page from an earlier turn of the ring (or of another ring length) holds nothing to keep.
             if page is None or page.block % head.pages != slot or not newest_block - head.pages < page.block <= (
                     newest_block):
@@ -317,21 +365,25 @@ class BatchBook:
             summaries += [s for s in mine if s.number >= oldest]
             beyond += [s for s in mine if s.number < oldest]
         with self._lock:
+            self._by_number, self._by_id, self._detail_total = {}, {}, 0
             self._next, self._first, self._held_from = head.next, oldest, oldest
+            self._stamps = _stamps_of(head)
             for summary in sorted(summaries, key=lambda s: s.number, reverse=True):
                 if summary.batch_id in self._by_id:  # left the history and seen again since: the newer stays
                     continue
                 self._by_number[summary.number] = self._by_id[summary.batch_id] = summary
                 self._detail_total += summary.tasks_bytes + summary.results_bytes
+            self._written = written
+            if not writer:
+                return len(summaries)
             for summary in beyond:
                 if summary.batch_id not in self._by_id:  # seen again since: those details are the newer ones
                     self._doomed |= {detail_key(kind, summary.batch_id) for kind in DETAILS if summary.held(kind)}
-            self._written = written
             if head.pages != self.pages:  # CONSOLE_HISTORY changed: the pages move to their new slots
                 self._dirty |= {n // PAGE_SIZE for n in self._by_number}
                 self._doomed |= {page_key(slot) for slot in range(self.pages, head.pages)}
+                self._stamps = {}
             self._make_room()  # CONSOLE_DETAIL_BYTES may be smaller than before
-        log.info("console history read", extra={"batches": len(summaries), "detail_bytes": self._detail_total})
         return len(summaries)
 
     def flush(self) -> None:
@@ -339,6 +391,8 @@ class BatchBook:
         the details no longer kept; what fails is tried again at the next flush."""
         now = self.clock()
         with self._lock:
+            self._flushes_begun += 1
+            number = self._flushes_begun
             newest_block = (self._next - 1) // PAGE_SIZE
             due = {b for b, at in self._written.items() if now - at > REFRESH_S}
             # Only blocks still in the ring: an older block's slot belongs to a newer one now.
@@ -347,10 +401,13 @@ class BatchBook:
             self._dirty.clear()
             self._doomed.clear()
             if not blocks and not doomed:
+                self._flushed = number
                 return
             pages = [(b, Page.model_construct(block=b, written_at=now, batches=self._block(b)).model_dump_json()
                       .encode()) for b in blocks]
-            head = Head(next=self._next, pages=self.pages).model_dump_json().encode()
+            self._stamps.update((b % self.pages, now) for b in blocks)
+            head = Head(next=self._next, pages=self.pages,
+                        stamps=[self._stamps.get(slot, 0.0) for slot in range(self.pages)]).model_dump_json().encode()
             self._written = {b: at for b, at in self._written.items() if newest_block - self.pages < b}
         parts = [(pages[i:i + PAGES_PER_CALL], []) for i in range(0, len(pages), PAGES_PER_CALL)]
         parts += [([], doomed[i:i + DELETES_PER_CALL]) for i in range(0, len(doomed), DELETES_PER_CALL)]
@@ -368,6 +425,18 @@ class BatchBook:
                 return
             with self._lock:
                 self._written.update((b, now) for b, _ in some_pages)
+        with self._lock:
+            self._flushed = number
+
+    def mark(self) -> int:
+        """The flush that writes the changes made so far (``stored`` says when it has gone)."""
+        with self._lock:
+            return self._flushes_begun + 1
+
+    def stored(self, mark: int) -> bool:
+        """Whether the changes made before ``mark()`` said ``mark`` are in the store."""
+        with self._lock:
+            return self._flushed >= mark
 
     # --- inside the lock ---------------------------------------------------------------------------------
 
@@ -375,7 +444,7 @@ class BatchBook:
         summary = Summary(number=self._next, batch_id=batch_id, total=total, seen_at=utc_now())
         self._next += 1
         self._by_number[summary.number] = self._by_id[batch_id] = summary
-        self._touch(summary)  # a batch still running is written too: a restarted console shows it
+        self._touch(summary)  # a running batch is in the store too (a restarted or standby console shows it)
         while self._next - self._first > self.history:
             old = self._by_number.pop(self._first, None)
             self._first += 1
@@ -478,6 +547,18 @@ def _head(data: bytes | None) -> Head | None:
         return None
 
 
+def _seen_stamps(head: Head, pages: dict[int, Page | None]) -> dict[int, float]:
+    """The stamp each page was read under; a page older than the head says (its write failed, the head's went) is
+    read again next time."""
+    stamps = _stamps_of(head)
+    return {slot: stamps.get(slot, 0.0) if page is None or page.written_at >= stamps.get(slot, 0.0)
+            else page.written_at for slot, page in pages.items()}
+
+
+def _stamps_of(head: Head) -> dict[int, float]:
+    return {slot: stamp for slot, stamp in enumerate(head.stamps) if slot < head.pages}
+
+
 def _page(data: bytes | None, key: str) -> Page | None:
     if data is None:
         return None
@@ -500,30 +581,3 @@ def read_back(book: BatchBook, attempts: int = 30, pause_s: float = 1.0,
             log.warning("the console's history is not readable yet", extra={"attempt": attempt, "error": str(exc)})
             sleep(pause_s)
     return 0
-
-
-class Flusher:
-    """``book.flush()`` every ``interval_s`` on a thread of its own, and once more when stopped."""
-
-    def __init__(self, book: BatchBook, interval_s: float = FLUSH_INTERVAL_S) -> None:
-        self.book = book
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.interval_s):
-                try:
-                    self.book.flush()
-                except Exception:  # a bug in a flush must not end the history's writing for good
-                    log.exception("the console's history flush failed")
-
-        self._thread = threading.Thread(target=loop, name="console-history", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.book.flush()

@@ -55,3 +55,5 @@ class Parts:
     dead_letters: DeadLetters = field(default_factory=lambda: DeadLetters(None))
     replay: PublishRaw | None = None  # None: no way to publish a dead letter again
     traces: Traces | None = None  # None: tracing is off
+    # A purged batch leaves the history: the book's own ``forget``, or with replicas the writer's told too.
+    forget: Callable[[str], bool] | None = None

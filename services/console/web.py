@@ -7,6 +7,8 @@ and ``records`` (the book of batches seen on the topics, ``history``, merged wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from services.console.dead_letters import DeadLetters
@@ -32,7 +34,8 @@ class ConsoleApp(FastAPI):
 def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publish: Publish, *, token: str,
                    hosts: set[str], view_token: str = "", port: int = 8090, traces: Traces | None = None,
                    sessions: Sessions | None = None, codes: SignInCodes | None = None,
-                   letters: DeadLetters | None = None, replay: PublishRaw | None = None) -> FastAPI:
+                   letters: DeadLetters | None = None, replay: PublishRaw | None = None,
+                   forget: Callable[[str], bool] | None = None) -> FastAPI:
     """The console's web app. ``token`` is the operator's credential (the stack's ingest token), ``view_token`` the
     viewer's; ``port`` names its session cookie. ``letters``: the dead letters kept, ``replay`` publishes one again.
     ``sessions`` and ``codes``: kept in the console's state store (``app``); without them, in this process's memory
@@ -43,7 +46,7 @@ def create_console(book: BatchBook, watcher: Watcher, workflow: Workflow, publis
                   doors=Doors(token, hosts), credentials=Credentials(token, view_token),
                   sessions=Sessions(keys, Settings.console_session_ttl_s) if sessions is None else sessions,
                   codes=SignInCodes(keys) if codes is None else codes,
-                  cookie=signin.cookie_name(port))
+                  cookie=signin.cookie_name(port), forget=forget)
     app = ConsoleApp(title="Taskfan console", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(signin.guard(parts))
     for area in (signin, batches, actions, trace_pages, replicas, dead_letters, api, live):

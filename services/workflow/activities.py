@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
+from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
 from services.workflow import admission, aggregate, chunk_steps, faults, ledger_store, live, metrics, names, outcome
@@ -33,9 +33,17 @@ from services.workflow.models import (
     SaveResultsInput,
 )
 from services.workflow.scoring import Dispatcher
-from services.workflow.state_keys import STAGES_TTL_S, STATE_TTL_S, progress_key, results_key, stages_key, tasks_key
+from services.workflow.state_keys import (
+    DELETES_PER_TRANSACTION,
+    STAGES_TTL_S,
+    STATE_TTL_S,
+    progress_key,
+    results_key,
+    stages_key,
+    tasks_key,
+)
 from services.workflow.step_client import StepClient
-from taskfan.contracts import MAX_MESSAGE_BYTES, STATESTORE, StepAnswer, TaskResult
+from taskfan.contracts import MAX_MESSAGE_BYTES, RESULT_LIST, STATESTORE, StepAnswer, TaskResult
 from taskfan.pipeline import Pipeline, Spread, Step
 
 log = logging.getLogger(__name__)
@@ -128,19 +136,19 @@ class BatchActivities:
                                   "progress in the state store")
             earlier = ChunkProgress.model_validate_json(item.data)
         stages = live.ChunkStages(earlier.finished)
-
-        async def entering(step: str, task_ids: list[str]) -> None:
-            stages.moving(step, task_ids)
-            await self._save_stages(chunk, stages)
-
-        run = await chunk_steps.run_chain(self.steps.pipeline, tasks, earlier.waiting,
-                                          self.steps.for_batch(chunk.batch_id, inp.traceparent, entering))
+        writes = live.StagesWrites(stages, lambda encoded: self._save_stages(chunk, encoded))
+        try:
+            run = await chunk_steps.run_chain(self.steps.pipeline, tasks, earlier.waiting,
+                                              self.steps.for_batch(chunk.batch_id, inp.traceparent, writes.entering))
+        except BaseException:
+            writes.drop_deferred()
+            raise
         self.book.finished(chunk.batch_id, run.finished)
         self.metrics.tasks_finished(run.finished)
         self.book.moving(chunk.batch_id, live.WAITING, (task.task_id for task in run.waiting))
         stages.finished(run.finished)
         stages.moving(live.WAITING, (task.task_id for task in run.waiting))
-        await self._save_stages(chunk, stages)
+        await writes.now()
         finished = [*earlier.finished, *run.finished]
         if run.waiting:
             await self.dapr.save_state(STATESTORE, progress_key(chunk.batch_id, chunk.index, inp.run),
@@ -148,7 +156,8 @@ class BatchActivities:
                                        state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
             pause = chunk_steps.backoff(run.waiting)
             return ChunkRunResult(waiting=len(run.waiting), pause_ms=int(pause.total_seconds() * 1000))
-        summary = await self._save_results(chunk, chunk_steps.in_task_order(tasks, finished))
+        results = chunk_steps.in_task_order(tasks, finished)
+        summary = await self._save_results(chunk, results)
         published = None
         if inp.publish_since is not None:
             # A batch of one chunk publishes from here: one activity, one engine round trip fewer. If that
@@ -156,7 +165,7 @@ class BatchActivities:
             try:
                 published = await self._publish_and_clean_up(PublishInput(
                     batch_id=chunk.batch_id, chunks=1, started_at=inp.publish_since,
-                    finished_at=datetime.now(UTC).isoformat(), reruns=inp.run))
+                    finished_at=datetime.now(UTC).isoformat(), reruns=inp.run), saved={chunk.index: results})
             except Exception as exc:  # noqa: BLE001 - the workflow publishes instead
                 log.warning("could not publish from the chunk; the workflow will", extra={
                     "batch_id": chunk.batch_id, "error": f"{type(exc).__name__}: {exc}"})
@@ -168,14 +177,14 @@ class BatchActivities:
         tasks = await outcome.chunk_tasks(self.dapr, chunk)
         results = [aggregate.failed(t.task_id, "chunk", inp.error) for t in tasks]
         self.book.finished(inp.batch_id, results)
-        await self._save_stages(chunk, live.ChunkStages(results))
+        await self._save_stages(chunk, live.ChunkStages(results).encode())
         self.metrics.tasks_finished(results)
         return await self._save_results(chunk, results)
 
-    async def _save_stages(self, chunk: ChunkRef, stages: live.ChunkStages) -> None:
+    async def _save_stages(self, chunk: ChunkRef, encoded: str) -> None:
         """Best effort: the console's view of the chunk; a failed write costs the view, not the batch."""
         try:
-            await self.dapr.save_state(STATESTORE, stages_key(chunk.batch_id, chunk.index), stages.encode(),
+            await self.dapr.save_state(STATESTORE, stages_key(chunk.batch_id, chunk.index), encoded,
                                        state_metadata={"ttlInSeconds": str(STAGES_TTL_S)})
         except Exception as exc:  # noqa: BLE001
             log.debug("could not save a chunk's stages", extra={"batch_id": chunk.batch_id, "chunk": chunk.index,
@@ -183,27 +192,33 @@ class BatchActivities:
 
     async def _save_results(self, chunk: ChunkRef, results: list[TaskResult]) -> ChunkSummary:
         await self.dapr.save_state(STATESTORE, results_key(chunk.batch_id, chunk.index),
-                                   json.dumps([r.model_dump(mode="json") for r in results]),
+                                   json.dumps(RESULT_LIST.dump_python(results, mode="json")),
                                    state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
         return aggregate.summary(results)
 
     async def publish_outcome(self, ctx: wf.WorkflowActivityContext, inp: PublishInput) -> OutcomeSummary:
         return await self._publish_and_clean_up(inp)
 
-    async def _publish_and_clean_up(self, inp: PublishInput) -> OutcomeSummary:
+    async def _publish_and_clean_up(self, inp: PublishInput,
+                                    saved: dict[int, list[TaskResult]] | None = None) -> OutcomeSummary:
         """Publish the outcome, then forget the batch: its slots go to the next batches, its data is deleted.
         Run again after a crash, it publishes nothing twice (``outcome.publish_once``) and forgets again.
         Forgetting is best effort: the outcome is out whatever it meets (the reconciler gives back the slots of
-        a finished workflow; left keys expire)."""
+        a finished workflow; left keys expire). ``saved``: chunks' results just saved, not read back
+        (``outcome.publish_once``)."""
         summary = await outcome.publish_once(self.dapr, inp, lambda index: f"the results of chunk {index} were "
-                                                                           "lost from the state store")
+                                                                           "lost from the state store", saved=saved)
         faults.point(faults.AFTER_RECORD)
         try:
             await self.ledger.release_and_wake(self.dapr, self.workflows, inp.batch_id)
             self.book.forget(inp.batch_id)
             keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key, stages_key)]
             keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
-            await asyncio.gather(*(self.dapr.delete_state(STATESTORE, key) for key in keys))
+            # In transactions: one sidecar call (and one Redis round trip) for a chunk's keys, not one per key.
+            for start in range(0, len(keys), DELETES_PER_TRANSACTION):
+                await self.dapr.execute_state_transaction(STATESTORE, [
+                    TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
+                    for key in keys[start:start + DELETES_PER_TRANSACTION]])
         except Exception as exc:  # noqa: BLE001 - see above
             log.warning("outcome published; cleaning up after it failed", extra={
                 "batch_id": inp.batch_id, "error": f"{type(exc).__name__}: {exc}"})

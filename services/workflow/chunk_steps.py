@@ -81,12 +81,16 @@ async def run_chain(pipeline: Pipeline, tasks: Sequence[Task], waiting: Sequence
                 elif following is None:
                     run.finished.append(aggregate.completed(task.task_id, added))
                 else:
-                    moved_on.append(WaitingTask(task_id=task.task_id, step=following.name, added=added))
+                    # Built without validation: every field comes from a validated model or the pipeline.
+                    moved_on.append(WaitingTask.model_construct(task_id=task.task_id, step=following.name,
+                                                                attempts=0, added=added))
     return run
 
 
 def _with_added(step: Step, before: dict[str, Any], answer: StepAnswer) -> tuple[dict[str, Any], str | None]:
     """What the task holds once ``answer`` added to it; or what is wrong with the answer."""
+    if not step.adds:  # nothing added: what the task holds was measured when it was added
+        return before, None
     try:
         added = {**before, **step.added(answer.model_extra or {})}
     except ValueError as exc:

@@ -38,7 +38,7 @@ from services.workflow.models import (
 )
 from services.workflow.reconciler import STILL_GOING
 from services.workflow.replicas import StepReplicas
-from services.workflow.state_keys import outcome_key, results_key, stages_key, tasks_key
+from services.workflow.state_keys import DELETES_PER_TRANSACTION, outcome_key, results_key, stages_key, tasks_key
 from taskfan.batch_records import record_key
 from taskfan.contracts import (
     BATCHES_STORE,
@@ -55,7 +55,6 @@ from taskfan.pipeline import Step
 
 QUEUE_SHOWN = 200  # the queued batches the console lists (it counts all of them)
 STAGE_READS = 8  # chunks' stages read at once for one batch's view
-DELETES_PER_CALL = 200  # a purged batch's chunk keys, per state-store transaction
 
 
 class ConsoleAnswers:
@@ -166,10 +165,10 @@ class ConsoleAnswers:
             chunks = _chunks_of(state.serialized_input)
             keys += [key(batch_id, i) for i in range(chunks) for key in (tasks_key, results_key, stages_key)]
             self.workflows.purge_workflow(instance)  # its history and inbox: what the retention policy deletes
-        for start in range(0, len(keys), DELETES_PER_CALL):
+        for start in range(0, len(keys), DELETES_PER_TRANSACTION):
             self.dapr.execute_state_transaction(STATESTORE, [
                 TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
-                for key in keys[start:start + DELETES_PER_CALL]])
+                for key in keys[start:start + DELETES_PER_TRANSACTION]])
         self.dapr.delete_state(BATCHES_STORE, record_key(batch_id))
         self.book.forget(batch_id)
         return Purge(purged=True, known=True, status=shown)

@@ -1,18 +1,20 @@
 """Where each task of a running batch is right now. Plain logic, no Dapr.
 
-Two views. ``ChunkStages``: one chunk's tasks, kept in the state store by the run of the chunk (as its tasks
-enter a step, and when the run ends), so that whichever workflow process the console's call reaches answers
-for every chunk, wherever it ran. ``LiveBatches``: one book per workflow process, of the tasks its own runs
-move, for what this process measures (the tasks in each step, the tasks it finished); kept until the batch
-leaves the ledger. Thread-safe: the activities write from the worker's event loop, the console's calls and the
-metrics read from other threads."""
+Two views. ``ChunkStages``: one chunk's tasks, kept in the state store by the run of the chunk (shortly after its
+tasks enter a step, and when the run ends: ``StagesWrites``), so that whichever workflow process the console's
+call reaches answers for every chunk, wherever it ran. ``LiveBatches``: one book per workflow process, of the
+tasks its own runs move, for what this process measures (the tasks in each step, the tasks it finished); kept
+until the batch leaves the ledger. Thread-safe: the activities write from the worker's event loop, the console's
+calls and the metrics read from other threads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from services.workflow.models import MovingTask
 from taskfan.contracts import TaskResult
@@ -23,6 +25,9 @@ FINAL_STAGES = frozenset({DONE, "rejected", "failed"})
 # Batches forgotten lately: an activity still running when its batch was answered for (a terminated
 # workflow cannot stop it) must not bring the batch back.
 FORGOTTEN_KEPT = 10_000
+# How long a chunk's stages wait to be written once its tasks enter a step: a step that answers sooner is never
+# written (the next write says more), one that takes longer shows on the console this late at most.
+STAGES_WRITE_DELAY_S = 0.25
 
 
 def final_stage(result: TaskResult) -> str:
@@ -35,28 +40,88 @@ def moved(result: TaskResult) -> MovingTask:
                                                                                "added"}))
 
 
+def moved_entry(result: TaskResult) -> dict[str, Any]:
+    """``moved(result)`` as ``ChunkStages`` stores it: a ``MovingTask`` without its defaults, in JSON's terms."""
+    entry: dict[str, Any] = {"stage": final_stage(result)}
+    if result.score is not None:
+        entry["score"] = result.score
+    for name in ("tags", "issues"):
+        if value := getattr(result, name):
+            entry[name] = list(value)
+    if result.error is not None:
+        entry["error"] = result.error
+    if result.added:
+        entry["added"] = result.added
+    return entry
+
+
 class ChunkStages:
-    """Each task of one chunk: the step it is in, or its result; the chunk's value in the state store."""
+    """Each task of one chunk: the step it is in, or its result; the chunk's value in the state store.
+
+    Kept as the JSON it is saved as (a ``MovingTask`` without its defaults, per task): the chunk's run writes
+    it as its tasks enter each step, and a model per task each time cost more than the write."""
 
     def __init__(self, finished: Iterable[TaskResult] = ()) -> None:
-        self.tasks: dict[str, MovingTask] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
         self.finished(finished)
 
     def moving(self, stage: str, task_ids: Iterable[str]) -> None:
-        for task_id in task_ids:
-            self.tasks[task_id] = MovingTask(stage=stage)
+        entry = {"stage": stage}  # shared: never changed, only replaced
+        self.tasks.update((task_id, entry) for task_id in task_ids)
 
     def finished(self, results: Iterable[TaskResult]) -> None:
         for result in results:
-            self.tasks[result.task_id] = moved(result)
+            self.tasks[result.task_id] = moved_entry(result)
 
     def encode(self) -> str:
-        return json.dumps({task_id: task.model_dump(mode="json", exclude_defaults=True)
-                           for task_id, task in self.tasks.items()}, ensure_ascii=False)
+        return json.dumps(self.tasks, ensure_ascii=False)
 
     @staticmethod
     def decode(data: bytes) -> dict[str, MovingTask]:
         return {task_id: MovingTask.model_validate(task) for task_id, task in json.loads(data).items()}
+
+
+class StagesWrites:
+    """When a run of a chunk writes its stages (``save``, with the encoded stages): its tasks entering a step start
+    a write ``delay_s`` later unless one is waiting already (it writes the stages as they are then), and the end of
+    the run writes at once (``now``). So a chunk whose steps answer fast is written once per run, not once per step
+    and once at its end, and the console still sees a step that takes longer. One write at a time, in order: a
+    write in flight is waited for, never cancelled, so an older view cannot land after a newer one."""
+
+    def __init__(self, stages: ChunkStages, save: Callable[[str], Awaitable[None]],
+                 delay_s: float | None = None) -> None:
+        self.stages, self.save = stages, save
+        self.delay_s = STAGES_WRITE_DELAY_S if delay_s is None else delay_s
+        self._deferred: asyncio.Task[None] | None = None
+        self._writing = False
+
+    async def entering(self, stage: str, task_ids: list[str]) -> None:
+        self.stages.moving(stage, task_ids)
+        if self._deferred is None or self._deferred.done():
+            self._deferred = asyncio.create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        self._writing = True
+        try:
+            await self.save(self.stages.encode())
+        finally:
+            self._writing = False
+
+    def drop_deferred(self) -> bool:
+        """Drop a deferred write that has not started; whether one was dropped (one in flight runs on)."""
+        if self._deferred is not None and not self._deferred.done() and not self._writing:
+            self._deferred.cancel()
+            self._deferred = None
+            return True
+        return False
+
+    async def now(self) -> None:
+        """Write the stages now, after a write in flight; a deferred write not started yet is dropped."""
+        if not self.drop_deferred() and self._deferred is not None:
+            await self._deferred
+        self._deferred = None
+        await self.save(self.stages.encode())
 
 
 class LiveBatches:

@@ -6,7 +6,7 @@ without one); and the dead letter of a batch that cannot have one.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from dapr.aio.clients import DaprClient
 from dapr.clients.grpc._state import Concurrency, StateOptions
@@ -20,7 +20,9 @@ from taskfan.contracts import (
     OUTCOME_EVENT_TYPE,
     OUTCOMES_TOPIC,
     PUBSUB,
+    RESULT_LIST,
     STATESTORE,
+    TASK_LIST,
     AppId,
     Task,
     TaskResult,
@@ -28,7 +30,8 @@ from taskfan.contracts import (
 
 
 async def publish_once(client: DaprClient, inp: PublishInput, missing: Callable[[int], str],
-                       ended: str = "COMPLETED") -> OutcomeSummary:
+                       ended: str = "COMPLETED", saved: Mapping[int, list[TaskResult]] | None = None,
+                       ) -> OutcomeSummary:
     """Publish the batch's outcome from its saved chunk results; a chunk without results (lost, or never
     finished) reports each of its tasks as failed with ``missing(index)``: every task is accounted for.
 
@@ -37,11 +40,13 @@ async def publish_once(client: DaprClient, inp: PublishInput, missing: Callable[
     it is not marked published yet, nothing otherwise. A crash can make the engine run this again (its history
     lost the first run, measured by the soak), and the reconciler may answer for a workflow terminated while
     it was publishing: both end in the one recorded event. ``ended``: how the workflow ended, for the record.
+    ``saved``: chunks' results the caller has just saved, by index (the run of a batch's only chunk), used as
+    they are instead of read back.
     """
     key = outcome_key(inp.batch_id)
     record = await record_of(client, inp.batch_id)
     if record is None:
-        record = await _record_outcome(client, inp, missing, ended)
+        record = await _record_outcome(client, inp, missing, ended, saved)
     if not record.published:
         assert record.event is not None
         await client.publish_event(PUBSUB, OUTCOMES_TOPIC, record.event.encode(),
@@ -61,14 +66,19 @@ async def record_of(client: DaprClient, batch_id: str) -> OutcomeRecord | None:
 
 
 async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callable[[int], str],
-                          ended: str) -> OutcomeRecord:
+                          ended: str, saved: Mapping[int, list[TaskResult]] | None = None) -> OutcomeRecord:
     """Aggregate the outcome and record it as intended; if another caller recorded one first, that one."""
+    saved = saved or {}
     keys = [results_key(inp.batch_id, i) for i in range(inp.chunks)]
-    items = {item.key: item.data for item in (await client.get_bulk_state(STATESTORE, keys, parallelism=8)).items}
+    unread = [key for index, key in enumerate(keys) if index not in saved]
+    items = {item.key: item.data for item in (await client.get_bulk_state(STATESTORE, unread, parallelism=8)).items
+             } if unread else {}
     results: list[TaskResult] = []
     for index, key in enumerate(keys):
-        if items.get(key):
-            results += [TaskResult.model_validate(r) for r in json.loads(items[key])]
+        if index in saved:
+            results += saved[index]
+        elif items.get(key):
+            results += RESULT_LIST.validate_python(json.loads(items[key]))
         else:
             tasks = await chunk_tasks(client, ChunkRef(batch_id=inp.batch_id, index=index))
             results += [aggregate.failed(t.task_id, "chunk", missing(index)) for t in tasks]
@@ -97,7 +107,7 @@ async def chunk_tasks(client: DaprClient, chunk: ChunkRef) -> list[Task]:
     item = await client.get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
     if not item.data:
         raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
-    return [Task.model_validate(t) for t in json.loads(item.data)]
+    return TASK_LIST.validate_python(json.loads(item.data))
 
 
 async def dead_letter(client: DaprClient, inp: BatchFailure) -> None:

@@ -29,6 +29,10 @@ def progress_key(batch_id: str, index: int, run: int) -> str:
     return f"taskfan:{batch_id}:progress:{index:05d}.{run}"
 
 
+# A batch's keys deleted per state-store transaction (one sidecar call each) once its outcome is out, or it is
+# purged.
+DELETES_PER_TRANSACTION = 200
+
 # A chunk's live stages matter only while its batch runs; refreshed at every write, gone this long after the last.
 STAGES_TTL_S = 3600
 

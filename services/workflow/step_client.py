@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 import dapr.conf
-from pydantic import ValidationError
+import pydantic_core
+from pydantic import TypeAdapter, ValidationError
 
 from services.workflow import metrics
 from services.workflow.replicas import StepReplicas
@@ -25,6 +26,9 @@ from taskfan.contracts import SlotsReport, StepAnswer
 from taskfan.pipeline import Step
 
 log = logging.getLogger(__name__)
+
+# A call's answers validated in one call of pydantic's core, not one model_validate per task (the hot path).
+_ANSWERS = TypeAdapter(list[StepAnswer])
 
 # A step app that cannot be reached (a replica crashed or is restarting, or its one pod is being moved to
 # another node by a drain: evicted, then scheduled, started and ready elsewhere) is asked again for about a
@@ -158,11 +162,13 @@ class StepClient:
             return Called(error=f"{app_id}/{method} answered {response.status}: {said}",
                           failure=Failure.UNREACHABLE if unreachable else Failure.FAILED)
         try:
-            rest = json.loads(answer)
+            # pydantic-core's parser, not json.loads: it refuses a lone surrogate (\udcff), which would
+            # otherwise reach the outcome and make it impossible to encode.
+            rest = pydantic_core.from_json(answer)
             report = SlotsReport.model_validate(rest)
             if report.busy:
                 return Called(report=report)
-            answers = [StepAnswer.model_validate(a) for a in rest["results"]]
+            answers = _ANSWERS.validate_python(rest["results"])
         except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
             return Called(error=f"{app_id}/{method}: malformed answer: {type(exc).__name__}: {exc}",
                           failure=Failure.FAILED)

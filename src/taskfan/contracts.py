@@ -17,11 +17,15 @@ from pydantic import (
     JsonValue,
     SerializerFunctionWrapHandler,
     StringConstraints,
+    TypeAdapter,
     model_serializer,
     model_validator,
 )
 
 PUBSUB = "pubsub"
+# The console's own pub/sub over the same streams (only its sidecars load it): the one its history writer subscribes
+# through, a delivery an ended stream took coming again within seconds (components/console-pubsub.yaml).
+CONSOLE_PUBSUB = "console-pubsub"
 STATESTORE = "statestore"
 BATCHES_STORE = "batches"  # batch id -> content digest, shared by ingest and workflow
 # The admission ledger (queued and running batches), in the workflow app's state store; `taskfan status`
@@ -173,6 +177,12 @@ class TaskResult(_Model):
         if not data.get("added"):
             data.pop("added", None)
         return data
+
+
+# A list of tasks or of results read or written in one call of pydantic's core, not a model call per item (the
+# workflow app's hot path: README, "Where the time goes").
+TASK_LIST: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
+RESULT_LIST: TypeAdapter[list[TaskResult]] = TypeAdapter(list[TaskResult])
 
 
 class Outcome(_Model):

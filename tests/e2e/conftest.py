@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -25,7 +26,7 @@ from .helpers import REPO_ROOT, cli
 
 E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
-STEP_TIMEOUT_MS = 15_000
+STEP_TIMEOUT_MS = 10_000
 E2E_SUBSCRIBERS = ("e2e-follower", "e2e-subscriber")
 # Each session starts from an empty run directory of its own: figures and timeouts do not depend on what
 # earlier runs left in Redis and the scheduler, and a developer's own stack data (.taskfan) is left alone.
@@ -48,7 +49,9 @@ def stack() -> Iterator[Stack]:
     # The fault points the drills arm (services/workflow/faults.py); none is armed unless a test does.
     FAULT_POINTS_DIR.mkdir(parents=True)
     os.environ["FAULT_POINTS_DIR"] = str(FAULT_POINTS_DIR)
-    stack = Stack(Settings.from_env(), runfile.load(REPO_ROOT / "dapr.yaml"))
+    # TASKFAN_RUN_FILE: a run file of one's own (a developer's shifted ports beside a running stack).
+    run_file = Path(os.environ.get(runfile.RUN_FILE_ENV) or REPO_ROOT / "dapr.yaml")
+    stack = Stack(Settings.from_env(), runfile.load(run_file))
     stack.up(E2E_SCORERS, progress=lambda line: print(line, flush=True))
     yield stack
     stack.down(progress=lambda _: None)

@@ -45,6 +45,10 @@ def test_an_operator_finds_a_batch_by_its_id_and_start_and_pages_its_tasks_to_th
     count = TASK_ROWS_PER_PAGE + 10  # two pages of tasks
     assert post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, count)}).status_code == 202
     wait_outcome(redis_client, batch_id, timeout=180)
+    # A console restarted a moment ago (an earlier test) gets an event the sidecar was handing its killed process
+    # only when the pub/sub hands it out again (console-pubsub's processingTimeout): README, "Several consoles".
+    wait_for(lambda: [row for row in console_json(stack, settings, "/api/batches", q=batch_id).json()["batches"]
+                      if row["finished_at"]], "the console's history to hold the batch's outcome", 60)
     prefix = batch_id[:-4]  # its beginning finds it
 
     page.fill('input[name="q"]', prefix)

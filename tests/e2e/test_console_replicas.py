@@ -131,4 +131,4 @@ def test_the_scorers_still_scale_by_their_own_flag(stack: Stack) -> None:
     assert state is not None and state.scorers == E2E_SCORERS
     assert f"scorer-{E2E_SCORERS}" not in {p.name for p in state.processes}
     refused = cli("stack", "scale", "--app", "ingest", "--replicas", "2")
-    assert refused.returncode != 0 and "neither the workflow app nor a step app" in refused.stderr
+    assert refused.returncode != 0 and "neither the workflow app, the console nor a step app" in refused.stderr

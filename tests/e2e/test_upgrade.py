@@ -19,8 +19,9 @@ from taskfan.stack.drill import restart, roll
 from .helpers import REPO_ROOT, dapr_auth, lesson_tasks, outcomes_for, post_batch, stream_events, wait_for
 from .upgraded_workflow import mark_key
 
-TASKS = 10_000  # each runs for seconds: the upgrade lands while they run and while some wait for admission
+TASKS = 5_000  # each runs for seconds: the upgrade lands while they run and while some wait for admission
 BEFORE = 6  # four run at full width under the default cap, two wait in the queue
+ROLL_TASKS = 500  # five chunks a batch: chunks in flight at every restart, and the backlog drains in seconds
 
 
 def test_batches_in_flight_finish_on_their_version_and_new_ones_run_the_new(stack, settings, redis_client):
@@ -84,7 +85,7 @@ def test_a_rolling_restart_of_every_app_while_batches_arrive_loses_nothing(stack
         while rolling.is_set():
             batch_id = f"roll-{token}-{number}"
             try:
-                answer = post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, 2000)})
+                answer = post_batch(settings, {"batch_id": batch_id, "tasks": lesson_tasks(batch_id, ROLL_TASKS)})
             except httpx.TransportError:  # ingest is restarting: the client tries again
                 time.sleep(0.2)
                 continue
@@ -113,5 +114,5 @@ def test_a_rolling_restart_of_every_app_while_batches_arrive_loses_nothing(stack
         events = [e for e in stream_events(redis_client, "outcomes") if e["data"]["batch_id"] == batch_id]
         assert {e["id"] for e in events} == {f"outcome:{batch_id}"}, (batch_id, [e["id"] for e in events])
         assert all(e["data"] == events[0]["data"] for e in events), f"two different outcomes for {batch_id}"
-        assert (events[0]["data"]["completed"], events[0]["data"]["failed"]) == (2000, 0), (batch_id, events[0])
+        assert (events[0]["data"]["completed"], events[0]["data"]["failed"]) == (ROLL_TASKS, 0), (batch_id, events[0])
     assert stack.status() and all(alive for *_, alive in stack.status())

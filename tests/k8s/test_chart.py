@@ -203,6 +203,23 @@ def test_every_deployment_is_probed_spread_and_has_a_disruption_budget(helm: Pat
             assert spread[0]["topologyKey"] == "kubernetes.io/hostname", name
             assert spread[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == name
         assert found["ingest"]["spec"]["replicas"] == found["workflow"]["spec"]["replicas"] == 2
+        # Two consoles, rolled one at a time: the writer's lease hands the history over (no Recreate).
+        assert found["console"]["spec"]["replicas"] == 2 and "strategy" not in found["console"]["spec"]
     off = render(helm, "taskfan", "--set", "podDisruptionBudget.enabled=false", "--set", "topologySpread=false")
     assert "PodDisruptionBudget" not in {o["kind"] for o in off}
     assert not any("topologySpreadConstraints" in d["spec"]["template"]["spec"] for d in deployments(off).values())
+
+
+def test_the_consoles_own_pubsub_is_loaded_by_the_console_alone_and_hands_out_again_within_seconds(
+        helm: Path) -> None:
+    components = {o["metadata"]["name"]: o for o in render(helm, "taskfan") if o["kind"] == "Component"}
+    own = components["console-pubsub"]
+    assert own["scopes"] == ["console"]
+    settings = {m["name"]: m.get("value") for m in own["spec"]["metadata"]}
+    assert (settings["processingTimeout"], settings["redeliverInterval"]) == ("10s", "2s")
+    assert settings["subscriptionScopes"] == "console=tasks,outcomes,tasks-deadletter"
+    assert settings["publishingScopes"] == "console="
+    shared = {m["name"]: m.get("value") for m in components["pubsub"]["spec"]["metadata"]}
+    # The console subscribes through its own component only: through the shared one a second group member would
+    # take deliveries for a minute's processingTimeout.
+    assert "console=;" in shared["subscriptionScopes"] and "console=tasks;" in shared["publishingScopes"]

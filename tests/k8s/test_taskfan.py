@@ -353,6 +353,16 @@ def test_the_console_service_shows_a_batch_and_its_tasks(taskfan: Taskfan) -> No
     assert [t["stage"] for t in seen["tasks"]] == ["done"] * 150 and seen["trace"] is None  # no trace store here
     page = httpx.get(f"{url}/batches/{batch_id}", headers=signed_in, timeout=30)
     assert page.status_code == 200 and batch_id in page.text
+    # Two console pods (services.console.replicas): each shows it, the one that does not write the history from what
+    # the writer wrote.
+    pods = taskfan.cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=console", "-o",
+                                   "jsonpath={.items[*].status.podIP}").split()
+    assert len(pods) == 2, pods
+    for ip in pods:
+        wait_for(lambda ip=ip: (seen := httpx.get(f"http://{ip}:8090/api/batches/{batch_id}", headers=signed_in,
+                                                  timeout=30)).status_code == 200
+                 and seen.json()["batch"]["state"] == "finished", f"console pod {ip} to show {batch_id}", timeout=60,
+                 every=2)
     # Its poll of the workflow app (service invocation, which the access control must let through) answers.
     # Not always at once after an install: a lookup of workflow-dapr made before that headless Service had an
     # address is cached as "no such host" by the cluster's DNS for up to 30 s (seen: ~40 s after `up`).

@@ -60,6 +60,13 @@ class FakeDaprState:
     async def delete_state(self, store, key):
         self.delete(key)
 
+    async def execute_state_transaction(self, store, operations, transactional_metadata=None):
+        for op in operations:
+            if op.operation_type.name == "delete":
+                self.delete(op.key)
+            else:
+                self.put(op.key, op.data, etag=op.etag, ttl=_ttl(op.metadata))
+
 
 def step(state: FakeDaprState, op: Any) -> tuple[Any, Exception | None]:
     """One operation of a ``ledger_store`` change against ``state``: (reply, error to throw in)."""

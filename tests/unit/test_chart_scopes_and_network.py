@@ -7,12 +7,12 @@ from pathlib import Path
 
 import yaml
 
-from taskfan.contracts import BATCHES_STORE, PUBSUB, STATESTORE
+from taskfan.contracts import BATCHES_STORE, CONSOLE_PUBSUB, PUBSUB, STATESTORE
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "taskfan"
 # How a service's code reaches each component: the constant itself, or the module that holds its calls.
-USES = {STATESTORE: "STATESTORE", BATCHES_STORE: "batch_records", PUBSUB: "PUBSUB"}
+USES = {STATESTORE: "STATESTORE", BATCHES_STORE: "batch_records", PUBSUB: "PUBSUB", CONSOLE_PUBSUB: "CONSOLE_PUBSUB"}
 
 
 def users_in_code(marker: str) -> set[str]:
@@ -25,7 +25,7 @@ def chart_scopes() -> dict[str, set[str]]:
     text = (CHART / "templates" / "dapr-resources.yaml").read_text()
     pubsub_apps = re.search(r'\$pubsubApps := concat \(list ((?:"[\w-]+" ?)+)\)', text).group(1)
     found = {PUBSUB: set(re.findall(r'"([\w-]+)"', pubsub_apps))}
-    for name, scopes in re.findall(r"kind: Component\nmetadata:\n  name: (\w+)\n(?:  .*\n)*?scopes: (.*)\n", text):
+    for name, scopes in re.findall(r"kind: Component\nmetadata:\n  name: ([\w-]+)\n(?:  .*\n)*?scopes: (.*)\n", text):
         if name != PUBSUB:
             found[name] = set(yaml.safe_load(scopes))
     return found

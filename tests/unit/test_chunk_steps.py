@@ -9,7 +9,7 @@ from collections import Counter
 import dapr.ext.workflow as wf
 import pytest
 
-from services.workflow import batch_workflow, chunk_steps, names
+from services.workflow import batch_workflow, chunk_steps, live, names
 from services.workflow.activities import BatchActivities
 from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
 from services.workflow.ledger_store import LedgerStore
@@ -84,21 +84,23 @@ def rules(step, item):
 class FakeSteps:
     """The step calls run_chunk makes, answered by ``answer(step name, request)`` and counted."""
 
-    def __init__(self, answer, calls, declared=None):
+    def __init__(self, answer, calls, declared=None, step_s=0.0):
         self.pipeline, self.answer, self.calls = declared or pipeline.load(), answer, calls
         self.book = LiveBatches()
+        self.step_s = step_s  # how long each call takes
 
     def for_batch(self, batch_id, traceparent=None, entering=None):
         async def call(step, payload):
             if entering is not None:
                 await entering(step.name, [item["task_id"] for item in payload])
+            await asyncio.sleep(self.step_s)
             self.calls[step.name] += 1
             self.calls[(step.name, len(payload))] += 1
             return [StepAnswer(task_id=item["task_id"], **self.answer(step.name, item)) for item in payload]
         return call
 
 
-def drive(monkeypatch, tasks, answer, state=None, declared=None):
+def drive(monkeypatch, tasks, answer, state=None, declared=None, step_s=0.0):
     """Run a one-chunk batch to its outcome; ``answer(step, item)`` gives one task's step answer (a dict).
     Returns the saved results and what was called (steps by task, activities, timers)."""
     calls, pauses, state = Counter(), [], state or FakeState()
@@ -109,8 +111,8 @@ def drive(monkeypatch, tasks, answer, state=None, declared=None):
         async def release_and_wake(self, client, workflows, batch_id):
             calls["released"] += 1
 
-    the_activities = BatchActivities(FakeSteps(answer, calls, declared), Releases(), WorkflowMetrics(), dapr=state,
-                                     workflows=object())
+    the_activities = BatchActivities(FakeSteps(answer, calls, declared, step_s), Releases(), WorkflowMetrics(),
+                                     dapr=state, workflows=object())
     monkeypatch.setattr(wf, "when_any", lambda pending: ("any", pending))
 
     gen = batch_workflow.process_batch(FakeContext(), BatchInput(batch_id="b", total=len(tasks), chunks=1,
@@ -304,7 +306,9 @@ def test_progress_saved_before_the_declared_pipeline_is_read_with_its_tags():
 
 def test_a_chunks_stages_are_in_the_state_store_while_it_runs_and_gone_with_its_outcome(monkeypatch):
     """Any workflow process answers the console from them (console_api.stages): written as the chunk's tasks
-    enter a step, deleted with the batch's other keys once its outcome is out (drive checks that)."""
+    enter a step (a step that takes longer than the write's delay shows), deleted with the batch's other keys
+    once its outcome is out (drive checks that)."""
+    monkeypatch.setattr(live, "STAGES_WRITE_DELAY_S", 0.01)
     state = FakeState()
     seen = {}
 
@@ -316,6 +320,55 @@ def test_a_chunks_stages_are_in_the_state_store_while_it_runs_and_gone_with_its_
 
     tasks = [Task(task_id=t, title="Urgent: fix it", description="The login API returns 500 errors")
              for t in ("good", "bad")]
-    drive(monkeypatch, tasks, answer, state)
+    drive(monkeypatch, tasks, answer, state, step_s=0.05)
     # While "good" is scored: it is at the step; "bad" was still at validate when this run last wrote.
     assert seen == {"good": MovingTask(stage="score"), "bad": MovingTask(stage="validate")}
+
+
+def test_a_chunk_whose_steps_answer_fast_writes_its_stages_once_per_run(monkeypatch):
+    """The writes as tasks enter a step wait ``live.STAGES_WRITE_DELAY_S``: a step that answers sooner is never
+    written, the end of the run is (the console shows the chunk's results), once."""
+    monkeypatch.setattr(live, "STAGES_WRITE_DELAY_S", 5.0)
+    state = FakeState()
+    written = []
+    put = state.put
+
+    def counting_put(key, value, *args, **kwargs):
+        if key == stages_key("b", 0):
+            written.append(ChunkStages.decode(value.encode() if isinstance(value, str) else value))
+        return put(key, value, *args, **kwargs)
+
+    state.put = counting_put
+    drive(monkeypatch, [task("a"), task("b")], rules, state)
+    assert [{t: m.stage for t, m in view.items()} for view in written] == [{"a": "done", "b": "done"}]
+
+
+def test_stages_writes_wait_for_a_write_in_flight_and_drop_one_not_started():
+    """One write at a time and in order: the end of a run waits for a deferred write already writing (an older
+    view must not land after the newer), and drops one still waiting."""
+    saved, started = [], []
+
+    async def scenario():
+        release = asyncio.Event()
+
+        async def save(encoded):
+            started.append(encoded)
+            if len(started) == 1:
+                await release.wait()  # the deferred write is in flight
+            saved.append(encoded)
+
+        writes = live.StagesWrites(ChunkStages(), save, delay_s=0.0)
+        await writes.entering("validate", ["a"])
+        await asyncio.sleep(0.01)  # the deferred write starts and hangs
+        ending = asyncio.create_task(writes.now())
+        await asyncio.sleep(0.01)
+        assert saved == [] and len(started) == 1  # the end waits for it
+        release.set()
+        await ending
+        later = live.StagesWrites(ChunkStages(), save, delay_s=5.0)
+        await later.entering("enrich", ["b"])
+        await later.now()  # its deferred write had not started: dropped, one write
+
+    asyncio.run(scenario())
+    assert [json.loads(s) for s in saved] == [{"a": {"stage": "validate"}}, {"a": {"stage": "validate"}},
+                                              {"b": {"stage": "enrich"}}]

@@ -18,7 +18,6 @@ from services.console.history import (
     HEAD_KEY,
     STATE_TTL_S,
     BatchBook,
-    Flusher,
     HistoryUnreadable,
     detail_key,
     page_key,
@@ -373,7 +372,7 @@ def test_the_history_survives_a_restart_in_order_with_its_counts_and_details() -
     book.accepted(batch("b2.rerun-abcdef", 1), rerun_of="b2", trace_id=TRACE)
     assert not any(key.startswith(HEAD_KEY) for key in state.items)  # summaries wait for the flush...
     transactions = book.store.dapr.transactions  # type: ignore[attr-defined]
-    Flusher(book, interval_s=3600).stop()  # ... which a console's shutdown does once more
+    book.flush()  # ... which the writing console does every 2 s and once more when it stops
     assert book.store.dapr.transactions == transactions + 1  # type: ignore[attr-defined] - 3 pages, one write
 
     again = new_book(state)  # the console restarted

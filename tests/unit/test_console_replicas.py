@@ -262,9 +262,12 @@ def test_a_step_apps_replicas_add_a_hundred_per_replica_and_no_two_processes_sha
     assert [i.http_port - first.http_port for i in others] == [REPLICA_PORT_STRIDE, 2 * REPLICA_PORT_STRIDE]
     assert [i.app_port - first.app_port for i in others] == [REPLICA_PORT_STRIDE, 2 * REPLICA_PORT_STRIDE]  # type: ignore[operator]
     assert topology.instance("validator", 0) == first  # replica 0 is the unscaled app: drills name it `validator`
-    most = topology.instances(MAX_SCORERS, {app_id: MAX_REPLICAS for app_id in DECLARED.app_ids})
+    most = topology.instances(MAX_SCORERS, {app: MAX_REPLICAS for app in (*DECLARED.app_ids, "workflow", "console")})
+    assert [topology.console_url(i) for i in most if i.app_id == "console"][:2] == [
+        "http://127.0.0.1:8090", "http://127.0.0.1:8190"]
     ports = [*topology.placement_ports, *topology.scheduler_ports, *topology.sentry_ports]
-    ports += [p for i in most for p in (*i.ports, *([i.app_port] if i.app_port else []), *topology.web_ports(i.label))]
+    ports += [p for i in most for p in (*i.ports, *([i.app_port] if i.app_port else []),
+                                        *([i.profile_port] if i.profile_port else []), *topology.instance_web_ports(i))]
     assert len(ports) == len(set(ports)), sorted(p for p in ports if ports.count(p) > 1)
     stack = Stack(Settings(run_dir=str(tmp_path)), runfile.load())
     assert stack.app_of("enricher-3-daprd") == "enricher" and stack.app_of("validator-1") == "validator"
@@ -272,8 +275,8 @@ def test_a_step_apps_replicas_add_a_hundred_per_replica_and_no_two_processes_sha
 
 
 @pytest.mark.parametrize(("app_id", "replicas", "refusal"), [
-    ("scorer", 2, "--scorers N"), ("ingest", 2, "neither the workflow app nor a step app"),
-    ("console", 2, "neither the workflow app nor a step app"), ("workflow", 5, "between 1 and 4"),
+    ("scorer", 2, "--scorers N"), ("ingest", 2, "neither the workflow app, the console nor a step app"),
+    ("console", 5, "between 1 and 4"), ("console", 2, "no stack is running"), ("workflow", 5, "between 1 and 4"),
     ("validator", 0, "between 1 and 4"), ("enricher", MAX_REPLICAS + 1, "between 1 and 4"),
     ("validator", 2, "no stack is running")])
 def test_scaling_an_app_refuses_what_it_cannot_do(tmp_path, app_id: str, replicas: int, refusal: str) -> None:

@@ -98,9 +98,14 @@ def test_daprs_answers_are_read_as_timeouts_or_unreachable(monkeypatch, failure,
 
 
 def answering(monkeypatch, status, body):
+    return answering_raw(status, json.dumps(body).encode())
+
+
+def answering_raw(status: int, raw: bytes):
+    """One call of the step client to a sidecar that answers ``raw`` with ``status``."""
     class Response:
         async def read(self):
-            return json.dumps(body).encode()
+            return raw
 
         async def __aenter__(self):
             return self
@@ -132,3 +137,18 @@ def test_a_report_of_the_wrong_shape_makes_the_answer_malformed(monkeypatch, rep
     called = answering(monkeypatch, 200, {"results": [{"task_id": "t1", "score": 5}], **report})
     assert called.answers is None and called.failure is Failure.FAILED
     assert called.error.startswith("scorer/score: malformed answer: ValidationError")
+
+
+@pytest.mark.parametrize("raw", [b'{"results": [{"task_id": "t1", "error": "bad \\udcff"}]}',
+                                 b'{"results": [{"task_id": "t1", "issues": ["\\ud800"]}]}',
+                                 b'{"results": [{"task_id": "t1", "note": {"x": "\\udfff"}}]}'])
+def test_an_answer_with_a_lone_surrogate_is_malformed_so_the_outcome_stays_encodable(raw):
+    called = answering_raw(200, raw)
+    assert called.answers is None and called.failure is Failure.FAILED
+    assert called.error.startswith("scorer/score: malformed answer: ValueError:"), called.error
+    called.error.encode()  # the reason itself is valid text
+
+
+def test_a_surrogate_pair_in_an_answer_is_text():
+    called = answering_raw(200, b'{"results": [{"task_id": "t1", "error": "\\ud83d\\ude00"}]}')
+    assert called.answers == [StepAnswer(task_id="t1", error="\U0001f600")]

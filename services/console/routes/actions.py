@@ -51,7 +51,7 @@ def router(parts: Parts) -> APIRouter:
             return error(502, f"the workflow app did not answer: {exc}")
         if said.refused:
             return error(409, f"batch {batch_id} was not purged: {said.refused}")
-        forgotten = await asyncio.to_thread(book.forget, batch_id)
+        forgotten = await asyncio.to_thread(parts.forget or book.forget, batch_id)
         if not (said.known or forgotten):
             return error(404, f"no batch {batch_id!r} is known to the console or the workflow app")
         log.info("batch purged from the console", extra={"batch_id": batch_id})

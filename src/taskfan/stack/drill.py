@@ -1,11 +1,12 @@
-"""The crash drill: SIGKILL one process of a running stack and start it again, ready; and the rolling restart:
-every app and its sidecar stopped gracefully and started again, one after another."""
+"""The crash drills: SIGKILL one process of a running stack, or an app with its sidecar, and start it again, ready;
+and the rolling restart: every app and its sidecar stopped gracefully and started again, one after another."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from taskfan.contracts import AppId
@@ -14,11 +15,13 @@ from taskfan.stack.launcher import Progress, Stack
 from taskfan.stack.processes import StackError, pid_alive, port_open, stop_process, wait_until
 
 
-def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command: list[str] | None = None,
+            while_down: Callable[[], None] | None = None) -> None:
     """``name`` is a process name as ``stack status`` shows it: ``workflow``, ``scorer-0``,
     ``workflow-daprd``, ``redis``, ``scheduler``, ... ``env``: the environment the launcher gives it from now
     on (``Process.env``; not for a sidecar), e.g. other settings for a test; ``command``: an app's command
-    from now on (a new version of its code); None: as it was.
+    from now on (a new version of its code); None: as it was. ``while_down``: done once it is dead, before it
+    starts again (what happens while a process is away).
     """
     state = stack.running()
     if state is None:
@@ -34,6 +37,8 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
     wait_until(lambda: not pid_alive(old.pid) and not any(port_open(p) for p in old.ports),
                f"{name} to exit", timeout=10)
     state.processes.remove(old)
+    if while_down is not None:
+        while_down()
     instance = next((i for i in stack.topology.instances(state.scorers, state.replicas)
                      if name in (i.label, i.sidecar_label)), None)
     if instance is None:  # Redis or the control plane: the same command again
@@ -53,6 +58,33 @@ def restart(stack: Stack, name: str, env: dict[str, str] | None = None, command:
     elif instance is None:
         for workflow in stack.workflows(state):
             readiness.wait_workflow_worker(stack, state, bin_dir, workflow)
+    state.save(stack.state_path)
+
+
+def crash_replica(stack: Stack, label: str, while_down: Callable[[], None] | None = None) -> None:
+    """SIGKILL an app process and its sidecar together (a pod gone), do ``while_down``, start both again, ready.
+    ``label``: the app's process name (``console``, ``console-1``)."""
+    state = stack.running()
+    if state is None:
+        raise StackError("no stack is running")
+    instance = next((i for i in stack.topology.instances(state.scorers, state.replicas) if i.label == label), None)
+    if instance is None:
+        raise StackError(f"no app process named {label!r}")
+    app, sidecar = state.find(instance.label), state.find(instance.sidecar_label)
+    for process in (app, sidecar):
+        os.killpg(process.pid, signal.SIGKILL)
+    for process in (app, sidecar):
+        wait_until(lambda process=process: not pid_alive(process.pid) and not any(port_open(p) for p in process.ports),
+                   f"{process.name} to exit", timeout=10)
+        state.processes.remove(process)
+    if while_down is not None:
+        while_down()
+    bin_dir = stack.dapr_bin()
+    stack.spawn(state, app.name, app.cmd, app.env, ports=app.ports, cwd=instance.app_dir)
+    stack.start_daprd(state, instance, bin_dir)
+    readiness.wait_app(stack, state, instance, bin_dir)
+    if instance.app_id == AppId.WORKFLOW:
+        readiness.wait_workflow_worker(stack, state, bin_dir, instance)
     state.save(stack.state_path)
 
 

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
 import yaml
 
 from taskfan import pipeline, runfile, stack_secrets
-from taskfan.contracts import CONSOLE_REDIS_COMMANDS, CONSOLE_REDIS_USER, KEEPER_USER, TOPICS, AppId
+from taskfan.contracts import CONSOLE_REDIS_COMMANDS, CONSOLE_REDIS_USER, KEEPER_USER, PUBSUB, TOPICS, AppId
 from taskfan.runfile import RunFile
 from taskfan.settings import Settings
 from taskfan.stack import grants, logkeeper, pipeline_resources, private_files, readiness
@@ -223,7 +224,7 @@ class Stack:
                  *(self.jaeger_ports if self.settings.tracing else [])] if control_plane else []
         for instance in instances:
             ports += self.sidecar_ports(instance) + ([instance.app_port] if instance.app_port else [])
-            ports += self.topology.web_ports(instance.app_id)
+            ports += self.topology.instance_web_ports(instance)
         busy = [f"{p} ({port_owner(p) or 'owner not visible'})" for p in ports if port_open(p)]
         if busy:
             raise StackError(f"ports already in use: {', '.join(busy)}; `make down` stops a Taskfan stack, "
@@ -243,12 +244,16 @@ class Stack:
             for source in sorted(self.run_file.resolve(folder).glob("*.yaml")):
                 documents = list(yaml.safe_load_all(source.read_text()))
                 for document in documents:
+                    # The shared pub/sub lists the step apps and the outside apps granted; the console's own is
+                    # loaded by the console's sidecars alone.
+                    shared = (document.get("metadata") or {}).get("name") == PUBSUB
                     for item in (document.get("spec") or {}).get("metadata") or []:
                         if item.get("name") == "redisHost":
                             item["value"] = self.settings.redis_address
-                        if item.get("name") in pipeline_resources.SCOPES:
+                        if shared and item.get("name") in pipeline_resources.SCOPES:
                             item["value"] = pipeline_resources.scopes_with_steps(str(item["value"]), self.pipeline)
-                        item["value"] = self._scoped(item.get("name"), item.get("value"))
+                        if shared:
+                            item["value"] = self._scoped(item.get("name"), item.get("value"))
                         if item.get("name") == "maxLenApprox":
                             item["value"] = str(self.settings.stream_max_entries)
                         if item.get("name") == "secretsFile":
@@ -321,7 +326,8 @@ class Stack:
         if name == AppId.INGEST:
             env |= {"INGEST_TOKEN": self.secrets.ingest_token,
                     "REDIS_KEEPER_PASSWORD": self.secrets.redis_keeper_password}
-        elif name == AppId.CONSOLE:  # its operator's and its viewer's credentials, its Redis user (stream lag)
+        elif self.app_of(name) == AppId.CONSOLE and not name.endswith("-daprd"):  # each replica: its operator's and
+            # its viewer's credentials, its Redis user (stream lag)
             env |= {"INGEST_TOKEN": self.secrets.ingest_token, "CONSOLE_VIEW_TOKEN": self.secrets.console_view_token,
                     "REDIS_CONSOLE_PASSWORD": self.secrets.redis_console_password}
         return env
@@ -511,7 +517,7 @@ class Stack:
             pipeline.PIPELINE_FILE_ENV: str(self.pipeline_file),
             "TRACE_SAMPLING": self.settings.trace_sampling,  # 0 while Jaeger is still being built (jaeger_bin)
         }
-        app_ports = ([instance.app_port] if instance.app_port else []) + self.topology.web_ports(instance.app_id)
+        app_ports = ([instance.app_port] if instance.app_port else []) + self.topology.instance_web_ports(instance)
         self.spawn(state, instance.label, list(instance.command), env, ports=app_ports, cwd=instance.app_dir)
         self.start_daprd(state, instance, bin_dir)
 
@@ -568,9 +574,9 @@ class Stack:
         scheduler, and placement moves their actors)."""
         if app_id == AppId.SCORER:
             raise StackError("the scorer's replicas are scaled with --scorers N")
-        if app_id != AppId.WORKFLOW and app_id not in self.pipeline.app_ids:
-            raise StackError(f"{app_id!r} is neither the workflow app nor a step app of {self.pipeline_file}: "
-                             f"the step apps are {', '.join(self.pipeline.app_ids)}")
+        if app_id not in (AppId.WORKFLOW, AppId.CONSOLE) and app_id not in self.pipeline.app_ids:
+            raise StackError(f"{app_id!r} is neither the workflow app, the console nor a step app of "
+                             f"{self.pipeline_file}: the step apps are {', '.join(self.pipeline.app_ids)}")
         if not 1 <= replicas <= MAX_REPLICAS:
             raise StackError(f"replicas of {app_id} must be between 1 and {MAX_REPLICAS}, got {replicas}")
         state = self._running()
@@ -604,10 +610,17 @@ class Stack:
         for replica in reversed(range(wanted, current)):
             instance = self.topology.instance(app_id, replica)
             started = time.monotonic()
-            for process in (state.find(instance.sidecar_label), state.find(instance.label)):
+            pair = [state.find(instance.sidecar_label), state.find(instance.label)]
+            # A step's sidecar first (it drains the calls in progress); a console's app first: it answers what it
+            # wrote and gives its writer's lease up through its sidecar.
+            for process in reversed(pair) if app_id == AppId.CONSOLE else pair:
                 stop_process(process.pid, grace=self.graceful_shutdown_s + 5)
                 state.processes.remove(process)
             progress(f"removed: {instance.label} (drained in {time.monotonic() - started:.1f}s)")
+
+    def consoles(self, state: StackState) -> list[Instance]:
+        """The console's processes of a running stack."""
+        return [self.topology.instance(AppId.CONSOLE, i) for i in range(state.replicas.get(AppId.CONSOLE, 1))]
 
     def workflows(self, state: StackState) -> list[Instance]:
         """The workflow app's processes of a running stack."""
@@ -620,11 +633,16 @@ class Stack:
         if state is None:
             progress("no stack is running")
             return
-        # Apps first (so no app talks to a stopped sidecar), then sidecars, control plane, Redis.
-        sidecar_names = {p.name for p in state.processes if p.name.endswith("-daprd")}
-        apps = [p for p in state.processes if f"{p.name}-daprd" in sidecar_names]
-        for process in [*reversed(apps), *(p for p in reversed(state.processes) if p not in apps)]:
-            process.stop()
+        # Apps first (so no app talks to a stopped sidecar), then sidecars, control plane, Redis. The apps
+        # stop together, then the sidecars: each waits out its own graceful shutdown, not the others'.
+        sidecars = [p for p in state.processes if p.name.endswith("-daprd")]
+        apps = [p for p in state.processes if f"{p.name}-daprd" in {s.name for s in sidecars}]
+        for group in (apps, sidecars):
+            with ThreadPoolExecutor(max(1, len(group))) as pool:
+                list(pool.map(Process.stop, group))
+        for process in reversed(state.processes):
+            if process not in apps and process not in sidecars:
+                process.stop()
         busy = [p for process in state.processes for p in process.ports if port_open(p)]
         if busy:
             raise StackError(f"ports still in use after stopping the stack: {busy}")

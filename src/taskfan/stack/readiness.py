@@ -74,7 +74,8 @@ def wait_app(stack: Stack, state: StackState, instance: Instance, bin_dir: Path)
     if instance.app_id == AppId.INGEST:
         wait_until(lambda: http_status(f"{stack.ingest_url}/healthz") == 200, "ingest API", alive=both_alive)
     if instance.app_id == AppId.CONSOLE:
-        wait_until(lambda: http_status(f"{stack.console_url}/healthz") == 200, "console", alive=both_alive)
+        url = stack.topology.console_url(instance)  # a replica serves on ports of its own
+        wait_until(lambda: http_status(f"{url}/healthz") == 200, instance.label, alive=both_alive)
 
 
 def registered(stack: Stack, instance: Instance) -> bool:

@@ -90,6 +90,17 @@ class Topology:
     def ingest_port(self) -> int:
         return self.run_file.ingest_port()
 
+    def console_url(self, instance: Instance) -> str:
+        """Where a console replica serves (``CONSOLE_PORT`` of its environment: replica i's is 100 i above)."""
+        port = instance.env.get("CONSOLE_PORT") or str(self.run_file.console_port())
+        return f"http://{self.run_file.common.api_listen_addresses}:{port}"
+
+    def instance_web_ports(self, instance: Instance) -> list[int]:
+        """The web ports of one process: a console replica's is its own ``CONSOLE_PORT``."""
+        if instance.app_id == AppId.CONSOLE and instance.env.get("CONSOLE_PORT"):
+            return [int(instance.env["CONSOLE_PORT"])]
+        return self.web_ports(instance.app_id)
+
     def web_ports(self, app_id: str) -> list[int]:
         """The HTTP ports an app serves to people and clients, not to its sidecar (ingest's API, the console)."""
         return {AppId.INGEST: [self.ingest_port], AppId.CONSOLE: [self.run_file.console_port()]}.get(app_id, [])
