@@ -79,7 +79,7 @@ def test_a_batch_reaches_100_percent_live_and_its_page_shows_each_tasks_final_st
     shot(page, "batches")
 
     row.locator("a").first.click()
-    expect(page.locator("h1")).to_have_text(f"Batch {batch_id}")
+    expect(page.locator("h1")).to_have_text(f"Batch {batch_id}", timeout=30_000)  # a loaded host
     rows = "rows => rows.map(r => [r.dataset.task, r.dataset.stage])"
     stages = page.locator("#tasks tr").evaluate_all(rows)
     assert len(stages) == TASK_ROWS_PER_PAGE  # 1,000 a page: the others on the next
