@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from services.console.history import DELETES_PER_CALL, KEY_PREFIX, READS_PER_CALL, Store, utc_now
+from services.console.history import DELETES_PER_CALL, KEY_PREFIX, Store, read_in_parts, utc_now
 from taskfan import events
 from taskfan.contracts import is_batch_id
 
@@ -191,9 +191,7 @@ class DeadLetters:
             return 0
         newest = range(max(head.first, head.next - self.keep), head.next)
         keys = [letter_key(n) for n in newest]
-        found: dict[str, bytes] = {}
-        for i in range(0, len(keys), READS_PER_CALL):
-            found.update(self.store.read(keys[i:i + READS_PER_CALL]))
+        found = read_in_parts(self.store, keys)
         letters: list[tuple[Letter, int]] = []
         for number in newest:
             value = found.get(letter_key(number))
@@ -231,9 +229,7 @@ class DeadLetters:
             start = self._next if head.next > self._next else head.first  # numbered again: all of them
         newest = range(max(start, head.first, head.next - self.keep), head.next)
         keys = [letter_key(n) for n in newest]
-        found: dict[str, bytes] = {}
-        for i in range(0, len(keys), READS_PER_CALL):
-            found.update(self.store.read(keys[i:i + READS_PER_CALL]))
+        found = read_in_parts(self.store, keys)
         with self._lock:
             if head.next < self._next:
                 self._letters, self._bytes = deque(), 0

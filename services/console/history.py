@@ -305,7 +305,7 @@ class BatchBook:
             head = _head(self.store.read([HEAD_KEY]).get(HEAD_KEY))
             if head is None:
                 return 0
-            found = self._read_pages(head, range(head.pages))
+            found = self._read_pages(range(head.pages))
         except Exception as exc:  # noqa: BLE001 - whatever the sidecar's client raised
             raise HistoryUnreadable(f"the console's history could not be read: {exc}") from exc
         with self._lock:
@@ -327,7 +327,7 @@ class BatchBook:
             stale = [slot for slot in range(head.pages) if self._seen.get(slot) != stamps.get(slot, 0.0)]
             if not stale and head.next == self._next:
                 return False
-        read = self._read_pages(head, stale)
+        read = self._read_pages(stale)
         with self._lock:
             fresh = {slot: _page(read.get(page_key(slot)), page_key(slot)) for slot in stale}
             self._pages_read.update(fresh)
@@ -339,12 +339,8 @@ class BatchBook:
         self._install(head, pages, writer=False)
         return True
 
-    def _read_pages(self, head: Head, slots: Iterable[int]) -> dict[str, bytes]:
-        keys = [page_key(slot) for slot in slots]
-        found: dict[str, bytes] = {}
-        for i in range(0, len(keys), READS_PER_CALL):
-            found.update(self.store.read(keys[i:i + READS_PER_CALL]))
-        return found
+    def _read_pages(self, slots: Iterable[int]) -> dict[str, bytes]:
+        return read_in_parts(self.store, [page_key(slot) for slot in slots])
 
     def _install(self, head: Head, found: dict[str, Page], *, writer: bool) -> int:
         """The book as ``head`` and its pages say, in place of what it held. ``writer``: this console writes the
@@ -535,6 +531,14 @@ class BatchBook:
             else:
                 self._cache.put(key, found)
         return found
+
+
+def read_in_parts(store: Store, keys: list[str]) -> dict[str, bytes]:
+    """The keys' values (absent keys left out), ``READS_PER_CALL`` keys a store call."""
+    found: dict[str, bytes] = {}
+    for i in range(0, len(keys), READS_PER_CALL):
+        found.update(store.read(keys[i:i + READS_PER_CALL]))
+    return found
 
 
 def _head(data: bytes | None) -> Head | None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 from dapr.aio.clients import DaprClient
-from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.ext.workflow.aio import DaprWorkflowClient
 
 from services.workflow import admission, aggregate, chunk_steps, faults, ledger_store, live, metrics, names, outcome
@@ -34,9 +33,9 @@ from services.workflow.models import (
 )
 from services.workflow.scoring import Dispatcher
 from services.workflow.state_keys import (
-    DELETES_PER_TRANSACTION,
     STAGES_TTL_S,
     STATE_TTL_S,
+    deletions,
     progress_key,
     results_key,
     stages_key,
@@ -215,10 +214,8 @@ class BatchActivities:
             keys = [key(inp.batch_id, i) for i in range(inp.chunks) for key in (tasks_key, results_key, stages_key)]
             keys += [progress_key(inp.batch_id, i, run) for i in range(inp.chunks) for run in range(inp.reruns)]
             # In transactions: one sidecar call (and one Redis round trip) for a chunk's keys, not one per key.
-            for start in range(0, len(keys), DELETES_PER_TRANSACTION):
-                await self.dapr.execute_state_transaction(STATESTORE, [
-                    TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
-                    for key in keys[start:start + DELETES_PER_TRANSACTION]])
+            for operations in deletions(keys):
+                await self.dapr.execute_state_transaction(STATESTORE, operations)
         except Exception as exc:  # noqa: BLE001 - see above
             log.warning("outcome published; cleaning up after it failed", extra={
                 "batch_id": inp.batch_id, "error": f"{type(exc).__name__}: {exc}"})

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dapr.clients import DaprClient
-from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.ext.grpc import App
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
@@ -38,7 +37,7 @@ from services.workflow.models import (
 )
 from services.workflow.reconciler import STILL_GOING
 from services.workflow.replicas import StepReplicas
-from services.workflow.state_keys import DELETES_PER_TRANSACTION, outcome_key, results_key, stages_key, tasks_key
+from services.workflow.state_keys import deletions, outcome_key, results_key, stages_key, tasks_key
 from taskfan.batch_records import record_key
 from taskfan.contracts import (
     BATCHES_STORE,
@@ -165,10 +164,8 @@ class ConsoleAnswers:
             chunks = _chunks_of(state.serialized_input)
             keys += [key(batch_id, i) for i in range(chunks) for key in (tasks_key, results_key, stages_key)]
             self.workflows.purge_workflow(instance)  # its history and inbox: what the retention policy deletes
-        for start in range(0, len(keys), DELETES_PER_TRANSACTION):
-            self.dapr.execute_state_transaction(STATESTORE, [
-                TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
-                for key in keys[start:start + DELETES_PER_TRANSACTION]])
+        for operations in deletions(keys):
+            self.dapr.execute_state_transaction(STATESTORE, operations)
         self.dapr.delete_state(BATCHES_STORE, record_key(batch_id))
         self.book.forget(batch_id)
         return Purge(purged=True, known=True, status=shown)

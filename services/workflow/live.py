@@ -34,14 +34,9 @@ def final_stage(result: TaskResult) -> str:
     return DONE if result.status == "completed" else result.status
 
 
-def moved(result: TaskResult) -> MovingTask:
-    """A finished task as the console shows it: its final stage and its result's parts."""
-    return MovingTask(stage=final_stage(result), **result.model_dump(include={"score", "tags", "issues", "error",
-                                                                               "added"}))
-
-
 def moved_entry(result: TaskResult) -> dict[str, Any]:
-    """``moved(result)`` as ``ChunkStages`` stores it: a ``MovingTask`` without its defaults, in JSON's terms."""
+    """A finished task as the console shows it (its final stage and its result's parts), as ``ChunkStages``
+    stores it: a ``MovingTask`` without its defaults, in JSON's terms."""
     entry: dict[str, Any] = {"stage": final_stage(result)}
     if result.score is not None:
         entry["score"] = result.score

@@ -4,6 +4,10 @@ No valid batch id can collide with another's key: keys end in a fixed ``:<kind>:
 from the right.
 """
 
+from collections.abc import Iterator
+
+from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
+
 from taskfan.settings import Settings
 
 # The outcome record's life, and batch data left behind by a crash expires (RECORD_TTL_S, 7 days).
@@ -32,6 +36,13 @@ def progress_key(batch_id: str, index: int, run: int) -> str:
 # A batch's keys deleted per state-store transaction (one sidecar call each) once its outcome is out, or it is
 # purged.
 DELETES_PER_TRANSACTION = 200
+
+
+def deletions(keys: list[str]) -> Iterator[list[TransactionalStateOperation]]:
+    """The keys' deletes, as the state-store transactions that make them (``DELETES_PER_TRANSACTION`` each)."""
+    for start in range(0, len(keys), DELETES_PER_TRANSACTION):
+        yield [TransactionalStateOperation(key, operation_type=TransactionOperationType.delete)
+               for key in keys[start:start + DELETES_PER_TRANSACTION]]
 
 # A chunk's live stages matter only while its batch runs; refreshed at every write, gone this long after the last.
 STAGES_TTL_S = 3600
