@@ -41,10 +41,11 @@ run: venv ## start the stack, publish examples/batch.json, print its outcome, st
 
 test: venv ## unit tests, end-to-end tests on the real stack, then on a real cluster (root)
 	@bash deploy/background-build.sh start
-	@trap 'bash deploy/background-build.sh stop' EXIT; $(MAKE) --no-print-directory deps && $(BIN)/pytest
+	@trap 'bash deploy/background-build.sh stop' EXIT; $(MAKE) --no-print-directory deps && \
+	  $(BIN)/pytest tests/unit -n auto && $(BIN)/pytest tests/e2e tests/k8s
 
-unit: venv ## unit tests only (no stack)
-	$(BIN)/pytest tests/unit
+unit: venv ## unit tests only (no stack), one process per core
+	$(BIN)/pytest tests/unit -n auto
 
 e2e: deps ## end-to-end tests only
 	$(BIN)/pytest tests/e2e

@@ -26,7 +26,8 @@ from .helpers import REPO_ROOT, cli
 
 E2E_SCORERS = 3
 FAIL_PATTERN = "*-fail-me"
-STEP_TIMEOUT_MS = 10_000
+STEP_TIMEOUT_MS = 6_000
+WORKFLOW_RETENTION_S = 20
 E2E_SUBSCRIBERS = ("e2e-follower", "e2e-subscriber")
 # Each session starts from an empty run directory of its own: figures and timeouts do not depend on what
 # earlier runs left in Redis and the scheduler, and a developer's own stack data (.taskfan) is left alone.
@@ -41,7 +42,11 @@ def stack() -> Iterator[Stack]:
     os.environ["SCORER_FAIL_TASKS"] = FAIL_PATTERN  # inherited by the scorer processes
     # A shorter step deadline than the default 30 s keeps the hung-app drills short; it still exceeds
     # anything a step legitimately takes here (no scorer delay).
-    os.environ["STEP_TIMEOUT_MS"] = str(STEP_TIMEOUT_MS)
+    # A shorter workflow retention than the default 60 s keeps the retention test short; every test that reads
+    # a finished workflow's state through Dapr's API does so as its outcome arrives.
+    # A stack of its own starts without these (helpers.SESSION_SETTINGS).
+    for name, value in {"STEP_TIMEOUT_MS": STEP_TIMEOUT_MS, "WORKFLOW_RETENTION_S": WORKFLOW_RETENTION_S}.items():
+        os.environ[name] = str(value)
     # The subscribers the tests start, besides the README's (pub/sub scopes admit only listed app ids).
     os.environ["OUTCOME_SUBSCRIBERS"] = ",".join(["taskfan-cli", "my-subscriber", *E2E_SUBSCRIBERS])
     shutil.rmtree(E2E_RUN_DIR, ignore_errors=True)

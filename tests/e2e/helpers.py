@@ -23,6 +23,14 @@ from taskfan.settings import Settings
 from taskfan.stack import Stack, iter_log_records, private_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What the session stack runs with besides the defaults (conftest's `stack` puts these in this process's
+# environment, for its apps and the CLI the tests run). A stack of its own starts without them.
+SESSION_SETTINGS = ("SCORER_FAIL_TASKS", "STEP_TIMEOUT_MS", "WORKFLOW_RETENTION_S", "RUN_DIR", "FAULT_POINTS_DIR")
+
+
+def environ_without_session_settings() -> dict[str, str]:
+    """This process's environment without the session stack's settings: for a stack of its own."""
+    return {k: v for k, v in os.environ.items() if k not in SESSION_SETTINGS}
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:

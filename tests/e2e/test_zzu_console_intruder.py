@@ -40,7 +40,7 @@ from taskfan import runfile, stack_secrets
 from taskfan.settings import Settings
 from taskfan.stack import Stack
 
-from .helpers import REPO_ROOT, wait_for
+from .helpers import REPO_ROOT, environ_without_session_settings, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,6 @@ pytestmark = pytest.mark.e2e
 # to listen on at the next start (measured: 38080, 35502).
 PORT_OFFSET = 20_000
 RUN_DIR = REPO_ROOT / ".taskfan" / "console-intruder"
-TEST_ONLY_SETTINGS = ("SCORER_FAIL_TASKS", "STEP_TIMEOUT_MS", "RUN_DIR", "FAULT_POINTS_DIR")
 TASK = {"task_id": "t1", "title": "Fix the login page", "description": "It answers 500 errors"}
 FAIL_PATTERN = "*-fail-me"
 
@@ -82,7 +81,7 @@ def own_stack() -> Iterator[OwnStack]:
     shifted = shift_run_file(document, PORT_OFFSET, REPO_ROOT, runfile.load(REPO_ROOT / "dapr.yaml").ingest_port())
     run_file = RUN_DIR / runfile.RUN_FILE_NAME
     run_file.write_text(yaml.safe_dump(shifted, sort_keys=False))
-    env = {**{k: v for k, v in os.environ.items() if k not in TEST_ONLY_SETTINGS},
+    env = {**environ_without_session_settings(),
            runfile.RUN_FILE_ENV: str(run_file), "RUN_DIR": str(RUN_DIR / "run"),
            "REDIS_PORT": str(Settings.redis_port + PORT_OFFSET), "TRACE_SAMPLING": "0",
            "SCORER_FAIL_TASKS": FAIL_PATTERN}

@@ -8,7 +8,6 @@ outcome; a task validation rejects never reaches it.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from bench.soak import shift_run_file
 from taskfan import pipeline, runfile
 from taskfan.settings import Settings
 
-from .helpers import REPO_ROOT
+from .helpers import REPO_ROOT, environ_without_session_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +31,6 @@ ENTRY = {"appID": "script-detector", "appDirPath": "examples/script_detector", "
          "appPort": 6020, "daprHTTPPort": 3520, "daprGRPCPort": 4520, "daprInternalGRPCPort": 5520}
 ROW = {"name": "detect-script", "app_id": "script-detector", "method": "detect-script",
        "reads": ["title", "description"], "adds": {"script": "string"}}
-TEST_ONLY_SETTINGS = ("SCORER_FAIL_TASKS", "STEP_TIMEOUT_MS")
 
 
 def taskfan(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -53,7 +51,7 @@ def test_a_step_of_your_own_runs_in_the_chain_and_what_it_adds_is_in_the_outcome
     declared["steps"].insert([s["name"] for s in declared["steps"]].index("enrich") + 1, ROW)
     pipeline_file = RUN_DIR / "pipeline.yaml"
     pipeline_file.write_text(yaml.safe_dump(declared, sort_keys=False))
-    env = {**{k: v for k, v in os.environ.items() if k not in TEST_ONLY_SETTINGS},
+    env = {**environ_without_session_settings(),
            runfile.RUN_FILE_ENV: str(run_file), "RUN_DIR": str(RUN_DIR / "run"),
            pipeline.PIPELINE_FILE_ENV: str(pipeline_file),
            "REDIS_PORT": str(Settings.redis_port + PORT_OFFSET), "TRACE_SAMPLING": "0"}

@@ -8,7 +8,6 @@ by an injected fault or a hostile event.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,14 +16,13 @@ import pytest
 
 from bench.soak_ledger import WAYS
 
-from .helpers import REPO_ROOT
+from .helpers import REPO_ROOT, environ_without_session_settings
 
 pytestmark = pytest.mark.e2e
 
 SOAK_SECONDS = 90
 # Not `make soak`'s default offset: a developer's `make soak` and `make test` can run side by side.
 PORT_OFFSET = 11_000
-TEST_ONLY_SETTINGS = ("SCORER_FAIL_TASKS", "STEP_TIMEOUT_MS")
 
 
 @pytest.mark.timeout(1200)
@@ -34,7 +32,7 @@ def test_soak_with_faults_gives_one_outcome_per_batch(tmp_path):
                "--port-offset", str(PORT_OFFSET), "--run-dir", str(REPO_ROOT / ".taskfan" / "soak-e2e")]
     # The soak's stack runs the defaults, not the session stack's test settings (a shorter step deadline,
     # a scorer that fails some task ids), which the session fixture put in this process's environment.
-    env = {k: v for k, v in os.environ.items() if k not in TEST_ONLY_SETTINGS}
+    env = environ_without_session_settings()
     soak = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:

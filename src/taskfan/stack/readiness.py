@@ -31,7 +31,7 @@ from taskfan.stack.topology import Instance
 if TYPE_CHECKING:
     from taskfan.stack.launcher import Stack
 
-WORKER_ADMIT_TIMEOUT_S = 45.0  # a healthy sidecar admits a (re)started worker within seconds
+WORKER_ADMIT_TIMEOUT_S = 15.0  # a healthy sidecar admits a (re)started worker within a second or two
 
 
 def alive_check(process: Process) -> Callable[[], str | None]:
