@@ -14,6 +14,7 @@ plumbing it shares, and the whole benchmark reads top to bottom.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -791,8 +792,14 @@ def main(argv: list[str] | None = None) -> int:
     results.update(guard("workflow processes", lambda: scenario_workflow_processes(sizes)))
     results.update(guard("scaling", lambda: scenario_scaling(sizes)))
     results.update(guard("spread", lambda: scenario_spread(sizes)))
-    results.update(guard("temporal", lambda: scenario_temporal(sizes)))
-    results.update(guard("celery", lambda: scenario_peers(sizes)))
+    peers = [("temporal", lambda: scenario_temporal(sizes)), ("celery", lambda: scenario_peers(sizes))]
+    if args.quick:  # figures too small to compare: the two peers side by side, each on ports of its own
+        with concurrent.futures.ThreadPoolExecutor(len(peers)) as pool:
+            for figures in pool.map(lambda peer: guard(*peer), peers):
+                results.update(figures)
+    else:
+        for name, scenario in peers:
+            results.update(guard(name, scenario))
     results.update(ratios(results))
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
 

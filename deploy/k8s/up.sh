@@ -5,8 +5,8 @@
 #   2. the images (deploy/images/build.sh: Taskfan, Redis, Dapr's control plane, KEDA; cached)
 #   3. the cluster (cluster.sh up), the images imported into its containerd, local volumes
 #   (each namespace below is labelled PodSecurity `restricted` before anything is installed into it)
-#   4. Dapr's control plane from the Helm chart inside the pinned Dapr module (values/dapr.yaml), --wait,
-#   5. and meanwhile KEDA from the manifests inside its pinned module, with the local images; waits for both
+#   4. Dapr's control plane from the Helm chart inside the pinned Dapr module (values/dapr.yaml), --wait
+#   5. KEDA from the manifests inside its pinned module, with the local images; waits for it
 #   6. Taskfan's chart (deploy/helm/taskfan), --wait; arguments are handed to its `helm upgrade --install`
 #      (`up.sh --set services.scorer.scoreDelayMs=100` is what the cluster tests run)
 # Returns when everything is ready; `make k8s-down` (cluster.sh down) undoes all of it.
@@ -75,6 +75,9 @@ namespace_restricted() {
 
 dapr_chart="$(go env GOMODCACHE)/github.com/dapr/dapr@v$DAPR_VERSION/charts/dapr"
 [[ -d $dapr_chart ]] || GOFLAGS=-mod=mod go mod download "github.com/dapr/dapr@v$DAPR_VERSION"
+phase "namespace dapr-system (PodSecurity restricted)" namespace_restricted dapr-system
+phase "Dapr $DAPR_VERSION control plane" helm upgrade --install dapr "$dapr_chart" --namespace dapr-system \
+  --create-namespace -f "$here/values/dapr.yaml" --wait --timeout 10m
 
 keda() {
   local src work
@@ -100,14 +103,8 @@ EOF
 }
 KEDA_VERSION=$(awk '$1 == "require" && $2 == "github.com/kedacore/keda/v2" { sub(/^v/, "", $3); print $3 }' \
   "$repo/deploy/keda/go.mod")
-# Dapr and KEDA do not depend on each other: installed side by side, most of each is waiting for pods.
-phase "namespace dapr-system (PodSecurity restricted)" namespace_restricted dapr-system
 phase "namespace keda (PodSecurity restricted)" namespace_restricted keda
-phase "KEDA $KEDA_VERSION" keda &
-keda_install=$!
-phase "Dapr $DAPR_VERSION control plane" helm upgrade --install dapr "$dapr_chart" --namespace dapr-system \
-  --create-namespace -f "$here/values/dapr.yaml" --wait --timeout 10m
-wait "$keda_install" || die "KEDA $KEDA_VERSION failed"
+phase "KEDA $KEDA_VERSION" keda
 
 phase "namespace $namespace (PodSecurity restricted)" namespace_restricted "$namespace"
 phase "Taskfan" helm upgrade --install taskfan "$repo/deploy/helm/taskfan" --namespace "$namespace" \

@@ -1,4 +1,4 @@
-"""Runs after `make down` (file order): a 90-second soak with faults on a stack of its own.
+"""Runs after `make down` (file order): a 60-second soak with faults on a stack of its own.
 
 `python -m bench.soak` starts its own stack on dapr.yaml's ports + 11000 with its own Redis (the session
 stack, if one runs, is never touched), publishes through all four ways while it kills and freezes processes,
@@ -20,7 +20,7 @@ from .helpers import REPO_ROOT, environ_without_session_settings
 
 pytestmark = pytest.mark.e2e
 
-SOAK_SECONDS = 90
+SOAK_SECONDS = 60
 # Not `make soak`'s default offset: a developer's `make soak` and `make test` can run side by side.
 PORT_OFFSET = 11_000
 
