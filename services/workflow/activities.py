@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -180,7 +179,7 @@ class BatchActivities:
         self.metrics.tasks_finished(results)
         return await self._save_results(chunk, results)
 
-    async def _save_stages(self, chunk: ChunkRef, encoded: str) -> None:
+    async def _save_stages(self, chunk: ChunkRef, encoded: bytes) -> None:
         """Best effort: the console's view of the chunk; a failed write costs the view, not the batch."""
         try:
             await self.dapr.save_state(STATESTORE, stages_key(chunk.batch_id, chunk.index), encoded,
@@ -191,7 +190,7 @@ class BatchActivities:
 
     async def _save_results(self, chunk: ChunkRef, results: list[TaskResult]) -> ChunkSummary:
         await self.dapr.save_state(STATESTORE, results_key(chunk.batch_id, chunk.index),
-                                   json.dumps(RESULT_LIST.dump_python(results, mode="json")),
+                                   RESULT_LIST.dump_json(results),
                                    state_metadata={"ttlInSeconds": str(STATE_TTL_S)})
         return aggregate.summary(results)
 

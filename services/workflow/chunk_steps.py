@@ -10,11 +10,12 @@ never fails, so every accepted task ends up in the outcome.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+
+import pydantic_core
 
 from services.workflow import aggregate
 from services.workflow.models import WaitingTask
@@ -96,8 +97,8 @@ def _with_added(step: Step, before: dict[str, Any], answer: StepAnswer) -> tuple
     except ValueError as exc:
         return before, f"{step.app_id}/{step.method} {exc}"
     try:
-        size = len(json.dumps(added, ensure_ascii=False).encode())
-    except UnicodeEncodeError:
+        size = len(pydantic_core.to_json(added))
+    except pydantic_core.PydanticSerializationError:
         return before, f"{step.app_id}/{step.method} answered text that is not Unicode (a lone surrogate)"
     if size > MAX_ADDED_BYTES:
         return before, f"{step.app_id}/{step.method} added more than {MAX_ADDED_BYTES} bytes to the task"

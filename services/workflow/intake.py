@@ -8,7 +8,6 @@ repeat is dead-lettered at once too, never retried.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -30,7 +29,7 @@ from services.workflow.retry import is_transient
 from services.workflow.state_keys import STATE_TTL_S, outcome_key, tasks_key
 from taskfan import batch_records, events
 from taskfan.batch_records import Claim
-from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, AppId, TaskBatch, workflow_instance_id
+from taskfan.contracts import DEADLETTER_TOPIC, PUBSUB, STATESTORE, TASK_LIST, AppId, TaskBatch, workflow_instance_id
 from taskfan.settings import Settings
 from taskfan.tracing import traceparent_in
 
@@ -141,10 +140,9 @@ class BatchIntake:
 
     def store_tasks(self, batch: TaskBatch) -> None:
         """Each chunk's tasks go to the state store before the workflow starts (not into its history)."""
-        tasks = [task.model_dump(mode="json") for task in batch.tasks]
-        items = [StateItem(tasks_key(batch.batch_id, i), json.dumps(part, ensure_ascii=False),
+        items = [StateItem(tasks_key(batch.batch_id, i), TASK_LIST.dump_json(part),
                            metadata={"ttlInSeconds": str(STATE_TTL_S)})
-                 for i, part in enumerate(split(tasks))]
+                 for i, part in enumerate(split(batch.tasks))]
         self.dapr.save_bulk_state(STATESTORE, items)
 
     def dead_letter(self, raw: bytes, reason: str) -> TopicEventResponse:

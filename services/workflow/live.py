@@ -10,11 +10,12 @@ calls and the metrics read from other threads."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+import pydantic_core
 
 from services.workflow.models import MovingTask
 from taskfan.contracts import TaskResult
@@ -68,12 +69,12 @@ class ChunkStages:
         for result in results:
             self.tasks[result.task_id] = moved_entry(result)
 
-    def encode(self) -> str:
-        return json.dumps(self.tasks, ensure_ascii=False)
+    def encode(self) -> bytes:
+        return pydantic_core.to_json(self.tasks)
 
     @staticmethod
     def decode(data: bytes) -> dict[str, MovingTask]:
-        return {task_id: MovingTask.model_validate(task) for task_id, task in json.loads(data).items()}
+        return {task_id: MovingTask.model_validate(task) for task_id, task in pydantic_core.from_json(data).items()}
 
 
 class StagesWrites:

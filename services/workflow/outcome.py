@@ -5,7 +5,6 @@ without one); and the dead letter of a batch that cannot have one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 
 from dapr.aio.clients import DaprClient
@@ -78,7 +77,7 @@ async def _record_outcome(client: DaprClient, inp: PublishInput, missing: Callab
         if index in saved:
             results += saved[index]
         elif items.get(key):
-            results += RESULT_LIST.validate_python(json.loads(items[key]))
+            results += RESULT_LIST.validate_json(items[key])
         else:
             tasks = await chunk_tasks(client, ChunkRef(batch_id=inp.batch_id, index=index))
             results += [aggregate.failed(t.task_id, "chunk", missing(index)) for t in tasks]
@@ -107,7 +106,7 @@ async def chunk_tasks(client: DaprClient, chunk: ChunkRef) -> list[Task]:
     item = await client.get_state(STATESTORE, tasks_key(chunk.batch_id, chunk.index))
     if not item.data:
         raise LookupError(f"tasks of chunk {chunk.index} of batch {chunk.batch_id} are not in the state store")
-    return TASK_LIST.validate_python(json.loads(item.data))
+    return TASK_LIST.validate_json(item.data)
 
 
 async def dead_letter(client: DaprClient, inp: BatchFailure) -> None:

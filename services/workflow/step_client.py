@@ -139,8 +139,9 @@ class StepClient:
     async def call(self, app_id: str, method: str, tasks: list[dict[str, object]],
                    extra: dict[str, Any] | None = None, traceparent: str | None = None) -> Called:
         """One call, made once."""
-        # UTF-8 as it is: task text of any script costs its own size, not six bytes a character.
-        body = json.dumps({"tasks": tasks, **(extra or {})}, ensure_ascii=False).encode()
+        # UTF-8 as it is (task text of any script costs its own size, not six bytes a character), by
+        # pydantic-core: a tenth of the json module's time.
+        body = pydantic_core.to_json({"tasks": tasks, **(extra or {})})
         timed_out = Called(error=f"{app_id}/{method} timed out after {self.timeout_s:g}s", failure=Failure.TIMED_OUT)
         try:
             headers = {"content-type": "application/json", **({"traceparent": traceparent} if traceparent else {})}
