@@ -40,10 +40,12 @@ async def publish_once(client: DaprClient, inp: PublishInput, missing: Callable[
     lost the first run, measured by the soak), and the reconciler may answer for a workflow terminated while
     it was publishing: both end in the one recorded event. ``ended``: how the workflow ended, for the record.
     ``saved``: chunks' results the caller has just saved, by index (the run of a batch's only chunk), used as
-    they are instead of read back.
+    they are instead of read back. With every chunk's results at hand, the record is not read first: the
+    first-write save finds one recorded earlier (a run again), and that one is used.
     """
     key = outcome_key(inp.batch_id)
-    record = await record_of(client, inp.batch_id)
+    every_chunk_at_hand = saved is not None and len(saved) == inp.chunks
+    record = None if every_chunk_at_hand else await record_of(client, inp.batch_id)
     if record is None:
         record = await _record_outcome(client, inp, missing, ended, saved)
     if not record.published:

@@ -17,6 +17,7 @@ from services.workflow.models import BatchFailure, BatchInput, PublishInput
 from services.workflow.state_keys import outcome_key, results_key, tasks_key
 from services.workflow.step_client import StepClient
 from taskfan import pipeline
+from taskfan.contracts import TaskResult
 from tests.unit.fake_state import FakeDaprState
 
 
@@ -161,6 +162,31 @@ def test_an_outcome_is_recorded_before_it_is_published_so_a_run_again_repeats_th
     assert len(again.published) == 1  # recorded as published now: nothing more
 
 
+def test_a_run_again_with_its_results_at_hand_publishes_the_recorded_event_and_reads_no_record_first():
+    # The only chunk's run publishes from the results it has just saved; run again after a crash between the
+    # record and the publish, its new results (a later finish) lose to the recorded ones.
+    class ReadsCounted(CrashAfterPublish):
+        reads = 0
+
+        async def get_state(self, store, key):
+            self.reads += 1
+            return await super().get_state(store, key)
+
+    client = ReadsCounted({})
+    first = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
+    saved = {0: [TaskResult.model_validate(DONE)]}
+    with pytest.raises(ConnectionError):
+        asyncio.run(outcome.publish_once(client, first, lambda _: "lost", saved=saved))
+    assert client.reads == 1  # only for the record's ETag, after the publish
+    again = FakeStateClient(client.state)
+    again.first_write, again.etags = client.first_write, client.etags
+    asyncio.run(outcome.publish_once(again, first.model_copy(update={"finished_at": "t9"}), lambda _: "lost",
+                                     saved={0: [TaskResult.model_validate({**DONE, "score": 7})]}))
+    assert again.published == client.published and client.published[0]["data"]["results"][0]["score"] == 50
+    asyncio.run(outcome.publish_once(again, first, lambda _: "lost", saved=saved))
+    assert len(again.published) == 1  # recorded as published now: nothing more
+
+
 def test_the_reconciler_and_the_workflow_racing_publish_one_outcome():
     # Terminated while its publish ran: both aggregate; the first to record wins; the other publishes that.
     client = FakeStateClient({results_key("b", 0): json.dumps([DONE]).encode(),
@@ -204,14 +230,14 @@ def test_a_one_chunk_batchs_run_chunk_run_again_after_its_own_cleanup_answers_fr
 def test_an_outcome_from_results_just_saved_is_the_one_read_back_byte_for_byte():
     """The run of a batch's only chunk publishes from the results it has just saved, without reading them back
     (one sidecar call fewer): the event is the same as from the saved copy, whatever the results hold."""
-    from taskfan.contracts import RESULT_LIST, TaskResult
+    from taskfan.contracts import RESULT_LIST
 
     results = [TaskResult(task_id="a::b||c", status="completed", score=2**62, tags=["\u00e9\U0001f389", "x"],
                           added={"deep": [[[{"n": 1e308}]]], "text": "::||"}),
                TaskResult(task_id="e", status="failed", score=None, error="scorer: \u00e9 broke"),
                TaskResult(task_id="no", status="rejected", score=0, issues=["too short"])]
     inp = PublishInput(batch_id="b", chunks=1, started_at="t0", finished_at="t1")
-    stored = json.dumps(RESULT_LIST.dump_python(results, mode="json")).encode()  # as _save_results writes them
+    stored = RESULT_LIST.dump_json(results)  # as _save_results writes them
     read_back, from_memory = FakeStateClient({results_key("b", 0): stored}), FakeStateClient({})
     reads = []
     from_memory.get_bulk_state = lambda *args, **kwargs: reads.append(args)  # must not be called
