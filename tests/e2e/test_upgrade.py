@@ -100,6 +100,7 @@ def test_a_rolling_restart_of_every_app_while_batches_arrive_loses_nothing(stack
         wait_for(lambda: len(accepted) >= 2, "the first batches accepted", 60)
         restarted: list[str] = []
         roll(stack, progress=restarted.append)
+        print(restarted)  # each restart with its time, for a run with -s
     finally:
         rolling.clear()
         publisher.join(timeout=70)

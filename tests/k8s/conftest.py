@@ -32,10 +32,11 @@ def named(part: str) -> str:
 
 TASKFAN_IMAGE = "localhost/taskfan/taskfan:0.1.0"
 # Slow scoring (100 ms a task, 4 at a time per replica) so that a 2,000-task batch lasts long enough to be
-# watched and scaled: the values a user would set to try the autoscaler (README, "Kubernetes"). And a liveness
-# probe every 10 s instead of 20 (still three failures in a row): the liveness test waits half as long.
+# watched and scaled: the values a user would set to try the autoscaler (README, "Kubernetes"). And shorter waits
+# than the defaults where a test waits them out: a liveness probe every 10 s instead of 20 (still three failures
+# in a row), replicas removed after 10 s of low backlog instead of 30.
 CHART_VALUES = ("services.scorer.scoreDelayMs=100", "services.scorer.concurrency=4",
-                "probes.liveness.periodSeconds=10")
+                "probes.liveness.periodSeconds=10", "services.scorer.autoscaling.scaleDownStabilizationSeconds=10")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -89,9 +89,18 @@ def test_service_answers_from_the_host(cluster: Cluster, web: str) -> None:
 def test_service_answers_from_another_pod_by_name(cluster: Cluster, web: str) -> None:
     url = f"http://web.{web}.svc.cluster.local/hostname"
     probe = (f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode().strip())")
-    out = cluster.kubectl("-n", web, "run", "client", "--image", TASKFAN_IMAGE, "--image-pull-policy", "Never",
-                          "--restart", "Never", "--attach", "--rm", "--quiet", "--command", "--",
-                          "python3", "-c", probe, timeout=120)
+    cluster.kubectl("-n", web, "run", "client", "--image", TASKFAN_IMAGE, "--image-pull-policy", "Never",
+                    "--restart", "Never", "--command", "--", "python3", "-c", probe)
+    # Its log once it has ended, not `run --attach`: an attach that comes after a quick container has ended prints
+    # nothing and still exits 0 (seen once under load).
+    def ended() -> str:
+        phase = cluster.kubectl("-n", web, "get", "pod", "client", "-o", "jsonpath={.status.phase}")
+        return phase if phase in ("Succeeded", "Failed") else ""
+
+    phase = wait_for(ended, "the client pod to end", timeout=120)
+    out = cluster.kubectl("-n", web, "logs", "client")
+    cluster.kubectl("-n", web, "delete", "pod", "client", "--wait=false")
+    assert phase == "Succeeded", out
     assert out.strip() in web_pods(cluster, web)
 
 
