@@ -1,6 +1,7 @@
 """dapr.yaml is the single source of which apps run and on which ports: the launcher follows it."""
 
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -145,15 +146,24 @@ def test_the_run_file_is_found_from_a_subfolder(monkeypatch):
     assert runfile.find(RUN_FILE.parent / "services" / "workflow") == RUN_FILE
 
 
+def listening_below(limit: int) -> socket.socket:
+    """A listening socket on a port under ``limit`` that the kernel picked (its pick can be as high as 60,999)."""
+    while True:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        if sock.getsockname()[1] < limit:
+            sock.listen()
+            return sock
+        sock.close()
+
+
 def test_an_occupied_port_is_named_with_its_owner(tmp_path):
     import os
-    import socket
 
     from taskfan.stack import StackError
 
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
+    # Low enough that the ports derived from it (Dapr's metrics: the HTTP port + 6000) are ports too.
+    with listening_below(59_000) as squatter:
         port = squatter.getsockname()[1]
 
         def squat(document):
