@@ -567,37 +567,25 @@ def test_a_burst_over_two_workflow_pods_loses_nothing_when_one_is_killed_mid_bur
     events: list[dict[str, Any]] = wait_for(every_outcome, "an outcome for every batch of the burst",
                                             timeout=240, every=2)  # type: ignore[assignment]
     for batch_id in ids:
-        # One outcome: one event id, one data (a publish cut short by the kill may repeat it, identical).
-        mine = [e for e in events if e["data"]["batch_id"] == batch_id]
-        assert {e["id"] for e in mine} == {f"outcome:{batch_id}"}, (batch_id, [e["id"] for e in mine])
-        assert all(e["data"] == mine[0]["data"] for e in mine), f"two different outcomes for {batch_id}"
-        outcome = mine[0]["data"]
-        assert (outcome["total"], outcome["completed"], outcome["failed"]) == (BURST_TASKS, BURST_TASKS, 0), (
-            batch_id, {k: v for k, v in outcome.items() if k != "results"})
+        outcome = one_outcome_with_every_task(events, batch_id, BURST_TASKS)
         assert sorted(r["task_id"] for r in outcome["results"]) == [t["task_id"] for t in tasks(batch_id, BURST_TASKS)]
     wait_for(lambda: victim not in taskfan.pods("workflow") and len(taskfan.ready_pods("workflow")) == 2,
              "the killed workflow pod to be replaced", timeout=120, every=2)
     wait_for(lambda: taskfan.backlog() == 0, "the backlog to drop to 0", timeout=30)
 
 
-def one_outcome_with_every_task(taskfan: Taskfan, batch_id: str, count: int, timeout: float) -> None:
-    """The batch's one outcome on the stream (one event id, one data: a publish cut short may repeat it,
-    identical), with every task completed."""
-    def published() -> list[dict[str, Any]] | None:
-        try:
-            return [e for e in taskfan.outcome_events() if e["data"]["batch_id"] == batch_id]
-        except AssertionError:  # Redis's pod is being replaced (evicted by a drain): ask again
-            return None
-
-    mine: list[dict[str, Any]] = wait_for(published, f"the outcome of {batch_id}", timeout=timeout,
-                                          every=2)  # type: ignore[assignment]
-    assert {e["id"] for e in mine} == {f"outcome:{batch_id}"}, [e["id"] for e in mine]
+def one_outcome_with_every_task(events: list[dict[str, Any]], batch_id: str, count: int) -> dict[str, Any]:
+    """The batch's one outcome among ``events`` (one event id, one data: a publish cut short may repeat it,
+    identical), with every task completed; returns it."""
+    mine = [e for e in events if e["data"]["batch_id"] == batch_id]
+    assert {e["id"] for e in mine} == {f"outcome:{batch_id}"}, (batch_id, [e["id"] for e in mine])
     assert all(e["data"] == mine[0]["data"] for e in mine), f"two different outcomes for {batch_id}"
     outcome = mine[0]["data"]
     # On failure: the counts, and each distinct reason with how many tasks gave it (what failed them).
     reasons = Counter(r.get("error") for r in outcome["results"] if r["status"] != "completed")
     assert (outcome["total"], outcome["completed"], outcome["failed"]) == (count, count, 0), (
-        {k: v for k, v in outcome.items() if k != "results"}, reasons.most_common(10))
+        batch_id, {k: v for k, v in outcome.items() if k != "results"}, reasons.most_common(10))
+    return outcome
 
 
 def pods_by_node(taskfan: Taskfan) -> dict[str, list[str]]:
@@ -635,7 +623,16 @@ def test_draining_a_node_mid_batch_loses_nothing_and_the_node_takes_pods_again(t
         cluster.kubectl("drain", drained, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=240s",
                         timeout=270)
         assert not pods_by_node(taskfan).get(drained), f"the release's pods still on {drained}"
-        one_outcome_with_every_task(taskfan, batch_id, 1500, timeout=300)
+
+        def published() -> list[dict[str, Any]] | None:
+            try:
+                return [e for e in taskfan.outcome_events() if e["data"]["batch_id"] == batch_id] or None
+            except AssertionError:  # Redis's pod is being replaced (evicted by a drain): ask again
+                return None
+
+        events: list[dict[str, Any]] = wait_for(published, f"the outcome of {batch_id}", timeout=300,
+                                                every=2)  # type: ignore[assignment]
+        one_outcome_with_every_task(events, batch_id, 1500)
     finally:
         cluster.kubectl("uncordon", drained)
     assert cluster.kubectl("get", "node", drained, "-o", "jsonpath={.spec.unschedulable}") in ("", "false")
