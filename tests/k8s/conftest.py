@@ -76,7 +76,19 @@ class Cluster:
         return done.stdout
 
     def diagnostics(self) -> str:
-        return self.kubectl("get", "pods", "-A", "-o", "wide", check=False)
+        """What a failing cluster test shows: every pod, the disruption budgets, the nodes' conditions that are
+        not as they should be, and the latest warnings."""
+        conditions = ("jsonpath={range .items[*]}{.metadata.name} {.spec.unschedulable} "
+                      "{range .status.conditions[?(@.status=='True')]}{.type} {end}{'\\n'}{end}")
+        return "\n".join([
+            self.kubectl("get", "pods", "-A", "-o", "wide", check=False),
+            self.kubectl("get", "pdb", "-A", check=False),
+            "nodes (unschedulable, true conditions):\n" + self.kubectl("get", "nodes", "-o", conditions, check=False),
+            "latest warnings:\n" + "\n".join(self.kubectl(
+                "get", "events", "-A", "--field-selector", "type=Warning", "--sort-by", ".lastTimestamp", "-o",
+                "custom-columns=AT:.lastTimestamp,OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message",
+                check=False).splitlines()[-25:]),
+        ])
 
 
 @pytest.fixture(autouse=True)
