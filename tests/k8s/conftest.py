@@ -99,14 +99,25 @@ def _root() -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     """The cluster with Dapr, KEDA and Taskfan ready, as `make k8s-up` leaves it; stopped at the end."""
+    took: dict[str, float] = {}
+    start = time.monotonic()
     # Each waits for the build `make test` runs in the background (its lock), or builds, once per machine.
     bin_dir = Path(run("bash", REPO / "deploy" / "k8s" / "install-k8s.sh", timeout=3600).stdout.split()[-1])
+    took["Kubernetes build"], start = time.monotonic() - start, time.monotonic()
     run("bash", REPO / "deploy" / "images" / "build.sh", timeout=3600)
+    took["images"], start = time.monotonic() - start, time.monotonic()
     sets = [arg for value in CHART_VALUES for arg in ("--set", value)]
     try:
         up = run("bash", UP_SH, *sets, timeout=1500, check=False)
+        took["up.sh"] = time.monotonic() - start
+        # Where the setup's time went, in the run's output (it varies from run to run); up.sh's steps in a file.
+        (REPO / ".taskfan" / "k8s" / "up.log").write_text(up.stderr)
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("\ncluster setup: " + ", ".join(f"{what} {s:.0f} s" for what, s in took.items())
+                                + " (up.sh's steps: .taskfan/k8s/up.log)")
         handle = Cluster(Path(run("bash", CLUSTER_SH, "kubeconfig").stdout.strip()), bin_dir)
         assert up.returncode == 0, f"deploy/k8s/up.sh failed:\n{up.stderr[-6000:]}\n{handle.diagnostics()}"
         yield handle
