@@ -88,7 +88,19 @@ class Cluster:
                 "get", "events", "-A", "--field-selector", "type=Warning", "--sort-by", ".lastTimestamp", "-o",
                 "custom-columns=AT:.lastTimestamp,OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message",
                 check=False).splitlines()[-25:]),
+            "the cluster's processes (cluster.sh status):\n" + run("bash", CLUSTER_SH, "status", check=False).stdout,
+            *(f"{log.name}: its starts (==) and latest errors:\n" + "\n".join(_starts_and_errors(log))
+              for log in sorted((REPO / ".taskfan" / "k8s" / "logs").glob("kubelet*.log"))),
         ])
+
+
+def _starts_and_errors(log: Path) -> list[str]:
+    """A kubelet log's start lines, its last errors (without the one it repeats for every removed container) and
+    its last lines (a kubelet that died ends its log with why)."""
+    lines = log.read_text(errors="replace").splitlines()
+    starts = [line[:120] for line in lines if line.startswith("== ")]
+    errors = [line[:300] for line in lines if line[:1] in ("E", "F") and "ContainerStatus from runtime" not in line]
+    return [*starts, *errors[-10:], "its last lines:", *(line[:300] for line in lines[-5:])]
 
 
 @pytest.fixture(autouse=True)
