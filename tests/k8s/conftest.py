@@ -94,6 +94,18 @@ class Cluster:
         ])
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # A failed cluster test shows the cluster as the failure left it (a pod that never started, a node gone).
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    handle = item.funcargs.get("cluster") or getattr(item.funcargs.get("taskfan"), "cluster", None)  # type: ignore[attr-defined]
+    if isinstance(handle, Cluster):
+        report.sections.append(("the cluster after the failure", handle.diagnostics()))
+
+
 def _starts_and_errors(log: Path) -> list[str]:
     """A kubelet log's start lines, its last errors (without the one it repeats for every removed container) and
     its last lines (a kubelet that died ends its log with why)."""
