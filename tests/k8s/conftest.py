@@ -76,19 +76,23 @@ class Cluster:
         return done.stdout
 
     def diagnostics(self) -> str:
-        """What a failing cluster test shows: every pod, the disruption budgets, the nodes' conditions that are
-        not as they should be, and the latest warnings."""
+        """What a failing cluster test shows: every pod, the disruption budgets, the nodes' conditions, the latest
+        warnings, the cluster's processes and the kubelets' logs. Bounded: an API server that does not answer
+        costs seconds, not the run."""
+        def get(*args: str) -> str:
+            return self.kubectl("--request-timeout=15s", "get", *args, timeout=30, check=False)
+
         conditions = ("jsonpath={range .items[*]}{.metadata.name} {.spec.unschedulable} "
                       "{range .status.conditions[?(@.status=='True')]}{.type} {end}{'\\n'}{end}")
+        warnings = get("events", "-A", "--field-selector", "type=Warning", "--sort-by", ".lastTimestamp", "-o",
+                       "custom-columns=AT:.lastTimestamp,OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message")
         return "\n".join([
-            self.kubectl("get", "pods", "-A", "-o", "wide", check=False),
-            self.kubectl("get", "pdb", "-A", check=False),
-            "nodes (unschedulable, true conditions):\n" + self.kubectl("get", "nodes", "-o", conditions, check=False),
-            "latest warnings:\n" + "\n".join(self.kubectl(
-                "get", "events", "-A", "--field-selector", "type=Warning", "--sort-by", ".lastTimestamp", "-o",
-                "custom-columns=AT:.lastTimestamp,OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message",
-                check=False).splitlines()[-25:]),
-            "the cluster's processes (cluster.sh status):\n" + run("bash", CLUSTER_SH, "status", check=False).stdout,
+            get("pods", "-A", "-o", "wide"),
+            get("pdb", "-A"),
+            "nodes (unschedulable, true conditions):\n" + get("nodes", "-o", conditions),
+            "latest warnings:\n" + "\n".join(warnings.splitlines()[-25:]),
+            "the cluster's processes (cluster.sh status):\n" + run("bash", CLUSTER_SH, "status", timeout=60,
+                                                                   check=False).stdout,
             *(f"{log.name}: its starts (==) and latest errors:\n" + "\n".join(_starts_and_errors(log))
               for log in sorted((REPO / ".taskfan" / "k8s" / "logs").glob("kubelet*.log"))),
         ])
@@ -103,7 +107,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     handle = item.funcargs.get("cluster") or getattr(item.funcargs.get("taskfan"), "cluster", None)  # type: ignore[attr-defined]
     if isinstance(handle, Cluster):
-        report.sections.append(("the cluster after the failure", handle.diagnostics()))
+        try:
+            shown = handle.diagnostics()
+        except Exception as exc:  # noqa: BLE001 - the failure itself is what must be reported
+            shown = f"no diagnostics: {exc!r}"
+        report.sections.append(("the cluster after the failure", shown))
 
 
 def _starts_and_errors(log: Path) -> list[str]:
