@@ -119,7 +119,8 @@ def _starts_and_errors(log: Path) -> list[str]:
     its last lines (a kubelet that died ends its log with why)."""
     lines = log.read_text(errors="replace").splitlines()
     starts = [line[:120] for line in lines if line.startswith("== ")]
-    errors = [line[:300] for line in lines if line[:1] in ("E", "F") and "ContainerStatus from runtime" not in line]
+    errors = [line[:300] for line in lines if (line[:1] in ("E", "F") or line.startswith(("panic:", "fatal error:")))
+              and "ContainerStatus from runtime" not in line]
     return [*starts, *errors[-10:], "its last lines:", *(line[:300] for line in lines[-5:])]
 
 
