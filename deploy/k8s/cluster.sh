@@ -313,6 +313,10 @@ EOF
 }
 EOF
   # failCgroupV1: false and cgroupfs: this machine has cgroup v1 only and no systemd.
+  # No image garbage collection (100 %): the images are imported (cluster.sh import), there is no registry to
+  # pull them again, so one collected would leave its pods in ContainerCreating for good (the pause image: every
+  # pod). A host disk fuller than 85 % made the kubelet collect them. Pods are evicted only when the disk is
+  # nearly full (1 GiB left), not at a percentage that a big shared disk crosses with room to spare.
   cat >"$conf/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -337,7 +341,8 @@ clusterDNS: [$dns_ip]
 resolvConf: /etc/resolv.conf
 podLogsDir: $run/pod-logs
 serializeImagePulls: false
-evictionHard: {memory.available: 100Mi, nodefs.available: 5%, imagefs.available: 5%}
+evictionHard: {memory.available: 100Mi, nodefs.available: 1Gi, imagefs.available: 1Gi}
+imageGCHighThresholdPercent: 100
 EOF
   # Leave the host's conntrack limits and timeouts and route_localnet alone (0 / false = as they are);
   # NodePorts only on the node IP.

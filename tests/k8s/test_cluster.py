@@ -75,6 +75,16 @@ def test_both_nodes_are_ready(cluster: Cluster) -> None:
     assert len(addresses) == 2  # a node IP each
 
 
+def test_no_kubelet_collects_the_imported_images(cluster: Cluster) -> None:
+    # The images are imported, with no registry to pull them again: each kubelet's running configuration (its
+    # configz) has image garbage collection off, and evicts pods only on a nearly full disk.
+    for node in cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").split():
+        config = json.loads(cluster.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/configz"))["kubeletconfig"]
+        assert config["imageGCHighThresholdPercent"] == 100, node
+        wanted = {"memory.available": "100Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi"}
+        assert {k: config["evictionHard"].get(k) for k in wanted} == wanted, (node, config["evictionHard"])
+
+
 def test_service_answers_from_the_host(cluster: Cluster, web: str) -> None:
     cluster_ip = cluster.kubectl("-n", web, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
     # kube-proxy programs a new Service within a few seconds: poll, bounded.
