@@ -146,7 +146,9 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         up = run("bash", UP_SH, *sets, timeout=1500, check=False)
         took["up.sh"] = time.monotonic() - start
         # Where the setup's time went, in the run's output (it varies from run to run); up.sh's steps in a file.
-        (REPO / ".taskfan" / "k8s" / "up.log").write_text(up.stderr)
+        log = REPO / ".taskfan" / "k8s" / "up.log"
+        log.parent.mkdir(parents=True, exist_ok=True)  # up.sh may have failed before making it
+        log.write_text(up.stderr)
         reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line("\ncluster setup: " + ", ".join(f"{what} {s:.0f} s" for what, s in took.items())
