@@ -150,9 +150,11 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         log.parent.mkdir(parents=True, exist_ok=True)  # up.sh may have failed before making it
         log.write_text(up.stderr)
         reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("\ncluster setup: " + ", ".join(f"{what} {s:.0f} s" for what, s in took.items())
-                                + " (up.sh's steps: .taskfan/k8s/up.log)")
+        capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():  # past pytest's capture of the test's own output
+                reporter.write_line("\ncluster setup: " + ", ".join(f"{what} {s:.0f} s" for what, s in took.items())
+                                    + " (up.sh's steps: .taskfan/k8s/up.log)")
         handle = Cluster(Path(run("bash", CLUSTER_SH, "kubeconfig").stdout.strip()), bin_dir)
         assert up.returncode == 0, f"deploy/k8s/up.sh failed:\n{up.stderr[-6000:]}\n{handle.diagnostics()}"
         yield handle
