@@ -72,7 +72,9 @@ class Cluster:
         done = run(self.bin_dir / "kubectl", "--kubeconfig", self.kubeconfig, *args,
                    timeout=timeout, stdin=stdin, check=False)
         if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+            # Each line once: kubectl repeats some (a drain's eviction error, every 5 s until its timeout).
+            said = "\n".join(dict.fromkeys(done.stderr.strip().splitlines()))
+            raise AssertionError(f"kubectl {' '.join(args)} exited {done.returncode}: {said}")
         return done.stdout
 
     def diagnostics(self) -> str:
