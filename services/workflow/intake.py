@@ -51,7 +51,7 @@ class BatchIntake:
         except events.EventError as exc:
             return self.dead_letter(raw, str(exc))
         try:
-            claim = batch_records.claim(self.dapr, batch)
+            claim = batch_records.claim(self.dapr, batch, read_first=True)  # ingest claimed most
             if claim is Claim.CONFLICT:
                 return self.dead_letter(raw, batch_records.conflict_message(batch.batch_id))
             if claim is Claim.SAME and self.answered(batch.batch_id):

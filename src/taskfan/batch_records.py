@@ -41,9 +41,14 @@ def conflict_message(batch_id: str) -> str:
             f"(an id stays bound to its first content for {days:g} days); publish it under another id")
 
 
-def claim(client: DaprClient, batch: TaskBatch) -> Claim:
+def claim(client: DaprClient, batch: TaskBatch, *, read_first: bool = False) -> Claim:
+    """Claim ``batch``'s id for its content. ``read_first``: the caller expects the id to be claimed already
+    (the intake, behind ingest), so it reads the record before trying to write one: one sidecar call, where
+    a refused first write and the read after it are two."""
     digest = content_digest(batch)
     key = record_key(batch.batch_id)
+    if read_first and (existing := client.get_state(BATCHES_STORE, key).data):
+        return _compared(existing, digest)
     try:
         client.save_state(BATCHES_STORE, key, digest, options=StateOptions(concurrency=Concurrency.first_write),
                           state_metadata={"ttlInSeconds": str(RECORD_TTL_S)})
@@ -52,4 +57,8 @@ def claim(client: DaprClient, batch: TaskBatch) -> Claim:
         existing = client.get_state(BATCHES_STORE, key).data
         if not existing:
             raise  # the write failed for another reason than an existing record
-        return Claim.SAME if existing.decode() == digest else Claim.CONFLICT
+        return _compared(existing, digest)
+
+
+def _compared(existing: bytes, digest: str) -> Claim:
+    return Claim.SAME if existing.decode() == digest else Claim.CONFLICT
