@@ -288,32 +288,47 @@ def profile_throughput(stack: Stack, sizes: Sizes, out: Path) -> dict[str, Any]:
             "profile_files": [path.name for path in profiles.written]}
 
 
+def keep_in_flight(sizes: Sizes, prefix: str, publish: Callable[[dict[str, Any]], None],
+                   finished: Callable[[], int], while_warming: Callable[[], None] = lambda: None) -> int:
+    """The steady state's loop, the same for Taskfan and its peer: batches of ``throughput_batch`` tasks kept
+    ``steady_batches_in_flight`` in flight (one published as each finishes) for ``steady_warmup_s`` + ``steady_s``.
+
+    ``publish(batch)`` publishes one batch; ``finished()`` waits at most ~200 ms and returns how many batches
+    finished, each checked, since its last call; ``while_warming()`` runs on each turn of the warm-up. Returns
+    the tasks of the batches that finished in the last ``steady_s`` seconds; the caller drains the rest.
+    """
+    published = 0
+
+    def publish_next() -> None:
+        nonlocal published
+        published += 1
+        publish({"batch_id": f"{prefix}-{published:05d}",
+                 "tasks": workload.tasks(sizes.throughput_batch, prefix=f"s{published}")})
+
+    start = time.perf_counter()
+    window_start, window_end = start + sizes.steady_warmup_s, start + sizes.steady_warmup_s + sizes.steady_s
+    for _ in range(sizes.steady_batches_in_flight):
+        publish_next()
+    in_window = 0
+    while time.perf_counter() < window_end:
+        for _ in range(finished()):
+            if time.perf_counter() >= window_start:
+                in_window += sizes.throughput_batch
+            publish_next()
+        if time.perf_counter() < window_start:
+            while_warming()
+    return in_window
+
+
 def steady_state(stack: Stack, sizes: Sizes) -> dict[str, Any]:
-    """Batches of 100 kept in flight (a new one published as each outcome arrives) for the warm-up plus
-    ``steady_s`` seconds; the rate counts the tasks whose outcome arrived in the last ``steady_s`` seconds."""
+    """Batches of ``throughput_batch`` (100) kept in flight (a new one published as each outcome arrives) for the
+    warm-up plus ``steady_s`` seconds; the rate counts the tasks whose outcome arrived in the last ``steady_s``."""
     client = TaskfanClient(stack)
-    prefix = f"bench-steady-{time.time_ns()}"
-    count = 0
-
-    def next_batch() -> dict[str, Any]:
-        nonlocal count
-        count += 1
-        return {"batch_id": f"{prefix}-{count:05d}", "tasks": workload.tasks(100, prefix=f"s{count}")}
-
+    cpu = CpuMeter(stack_pids(stack))
     try:
-        start = time.perf_counter()
-        window_start, window_end = start + sizes.steady_warmup_s, start + sizes.steady_warmup_s + sizes.steady_s
-        for _ in range(sizes.steady_batches_in_flight):
-            client.publish(next_batch())
-        in_window = 0
-        cpu = CpuMeter(stack_pids(stack))
-        while time.perf_counter() < window_end:
-            for _ in client.outcomes(block_ms=200):
-                if time.perf_counter() >= window_start:
-                    in_window += 100
-                client.publish(next_batch())
-            if time.perf_counter() < window_start:
-                cpu.start()  # the window's CPU only: the reading starts again until the warm-up ends
+        # The window's CPU only: the reading starts again until the warm-up ends.
+        in_window = keep_in_flight(sizes, f"bench-steady-{time.time_ns()}", client.publish,
+                                   lambda: len(client.outcomes(block_ms=200)), while_warming=cpu.start)
         cpu.stop()
         client.drain(sizes.timeout_s, "steady-state")
     finally:
@@ -638,6 +653,34 @@ def celery_run(run: Callable[..., tuple[float, list[float], list[dict[str, Any]]
     return elapsed, latencies
 
 
+def celery_steady_state(sizes: Sizes) -> dict[str, Any]:
+    """Taskfan's steady state (keep_in_flight) on the Celery workers running, each batch a chord of chunk
+    chains as in run_chunked; every aggregate is checked as it arrives, and those still in flight after."""
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from bench.peers.celery_pipeline import submit_chunked
+
+    in_flight: dict[str, tuple[dict[str, Any], Any]] = {}  # batch id -> (batch, its AsyncResult), oldest first
+
+    def publish(batch: dict[str, Any]) -> None:
+        in_flight[batch["batch_id"]] = (batch, submit_chunked(batch))
+
+    def finished() -> int:
+        # Celery has no "wait for any": wait on the oldest (the queues are FIFO), then take all that are done.
+        with contextlib.suppress(ResultTimeout):
+            next(iter(in_flight.values()))[1].get(timeout=0.2)
+        done = [batch_id for batch_id, (_, result) in in_flight.items() if result.ready()]
+        for batch_id in done:
+            batch, result = in_flight.pop(batch_id)
+            workload.check_outcome(batch, result.get(timeout=sizes.timeout_s), "Celery")
+        return len(done)
+
+    in_window = keep_in_flight(sizes, f"peer-steady-{time.time_ns()}", publish, finished)
+    for batch, result in in_flight.values():
+        workload.check_outcome(batch, result.get(timeout=sizes.timeout_s), "Celery")
+    return {"celery_steady_tasks_per_s": round(in_window / sizes.steady_s, 2)}
+
+
 def peers(sizes: Sizes) -> dict[str, Any]:
     from bench.peers.celery_pipeline import run_chunked, run_per_task
 
@@ -648,6 +691,7 @@ def peers(sizes: Sizes) -> dict[str, Any]:
             sizes.throughput_tasks / celery_run(run_chunked, tp_batches, sizes.timeout_s)[0], 2)
         figures["celery_per_task_chain_tasks_per_s"] = round(
             sizes.throughput_tasks / celery_run(run_per_task, tp_batches, sizes.timeout_s)[0], 2)
+        figures.update(celery_steady_state(sizes))
         figures.update(measure_small_batches(
             sizes, "celery_", lambda batch: celery_run(run_chunked, [batch], sizes.timeout_s)[1]))
     concurrency, delay_ms = THROUGHPUT_ENV["SCORER_CONCURRENCY"], THROUGHPUT_ENV["SCORE_DELAY_MS"]
@@ -697,6 +741,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         for n in SPREAD_REPLICAS:
             ratio(f"vs_{peer}_spread_{n}x", f"spread_speedup_{n}x", f"{peer}_spread_speedup_{n}x")
     ratio("vs_temporal_fanout", "temporal_fanout_batch_s", "fanout_batch_s")
+    ratio("vs_celery_steady", "steady_tasks_per_s", "celery_steady_tasks_per_s")
     return out
 
 

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from celery import Celery, chain, chord, group
+from celery.result import AsyncResult
 
 from services.enricher.rules import tags_for
 from services.scorer.rules import score_for
@@ -77,13 +78,16 @@ def run_chunked(batches: list[dict[str, Any]], timeout: float) -> tuple[float, l
     Returns the elapsed seconds, each batch's latency, and the outcomes in the order of ``batches``.
     """
     start = time.perf_counter()
-    pending = []
-    for b in batches:
-        chunks = [b["tasks"][i:i + TASKS_PER_CHUNK] for i in range(0, len(b["tasks"]), TASKS_PER_CHUNK)]
-        pending.append((time.perf_counter(), chord(
-            group(chain(validate_chunk.s(c), enrich_chunk.s(), score_chunk.s()) for c in chunks))(
-            aggregate_chunks.s(b["batch_id"]))))
+    pending = [(time.perf_counter(), submit_chunked(b)) for b in batches]
     return _collect(start, pending, timeout)
+
+
+def submit_chunked(batch: dict[str, Any]) -> AsyncResult:
+    """Submit one batch as a chord of chunk chains; its result is the batch's aggregate."""
+    tasks = batch["tasks"]
+    chunks = [tasks[i:i + TASKS_PER_CHUNK] for i in range(0, len(tasks), TASKS_PER_CHUNK)]
+    return chord(group(chain(validate_chunk.s(c), enrich_chunk.s(), score_chunk.s()) for c in chunks))(
+        aggregate_chunks.s(batch["batch_id"]))
 
 
 # --- Celery's textbook shape: a chain of three broker tasks per task -------------------------------------

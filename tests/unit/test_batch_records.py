@@ -23,8 +23,8 @@ class CountingDapr(FakeSyncDapr):
         return super().save_state(store, key, value, etag, options, state_metadata)
 
 
-# Ids the contract allows with the separator of the layers below (Dapr's `::`; `||` is refused by the
-# contract, tests/unit/test_contracts.py), dots and the longest.
+# Ids the contract allows with the separator of the layers below (Dapr's `::`; `||` is refused by
+# BATCH_ID_PATTERN), dots and the longest.
 IDS = ["b", "a::b", "::", "a.b:c-d_e", "x" * 128]
 
 

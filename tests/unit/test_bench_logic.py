@@ -3,6 +3,7 @@ summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from bench import workload
 from bench.cpu import CpuMeter
 from bench.profile import go_package, go_packages, python_summary, short_path
 from bench.residue import CONSOLE, CONSOLE_SIGN_IN, owner
-from bench.run import ratios
+from bench.run import QUICK, keep_in_flight, ratios
 
 
 def good_outcome(batch: dict) -> dict:
@@ -80,6 +81,32 @@ def test_ratios_are_above_one_where_taskfan_is_ahead() -> None:
     assert got["vs_temporal_fanout"] == 0.8  # Taskfan's fan-out batch took longer
     assert got["vs_temporal_scaling_4x"] == 2.0
     assert "vs_celery_small_batch_latency" not in got  # no figure, no ratio
+    assert "vs_celery_steady" not in got
+    assert ratios({"steady_tasks_per_s": 900.0, "celery_steady_tasks_per_s": 1800.0})["vs_celery_steady"] == 0.5
+
+
+def test_the_steady_state_keeps_its_batches_in_flight_and_counts_only_the_window() -> None:
+    sizes = dataclasses.replace(QUICK, steady_warmup_s=0.2, steady_s=0.4)
+    in_flight: list[dict] = []
+    warm_turns = 0
+
+    def finished() -> int:  # one batch done every 10 ms, the oldest
+        time.sleep(0.01)
+        assert len(in_flight) == sizes.steady_batches_in_flight
+        in_flight.pop(0)
+        return 1
+
+    def warming() -> None:
+        nonlocal warm_turns
+        warm_turns += 1
+
+    in_window = keep_in_flight(sizes, "b", in_flight.append, finished, warming)
+    assert all(len(batch["tasks"]) == sizes.throughput_batch for batch in in_flight)
+    assert len({batch["batch_id"] for batch in in_flight}) == len(in_flight)
+    assert in_window % sizes.throughput_batch == 0
+    # ~40 batches in the 0.4 s window, none of the ~20 of the warm-up (timing slack for a busy machine)
+    assert 10 * sizes.throughput_batch <= in_window <= 41 * sizes.throughput_batch
+    assert warm_turns >= 5
 
 
 def test_the_python_profile_ranks_functions_by_own_and_total_samples_and_names_files_as_a_reader_finds_them() -> None:
