@@ -112,8 +112,9 @@ class BatchActivities:
 
     async def run_chunk(self, ctx: wf.WorkflowActivityContext, inp: ChunkRun) -> ChunkRunResult:
         """One run of a chunk through the chain (``chunk_steps``), the steps reached through Dapr service
-        invocation. Once no task waits, the chunk's results are saved, in task order; until then what the run
-        finished and left waiting is saved for the next run. Only counts go back into workflow history.
+        invocation. Once no task waits, the chunk's results are saved, in task order (a batch's only chunk records
+        its outcome, which holds them, instead); until then what the run finished and left waiting is saved for
+        the next run. Only counts go back into workflow history.
         Safe to run again: the steps are pure, each run reads its own input key and overwrites its own output."""
         chunk = inp.chunk
         try:
@@ -155,19 +156,21 @@ class BatchActivities:
             pause = chunk_steps.backoff(run.waiting)
             return ChunkRunResult(waiting=len(run.waiting), pause_ms=int(pause.total_seconds() * 1000))
         results = chunk_steps.in_task_order(tasks, finished)
-        summary = await self._save_results(chunk, results)
-        published = None
-        if inp.publish_since is not None:
-            # A batch of one chunk publishes from here: one activity, one engine round trip fewer. If that
-            # fails, the workflow's own publish_outcome does it (never twice: outcome.publish_once checks first).
-            try:
-                published = await self._publish_and_clean_up(PublishInput(
-                    batch_id=chunk.batch_id, chunks=1, started_at=inp.publish_since,
-                    finished_at=datetime.now(UTC).isoformat(), reruns=inp.run), saved={chunk.index: results})
-            except Exception as exc:  # noqa: BLE001 - the workflow publishes instead
-                log.warning("could not publish from the chunk; the workflow will", extra={
-                    "batch_id": chunk.batch_id, "error": f"{type(exc).__name__}: {exc}"})
-        return ChunkRunResult(summary=summary, outcome=published)
+        if inp.publish_since is None:
+            return ChunkRunResult(summary=await self._save_results(chunk, results))
+        # A batch of one chunk publishes from here: one activity, one engine round trip fewer. Its results are
+        # not saved apart: the outcome's record holds them, written before the publish. If that fails, they
+        # are saved and the workflow's own publish_outcome does it (never twice: outcome.publish_once checks
+        # for a record first, and publishes the recorded event if there is one).
+        try:
+            published = await self._publish_and_clean_up(PublishInput(
+                batch_id=chunk.batch_id, chunks=1, started_at=inp.publish_since,
+                finished_at=datetime.now(UTC).isoformat(), reruns=inp.run), saved={chunk.index: results})
+        except Exception as exc:  # noqa: BLE001 - the workflow publishes instead
+            log.warning("could not publish from the chunk; the workflow will", extra={
+                "batch_id": chunk.batch_id, "error": f"{type(exc).__name__}: {exc}"})
+            return ChunkRunResult(summary=await self._save_results(chunk, results))
+        return ChunkRunResult(summary=aggregate.summary(results), outcome=published)
 
     async def save_chunk_results(self, ctx: wf.WorkflowActivityContext, inp: SaveResultsInput) -> ChunkSummary:
         """``run_chunk`` itself failed (its retries spent): each of the chunk's tasks is reported failed."""

@@ -102,7 +102,8 @@ class FakeSteps:
 
 def drive(monkeypatch, tasks, answer, state=None, declared=None, step_s=0.0):
     """Run a one-chunk batch to its outcome; ``answer(step, item)`` gives one task's step answer (a dict).
-    Returns the saved results and what was called (steps by task, activities, timers)."""
+    Returns the results (published, or saved for the workflow's publish) and what was called (steps by task,
+    activities, timers)."""
     calls, pauses, state = Counter(), [], state or FakeState()
 
     state.put(tasks_key("b", 0), json.dumps([t.model_dump() for t in tasks]))  # as the intake stores them
@@ -140,9 +141,13 @@ def drive(monkeypatch, tasks, answer, state=None, declared=None, step_s=0.0):
         else:
             raise AssertionError(f"unexpected {yielded.name}")
     assert calls["published by the chunk"] == (not state.publish_fails)
-    if not state.publish_fails:  # published and forgotten: only the record of the outcome is left
-        assert state.items.keys() == {outcome_key("b")}
-    return state.saved[results_key("b", 0)], calls, pauses
+    if state.publish_fails:  # saved for the workflow's own publish_outcome
+        return state.saved[results_key("b", 0)], calls, pauses
+    # Published and forgotten: only the record of the outcome is left. The results were never saved apart:
+    # the record holds them.
+    assert state.items.keys() == {outcome_key("b")}
+    assert results_key("b", 0) not in state.saved
+    return state.published[0]["data"]["results"], calls, pauses
 
 
 def test_chain_rejects_early_keeps_input_order_and_calls_each_step_once(monkeypatch):
