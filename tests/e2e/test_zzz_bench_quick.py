@@ -26,7 +26,8 @@ KEYS = ["fanout_batch_s", "fanout_speedup", "tasks_per_s", "overhead_ms_per_task
         "temporal_small_batch_latency_p95_ms", "temporal_fanout_batch_s", "temporal_spread_speedup_3x", "vs_temporal",
         "vs_temporal_small_batch_latency", "vs_temporal_fanout", "vs_temporal_scaling_4x", "vs_temporal_spread_3x",
         "celery_tasks_per_s", "celery_per_task_chain_tasks_per_s", "celery_small_batch_latency_p50_ms",
-        "celery_spread_speedup_3x", "vs_celery", "vs_celery_small_batch_latency", "vs_celery_scaling_4x",
+        "celery_spread_speedup_3x", "celery_steady_tasks_per_s", "vs_celery", "vs_celery_steady",
+        "vs_celery_small_batch_latency", "vs_celery_scaling_4x",
         "inprocess_tasks_per_s",
         # many small batches at once (200 in the quick run, 10,000 in make bench): the admission queue
         "burst_200_batches_s", "burst_200_healthz_max_ms", "ledger_change_p99_ms"]
