@@ -159,8 +159,8 @@ def test_three_scorers_share_the_load(stack, settings, redis_client, batch_id):
         assert wait_outcome(redis_client, f"{batch_id}-{b}")["completed"] == 10
     ids = {t["task_id"] for tasks in batches for t in tasks}
     per_replica = {
-        replica: sum(1 for r in log_records(stack, f"scorer-{replica}")
-                     if r.get("msg") == "scored" and r.get("task_id") in ids)
+        replica: sum(1 for r in log_records(stack, f"scorer-{replica}") if r.get("msg") == "scored"
+                     for task_id in r.get("task_ids", []) if task_id in ids)
         for replica in range(3)
     }
     assert sum(per_replica.values()) == 300

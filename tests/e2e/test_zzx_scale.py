@@ -53,8 +53,8 @@ def outcomes(client_settings: Settings) -> redis.Redis:
 
 def scored(stack: Stack, replica: int, prefix: str) -> int:
     """Tasks of one batch that one scorer replica scored, from its own log."""
-    return sum(1 for r in log_records(stack, f"scorer-{replica}")
-               if r.get("msg") == "scored" and str(r.get("task_id", "")).startswith(prefix))
+    return sum(1 for r in log_records(stack, f"scorer-{replica}") if r.get("msg") == "scored"
+               for task_id in r.get("task_ids", []) if str(task_id).startswith(prefix))
 
 
 def failed_step_calls(stack: Stack) -> list[dict[str, object]]:

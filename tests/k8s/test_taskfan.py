@@ -96,8 +96,8 @@ class Taskfan:
 
     def scored(self, pod: str, prefix: str) -> int:
         """Tasks of one batch that one scorer pod scored, from its own log."""
-        return sum(1 for r in self.log_records(pod, "scorer")
-                   if r.get("msg") == "scored" and str(r.get("task_id", "")).startswith(prefix))
+        return sum(1 for r in self.log_records(pod, "scorer") if r.get("msg") == "scored"
+                   for task_id in r.get("task_ids", []) if str(task_id).startswith(prefix))
 
     def ready_pods(self, app: str) -> list[str]:
         """The app's pods that are ready and not being deleted (a deleted pod stays Running while it stops)."""

@@ -35,6 +35,17 @@ def test_scorer_fault_injection_fails_only_matching_tasks():
     assert "scoring failed for b-fail-me" in results[1]["error"]
 
 
+def test_a_scorer_logs_one_line_per_call_naming_the_tasks_it_scored(caplog):
+    scorer = Scorer(Settings(scorer_fail_tasks="*-fail-me"))
+    tasks = [{"task_id": f"t{i}::x||y", "tags": ["backend"]} for i in range(50)] + [{"task_id": "b-fail-me", "tags": []}]
+    with caplog.at_level("INFO", logger="services.scorer.app"):
+        scorer.score({"tasks": tasks})
+    lines = [r for r in caplog.records if r.getMessage() == "scored"]
+    assert len(lines) == 1  # not one per task: on a fast model the line cost more than the scoring
+    assert lines[0].task_ids == [t["task_id"] for t in tasks[:50]] and lines[0].tasks == 51
+    assert lines[0].replica == scorer.replica
+
+
 def test_scorer_keeps_at_most_its_concurrency_in_progress():
     scorer = Scorer(Settings(score_delay_ms=50, scorer_concurrency=2))
     active, peak, lock = 0, 0, threading.Lock()
