@@ -37,7 +37,8 @@ def test_scorer_fault_injection_fails_only_matching_tasks():
 
 def test_a_scorer_logs_one_line_per_call_naming_the_tasks_it_scored(caplog):
     scorer = Scorer(Settings(scorer_fail_tasks="*-fail-me"))
-    tasks = [{"task_id": f"t{i}::x||y", "tags": ["backend"]} for i in range(50)] + [{"task_id": "b-fail-me", "tags": []}]
+    tasks = [{"task_id": f"t{i}::x||y", "tags": ["backend"]} for i in range(50)]
+    tasks.append({"task_id": "b-fail-me", "tags": []})
     with caplog.at_level("INFO", logger="services.scorer.app"):
         scorer.score({"tasks": tasks})
     lines = [r for r in caplog.records if r.getMessage() == "scored"]
