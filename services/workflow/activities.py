@@ -147,7 +147,11 @@ class BatchActivities:
         self.book.moving(chunk.batch_id, live.WAITING, (task.task_id for task in run.waiting))
         stages.finished(run.finished)
         stages.moving(live.WAITING, (task.task_id for task in run.waiting))
-        await writes.now()
+        publishes = inp.publish_since is not None and not run.waiting
+        if publishes:  # the outcome is out in a moment and the stages are deleted with it: not written
+            await writes.settled()
+        else:
+            await writes.now()
         finished = [*earlier.finished, *run.finished]
         if run.waiting:
             await self.dapr.save_state(STATESTORE, progress_key(chunk.batch_id, chunk.index, inp.run),
@@ -169,6 +173,7 @@ class BatchActivities:
         except Exception as exc:  # noqa: BLE001 - the workflow publishes instead
             log.warning("could not publish from the chunk; the workflow will", extra={
                 "batch_id": chunk.batch_id, "error": f"{type(exc).__name__}: {exc}"})
+            await writes.now()  # the console shows the chunk done meanwhile
             return ChunkRunResult(summary=await self._save_results(chunk, results))
         return ChunkRunResult(summary=aggregate.summary(results), outcome=published)
 

@@ -114,10 +114,15 @@ class StagesWrites:
 
     async def now(self) -> None:
         """Write the stages now, after a write in flight; a deferred write not started yet is dropped."""
+        await self.settled()
+        await self.save(self.stages.encode())
+
+    async def settled(self) -> None:
+        """No write from now on: a deferred write not started yet is dropped, one in flight is waited for (so that
+        it cannot land after the stages are deleted)."""
         if not self.drop_deferred() and self._deferred is not None:
             await self._deferred
         self._deferred = None
-        await self.save(self.stages.encode())
 
 
 class LiveBatches:

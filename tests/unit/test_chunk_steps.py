@@ -15,7 +15,7 @@ from services.workflow.chunk_steps import STEP_ATTEMPTS, STEP_BACKOFF
 from services.workflow.ledger_store import LedgerStore
 from services.workflow.live import ChunkStages, LiveBatches
 from services.workflow.metrics import WorkflowMetrics
-from services.workflow.models import BatchInput, ChunkRun, MovingTask, WaitingTask
+from services.workflow.models import BatchInput, ChunkRef, ChunkRun, MovingTask, WaitingTask
 from services.workflow.state_keys import outcome_key, results_key, stages_key, tasks_key
 from taskfan import pipeline
 from taskfan.contracts import MAX_ADDED_BYTES, StepAnswer, Task
@@ -330,22 +330,47 @@ def test_a_chunks_stages_are_in_the_state_store_while_it_runs_and_gone_with_its_
     assert seen == {"good": MovingTask(stage="score"), "bad": MovingTask(stage="validate")}
 
 
-def test_a_chunk_whose_steps_answer_fast_writes_its_stages_once_per_run(monkeypatch):
-    """The writes as tasks enter a step wait ``live.STAGES_WRITE_DELAY_S``: a step that answers sooner is never
-    written, the end of the run is (the console shows the chunk's results), once."""
-    monkeypatch.setattr(live, "STAGES_WRITE_DELAY_S", 5.0)
-    state = FakeState()
+def stages_written(state):
+    """The chunk's stages as each write to its key left them."""
     written = []
     put = state.put
 
     def counting_put(key, value, *args, **kwargs):
         if key == stages_key("b", 0):
-            written.append(ChunkStages.decode(value.encode() if isinstance(value, str) else value))
+            written.append({t: m.stage for t, m in ChunkStages.decode(
+                value.encode() if isinstance(value, str) else value).items()})
         return put(key, value, *args, **kwargs)
 
     state.put = counting_put
+    return written
+
+
+def test_a_chunk_whose_steps_answer_fast_writes_its_stages_once_per_run(monkeypatch):
+    """The writes as tasks enter a step wait ``live.STAGES_WRITE_DELAY_S``: a step that answers sooner is never
+    written, the end of the run is (the console shows the chunk's results until the batch's outcome), once."""
+    monkeypatch.setattr(live, "STAGES_WRITE_DELAY_S", 5.0)
+    state = FakeState()
+    written = stages_written(state)
+    state.put(tasks_key("b", 0), json.dumps([task("a").model_dump(), task("b").model_dump()]))
+    the_activities = BatchActivities(FakeSteps(rules, Counter()), LedgerStore(), WorkflowMetrics(), dapr=state,
+                                     workflows=object())
+    # One chunk of a batch of several: the workflow publishes the outcome once every chunk is done.
+    asyncio.run(the_activities.run_chunk(None, ChunkRun(chunk=ChunkRef(batch_id="b", index=0))))
+    assert written == [{"a": "done", "b": "done"}]
+
+
+def test_a_batch_of_one_chunk_that_publishes_its_outcome_never_writes_its_stages(monkeypatch):
+    """Its outcome is out as the run ends, and the stages are deleted with the batch's keys: a write then would be
+    a sidecar call for nothing. If the chunk cannot publish, the workflow will: the stages are written meanwhile."""
+    monkeypatch.setattr(live, "STAGES_WRITE_DELAY_S", 5.0)
+    state = FakeState()
+    written = stages_written(state)
     drive(monkeypatch, [task("a"), task("b")], rules, state)
-    assert [{t: m.stage for t, m in view.items()} for view in written] == [{"a": "done", "b": "done"}]
+    assert written == []
+    failing = FakeState(publish_fails=True)
+    written = stages_written(failing)
+    drive(monkeypatch, [task("a"), task("b")], rules, failing)
+    assert written == [{"a": "done", "b": "done"}]
 
 
 def test_stages_writes_wait_for_a_write_in_flight_and_drop_one_not_started():
