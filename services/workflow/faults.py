@@ -23,9 +23,13 @@ IN_TERMINATE = "in-terminate"  # the reconciler answered for a terminated batch;
 POINTS = (AFTER_LEDGER_WRITE, AFTER_PUBLISH, AFTER_RECORD, IN_TERMINATE)
 
 
+# Read once, as the process starts: only the end-to-end tests set it, in the environment they start the app with
+# (the points are on the hot path, where reading every setting again showed in the workflow app's profile).
+_DIRECTORY = Settings.from_env().fault_points_dir
+
+
 def _directory() -> Path | None:
-    configured = Settings.from_env().fault_points_dir
-    return Path(configured) if configured else None
+    return Path(_DIRECTORY) if _DIRECTORY else None
 
 
 def arm(directory: Path, name: str) -> None:
