@@ -10,7 +10,7 @@ from services.workflow import batch_workflow, ledger_store, names, reconciler
 from services.workflow.admission import Entry, Ledger
 from services.workflow.ledger_store import LedgerStore
 from services.workflow.models import BatchInput
-from taskfan.contracts import ADMISSION_LEDGER_KEY
+from taskfan.contracts import ADMISSION_LEDGER_KEY, admission_ticket_key
 from tests.unit.fake_state import FakeDaprState, FakeSyncDapr, drive, step
 
 
@@ -107,6 +107,30 @@ def test_a_change_costs_the_same_however_long_the_queue():
     assert admitted == [f"q{i}" for i in range(100)]  # 100 x 10 slots fill the cap again
     assert len(reads) <= 2 + 100 + ledger_store.READ_WINDOW
     assert ledgers.position("q100") == 1 and ledgers.position("q9999") == 9900
+
+
+def reads_of(state, steps) -> list[str]:
+    """The keys a ledger change read, run to its end against ``state``."""
+    reads: list[str] = []
+    reply, error = None, None
+    while True:
+        finished, op = ledger_store.advance(steps, reply, error)
+        if finished:
+            return reads
+        if isinstance(op, (ledger_store.Get, ledger_store.GetMany)):
+            reads += [op.key] if isinstance(op, ledger_store.Get) else op.keys
+        reply, error = step(state, op)
+
+
+def test_a_batch_asking_while_nothing_is_queued_does_not_read_its_ticket():
+    ledgers = Ledgers(cap=100)
+    assert reads_of(ledgers.state, ledger_store.ask(entry("a", 60), 100)) == [ADMISSION_LEDGER_KEY]
+    # "b" does not fit: it is queued, and the queue was empty, so it held no ticket to read.
+    assert admission_ticket_key("b") not in reads_of(ledgers.state, ledger_store.ask(entry("b", 60), 100))
+    assert ledgers.position("b") == 1
+    # Asked again (a redelivery): something is queued now, so its ticket is read, and it keeps its place.
+    assert admission_ticket_key("b") in reads_of(ledgers.state, ledger_store.ask(entry("b", 60), 100))
+    assert ledgers.position("b") == 1
 
 
 def test_changes_made_at_once_lose_nothing():
