@@ -426,3 +426,68 @@ def test_a_batch_id_with_colons_runs_under_an_instance_id_dapr_reads_back_whole(
     intake.start(batch("hx::1:", 5))
     assert started == ["hx~~1~"]
     assert store.ledger.running[0].batch_id == "hx::1:"  # the ledger keeps the batch id
+
+
+class Intake(FakeLedgerStore):
+    """The intake's clients as a first delivery meets them, with the batch claimed by ingest before; its reads
+    wait for one another (``meet``): made one after the other, they would never meet."""
+
+    def __init__(self, meet=None, answered=False, started=()):
+        import threading
+
+        super().__init__()
+        self.meet, self.answered, self.started, self.scheduled = meet, answered, started, []
+        self.reads, self.lock = 0, threading.Lock()
+
+    def wait(self):
+        """The first reads (as many as ``meet`` has parties) wait for one another."""
+        with self.lock:
+            self.reads += 1
+            first = self.meet is not None and self.reads <= self.meet.parties
+        if first:
+            self.meet.wait()
+
+    def save_bulk_state(self, store, items):
+        self.stored = [item.key for item in items]
+
+    def get_state(self, store, key):
+        self.wait()
+        if key.startswith("taskfan:") and key.endswith(":outcome") and self.answered:
+            return type("Item", (), {"key": key, "data": b"{}", "etag": "1"})()
+        return super().get_state(store, key)
+
+    def get_workflow_state(self, instance_id, fetch_payloads=True):
+        self.wait()
+        return super().get_workflow_state(instance_id, fetch_payloads)
+
+    def schedule_new_workflow(self, name, input=None, instance_id=None):  # noqa: A002 - the SDK's name
+        self.scheduled.append(instance_id)
+
+
+def deliver(store, batch_id="b::1"):
+    from services.workflow.intake import BatchIntake
+    from taskfan import batch_records, events
+    from taskfan.contracts import TASK_BATCH_EVENT_TYPE
+    from taskfan.settings import Settings
+
+    the_batch = batch(batch_id, 5)
+    meet, store.meet = store.meet, None
+    assert batch_records.claim(store, the_batch) is batch_records.Claim.NEW  # ingest's claim
+    store.meet, store.reads = meet, 0
+    intake = BatchIntake(store, store, Settings(max_in_flight=400, max_tasks_in_progress=800), LedgerStore())
+    raw = events.encode(TASK_BATCH_EVENT_TYPE, the_batch)
+    return intake.on_event(type("Event", (), {"data": raw})()).status.name
+
+
+def test_the_intake_reads_the_claim_and_both_duplicate_checks_at_once_then_starts_the_batch():
+    import threading
+
+    store = Intake(meet=threading.Barrier(3, timeout=5))  # the record, the outcome record, the workflow
+    assert deliver(store) == "success"
+    assert store.scheduled == ["b~~1"] and store.ledger.running[0].batch_id == "b::1"
+
+
+@pytest.mark.parametrize("store", [Intake(answered=True), Intake(started=("b~~1",))], ids=["answered", "started"])
+def test_a_duplicate_the_intake_finds_answered_or_started_is_ignored_and_nothing_stored(store):
+    assert deliver(store) == "success"
+    assert store.scheduled == [] and not hasattr(store, "stored") and ADMISSION_LEDGER_KEY not in store.state.items
