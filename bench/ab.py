@@ -1,4 +1,5 @@
-"""An interleaved A/B of two checkouts on the throughput scenario: A, B, A, B, ... each round a fresh stack
+"""An interleaved A/B of two checkouts on the throughput scenario and the 5-task batch latency: A, B, A, B, ... each
+round a fresh stack
 on shifted ports (``bench.ab_round``), then each round's figures and the ratios B/A with their spread.
 
     .venv/bin/python -m bench.ab /work/wt-a /work/wt-b --rounds 3 --tasks 10000
@@ -65,8 +66,10 @@ def main() -> int:
                 by = figures["cpu_ms_per_task_by_process"]
                 print(f"round {round_no} {label}: {figures['tasks_per_s']:.0f} tasks/s, "
                       f"{figures['cpu_ms_per_task']:.3f} cpu ms/task, workflow {by.get('workflow', 0):.3f}, "
-                      f"workflow-daprd {by.get('workflow-daprd', 0):.3f} | {json.dumps(by)}", flush=True)
-    ratios: dict[str, list[float]] = {"tasks_per_s": [], "cpu_ms_per_task": [], "workflow": [], "workflow-daprd": []}
+                      f"workflow-daprd {by.get('workflow-daprd', 0):.3f}, 5-task batch p50 "
+                      f"{figures.get('small_batch_latency_p50_ms', '-')} ms | {json.dumps(by)}", flush=True)
+    ratios: dict[str, list[float]] = {"tasks_per_s": [], "cpu_ms_per_task": [], "workflow": [], "workflow-daprd": [],
+                                      "small_batch_latency_p50_ms": []}
     for round_no in range(args.rounds):
         a = [f for r, lbl, f in rows if r == round_no and lbl == "A"]
         b = [f for r, lbl, f in rows if r == round_no and lbl == "B"]
@@ -75,8 +78,12 @@ def main() -> int:
             ratios["cpu_ms_per_task"].append(fb["cpu_ms_per_task"] / fa["cpu_ms_per_task"])
             for proc in ("workflow", "workflow-daprd"):
                 ratios[proc].append(fb["cpu_ms_per_task_by_process"][proc] / fa["cpu_ms_per_task_by_process"][proc])
+            if "small_batch_latency_p50_ms" in fa and "small_batch_latency_p50_ms" in fb:  # an older A has none
+                ratios["small_batch_latency_p50_ms"].append(
+                    fb["small_batch_latency_p50_ms"] / fa["small_batch_latency_p50_ms"])
     for name, values in ratios.items():
-        print(f"B/A {name}: {spread(values)}", flush=True)
+        if values:
+            print(f"B/A {name}: {spread(values)}", flush=True)
     for label in ("A", "B"):
         mine = [f for _, lbl, f in rows if lbl == label]
         print(f"{label} median: {statistics.median(f['tasks_per_s'] for f in mine):.0f} tasks/s, "

@@ -4,7 +4,8 @@
 
 Run from the checkout under test (``bench.ab`` runs it in each checkout in turn): the stack's apps import
 the code of the checkout on PYTHONPATH, never a default stack's ports (``bench.soak.prepare_stack``).
-Prints one JSON line per repetition (and the profile's, with ``--profile``).
+Prints one JSON line per repetition, each with the round's 5-task batch latency (and the profile's, with
+``--profile``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import os
 import time
 from pathlib import Path
 
-from bench.run import THROUGHPUT_ENV, Sizes, profile_throughput, run_batches, throughput, warm_up_batch
+from bench.run import (
+    THROUGHPUT_ENV,
+    Sizes,
+    profile_throughput,
+    run_batches,
+    small_batch_latency,
+    throughput,
+    warm_up_batch,
+)
 from bench.soak import SCORERS, prepare_stack, stack_ports
 from taskfan.stack import Stack, StackError, port_open
 from taskfan.stack.topology import Topology
@@ -57,8 +66,10 @@ def main() -> int:
     try:
         stack.up(1, progress=lambda _: None)
         run_batches(stack, [warm_up_batch()], 120)
-        for _ in range(args.reps):
-            print(json.dumps(throughput(stack, Sizes(throughput_tasks=args.tasks))), flush=True)
+        reps = [throughput(stack, Sizes(throughput_tasks=args.tasks)) for _ in range(args.reps)]
+        latency = small_batch_latency(stack, Sizes())  # after: an idle stack, as make bench measures it
+        for figures in reps:
+            print(json.dumps({**figures, **latency}), flush=True)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             print(json.dumps(profile_throughput(stack, Sizes(profile_s=20), args.profile)), flush=True)
