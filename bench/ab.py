@@ -1,6 +1,6 @@
-"""An interleaved A/B of two checkouts on the throughput scenario and the 5-task batch latency: A, B, A, B, ... each
-round a fresh stack
-on shifted ports (``bench.ab_round``), then each round's figures and the ratios B/A with their spread.
+"""An interleaved A/B of two checkouts on the throughput scenario and the 5-task batch latency: A, B, A, B, ...
+each round a fresh stack on shifted ports (``bench.ab_round``), then each round's figures and the ratios B/A with
+their spread.
 
     .venv/bin/python -m bench.ab /work/wt-a /work/wt-b --rounds 3 --tasks 10000
 
