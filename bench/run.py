@@ -414,7 +414,13 @@ def big_batch(stack: Stack, sizes: Sizes) -> dict[str, Any]:
 
 
 def noop_engine(stack: Stack, sizes: Sizes) -> dict[str, Any]:
-    """A bare Dapr workflow fanning out 5 no-op activities, many instances at once (Dapr's benchmark shape)."""
+    """The bare Dapr engine, many instances at once: a workflow fanning out 5 no-op activities (Dapr's benchmark
+    shape), then a workflow of one no-op activity (Taskfan's shape: one workflow per batch, one activity for its
+    one chunk) with the CPU every process spent on it, this process (the bare app) and its sidecar included:
+    the engine's own floor per batch."""
+    import os
+
+    import dapr.conf
     import dapr.ext.workflow as wf
 
     def noop(ctx: wf.WorkflowActivityContext, value: int) -> int:
@@ -424,31 +430,42 @@ def noop_engine(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         results = yield wf.when_all([ctx.call_activity("bench_noop", input=i) for i in range(5)])
         return sum(results)
 
-    import dapr.conf
+    def one_activity(ctx: wf.DaprWorkflowContext, _: int):
+        return (yield ctx.call_activity("bench_noop", input=1))
 
     dapr.conf.settings.DAPR_API_TOKEN = stack.secrets.sidecar_token("bench-noop")  # read at import otherwise
     sidecar, daprd = stack.start_sidecar("bench-noop")
     runtime = wf.WorkflowRuntime(host="127.0.0.1", port=str(sidecar.grpc_port), maximum_thread_pool_workers=16)
     try:
         runtime.register_workflow(fan_out_five, name="bench_fan_out_five")
+        runtime.register_workflow(one_activity, name="bench_one_activity")
         runtime.register_activity(noop, name="bench_noop")
         runtime.start()
         runtime.wait_for_worker_ready(timeout=60)
         client = wf.DaprWorkflowClient(host="127.0.0.1", port=str(sidecar.grpc_port))
-        prefix = f"noop-{time.time_ns()}"
-        start = time.perf_counter()
-        ids = [client.schedule_new_workflow("bench_fan_out_five", input=0, instance_id=f"{prefix}-{i}")
-               for i in range(sizes.noop_workflows)]
-        for instance_id in ids:
-            state = client.wait_for_workflow_completion(instance_id, timeout_in_seconds=int(sizes.timeout_s))
-            if state is None or state.runtime_status.name != "COMPLETED":
-                raise RuntimeError(f"noop workflow {instance_id} ended {state and state.runtime_status.name}")
-        elapsed = time.perf_counter() - start
+
+        def run_all(name: str) -> float:
+            prefix = f"noop-{time.time_ns()}"
+            start = time.perf_counter()
+            ids = [client.schedule_new_workflow(name, input=0, instance_id=f"{prefix}-{i}")
+                   for i in range(sizes.noop_workflows)]
+            for instance_id in ids:
+                state = client.wait_for_workflow_completion(instance_id, timeout_in_seconds=int(sizes.timeout_s))
+                if state is None or state.runtime_status.name != "COMPLETED":
+                    raise RuntimeError(f"noop workflow {instance_id} ended {state and state.runtime_status.name}")
+            return time.perf_counter() - start
+
+        five_s = run_all("bench_fan_out_five")
+        with CpuMeter({**stack_pids(stack), "bench-noop-daprd": daprd.pid, "bench-noop-app": os.getpid()}) as cpu:
+            one_s = run_all("bench_one_activity")
     finally:
         runtime.shutdown()
         stack.stop_sidecar(daprd)
-    return {"dapr_noop_activities_per_s": round(5 * sizes.noop_workflows / elapsed, 2),
-            "dapr_noop_workflows_per_s": round(sizes.noop_workflows / elapsed, 2)}
+    return {"dapr_noop_activities_per_s": round(5 * sizes.noop_workflows / five_s, 2),
+            "dapr_noop_workflows_per_s": round(sizes.noop_workflows / five_s, 2),
+            "dapr_one_activity_workflows_per_s": round(sizes.noop_workflows / one_s, 2),
+            "dapr_one_activity_cpu_ms_per_workflow": cpu.total_ms_per_unit(sizes.noop_workflows),
+            "dapr_one_activity_cpu_ms_by_process": cpu.ms_per_unit(sizes.noop_workflows)}
 
 
 def scenario_burst(stack: Stack, sizes: Sizes) -> dict[str, Any]:

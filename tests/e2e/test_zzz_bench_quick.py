@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 
 KEYS = ["fanout_batch_s", "fanout_speedup", "tasks_per_s", "overhead_ms_per_task", "batch_latency_p50_s",
         "batch_latency_p95_s", "cpu_ms_per_task", "steady_tasks_per_s", "steady_cpu_ms_per_task", "scaling_ratio_4x",
-        "big_batch_s", "big_batch_peak_rss_mib", "dapr_noop_activities_per_s",
+        "big_batch_s", "big_batch_peak_rss_mib", "dapr_noop_activities_per_s", "dapr_one_activity_workflows_per_s",
+        "dapr_one_activity_cpu_ms_per_workflow",
         "small_batch_latency_p50_ms", "small_batch_latency_p95_ms", "spread_speedup_3x", "spread_speedup_4x",
         "security_on_tasks_per_s", "security_off_tasks_per_s", "security_cost_pct", "security_latency_cost_pct",
         "workflows_1_tasks_per_s", "workflows_2_tasks_per_s", "workflows_2_vs_1",
