@@ -220,8 +220,8 @@ THROUGHPUT_ENV = {"SCORE_DELAY_MS": 0, "SCORER_CONCURRENCY": 8}
 
 def scenario_throughput_big_noop(sizes: Sizes, out: Path) -> dict[str, Any]:
     """One stack, no delay, one scorer: throughput, small-batch latency (on the stack idle again), the CPU
-    profiles (written to ``out``), the steady state, a big batch, the bare engine's ceiling, then the two bursts (last: what they leave in
-    the queue and the streams cannot touch the figures before them)."""
+    profiles (written to ``out``), the steady state, a big batch, the bare engine's ceiling, then the two bursts
+    (last: what they leave in the queue and the streams cannot touch the figures before them)."""
     figures: dict[str, Any] = {}
     # The sidecars serve Go's pprof (an idle listener until it is asked for a profile).
     with taskfan_stack(SIDECAR_PROFILING="on", **THROUGHPUT_ENV) as stack:
