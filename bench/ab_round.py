@@ -67,7 +67,7 @@ def main() -> int:
         stack.up(1, progress=lambda _: None)
         run_batches(stack, [warm_up_batch()], 120)
         reps = [throughput(stack, Sizes(throughput_tasks=args.tasks)) for _ in range(args.reps)]
-        latency = small_batch_latency(stack, Sizes())  # after: an idle stack, as make bench measures it
+        latency = small_batch_latency(stack, Sizes(), settle=True)  # on the stack idle again, as make bench does
         for figures in reps:
             print(json.dumps({**figures, **latency}), flush=True)
         if args.profile:
