@@ -438,8 +438,6 @@ def noop_engine(stack: Stack, sizes: Sizes) -> dict[str, Any]:
     shape), then a workflow of one no-op activity (Taskfan's shape: one workflow per batch, one activity for its
     one chunk) with the CPU every process spent on it, this process (the bare app) and its sidecar included:
     the engine's own floor per batch."""
-    import os
-
     import dapr.conf
     import dapr.ext.workflow as wf
 

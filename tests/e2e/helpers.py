@@ -80,6 +80,12 @@ def log_records(stack: Stack, process: str) -> list[dict[str, Any]]:
     return list(iter_log_records(path)) if path.exists() else []
 
 
+def scored_task_ids(stack: Stack, replica: int) -> list[str]:
+    """The task ids one scorer replica scored, from its log: one ``scored`` line per call names them."""
+    return [task_id for r in log_records(stack, f"scorer-{replica}") if r.get("msg") == "scored"
+            for task_id in r.get("task_ids", [])]
+
+
 @contextlib.contextmanager
 def frozen(stack: Stack, names: list[str]) -> Iterator[None]:
     """SIGSTOP the named processes of the stack (hung, not dead); SIGCONT them on the way out, always."""

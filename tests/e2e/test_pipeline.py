@@ -32,6 +32,7 @@ from .helpers import (
     log_records,
     outcomes_for,
     post_batch,
+    scored_task_ids,
     wait_for,
     wait_outcome,
 )
@@ -159,8 +160,7 @@ def test_three_scorers_share_the_load(stack, settings, redis_client, batch_id):
         assert wait_outcome(redis_client, f"{batch_id}-{b}")["completed"] == 10
     ids = {t["task_id"] for tasks in batches for t in tasks}
     per_replica = {
-        replica: sum(1 for r in log_records(stack, f"scorer-{replica}") if r.get("msg") == "scored"
-                     for task_id in r.get("task_ids", []) if task_id in ids)
+        replica: sum(1 for task_id in scored_task_ids(stack, replica) if task_id in ids)
         for replica in range(3)
     }
     assert sum(per_replica.values()) == 300

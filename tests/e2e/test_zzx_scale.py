@@ -21,7 +21,16 @@ from taskfan import runfile, stack_secrets
 from taskfan.settings import Settings, patched_environ
 from taskfan.stack import Stack, StackState, port_open
 
-from .helpers import REPO_ROOT, cli, log_records, outcomes_for, post_batch, wait_for, wait_outcome
+from .helpers import (
+    REPO_ROOT,
+    cli,
+    log_records,
+    outcomes_for,
+    post_batch,
+    scored_task_ids,
+    wait_for,
+    wait_outcome,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +62,7 @@ def outcomes(client_settings: Settings) -> redis.Redis:
 
 def scored(stack: Stack, replica: int, prefix: str) -> int:
     """Tasks of one batch that one scorer replica scored, from its own log."""
-    return sum(1 for r in log_records(stack, f"scorer-{replica}") if r.get("msg") == "scored"
-               for task_id in r.get("task_ids", []) if str(task_id).startswith(prefix))
+    return sum(1 for task_id in scored_task_ids(stack, replica) if str(task_id).startswith(prefix))
 
 
 def failed_step_calls(stack: Stack) -> list[dict[str, object]]:

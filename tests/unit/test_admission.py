@@ -85,6 +85,19 @@ def test_a_batch_released_while_queued_leaves_its_place_and_the_queue_closes_up(
     assert ledgers.ledger.removed == []
 
 
+def driven(state, steps) -> tuple:
+    """A ledger change run to its end against ``state`` (as ``drive``): what it returned, and the keys it read."""
+    reads: list[str] = []
+    reply, error = None, None
+    while True:
+        finished, op = ledger_store.advance(steps, reply, error)
+        if finished:
+            return op, reads
+        if isinstance(op, (ledger_store.Get, ledger_store.GetMany)):
+            reads += [op.key] if isinstance(op, ledger_store.Get) else op.keys
+        reply, error = step(state, op)
+
+
 def test_a_change_costs_the_same_however_long_the_queue():
     # 10,000 queued batches: a change reads and writes the ledger (its running batches and counts) and the
     # entries it admits, never the queue.
@@ -93,17 +106,7 @@ def test_a_change_costs_the_same_however_long_the_queue():
     for i in range(10_000):
         ledgers.ask(entry(f"q{i}", 10))
     assert len(ledgers.state.items[ADMISSION_LEDGER_KEY]) < 1000
-    reads: list[str] = []
-    steps = ledger_store.release("running")
-    reply, error = None, None
-    while True:
-        finished, op = ledger_store.advance(steps, reply, error)
-        if finished:
-            admitted = op
-            break
-        if isinstance(op, (ledger_store.Get, ledger_store.GetMany)):
-            reads += [op.key] if isinstance(op, ledger_store.Get) else op.keys
-        reply, error = step(ledgers.state, op)
+    admitted, reads = driven(ledgers.state, ledger_store.release("running"))
     assert admitted == [f"q{i}" for i in range(100)]  # 100 x 10 slots fill the cap again
     assert len(reads) <= 2 + 100 + ledger_store.READ_WINDOW
     assert ledgers.position("q100") == 1 and ledgers.position("q9999") == 9900
@@ -111,15 +114,7 @@ def test_a_change_costs_the_same_however_long_the_queue():
 
 def reads_of(state, steps) -> list[str]:
     """The keys a ledger change read, run to its end against ``state``."""
-    reads: list[str] = []
-    reply, error = None, None
-    while True:
-        finished, op = ledger_store.advance(steps, reply, error)
-        if finished:
-            return reads
-        if isinstance(op, (ledger_store.Get, ledger_store.GetMany)):
-            reads += [op.key] if isinstance(op, ledger_store.Get) else op.keys
-        reply, error = step(state, op)
+    return driven(state, steps)[1]
 
 
 def test_a_batch_asking_while_nothing_is_queued_does_not_read_its_ticket():
